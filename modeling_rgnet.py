@@ -1,0 +1,1020 @@
+"""PyTorch RGNet: a unified clip-retrieval and grounding network for long videos.
+
+RGNet (Hannan et al., ECCV 2024, arXiv:2312.06729) processes one (query, window) pair at a time: a window of
+pre-extracted frame features and the token features of a sentence. It returns a relevance logit for the window
+(clip retrieval), `Q` moment proposals inside it (grounding) and per-frame saliency scores. The implementation
+specification is `rgnet-spec.md`; section numbers below refer to it.
+
+Reading order follows the forward pass: input projections (§5.1) → position encodings (§5.2) → text-to-video
+encoder (§5.3) → frame selector (§5.4) → retrieval encoder (§5.5) → fusion (§5.6) → anchor decoder (§5.7) →
+heads and loss (§5.8, §6).
+
+Conventions: masks are 1 = valid, 0 = padding (sequences are padded at the end). Shape symbols: `N` pairs,
+`Lv` frames per window, `Lt` text tokens, `Dv`/`Dt` input feature widths, `D` hidden size, `H` attention heads,
+`Q` moment queries, `L` decoder layers. Spans are `(center, width)` normalised by the window's valid length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput, logging
+
+# Sibling modules: relative imports when loaded as remote code from a saved folder, absolute ones from a checkout.
+try:
+    from .configuration_rgnet import RGNetConfig
+    from .loss_rgnet import RGNetLabels, RGNetLoss
+except ImportError:
+    from configuration_rgnet import RGNetConfig
+    from loss_rgnet import RGNetLabels, RGNetLoss
+
+logger = logging.get_logger(__name__)
+
+
+# ---- Outputs (spec §5.9) ----
+
+
+@dataclass
+class RGNetModelOutput(ModelOutput):
+    """Hidden states of [`RGNetModel`] for a batch of `N` (query, window) pairs.
+
+    Args:
+        decoder_hidden_states (`torch.FloatTensor` of shape `(L, N, Q, D)`):
+            Output of every anchor-decoder layer after the decoder's shared final LayerNorm.
+        reference_anchors (`torch.FloatTensor` of shape `(L, N, Q, 2)`):
+            The `(center, width)` anchor consumed by each decoder layer, in sigmoid space. Layer 0 is the learned
+            anchor; layer `l ≥ 1` is the gradient-carrying update made by layer `l − 1`.
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(N, Lv, D)`):
+            Frame states after the retrieval encoder and the fusion `M_t + gate_t · g` (the decoder's memory).
+        global_hidden_state (`torch.FloatTensor` of shape `(N, D)`):
+            The global (retrieval) token after the retrieval encoder.
+        frame_selection (`torch.FloatTensor` of shape `(N, Lv)`):
+            Hard 0/1 gate of the frame selector (straight-through gradient in training).
+        selector_logits (`torch.FloatTensor` of shape `(N, Lv)`):
+            Noisy selector logits `z + η` in training; the hard gate in eval mode (the original's convention).
+        selector_raw_logits (`torch.FloatTensor` of shape `(N, 1 + Lv)`):
+            Selector logits `z` before noise and thresholding; column 0 is the global token.
+        text_features (`torch.FloatTensor` of shape `(N, Lt, Dt)`):
+            The query token features that were used (computed by the text encoder when `input_ids` were given).
+        text_mask (`torch.FloatTensor` of shape `(N, Lt)`):
+            Their validity mask.
+    """
+
+    decoder_hidden_states: torch.FloatTensor | None = None
+    reference_anchors: torch.FloatTensor | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    global_hidden_state: torch.FloatTensor | None = None
+    frame_selection: torch.FloatTensor | None = None
+    selector_logits: torch.FloatTensor | None = None
+    selector_raw_logits: torch.FloatTensor | None = None
+    text_features: torch.FloatTensor | None = None
+    text_mask: torch.FloatTensor | None = None
+
+
+@dataclass
+class RGNetVideoGroundingOutput(ModelOutput):
+    """Predictions of [`RGNetForVideoGrounding`] for a batch of `N` (query, window) pairs.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Weighted sum of the loss terms (spec §6.4).
+        loss_dict (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` are given):
+            Unweighted loss terms (`loss_span`, `loss_giou`, `loss_label`, `loss_saliency`, `loss_retrieval`, and
+            `loss_{span,giou,label}_{l}` for auxiliary decoder layers) plus logging-only `class_error` metrics.
+        logits (`torch.FloatTensor` of shape `(N, Q, 2)`):
+            Class logits of the last decoder layer; index 0 = foreground (a moment), 1 = background.
+        pred_spans (`torch.FloatTensor` of shape `(N, Q, 2)`):
+            `(center, width)` of each moment proposal in (0, 1), relative to the window's valid length.
+        window_logits (`torch.FloatTensor` of shape `(N, 1)`):
+            Window relevance (clip retrieval) logit; the window score is its sigmoid.
+        saliency_scores (`torch.FloatTensor` of shape `(N, Lv)`):
+            Per-frame saliency, computed at every position (padded ones included; the paired-negative loss reads
+            them all).
+        frame_selection (`torch.FloatTensor` of shape `(N, Lv)`):
+            Hard 0/1 gate of the frame selector.
+        selector_logits (`torch.FloatTensor` of shape `(N, Lv)`):
+            Noisy selector logits in training, the hard gate in eval mode.
+        auxiliary_outputs (`list[dict[str, torch.FloatTensor]]`):
+            For decoder layers `0 … L−2`, a dict with `logits` and `pred_spans` of shape `(N, Q, 2)`.
+        reference_anchors (`torch.FloatTensor` of shape `(L, N, Q, 2)`):
+            Anchor consumed by each decoder layer (see [`RGNetModelOutput`]).
+        decoder_hidden_states (`torch.FloatTensor` of shape `(L, N, Q, D)`):
+            Normalised output of every decoder layer.
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(N, Lv, D)`):
+            Fused frame states (decoder memory).
+        global_hidden_state (`torch.FloatTensor` of shape `(N, D)`):
+            Global token after the retrieval encoder.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_dict: dict | None = None
+    logits: torch.FloatTensor | None = None
+    pred_spans: torch.FloatTensor | None = None
+    window_logits: torch.FloatTensor | None = None
+    saliency_scores: torch.FloatTensor | None = None
+    frame_selection: torch.FloatTensor | None = None
+    selector_logits: torch.FloatTensor | None = None
+    auxiliary_outputs: list | None = None
+    reference_anchors: torch.FloatTensor | None = None
+    decoder_hidden_states: torch.FloatTensor | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    global_hidden_state: torch.FloatTensor | None = None
+
+
+# ---- Pure functions: logit, position encodings, attention bias, attention ----
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """`log(x / (1 − x))` with `x` clamped to [0, 1] and both terms clamped below at `eps` (spec conventions)."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def video_sine_position_encoding(video_mask: torch.Tensor, hidden_size: int, temperature: float) -> torch.Tensor:
+    """Fixed sine encoding of frame positions normalised by each window's valid length (spec §5.2).
+
+    Frame `t` of a window with `n` valid frames sits at `p_t = 2π (t + 1) / (n + 1e-6)`; padded frames repeat the
+    last valid position. Features `2k` and `2k + 1` are `sin` and `cos` of `p_t / temperature^(2k / D)`.
+
+    Args:
+        video_mask (`torch.Tensor` of shape `(N, Lv)`): 1 = valid frame.
+        hidden_size (`int`): `D`, the number of features.
+        temperature (`float`): `τ` (MAD 100, Ego4D 10000).
+
+    Returns:
+        `torch.FloatTensor` of shape `(N, Lv, D)`.
+    """
+    positions = video_mask.float().cumsum(dim=1)  # (N, Lv)
+    positions = positions / (positions[:, -1:] + 1e-6) * (2 * math.pi)
+    dim_t = torch.arange(hidden_size, dtype=torch.float32, device=video_mask.device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / hidden_size)
+    angles = positions[:, :, None] / dim_t  # (N, Lv, D)
+    return torch.stack((angles[:, :, 0::2].sin(), angles[:, :, 1::2].cos()), dim=3).flatten(2)
+
+
+def anchor_sine_embedding(anchors: torch.Tensor, hidden_size: int) -> torch.Tensor:
+    """Sine embedding of `(center, width)` anchors, `D/2` features per coordinate (spec §5.7 step 1).
+
+    For a coordinate `x` and `k = 0 … D/4 − 1`, features `2k`, `2k + 1` are `sin`, `cos` of
+    `2π x / 10000^(4k / D)`; the center block comes first, then the width block.
+
+    Args:
+        anchors (`torch.Tensor` of shape `(N, Q, 2)`): anchors in sigmoid space.
+        hidden_size (`int`): `D`.
+
+    Returns:
+        `torch.FloatTensor` of shape `(N, Q, D)`.
+    """
+    features_per_coordinate = hidden_size // 2
+    dim_t = torch.arange(features_per_coordinate, dtype=torch.float32, device=anchors.device)
+    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / features_per_coordinate)
+    angles = anchors[..., None] * (2 * math.pi) / dim_t  # (N, Q, 2, D/2)
+    embedding = torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
+    return embedding.flatten(-2)  # (N, Q, D): [center block; width block]
+
+
+def padding_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive key bias from a validity mask: 0 for valid keys, the dtype's minimum for padding.
+
+    Args:
+        mask (`torch.Tensor` of shape `(N, Lk)`): 1 = valid key.
+        dtype (`torch.dtype`): the attention compute dtype.
+
+    Returns:
+        `torch.Tensor` of shape `(N, 1, 1, Lk)`, broadcastable over heads and queries.
+    """
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    bias = bias.masked_fill(~mask.bool(), torch.finfo(dtype).min)
+    return bias[:, None, None, :]
+
+
+def build_selector_attention_bias(
+    frame_gate: torch.Tensor, sequence_mask: torch.Tensor, mode: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """Attention bias of the retrieval encoder from the frame selector's gate and padding (spec §5.5).
+
+    `"additive_unit_bias"` (the released checkpoints): the row of every non-selected frame gets `+1` on every key
+    but itself. `"hard_mask"` (the paper): the row of every non-selected frame may attend only to itself. The
+    global token (position 0) is always treated as selected. Padded keys are excluded in both modes.
+
+    Args:
+        frame_gate (`torch.Tensor` of shape `(N, 1 + Lv)`): hard 0/1 gate, global token first (no gradient used).
+        sequence_mask (`torch.Tensor` of shape `(N, 1 + Lv)`): 1 = valid position.
+        mode (`str`): `"additive_unit_bias"` or `"hard_mask"`.
+        dtype (`torch.dtype`): the attention compute dtype.
+
+    Returns:
+        `torch.Tensor` of shape `(N, 1, 1 + Lv, 1 + Lv)` (rows = queries, columns = keys).
+    """
+    gate = frame_gate.detach().clone()
+    gate[:, 0] = 1
+    length = gate.shape[1]
+    off_diagonal = ~torch.eye(length, dtype=torch.bool, device=gate.device)  # (S, S)
+    not_selected_rows = (gate < 0.5)[:, :, None]  # (N, S, 1)
+    affected = not_selected_rows & off_diagonal  # (N, S, S)
+    if mode == "additive_unit_bias":
+        bias = affected.to(dtype)
+    elif mode == "hard_mask":
+        bias = torch.zeros(affected.shape, dtype=dtype, device=gate.device).masked_fill(affected, torch.finfo(dtype).min)
+    else:
+        raise ValueError(f"Unknown `selector_attention_mode` {mode!r}.")
+    bias = bias.masked_fill(~sequence_mask.bool()[:, None, :], torch.finfo(dtype).min)
+    return bias[:, None]
+
+
+def emulated_text_mask_head_ordering_bias(
+    video_mask: torch.Tensor, text_mask: torch.Tensor, num_heads: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Text-to-video bias reproducing the original implementation's head-ordering quirk (spec §5.3).
+
+    The original builds a `(N·H, Lv, Lt)` mask head-major and the attention kernel reads it batch-major, so pair
+    `n`, head `h` blocks text token `j` for frame `t` when frame `t` and token `j` are both padding in pair
+    `m = (n·H + h) mod N`. Each pair's own text padding is excluded as usual. Opt-in, for parity only.
+
+    Returns:
+        `torch.Tensor` of shape `(N, H, Lv, Lt)`.
+    """
+    num_pairs = video_mask.shape[0]
+    donor = (torch.arange(num_pairs, device=video_mask.device)[:, None] * num_heads
+             + torch.arange(num_heads, device=video_mask.device)[None, :]) % num_pairs  # (N, H)
+    padded_rows = ~video_mask.bool()[donor]  # (N, H, Lv)
+    padded_tokens = ~text_mask.bool()[donor]  # (N, H, Lt)
+    blocked = padded_rows[..., :, None] & padded_tokens[..., None, :]  # (N, H, Lv, Lt)
+    blocked = blocked | ~text_mask.bool()[:, None, None, :]
+    return torch.zeros(blocked.shape, dtype=dtype, device=video_mask.device).masked_fill(blocked, torch.finfo(dtype).min)
+
+
+def multi_head_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_bias: torch.Tensor | None,
+    num_heads: int,
+    dropout: float,
+) -> torch.Tensor:
+    """Scaled dot-product attention over already projected inputs; the one attention kernel of the model.
+
+    Query and key may be wider than value (the decoder's conditional cross-attention concatenates content and
+    sine parts per head); the scale is `1/sqrt(query head width)`.
+
+    Args:
+        query (`torch.Tensor` of shape `(N, Lq, H·Dqk)`), key (`(N, Lk, H·Dqk)`), value (`(N, Lk, H·Dv)`).
+        attention_bias (`torch.Tensor` broadcastable to `(N, H, Lq, Lk)`, *optional*): added to the scaled logits.
+        num_heads (`int`): `H`.
+        dropout (`float`): dropout on attention probabilities (pass 0 in eval mode).
+
+    Returns:
+        `torch.Tensor` of shape `(N, Lq, H·Dv)`.
+    """
+    query = rearrange(query, "n l (h d) -> n h l d", h=num_heads)
+    key = rearrange(key, "n l (h d) -> n h l d", h=num_heads)
+    value = rearrange(value, "n l (h d) -> n h l d", h=num_heads)
+    if attention_bias is not None:
+        attention_bias = attention_bias.to(query.dtype)
+    attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_bias, dropout_p=dropout)
+    return rearrange(attended, "n h l d -> n l (h d)")
+
+
+# ---- Input projections (spec §5.1) ----
+
+
+class RGNetProjectionBlock(nn.Module):
+    """LayerNorm → Dropout → Linear, optionally followed by ReLU."""
+
+    def __init__(self, in_features: int, out_features: int, dropout: float, eps: float, relu: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_features, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(in_features, out_features)
+        self.relu = relu
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = self.dense(self.dropout(self.norm(features)))
+        return F.relu(hidden) if self.relu else hidden
+
+
+class RGNetInputProjection(nn.Module):
+    """Two projection blocks `in → D → D`, ReLU after the first only (spec §5.1)."""
+
+    def __init__(self, in_features: int, config: RGNetConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            [
+                RGNetProjectionBlock(in_features, config.hidden_size, config.input_dropout, config.layer_norm_eps, True),
+                RGNetProjectionBlock(
+                    config.hidden_size, config.hidden_size, config.input_dropout, config.layer_norm_eps, False
+                ),
+            ]
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            features = block(features)
+        return features
+
+
+# ---- Shared blocks ----
+
+
+class RGNetXavierLinear(nn.Linear):
+    """A linear layer of the encoders, selector or decoder: Xavier-uniform weight at init (spec §5.10).
+
+    `zero_bias` marks attention projections and the last layer of each anchor-update head, whose bias starts at
+    0; other biases keep PyTorch's default. Only initialisation differs from `nn.Linear`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, zero_bias: bool = False):
+        super().__init__(in_features, out_features)
+        self.zero_bias = zero_bias
+
+
+class RGNetAttention(nn.Module):
+    """Multi-head attention with separate q/k/v projections (the original packs them in one `in_proj`)."""
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.dropout = config.dropout
+        self.q_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
+        self.k_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
+        self.v_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
+        self.out_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
+
+    def forward(self, query, key, value, attention_bias=None):
+        attended = multi_head_attention(
+            self.q_proj(query),
+            self.k_proj(key),
+            self.v_proj(value),
+            attention_bias,
+            self.num_heads,
+            self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(attended)
+
+
+class RGNetFeedForward(nn.Module):
+    """`fc2(dropout(relu(fc1(x))))`; the residual and normalisation belong to the caller."""
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        self.fc1 = RGNetXavierLinear(config.hidden_size, config.ffn_dim)
+        self.fc2 = RGNetXavierLinear(config.ffn_dim, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(F.relu(self.fc1(hidden))))
+
+
+class RGNetMLP(nn.Module):
+    """A stack of linear layers with ReLU between them (not after the last).
+
+    `xavier` selects the decoder's initialisation (heads outside the decoder keep PyTorch's default);
+    `zero_last_bias` starts the last bias at 0 (the anchor-update heads).
+    """
+
+    def __init__(
+        self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, *, xavier: bool,
+        zero_last_bias: bool = False,
+    ):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        layers = []
+        for index in range(num_layers):
+            if xavier:
+                layers.append(RGNetXavierLinear(dims[index], dims[index + 1], zero_last_bias and index == num_layers - 1))
+            else:
+                layers.append(nn.Linear(dims[index], dims[index + 1]))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        for index, layer in enumerate(self.layers):
+            hidden = layer(hidden)
+            if index < len(self.layers) - 1:
+                hidden = F.relu(hidden)
+        return hidden
+
+
+# ---- Text-to-video encoder (spec §5.3) ----
+
+
+class RGNetTextToVideoLayer(GradientCheckpointingLayer):
+    """Frames attend to the query's tokens; only the frame rows change.
+
+    Positions: the query (frames) carries the video sine encoding; text keys and values carry none.
+    Normalisation placement is the original's and unusual: the attention residual is not normalised, the
+    feed-forward block reads `attn_norm(H)` and adds to the unnormalised `H`, then `ffn_norm` closes the layer:
+    `H = V + A`, `V' = ffn_norm(H + FFN(attn_norm(H)))`. Swapping the two norms breaks every output.
+    """
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        self.attn = RGNetAttention(config)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = RGNetFeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, video_hidden, text_hidden, video_position, attention_bias):
+        attended = self.attn(video_hidden + video_position, text_hidden, text_hidden, attention_bias)
+        hidden = video_hidden + self.dropout(attended)
+        return self.ffn_norm(hidden + self.dropout(self.ffn(self.attn_norm(hidden))))
+
+
+class RGNetTextToVideoEncoder(nn.Module):
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(RGNetTextToVideoLayer(config) for _ in range(config.num_text_to_video_layers))
+
+    def forward(self, video_hidden, text_hidden, video_position, attention_bias):
+        for layer in self.layers:
+            video_hidden = layer(video_hidden, text_hidden, video_position, attention_bias)
+        return video_hidden
+
+
+# ---- Frame selector (spec §5.4) ----
+
+
+class RGNetFrameSelector(nn.Module):
+    """Binary gate per token of `[global; frames]` from a relaxed Bernoulli sample with a straight-through gradient.
+
+    Training: `soft = σ((z + η) / τ)` with logistic noise `η = log(u + 1e-8) − log(1 − u + 1e-8)`, `u ~ U(0, 1)`;
+    the forward value is `hard = 1[soft ≥ 0.5]` and the gradient is that of `soft`. Eval: `hard = 1[z ≥ 0]`.
+    """
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        self.temperature = config.selector_temperature
+        self.dense = RGNetXavierLinear(config.hidden_size, 1)
+
+    def forward(self, sequence_hidden: torch.Tensor, uniform_noise: torch.Tensor | None = None):
+        """
+        Args:
+            sequence_hidden (`torch.Tensor` of shape `(N, 1 + Lv, D)`).
+            uniform_noise (`torch.Tensor` of shape `(N, 1 + Lv)`, *optional*): the samples `u` (drawn when `None`).
+
+        Returns:
+            `(hard, noisy_logits, logits)`, each of shape `(N, 1 + Lv)`; `noisy_logits` is `None` in eval mode.
+        """
+        logits = self.dense(sequence_hidden).squeeze(-1)
+        if not self.training:
+            return (logits >= 0).to(logits.dtype), None, logits
+        if uniform_noise is None:
+            uniform_noise = torch.rand_like(logits)
+        uniform_noise = uniform_noise.to(logits.dtype)
+        noisy_logits = logits + torch.log(uniform_noise + 1e-8) - torch.log(1 - uniform_noise + 1e-8)
+        soft = torch.sigmoid(noisy_logits / self.temperature)
+        hard = (soft >= 0.5).to(soft.dtype)
+        return hard - soft.detach() + soft, noisy_logits, logits
+
+
+# ---- Retrieval encoder (spec §5.5) ----
+
+
+class RGNetRetrievalEncoderLayer(GradientCheckpointingLayer):
+    """Post-norm self-attention over `[global; frames]`: `q = k = S + P`, `v = S`, with the selector bias."""
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        self.attn = RGNetAttention(config)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = RGNetFeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, sequence_hidden, sequence_position, attention_bias):
+        query_key = sequence_hidden + sequence_position
+        attended = self.attn(query_key, query_key, sequence_hidden, attention_bias)
+        sequence_hidden = self.attn_norm(sequence_hidden + self.dropout(attended))
+        return self.ffn_norm(sequence_hidden + self.dropout(self.ffn(sequence_hidden)))
+
+
+class RGNetRetrievalEncoder(nn.Module):
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(RGNetRetrievalEncoderLayer(config) for _ in range(config.num_encoder_layers))
+
+    def forward(self, sequence_hidden, sequence_position, attention_bias):
+        for layer in self.layers:
+            sequence_hidden = layer(sequence_hidden, sequence_position, attention_bias)
+        return sequence_hidden
+
+
+# ---- Anchor decoder (spec §5.7) ----
+
+
+class RGNetDecoderSelfAttention(nn.Module):
+    """Self-attention among moment queries: `q = Lqc C + Lqp P`, `k = Lkc C + Lkp P`, `v = Lv C` (post-norm)."""
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.attention_dropout = config.dropout
+        self.q_content = RGNetXavierLinear(hidden, hidden)
+        self.q_pos = RGNetXavierLinear(hidden, hidden)
+        self.k_content = RGNetXavierLinear(hidden, hidden)
+        self.k_pos = RGNetXavierLinear(hidden, hidden)
+        self.v = RGNetXavierLinear(hidden, hidden)
+        self.out_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+
+    def forward(self, content, query_position):
+        query = self.q_content(content) + self.q_pos(query_position)
+        key = self.k_content(content) + self.k_pos(query_position)
+        attended = multi_head_attention(
+            query, key, self.v(content), None, self.num_heads, self.attention_dropout if self.training else 0.0
+        )
+        return self.norm(content + self.dropout(self.out_proj(attended)))
+
+
+class RGNetDecoderCrossAttention(nn.Module):
+    """Conditional cross-attention to the frames, as in DAB-DETR, in 1-D.
+
+    Per head, the query is `[content + position ; sine]` and the key `[content + position ; position]`, so q/k are
+    twice as wide as v and the scale is `1/sqrt(2D/H)`. The query position term is added in every layer (the
+    original's `keep_query_pos`, on in every recipe). Frame keys carry the video sine encoding; padding is masked.
+    """
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.attention_dropout = config.dropout
+        self.q_content = RGNetXavierLinear(hidden, hidden)
+        self.q_pos = RGNetXavierLinear(hidden, hidden)
+        self.k_content = RGNetXavierLinear(hidden, hidden)
+        self.k_pos = RGNetXavierLinear(hidden, hidden)
+        self.v = RGNetXavierLinear(hidden, hidden)
+        self.q_sine = RGNetXavierLinear(hidden, hidden)
+        self.out_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+
+    def forward(self, content, query_position, query_sine, memory, memory_position, memory_bias):
+        heads = self.num_heads
+        key_position = self.k_pos(memory_position)
+        query = rearrange(self.q_content(content) + self.q_pos(query_position), "n q (h d) -> n q h d", h=heads)
+        sine = rearrange(self.q_sine(query_sine), "n q (h d) -> n q h d", h=heads)
+        key = rearrange(self.k_content(memory) + key_position, "n l (h d) -> n l h d", h=heads)
+        key_position = rearrange(key_position, "n l (h d) -> n l h d", h=heads)
+        query = torch.cat([query, sine], dim=-1).flatten(2)  # (N, Q, H·2D/H)
+        key = torch.cat([key, key_position], dim=-1).flatten(2)  # (N, Lv, H·2D/H)
+        attended = multi_head_attention(
+            query, key, self.v(memory), memory_bias, heads, self.attention_dropout if self.training else 0.0
+        )
+        return self.norm(content + self.dropout(self.out_proj(attended)))
+
+
+class RGNetDecoderFeedForward(nn.Module):
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        self.ffn = RGNetFeedForward(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, content):
+        return self.norm(content + self.dropout(self.ffn(content)))
+
+
+class RGNetDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        self.self_attn = RGNetDecoderSelfAttention(config)
+        self.cross_attn = RGNetDecoderCrossAttention(config)
+        self.ffn = RGNetDecoderFeedForward(config)
+
+    def forward(self, content, query_position, query_sine, memory, memory_position, memory_bias):
+        content = self.self_attn(content, query_position)
+        content = self.cross_attn(content, query_position, query_sine, memory, memory_position, memory_bias)
+        return self.ffn(content)
+
+
+class RGNetAnchorDecoder(nn.Module):
+    """DAB-DETR-style decoder over 1-D `(center, width)` anchors (spec §5.7).
+
+    Each layer: sine-embed the current anchors, derive the query position with `anchor_position_head`, scale the
+    sine embedding by `query_scale(content)` (identity in layer 0) and by `σ(width_modulation_head(content)) / r_w`,
+    run the layer, then move the anchors in logit space with the layer's own `anchor_update_heads[l]`. The span
+    head keeps the gradient-carrying anchors; the decoder continues with detached ones. Differs from DAB-DETR:
+    1-D anchors, one width scalar modulates the whole embedding, the query position enters cross-attention in
+    every layer. The original also builds an update head for the last layer whose output it discards; it is
+    not built here (the weight converter drops it).
+    """
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.hidden_size = hidden
+        self.layers = nn.ModuleList(RGNetDecoderLayer(config) for _ in range(config.num_decoder_layers))
+        self.query_scale = RGNetMLP(hidden, hidden, hidden, 2, xavier=True)
+        self.anchor_position_head = RGNetMLP(hidden, hidden, hidden, 2, xavier=True)
+        self.width_modulation_head = RGNetMLP(hidden, hidden, 1, 2, xavier=True)
+        self.anchor_update_heads = nn.ModuleList(
+            RGNetMLP(hidden, hidden, 2, 3, xavier=True, zero_last_bias=True)
+            for _ in range(config.num_decoder_layers - 1)
+        )
+        self.layernorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+
+    def forward(self, anchors, memory, memory_position, memory_bias):
+        """
+        Args:
+            anchors (`torch.Tensor` of shape `(N, Q, 2)`): initial anchors in sigmoid space.
+            memory (`torch.Tensor` of shape `(N, Lv, D)`), memory_position (`(N, Lv, D)`),
+            memory_bias (`torch.Tensor` of shape `(N, 1, 1, Lv)`): padding bias of the frames.
+
+        Returns:
+            `(decoder_hidden_states (L, N, Q, D), reference_anchors (L, N, Q, 2))`.
+        """
+        content = memory.new_zeros(anchors.shape[:2] + (self.hidden_size,))  # (N, Q, D)
+        reference_anchors = [anchors]
+        hidden_states = []
+        for index, layer in enumerate(self.layers):
+            sine = anchor_sine_embedding(anchors, self.hidden_size).to(memory.dtype)  # (N, Q, D)
+            query_position = self.anchor_position_head(sine)
+            query_sine = sine if index == 0 else sine * self.query_scale(content)
+            width_scale = self.width_modulation_head(content).sigmoid()[..., 0] / anchors[..., 1]  # (N, Q)
+            query_sine = query_sine * width_scale[..., None]
+            content = layer(content, query_position, query_sine, memory, memory_position, memory_bias)
+            hidden_states.append(self.layernorm(content))
+            if index < len(self.anchor_update_heads):
+                updated = (self.anchor_update_heads[index](content) + inverse_sigmoid(anchors)).sigmoid()
+                reference_anchors.append(updated)
+                anchors = updated.detach()
+        return torch.stack(hidden_states), torch.stack(reference_anchors)
+
+
+# ---- Pretrained base ----
+
+
+class RGNetPreTrainedModel(PreTrainedModel):
+    """Weight initialisation (spec §5.10) and the Hugging Face plumbing shared by the RGNet models."""
+
+    config_class = RGNetConfig
+    config: RGNetConfig
+    base_model_prefix = "model"
+    main_input_name = "video_features"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["RGNetTextToVideoLayer", "RGNetRetrievalEncoderLayer", "RGNetDecoderLayer"]
+    # The loss is a mean over targets, not a per-token sum: Trainer must scale it for gradient accumulation.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Spec §5.10, fully replacing the base N(0, 0.02) scheme, dispatched on leaf modules (remote-code loading
+        # skips modules without parameters of their own; the optional text encoder runs its own scheme): Xavier-uniform for every matrix of the encoders, the
+        # selector and the decoder (`RGNetXavierLinear`), zero biases where marked; PyTorch's defaults for the input
+        # projections, heads and LayerNorms; N(0, 1) for the global token, its position and the anchors.
+        if isinstance(module, RGNetXavierLinear):
+            init.xavier_uniform_(module.weight)
+            if module.zero_bias:
+                init.zeros_(module.bias)
+            else:
+                _default_linear_bias(module)
+        elif isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            _default_linear_bias(module)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, RGNetModel):
+            init.normal_(module.global_token)
+            init.normal_(module.global_position)
+            init.normal_(module.anchor_embeddings)
+
+
+def _default_linear_bias(linear: nn.Linear) -> None:
+    """PyTorch's default `nn.Linear` bias: U(−1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    if linear.bias is not None:
+        bound = 1 / math.sqrt(linear.in_features)
+        init.uniform_(linear.bias, -bound, bound)
+
+
+# ---- Model (spec §5.1-5.7) ----
+
+
+class RGNetModel(RGNetPreTrainedModel):
+    """RGNet without heads: projections, text-to-video encoder, frame selector, retrieval encoder, fusion and
+    anchor decoder. Returns [`RGNetModelOutput`].
+
+    With `config.text_config` set, an optional text encoder (`text_encoder`, e.g. CLIP's text transformer) turns
+    `input_ids`/`attention_mask` into query token features: final-LayerNorm token states without the start and end
+    tokens, L2-normalised as `x / (‖x‖ + 1e-5)`, truncated to `max_text_tokens` (spec §2).
+    """
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__(config)
+        hidden = config.hidden_size
+        self.text_encoder = AutoModel.from_config(config.text_config) if config.text_config is not None else None
+        self.text_projection = RGNetInputProjection(config.text_feature_dim, config)
+        self.video_projection = RGNetInputProjection(config.video_feature_dim, config)
+        self.global_token = nn.Parameter(torch.empty(hidden))
+        self.global_position = nn.Parameter(torch.empty(hidden))
+        self.text_to_video = RGNetTextToVideoEncoder(config)
+        self.frame_selector = RGNetFrameSelector(config)
+        self.encoder = RGNetRetrievalEncoder(config)
+        self.decoder = RGNetAnchorDecoder(config)
+        # Learned anchors before the sigmoid: (center, width) per moment query.
+        self.anchor_embeddings = nn.Parameter(torch.empty(config.num_moment_queries, 2))
+        self.post_init()
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Query token features from the configured text encoder (spec §2).
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(N, Lt + 2)`): tokenized queries with start and end tokens.
+            attention_mask (`torch.Tensor` of shape `(N, Lt + 2)`, *optional*): 1 = real token.
+
+        Returns:
+            `(text_features (N, Lt', Dt), text_mask (N, Lt'))` with `Lt' = min(Lt, max_text_tokens)`.
+        """
+        if self.text_encoder is None:
+            raise ValueError("`input_ids` needs a text encoder: set `text_config` in the RGNetConfig.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if input_ids.shape[1] < 3:
+            raise ValueError(f"`input_ids` must hold start, end and at least one token; got shape {input_ids.shape}.")
+        states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # Drop the start token (position 0) and the end token (the last real position of each row).
+        text_features = states[:, 1:-1]
+        text_mask = attention_mask[:, 2:].to(states.dtype)
+        text_features = text_features / (text_features.norm(dim=-1, keepdim=True) + 1e-5) * text_mask[..., None]
+        limit = self.config.max_text_tokens
+        return text_features[:, :limit], text_mask[:, :limit]
+
+    def _check_inputs(self, video_features, video_mask, text_features, text_mask, selector_noise):
+        config = self.config
+        if video_features.dim() != 3 or video_features.shape[-1] != config.video_feature_dim:
+            raise ValueError(
+                f"`video_features` must have shape (num_pairs, num_frames, {config.video_feature_dim}) "
+                f"(config.video_feature_dim); got {tuple(video_features.shape)}."
+            )
+        if video_mask is None or tuple(video_mask.shape) != tuple(video_features.shape[:2]):
+            got = None if video_mask is None else tuple(video_mask.shape)
+            raise ValueError(f"`video_mask` must have shape {tuple(video_features.shape[:2])}; got {got}.")
+        if text_features.dim() != 3 or text_features.shape[-1] != config.text_feature_dim:
+            raise ValueError(
+                f"`text_features` must have shape (num_pairs, num_tokens, {config.text_feature_dim}) "
+                f"(config.text_feature_dim); got {tuple(text_features.shape)}."
+            )
+        if text_features.shape[0] != video_features.shape[0]:
+            raise ValueError(
+                f"`text_features` has {text_features.shape[0]} pairs but `video_features` has "
+                f"{video_features.shape[0]}."
+            )
+        if text_mask is None or tuple(text_mask.shape) != tuple(text_features.shape[:2]):
+            got = None if text_mask is None else tuple(text_mask.shape)
+            raise ValueError(f"`text_mask` must have shape {tuple(text_features.shape[:2])}; got {got}.")
+        if video_features.shape[1] > config.max_window_frames:
+            raise ValueError(
+                f"`video_features` windows hold {video_features.shape[1]} frames, more than "
+                f"config.max_window_frames = {config.max_window_frames}."
+            )
+        empty_windows = (video_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty_windows:
+            raise ValueError(f"`video_mask` marks no valid frame in pair(s) {empty_windows}.")
+        empty_queries = (text_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty_queries:
+            raise ValueError(f"`text_mask` marks no valid token in pair(s) {empty_queries}.")
+        if not torch.isfinite(video_features).all():
+            raise ValueError("`video_features` contains NaN or infinite values.")
+        if not torch.isfinite(text_features).all():
+            raise ValueError("`text_features` contains NaN or infinite values.")
+        if selector_noise is not None:
+            expected = (video_features.shape[0], video_features.shape[1] + 1)
+            if tuple(selector_noise.shape) != expected:
+                raise ValueError(f"`selector_noise` must have shape {expected}; got {tuple(selector_noise.shape)}.")
+
+    def forward(
+        self,
+        video_features: torch.Tensor,
+        video_mask: torch.Tensor,
+        text_features: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        selector_noise: torch.Tensor | None = None,
+    ) -> RGNetModelOutput:
+        r"""
+        Args:
+            video_features (`torch.FloatTensor` of shape `(N, Lv, Dv)`):
+                Frame features of each pair's window, zero-padded at the end (`Lv ≤ max_window_frames`).
+            video_mask (`torch.Tensor` of shape `(N, Lv)`):
+                1 = real frame, 0 = padding. Every window needs at least one real frame.
+            text_features (`torch.FloatTensor` of shape `(N, Lt, Dt)`, *optional*):
+                L2-normalised query token features. Give these or `input_ids`.
+            text_mask (`torch.Tensor` of shape `(N, Lt)`, *optional*):
+                1 = real token; required with `text_features`.
+            input_ids (`torch.LongTensor` of shape `(N, Lt + 2)`, *optional*):
+                Tokenized queries for the configured text encoder (`config.text_config`).
+            attention_mask (`torch.Tensor` of shape `(N, Lt + 2)`, *optional*):
+                Mask of `input_ids`.
+            selector_noise (`torch.FloatTensor` of shape `(N, 1 + Lv)`, *optional*):
+                Uniform samples `u ∈ (0, 1)` for the frame selector's noise in training mode (drawn when `None`);
+                lets a training step be reproduced exactly. Ignored in eval mode.
+        """
+        config = self.config
+        if input_ids is not None:
+            if text_features is not None:
+                raise ValueError("Pass either `text_features` or `input_ids`, not both.")
+            text_features, text_mask = self.encode_text(input_ids, attention_mask)
+        elif text_features is None:
+            raise ValueError("One of `text_features` (with `text_mask`) or `input_ids` is required.")
+        self._check_inputs(video_features, video_mask, text_features, text_mask, selector_noise)
+        video_mask = video_mask.to(video_features.dtype)
+        text_mask = text_mask.to(video_features.dtype)
+        num_pairs = video_features.shape[0]
+        compute_dtype = _compute_dtype(video_features)
+
+        # Input projections and position encodings (§5.1, §5.2).
+        video_hidden = self.video_projection(video_features)  # (N, Lv, D)
+        text_hidden = self.text_projection(text_features)  # (N, Lt, D)
+        video_position = video_sine_position_encoding(
+            video_mask, config.hidden_size, config.video_position_temperature
+        ).to(video_hidden.dtype)
+
+        # Text-to-video encoder (§5.3): frames attend to the query's own tokens.
+        if config.emulate_text_mask_head_ordering:
+            text_bias = emulated_text_mask_head_ordering_bias(
+                video_mask, text_mask, config.num_attention_heads, compute_dtype
+            )
+        else:
+            text_bias = padding_bias(text_mask, compute_dtype)
+        video_hidden = self.text_to_video(video_hidden, text_hidden, video_position, text_bias)
+
+        # Sequence [global; frames] with positions [u; PE] (§5.3-5.5).
+        global_token = self.global_token.to(video_hidden.dtype).expand(num_pairs, 1, -1)
+        sequence_hidden = torch.cat([global_token, video_hidden], dim=1)  # (N, 1 + Lv, D)
+        sequence_position = torch.cat(
+            [self.global_position.to(video_position.dtype).expand(num_pairs, 1, -1), video_position], dim=1
+        )
+        sequence_mask = torch.cat([video_mask.new_ones(num_pairs, 1), video_mask], dim=1)  # (N, 1 + Lv)
+
+        # Frame selector (§5.4) and the retrieval encoder under its bias (§5.5).
+        gate, noisy_logits, selector_raw_logits = self.frame_selector(sequence_hidden, selector_noise)
+        selector_bias = build_selector_attention_bias(
+            gate, sequence_mask, config.selector_attention_mode, compute_dtype
+        )
+        sequence_hidden = self.encoder(sequence_hidden, sequence_position, selector_bias)
+        global_hidden = sequence_hidden[:, 0]  # (N, D)
+        frame_gate = gate[:, 1:]  # (N, Lv)
+
+        # Fusion of the global context into the selected frames (§5.6); the selector's only gradient path.
+        frame_hidden = sequence_hidden[:, 1:] + frame_gate[..., None].to(sequence_hidden.dtype) * global_hidden[:, None]
+
+        # Anchor decoder over the fused frames (§5.7); the gate is not a mask here.
+        anchors = self.anchor_embeddings.sigmoid().expand(num_pairs, -1, -1)  # (N, Q, 2)
+        decoder_hidden_states, reference_anchors = self.decoder(
+            anchors, frame_hidden, video_position, padding_bias(video_mask, compute_dtype)
+        )
+        return RGNetModelOutput(
+            decoder_hidden_states=decoder_hidden_states,
+            reference_anchors=reference_anchors,
+            encoder_last_hidden_state=frame_hidden,
+            global_hidden_state=global_hidden,
+            frame_selection=frame_gate,
+            selector_logits=noisy_logits[:, 1:] if noisy_logits is not None else frame_gate,
+            selector_raw_logits=selector_raw_logits,
+            text_features=text_features,
+            text_mask=text_mask,
+        )
+
+
+def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype attention runs in: the autocast dtype when autocast is on for the tensor's device."""
+    device_type = tensor.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tensor.dtype
+
+
+# ---- Heads and loss (spec §5.8, §6) ----
+
+
+class RGNetForVideoGrounding(RGNetPreTrainedModel):
+    """RGNet with its heads: moment class and span per decoder layer, window relevance and frame saliency.
+
+    Given `labels` ([`RGNetLabels`]: the batch mode, target spans and saliency frames), it also returns the
+    training loss of spec §6.4 computed by [`RGNetLoss`]. Batches follow the batch mode's pair layout:
+    `"cross_pairs"` has `N = B²` pairs, pair `i·B + j` = (query `i`, positive window of query `j`);
+    `"paired_negative"` has `N = 2B`, query `b`'s positive window at row `b` and its negative window at `B + b`.
+    """
+
+    def __init__(self, config: RGNetConfig):
+        super().__init__(config)
+        hidden = config.hidden_size
+        self.model = RGNetModel(config)
+        self.class_head = nn.Linear(hidden, 2)
+        self.span_head = RGNetMLP(hidden, hidden, 2, 3, xavier=False)
+        self.retrieval_head = nn.Linear(hidden, 1)
+        self.saliency_frame_proj = nn.Linear(hidden, hidden)
+        self.saliency_global_proj = nn.Linear(hidden, hidden)
+        # A plain object without parameters or buffers: the state dict is exactly the architecture.
+        self.criterion = RGNetLoss(config)
+        self.post_init()
+
+    def forward(
+        self,
+        video_features: torch.Tensor,
+        video_mask: torch.Tensor,
+        text_features: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: RGNetLabels | None = None,
+        selector_noise: torch.Tensor | None = None,
+    ) -> RGNetVideoGroundingOutput:
+        r"""
+        Args:
+            video_features, video_mask, text_features, text_mask, input_ids, attention_mask, selector_noise:
+                See [`RGNetModel.forward`].
+            labels ([`RGNetLabels`], *optional*):
+                `batch_mode` (`"cross_pairs"` or `"paired_negative"`), `spans` `(B, 2)` target `(center, width)`
+                per positive window, `saliency_positive_frames` / `saliency_negative_frames` `(B, K)` frame indices
+                inside / outside the target. The pair count must follow the batch mode (see the class docstring).
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from configuration_rgnet import RGNetConfig
+        >>> from modeling_rgnet import RGNetForVideoGrounding
+        >>> config = RGNetConfig(hidden_size=32, num_attention_heads=4, ffn_dim=64, video_feature_dim=16,
+        ...                      text_feature_dim=24, max_window_frames=12)
+        >>> model = RGNetForVideoGrounding(config).eval()
+        >>> outputs = model(video_features=torch.randn(2, 12, 16), video_mask=torch.ones(2, 12),
+        ...                 text_features=torch.randn(2, 5, 24), text_mask=torch.ones(2, 5))
+        >>> outputs.pred_spans.shape, outputs.window_logits.shape
+        (torch.Size([2, 5, 2]), torch.Size([2, 1]))
+        ```
+        """
+        if labels is not None:
+            self.criterion.validate_labels(labels, num_pairs=video_features.shape[0])
+        model_outputs = self.model(
+            video_features,
+            video_mask,
+            text_features=text_features,
+            text_mask=text_mask,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            selector_noise=selector_noise,
+        )
+        decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, N, Q, D)
+        all_logits = self.class_head(decoder_hidden_states)  # (L, N, Q, 2)
+        span_offsets = self.span_head(decoder_hidden_states)
+        all_spans = (span_offsets + inverse_sigmoid(model_outputs.reference_anchors).to(span_offsets.dtype)).sigmoid()
+        global_hidden = model_outputs.global_hidden_state
+        frame_hidden = model_outputs.encoder_last_hidden_state
+        window_logits = self.retrieval_head(global_hidden)  # (N, 1)
+        saliency_scores = (
+            self.saliency_frame_proj(frame_hidden) * self.saliency_global_proj(global_hidden)[:, None]
+        ).sum(-1) / math.sqrt(self.config.hidden_size)  # (N, Lv)
+        auxiliary_outputs = [
+            {"logits": all_logits[layer], "pred_spans": all_spans[layer]} for layer in range(all_logits.shape[0] - 1)
+        ]
+        outputs = RGNetVideoGroundingOutput(
+            logits=all_logits[-1],
+            pred_spans=all_spans[-1],
+            window_logits=window_logits,
+            saliency_scores=saliency_scores,
+            frame_selection=model_outputs.frame_selection,
+            selector_logits=model_outputs.selector_logits,
+            auxiliary_outputs=auxiliary_outputs,
+            reference_anchors=model_outputs.reference_anchors,
+            decoder_hidden_states=decoder_hidden_states,
+            encoder_last_hidden_state=frame_hidden,
+            global_hidden_state=global_hidden,
+        )
+        if labels is not None:
+            loss, loss_terms, metrics = self.criterion(outputs, labels, video_mask=video_mask)
+            outputs.loss = loss
+            outputs.loss_dict = {**loss_terms, **metrics}
+        return outputs
+
+
+AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
+AutoModel.register(RGNetConfig, RGNetModel, exist_ok=True)
+RGNetConfig.register_for_auto_class()
+RGNetModel.register_for_auto_class("AutoModel")
+RGNetForVideoGrounding.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "RGNetForVideoGrounding",
+    "RGNetModel",
+    "RGNetModelOutput",
+    "RGNetPreTrainedModel",
+    "RGNetVideoGroundingOutput",
+    "anchor_sine_embedding",
+    "build_selector_attention_bias",
+    "inverse_sigmoid",
+    "video_sine_position_encoding",
+]
