@@ -31,10 +31,10 @@ from transformers.utils import ModelOutput, logging
 # Sibling modules: relative imports when loaded as remote code from a saved folder, absolute ones from a checkout.
 try:
     from .configuration_rgnet import RGNetConfig
-    from .loss_rgnet import RGNetLabels, RGNetLoss
+    from .loss_rgnet import RGNetLabels, RGNetLoss, validate_labels
 except ImportError:
     from configuration_rgnet import RGNetConfig
-    from loss_rgnet import RGNetLabels, RGNetLoss
+    from loss_rgnet import RGNetLabels, RGNetLoss, validate_labels
 
 logger = logging.get_logger(__name__)
 
@@ -668,6 +668,18 @@ class RGNetPreTrainedModel(PreTrainedModel):
     # The loss is a mean over targets, not a per-token sum: Trainer must scale it for gradient accumulation.
     accepts_loss_kwargs = False
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        # Loaded tensors can be slices of one memory-mapped buffer at unaligned addresses, and CPU matrix kernels
+        # pick a different (equally valid) summation order for them. Copying those into aligned memory makes a
+        # reloaded model reproduce the saved one bit for bit.
+        with torch.no_grad():
+            for tensor in list(model.parameters()) + list(model.buffers()):
+                if tensor.device.type == "cpu" and tensor.data_ptr() % 64 != 0:
+                    tensor.data = tensor.data.clone()
+        return model
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Spec §5.10, fully replacing the base N(0, 0.02) scheme, dispatched on leaf modules (remote-code loading
@@ -958,7 +970,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         ```
         """
         if labels is not None:
-            self.criterion.validate_labels(labels, num_pairs=video_features.shape[0])
+            validate_labels(labels, num_pairs=video_features.shape[0], num_frames=video_features.shape[1])
         model_outputs = self.model(
             video_features,
             video_mask,

@@ -1,0 +1,753 @@
+"""RGNet training objective: span geometry, Hungarian matching and the weighted loss (spec §6.3-6.4).
+
+Contents, in reading order:
+
+1. Span geometry as pure functions: `span_cxw_to_xx`, `span_xx_to_cxw`, `temporal_iou`,
+   `generalized_temporal_iou`.
+2. `RGNetHungarianMatcher` (spec §6.3): one matched moment slot per positive window.
+3. `RGNetLabels` and `validate_labels`: the documented label mapping and its entry check.
+4. `weighted_loss_sum`: the one place where the weighted total is formed.
+5. `RGNetLoss` (spec §6.4): one method per term, built once by the model, no parameters or buffers.
+
+Symbols used in every shape below: `N` (query, window) pairs in the forward batch, `B` positive windows
+(= queries), `Q` moment slots per window, `Lv` frames per window, `K` saliency (positive, negative) frame
+pairs per window, `L` decoder layers. Spans are `(center, width)` ("cxw") or `(start, end)` ("xx") in units of
+the window's valid length; class index 0 is foreground, 1 background; masks are 1 = valid.
+
+Batch layouts (spec §6.2), named by `labels["batch_mode"]`:
+
+* `"cross_pairs"`: `N = B²`, pair `p = i·B + j` is query `i` with the positive window of query `j`; the
+  positives are the diagonal `p = i·B + i`; every pair enters the retrieval InfoNCE.
+* `"paired_negative"`: `N = 2B`, rows `0..B-1` are query `b` with its positive window and rows `B..2B-1` the
+  same queries, in the same order, with one negative window each.
+
+Data parallel: every term is a mean over positive windows (times a fixed number of coordinates, slots or frame
+pairs per window). The window count used as divisor is summed over processes and divided by the world size
+(clamped at 1), as transformers' DETR loss does with its box count. DDP then averages gradients over processes,
+so each step optimises the mean over all windows of all processes even when per-process batches differ in
+size; with equal per-process batches the divisor is exactly the local count and nothing changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, TypedDict
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from transformers.utils import logging
+
+try:
+    from .configuration_rgnet import PAIR_MODES, RGNetConfig
+except ImportError:
+    from configuration_rgnet import PAIR_MODES, RGNetConfig
+
+logger = logging.get_logger(__name__)
+
+FOREGROUND_CLASS = 0
+BACKGROUND_CLASS = 1
+# Finite stand-in for NaN/inf matching costs: scipy rejects non-finite matrices, and a slot whose cost cannot be
+# computed should only be matched when no other slot is left.
+_INVALID_MATCHING_COST = 1e8
+
+
+# ---- Span geometry (spec §6.3) ----
+
+
+def _check_spans(spans: torch.Tensor, name: str) -> None:
+    if not isinstance(spans, torch.Tensor) or spans.ndim < 1 or spans.shape[-1] != 2:
+        shape = tuple(spans.shape) if isinstance(spans, torch.Tensor) else type(spans).__name__
+        raise ValueError(f"`{name}` must be a tensor of spans with a last dimension of 2, got {shape}.")
+
+
+def span_cxw_to_xx(spans: torch.Tensor) -> torch.Tensor:
+    """Convert `(center, width)` spans to `(start, end)`.
+
+    Args:
+        spans (`torch.Tensor` of shape `(..., 2)`): `(center, width)` spans.
+
+    Returns:
+        `torch.Tensor` of shape `(..., 2)`: `(center - width/2, center + width/2)`.
+    """
+    _check_spans(spans, "spans")
+    center, width = spans.unbind(-1)
+    return torch.stack([center - 0.5 * width, center + 0.5 * width], dim=-1)
+
+
+def span_xx_to_cxw(spans: torch.Tensor) -> torch.Tensor:
+    """Convert `(start, end)` spans to `(center, width)`.
+
+    Args:
+        spans (`torch.Tensor` of shape `(..., 2)`): `(start, end)` spans.
+
+    Returns:
+        `torch.Tensor` of shape `(..., 2)`: `((start + end)/2, end - start)`.
+    """
+    _check_spans(spans, "spans")
+    start, end = spans.unbind(-1)
+    return torch.stack([(start + end) * 0.5, end - start], dim=-1)
+
+
+def _pairwise_span_extents(
+    spans1: torch.Tensor, spans2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Intersection, union and hull lengths of every span pair; raises on spans with `end < start`.
+
+    NaN spans are let through (a NaN comparison is false) so that callers such as the matcher can handle
+    non-finite predictions themselves.
+    """
+    for name, spans in (("spans1", spans1), ("spans2", spans2)):
+        _check_spans(spans, name)
+        if spans.ndim < 2:
+            raise ValueError(f"`{name}` must have shape (..., num_spans, 2), got {tuple(spans.shape)}.")
+        if (spans[..., 1] < spans[..., 0]).any():
+            raise ValueError(f"`{name}` holds malformed spans: every span must be (start, end) with end >= start.")
+    start1, end1 = spans1[..., :, None, 0], spans1[..., :, None, 1]  # (..., N, 1)
+    start2, end2 = spans2[..., None, :, 0], spans2[..., None, :, 1]  # (..., 1, M)
+    intersection = (torch.minimum(end1, end2) - torch.maximum(start1, start2)).clamp(min=0)
+    union = (end1 - start1) + (end2 - start2) - intersection
+    hull = torch.maximum(end1, end2) - torch.minimum(start1, start2)
+    return intersection, union, hull
+
+
+def temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairwise temporal IoU of two sets of `(start, end)` spans.
+
+    Leading dimensions, if any, are batch dimensions shared by both inputs. Two zero-length spans give a zero
+    union and a NaN IoU (no epsilon, as in the original implementation).
+
+    Args:
+        spans1 (`torch.Tensor` of shape `(..., N, 2)`): `(start, end)` spans with `end >= start`.
+        spans2 (`torch.Tensor` of shape `(..., M, 2)`): `(start, end)` spans with `end >= start`.
+
+    Returns:
+        `tuple(torch.Tensor, torch.Tensor)`: `iou` and `union`, each of shape `(..., N, M)`.
+
+    Raises:
+        ValueError: if a span has `end < start` or the inputs are not `(..., num_spans, 2)`.
+    """
+    intersection, union, _ = _pairwise_span_extents(spans1, spans2)
+    return intersection / union, union
+
+
+def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
+    """Pairwise generalised temporal IoU `IoU - (hull - union) / hull`, with `hull = max(e) - min(s)` (spec §6.3).
+
+    Args:
+        spans1 (`torch.Tensor` of shape `(..., N, 2)`): `(start, end)` spans with `end >= start`.
+        spans2 (`torch.Tensor` of shape `(..., M, 2)`): `(start, end)` spans with `end >= start`.
+
+    Returns:
+        `torch.Tensor` of shape `(..., N, M)`: values in `[-1, 1]`.
+
+    Raises:
+        ValueError: if a span has `end < start` or the inputs are not `(..., num_spans, 2)`.
+    """
+    intersection, union, hull = _pairwise_span_extents(spans1, spans2)
+    return intersection / union - (hull - union) / hull
+
+
+# ---- Hungarian matching (spec §6.3) ----
+
+
+class RGNetHungarianMatcher:
+    """Assign one of the `Q` moment slots of each positive window to the window's target (spec §6.3).
+
+    The cost of slot `q` for target `t` is
+    `matcher_span_l1_cost · L1(cxw_q, cxw_t) − matcher_giou_cost · GIoU(xx_q, xx_t)
+    − matcher_class_cost · p_fg(q)`,
+    with `p_fg` the softmax foreground probability. Same construction as DETR's matcher; differs: 1-D spans, and
+    each window is its own assignment problem (targets never compete across windows).
+
+    The cost is computed for all windows at once as a `(B, Q, T)` tensor. The assignment then calls
+    `scipy.optimize.linear_sum_assignment` once per window: scipy solves one matrix per call, so that loop is
+    unavoidable if the matcher is to stay a true Hungarian matching. With RGNet's one target per window
+    (`T = 1`) the result equals an argmin over slots, but the scipy path keeps a multi-target generalisation
+    correct.
+
+    Args:
+        config ([`RGNetConfig`]): reads `matcher_span_l1_cost`, `matcher_giou_cost`, `matcher_class_cost`.
+
+    Raises:
+        ValueError: if all three costs are zero.
+    """
+
+    def __init__(self, config: RGNetConfig):
+        self.span_l1_cost = float(config.matcher_span_l1_cost)
+        self.giou_cost = float(config.matcher_giou_cost)
+        self.class_cost = float(config.matcher_class_cost)
+        if self.span_l1_cost == 0 and self.giou_cost == 0 and self.class_cost == 0:
+            raise ValueError("`config` has all matcher costs (`matcher_*_cost`) equal to 0; nothing to match on.")
+
+    @torch.no_grad()
+    def cost_matrix(self, logits: torch.Tensor, pred_spans: torch.Tensor, target_spans: torch.Tensor) -> torch.Tensor:
+        """Matching cost of every (slot, target) pair of every window, non-finite entries made finite.
+
+        Args:
+            logits (`torch.Tensor` of shape `(B, Q, 2)`): class logits of the positive windows.
+            pred_spans (`torch.Tensor` of shape `(B, Q, 2)`): predicted `(center, width)` spans.
+            target_spans (`torch.Tensor` of shape `(B, T, 2)`): target `(center, width)` spans.
+
+        Returns:
+            `torch.Tensor` of shape `(B, Q, T)`: NaN and `+inf` replaced by a large cost, `-inf` by its negative.
+        """
+        foreground_probability = logits.softmax(-1)[..., FOREGROUND_CLASS]  # (B, Q)
+        span_l1 = (pred_spans[:, :, None, :] - target_spans[:, None, :, :]).abs().sum(-1)  # (B, Q, T)
+        giou = generalized_temporal_iou(span_cxw_to_xx(pred_spans), span_cxw_to_xx(target_spans))  # (B, Q, T)
+        cost = (
+            self.span_l1_cost * span_l1 - self.giou_cost * giou - self.class_cost * foreground_probability[..., None]
+        )
+        return torch.nan_to_num(
+            cost, nan=_INVALID_MATCHING_COST, posinf=_INVALID_MATCHING_COST, neginf=-_INVALID_MATCHING_COST
+        )
+
+    @torch.no_grad()
+    def __call__(self, logits: torch.Tensor, pred_spans: torch.Tensor, target_spans: torch.Tensor) -> torch.Tensor:
+        """Matched slot of each positive window.
+
+        Args:
+            logits (`torch.Tensor` of shape `(B, Q, 2)`): class logits of the positive windows.
+            pred_spans (`torch.Tensor` of shape `(B, Q, 2)`): predicted `(center, width)` spans.
+            target_spans (`torch.Tensor` of shape `(B, 2)`): the one target `(center, width)` of each window.
+
+        Returns:
+            `torch.LongTensor` of shape `(B,)` on the device of `logits`: the slot assigned to each target.
+        """
+        if logits.ndim != 3 or pred_spans.shape != logits.shape or logits.shape[-1] != 2:
+            raise ValueError(
+                f"`logits` and `pred_spans` must both have shape (B, Q, 2), got {tuple(logits.shape)} and "
+                f"{tuple(pred_spans.shape)}."
+            )
+        if target_spans.shape != (logits.shape[0], 2):
+            raise ValueError(
+                f"`target_spans` must have shape ({logits.shape[0]}, 2), got {tuple(target_spans.shape)}."
+            )
+        cost = self.cost_matrix(logits, pred_spans, target_spans[:, None, :]).cpu()  # (B, Q, 1)
+        matched_slots = []
+        for window_cost in cost.numpy():
+            slot_indices, target_indices = linear_sum_assignment(window_cost)
+            # One target per window: the slot paired with target 0.
+            matched_slots.append(int(slot_indices[target_indices == 0][0]))
+        return torch.tensor(matched_slots, dtype=torch.long, device=logits.device)
+
+
+def _float32_outputs(outputs: Mapping) -> dict:
+    """The outputs the loss reads, in float32: under bf16 autocast the InfoNCE at temperature 0.07, the saliency
+    sums and the matching costs would otherwise lose precision (the gradient still flows back to bf16)."""
+    keys = ("logits", "pred_spans", "window_logits", "saliency_scores")
+    converted = {key: outputs[key].float() for key in keys}
+    auxiliary_outputs = outputs.get("auxiliary_outputs")
+    if isinstance(auxiliary_outputs, Sequence):
+        auxiliary_outputs = [{key: value.float() for key, value in layer.items()} for layer in auxiliary_outputs]
+    converted["auxiliary_outputs"] = auxiliary_outputs
+    return converted
+
+
+# ---- Labels ----
+
+
+class RGNetLabels(TypedDict):
+    """Training targets of one batch, one entry per positive window (= query), in query order.
+
+    Attributes:
+        batch_mode (`str`): `"cross_pairs"` or `"paired_negative"`; fixes which rows of the outputs are the
+            positive (and negative) windows (see the module docstring).
+        spans (`torch.FloatTensor` of shape `(B, 2)`): target `(center, width)` in units of the positive window's
+            valid length, `width >= 0`.
+        saliency_positive_frames (`torch.LongTensor` of shape `(B, K)`): frame indices inside the target moment,
+            relative to the window start.
+        saliency_negative_frames (`torch.LongTensor` of shape `(B, K)`): frame indices of the same window outside
+            the target moment, relative to the window start.
+    """
+
+    batch_mode: Literal["cross_pairs", "paired_negative"]
+    spans: torch.Tensor
+    saliency_positive_frames: torch.Tensor
+    saliency_negative_frames: torch.Tensor
+
+
+_LABEL_KEYS = tuple(RGNetLabels.__annotations__)
+
+
+def validate_labels(labels: Mapping, num_pairs: int, *, num_frames: int | None = None) -> None:
+    """Check an [`RGNetLabels`] mapping against the forward batch it supervises.
+
+    Args:
+        labels (`RGNetLabels`): the targets.
+        num_pairs (`int`): `N`, the number of (query, window) pairs in the forward batch.
+        num_frames (`int`, *optional*): `Lv`; when given, saliency frame indices must lie in `[0, Lv)`.
+
+    Raises:
+        ValueError: naming the offending key: a missing key, an unknown batch mode, a wrong shape or dtype, a
+            non-finite or negative-width span, a frame index out of range, or `num_pairs` other than `B²`
+            (`"cross_pairs"`) or `2B` (`"paired_negative"`).
+    """
+    if not isinstance(labels, Mapping):
+        raise ValueError(f"`labels` must be a mapping with keys {_LABEL_KEYS}, got {type(labels).__name__}.")
+    for key in _LABEL_KEYS:
+        if key not in labels:
+            raise ValueError(f"`labels` is missing the key {key!r} (expected keys: {_LABEL_KEYS}).")
+    batch_mode = labels["batch_mode"]
+    if batch_mode not in PAIR_MODES:
+        raise ValueError(f"Unknown `labels['batch_mode']` {batch_mode!r}; expected one of {PAIR_MODES}.")
+
+    spans = labels["spans"]
+    if not isinstance(spans, torch.Tensor) or spans.ndim != 2 or spans.shape[1] != 2 or spans.shape[0] < 1:
+        shape = tuple(spans.shape) if isinstance(spans, torch.Tensor) else type(spans).__name__
+        raise ValueError(f"`labels['spans']` must be a tensor of shape (B, 2) with B >= 1, got {shape}.")
+    if not spans.is_floating_point():
+        raise ValueError(f"`labels['spans']` must be a floating-point tensor, got {spans.dtype}.")
+    if not torch.isfinite(spans).all() or (spans[:, 1] < 0).any():
+        raise ValueError("`labels['spans']` must hold finite (center, width) spans with width >= 0.")
+    num_windows = spans.shape[0]
+
+    for key in ("saliency_positive_frames", "saliency_negative_frames"):
+        frames = labels[key]
+        if not isinstance(frames, torch.Tensor) or frames.ndim != 2 or frames.shape[0] != num_windows:
+            shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+            raise ValueError(f"`labels[{key!r}]` must be a tensor of shape ({num_windows}, K), got {shape}.")
+        if frames.shape[1] < 1:
+            raise ValueError(f"`labels[{key!r}]` must hold at least one frame per window (K >= 1).")
+        if frames.dtype != torch.int64:
+            raise ValueError(f"`labels[{key!r}]` must be int64, got {frames.dtype}.")
+        if (frames < 0).any() or (num_frames is not None and (frames >= num_frames).any()):
+            raise ValueError(f"`labels[{key!r}]` holds a frame index outside [0, {num_frames}).")
+    if labels["saliency_positive_frames"].shape != labels["saliency_negative_frames"].shape:
+        raise ValueError(
+            "`labels['saliency_negative_frames']` must have the shape of `labels['saliency_positive_frames']` "
+            f"{tuple(labels['saliency_positive_frames'].shape)}, "
+            f"got {tuple(labels['saliency_negative_frames'].shape)}."
+        )
+
+    expected_pairs = num_windows * num_windows if batch_mode == "cross_pairs" else 2 * num_windows
+    if num_pairs != expected_pairs:
+        rule = "B*B" if batch_mode == "cross_pairs" else "2*B"
+        raise ValueError(
+            f"`labels['batch_mode']` is {batch_mode!r} with B = {num_windows} windows in `labels['spans']`, so the "
+            f"batch must hold {rule} = {expected_pairs} pairs, got {num_pairs}."
+        )
+
+
+def _positive_rows(batch_mode: str, num_windows: int, device: torch.device) -> torch.Tensor:
+    """Row of each positive window in the forward batch: the diagonal `i·B + i`, or the first `B` rows."""
+    window_index = torch.arange(num_windows, device=device)
+    return window_index * (num_windows + 1) if batch_mode == "cross_pairs" else window_index
+
+
+def _windows_per_process(num_windows: int, device: torch.device) -> float:
+    """Positive-window count to divide by: the mean over processes under `torch.distributed`, clamped at 1.
+
+    Every process divides its local sum by the global count / world size; DDP's gradient averaging (a further
+    division by the world size) then yields sum over all windows / global count, the global mean, even when
+    per-process batches differ. Equal per-process batches give exactly the local count.
+    """
+    count = torch.tensor(float(num_windows), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+        count = count / dist.get_world_size()
+    return max(count.item(), 1.0)
+
+
+# ---- Weighted total ----
+
+
+def weighted_loss_sum(loss_dict: Mapping[str, torch.Tensor], loss_weights: Mapping[str, float]) -> torch.Tensor:
+    """Total loss `Σ weight[term] · value[term]` over every term of `loss_dict`, in its order.
+
+    Args:
+        loss_dict (`Mapping[str, torch.Tensor]`): unweighted 0-d terms.
+        loss_weights (`Mapping[str, float]`): the weight of every term.
+
+    Returns:
+        `torch.Tensor`: 0-d total.
+
+    Raises:
+        ValueError: if `loss_dict` is empty or holds a term that `loss_weights` does not weight (a term must never
+            drop out of the total silently).
+    """
+    unweighted = [name for name in loss_dict if name not in loss_weights]
+    if unweighted:
+        raise ValueError(f"`loss_weights` has no weight for the term(s) {unweighted} of `loss_dict`.")
+    if not loss_dict:
+        raise ValueError("`loss_dict` is empty: every loss weight is 0.")
+    return sum(loss_weights[name] * value for name, value in loss_dict.items())
+
+
+# ---- Loss (spec §6.4) ----
+
+
+class RGNetLoss:
+    """RGNet training loss: matched span L1 and GIoU, slot labels, saliency ranking and window retrieval.
+
+    Built once (by `RGNetForVideoGrounding.__init__`) as a plain object: it holds no parameters and no buffers,
+    so the model's state dict is exactly its architecture; class weights are made per call on the logits' device.
+    Follows the set-prediction losses of DETR / Moment-DETR; differs: one target per window, a plain mean of the
+    label cross-entropy over slots, negative-window saliency terms (QD-DETR) and a window retrieval term.
+
+    Terms (unweighted, original names; spec §6.4), each a mean over the `B` positive windows:
+
+    * `loss_span`: L1 between the matched slot's `(center, width)` and the target, mean over `B×2` coordinates.
+    * `loss_giou`: `1 − GIoU` of the matched slot, mean over `B`.
+    * `loss_label`: per-slot weighted cross-entropy (foreground weight 1, background `background_class_weight`),
+      matched slot foreground, every other slot background, plain mean over the slots. In `"paired_negative"`
+      batches the negative windows' slots are appended as background (mean over `B×2Q` slots).
+    * `loss_saliency`: `(2/(B·K)) Σ max(0, margin + s[t⁻] − s[t⁺])` on the positive windows; in
+      `"paired_negative"` batches plus `(2/(B·K)) Σ max(0, margin + max_t s_neg[t] − s[t⁺])` and
+      `(1/B) Σ_b Σ_{t valid} −log(1 − σ(s_neg_b[t]))`.
+    * `loss_retrieval`: `"cross_pairs"`: symmetric InfoNCE over `Z[i, j] = ρ(pair i·B + j) / temperature`;
+      `"paired_negative"`: `(2/B) Σ max(0, retrieval_margin + ρ_neg − ρ_pos)` on the raw logits.
+    * `loss_span_{l}`, `loss_giou_{l}`, `loss_label_{l}` for decoder layers `l = 0..L−2` (matched independently)
+      when `use_auxiliary_loss`.
+
+    A term whose weight is 0 is not computed (e.g. `loss_retrieval` in Ego4D finetuning). Logging-only metrics:
+    `class_error` and `class_error_{l}` = 100 × fraction of matched slots whose argmax class is not foreground.
+
+    Args:
+        config ([`RGNetConfig`]): the loss, matching and decoder-depth fields.
+    """
+
+    def __init__(self, config: RGNetConfig):
+        self.matcher = RGNetHungarianMatcher(config)
+        self.background_class_weight = float(config.background_class_weight)
+        self.saliency_margin = float(config.saliency_margin)
+        self.retrieval_margin = float(config.retrieval_margin)
+        self.contrastive_temperature = float(config.contrastive_temperature)
+        self.use_auxiliary_loss = bool(config.use_auxiliary_loss)
+        self.num_decoder_layers = int(config.num_decoder_layers)
+        # The explicit term -> weight mapping read by the total; covers every term `__call__` can produce.
+        final_layer_weights = {
+            "loss_span": float(config.span_l1_loss_weight),
+            "loss_giou": float(config.giou_loss_weight),
+            "loss_label": float(config.label_loss_weight),
+            "loss_saliency": float(config.saliency_loss_weight),
+            "loss_retrieval": float(config.retrieval_loss_weight),
+        }
+        self.loss_weights: dict[str, float] = dict(final_layer_weights)
+        if self.use_auxiliary_loss:
+            for layer in range(self.num_decoder_layers - 1):
+                for term in ("loss_span", "loss_giou", "loss_label"):
+                    self.loss_weights[f"{term}_{layer}"] = final_layer_weights[term]
+
+    # ---- one method per term ----
+
+    def loss_span(self, matched_spans: torch.Tensor, target_spans: torch.Tensor, num_windows: float) -> torch.Tensor:
+        """L1 loss of matched spans.
+
+        Args:
+            matched_spans (`torch.Tensor` of shape `(B, 2)`): `(center, width)` of each window's matched slot.
+            target_spans (`torch.Tensor` of shape `(B, 2)`): target `(center, width)`.
+            num_windows (`float`): window count to divide by (see `_windows_per_process`).
+
+        Returns:
+            `torch.Tensor`: 0-d mean over the `B×2` coordinates.
+        """
+        return (matched_spans - target_spans).abs().sum() / (num_windows * 2)
+
+    def loss_giou(self, matched_spans: torch.Tensor, target_spans: torch.Tensor, num_windows: float) -> torch.Tensor:
+        """`1 − GIoU` of matched spans.
+
+        Args:
+            matched_spans (`torch.Tensor` of shape `(B, 2)`): `(center, width)` of each window's matched slot.
+            target_spans (`torch.Tensor` of shape `(B, 2)`): target `(center, width)`.
+            num_windows (`float`): window count to divide by.
+
+        Returns:
+            `torch.Tensor`: 0-d mean over `B`.
+        """
+        # Each window against its own target: a batch of 1×1 pairwise problems, (B, 1, 2) -> (B, 1, 1).
+        giou = generalized_temporal_iou(span_cxw_to_xx(matched_spans)[:, None], span_cxw_to_xx(target_spans)[:, None])
+        return (1 - giou).sum() / num_windows
+
+    def loss_label(
+        self,
+        positive_logits: torch.Tensor,
+        matched_slots: torch.Tensor,
+        negative_logits: torch.Tensor | None,
+        num_windows: float,
+    ) -> torch.Tensor:
+        """Foreground/background cross-entropy over all slots, plain mean (not divided by the sum of weights).
+
+        Args:
+            positive_logits (`torch.Tensor` of shape `(B, Q, 2)`): class logits of the positive windows.
+            matched_slots (`torch.LongTensor` of shape `(B,)`): the foreground slot of each positive window.
+            negative_logits (`torch.Tensor` of shape `(B, Q, 2)`, *optional*): class logits of the negative windows
+                (`"paired_negative"`), all background.
+            num_windows (`float`): window count to divide by.
+
+        Returns:
+            `torch.Tensor`: 0-d mean over the `B×Q` (or `B×2Q`) slots.
+        """
+        num_positive, num_slots = positive_logits.shape[:2]
+        target_classes = torch.full(
+            (num_positive, num_slots), BACKGROUND_CLASS, dtype=torch.long, device=positive_logits.device
+        )
+        target_classes[torch.arange(num_positive, device=positive_logits.device), matched_slots] = FOREGROUND_CLASS
+        slot_logits, windows_per_query = positive_logits, 1
+        if negative_logits is not None:
+            slot_logits = torch.cat([positive_logits, negative_logits])  # (2B, Q, 2)
+            target_classes = torch.cat([target_classes, torch.full_like(target_classes, BACKGROUND_CLASS)])
+            windows_per_query = 2
+        class_weights = torch.ones(2, dtype=slot_logits.dtype, device=slot_logits.device)
+        class_weights[BACKGROUND_CLASS] = self.background_class_weight
+        # cross_entropy wants the class axis second: (windows, 2, Q) logits against (windows, Q) targets.
+        slot_losses = F.cross_entropy(slot_logits.transpose(1, 2), target_classes, class_weights, reduction="none")
+        return slot_losses.sum() / (num_windows * windows_per_query * num_slots)
+
+    def loss_saliency(
+        self,
+        positive_saliency: torch.Tensor,
+        positive_frames: torch.Tensor,
+        negative_frames: torch.Tensor,
+        negative_window_saliency: torch.Tensor | None,
+        negative_window_mask: torch.Tensor | None,
+        num_windows: float,
+    ) -> torch.Tensor:
+        """Saliency ranking inside the positive windows, plus the negative-window terms when they are given.
+
+        Args:
+            positive_saliency (`torch.Tensor` of shape `(B, Lv)`): saliency scores of the positive windows.
+            positive_frames (`torch.LongTensor` of shape `(B, K)`): frames inside each target moment.
+            negative_frames (`torch.LongTensor` of shape `(B, K)`): frames of the same window outside the moment.
+            negative_window_saliency (`torch.Tensor` of shape `(B, Lv)`, *optional*): saliency scores of the negative
+                windows (`"paired_negative"`), padded positions included.
+            negative_window_mask (`torch.Tensor` of shape `(B, Lv)`, *optional*): valid frames of the negative
+                windows, 1 = valid; required with `negative_window_saliency`.
+            num_windows (`float`): window count to divide by.
+
+        Returns:
+            `torch.Tensor`: 0-d loss.
+        """
+        pairs_per_window = positive_frames.shape[1]
+        inside_scores = positive_saliency.gather(1, positive_frames)  # (B, K)
+        outside_scores = positive_saliency.gather(1, negative_frames)  # (B, K)
+        # The factor 2 keeps the scale of the original pairwise ranking loss.
+        loss = (
+            (self.saliency_margin + outside_scores - inside_scores).clamp(min=0).sum()
+            / (num_windows * pairs_per_window)
+            * 2
+        )
+        if negative_window_saliency is None:
+            return loss
+        # The hardest frame of the negative window must score below the positive frame. As in the original, the
+        # max runs over every position, padded ones included (their scores are computed like real ones).
+        hardest_negative = negative_window_saliency.max(dim=1, keepdim=True).values  # (B, 1)
+        loss = (
+            loss
+            + (self.saliency_margin + hardest_negative - inside_scores).clamp(min=0).sum()
+            / (num_windows * pairs_per_window)
+            * 2
+        )
+        # −log(1 − σ(s)) summed over the negative window's own valid frames; written as softplus(s), the same
+        # function without the overflow of 1 − σ(s) → 0 (agrees with the fixtures and with a float64 evaluation).
+        negative_mask = negative_window_mask.to(negative_window_saliency.dtype)
+        return loss + (F.softplus(negative_window_saliency) * negative_mask).sum() / num_windows
+
+    def loss_retrieval(
+        self, window_logits: torch.Tensor, batch_mode: str, num_queries: int, num_windows: float
+    ) -> torch.Tensor:
+        """Window retrieval loss on the raw window logits.
+
+        Args:
+            window_logits (`torch.Tensor` of shape `(N, 1)`): retrieval logit of every pair.
+            batch_mode (`str`): `"cross_pairs"` (symmetric InfoNCE over the `B×B` matrix, diagonal = positives) or
+                `"paired_negative"` (hinge between each query's positive and negative window).
+            num_queries (`int`): `B`, the local number of queries (`N = B²` or `2B`).
+            num_windows (`float`): window count to divide by.
+
+        Returns:
+            `torch.Tensor`: 0-d loss.
+        """
+        if batch_mode == "cross_pairs":
+            # Z[i, j] = logit of (query i, window of query j): rows are queries, columns windows.
+            similarity = window_logits.reshape(num_queries, num_queries) / self.contrastive_temperature
+            diagonal = torch.arange(num_queries, device=window_logits.device)
+            query_to_window = F.cross_entropy(similarity, diagonal, reduction="sum") / num_windows
+            window_to_query = F.cross_entropy(similarity.T, diagonal, reduction="sum") / num_windows
+            return 0.5 * (query_to_window + window_to_query)
+        positive_logits, negative_logits = window_logits[:num_queries], window_logits[num_queries:]  # (B, 1) each
+        return (self.retrieval_margin + negative_logits - positive_logits).clamp(min=0).sum() / num_windows * 2
+
+    @staticmethod
+    def class_error(positive_logits: torch.Tensor, matched_slots: torch.Tensor) -> torch.Tensor:
+        """Percentage of matched slots whose argmax class is not foreground (logging only).
+
+        Args:
+            positive_logits (`torch.Tensor` of shape `(B, Q, 2)`): class logits of the positive windows.
+            matched_slots (`torch.LongTensor` of shape `(B,)`): matched slot of each window.
+
+        Returns:
+            `torch.Tensor`: 0-d, detached, in percent.
+        """
+        window_index = torch.arange(positive_logits.shape[0], device=positive_logits.device)
+        matched_logits = positive_logits.detach()[window_index, matched_slots]  # (B, 2)
+        correct = (matched_logits.argmax(-1) == FOREGROUND_CLASS).to(matched_logits.dtype)
+        # Same float order as the original's accuracy: 100 − (#correct × 100/B).
+        return 100.0 - correct.sum() * (100.0 / positive_logits.shape[0])
+
+    # ---- helpers ----
+
+    def _decoder_layer_outputs(self, outputs: Mapping, *, include_auxiliary: bool) -> list[tuple[str, Mapping]]:
+        """`(key suffix, layer outputs)` for the last layer (suffix "") then, if asked, layers 0..L-2 (`_{l}`)."""
+        layers = [("", outputs)]
+        if include_auxiliary:
+            auxiliary_outputs = outputs.get("auxiliary_outputs")
+            if not isinstance(auxiliary_outputs, Sequence) or len(auxiliary_outputs) != self.num_decoder_layers - 1:
+                found = len(auxiliary_outputs) if isinstance(auxiliary_outputs, Sequence) else auxiliary_outputs
+                raise ValueError(
+                    f"`outputs['auxiliary_outputs']` must list the {self.num_decoder_layers - 1} decoder layers "
+                    f"before the last (`use_auxiliary_loss` is on), got {found!r}."
+                )
+            layers += [(f"_{layer}", layer_outputs) for layer, layer_outputs in enumerate(auxiliary_outputs)]
+        for suffix, layer_outputs in layers:
+            where = "outputs" if not suffix else f"outputs['auxiliary_outputs'][{suffix[1:]}]"
+            for key in ("logits", "pred_spans"):
+                if key not in layer_outputs:
+                    raise ValueError(f"`{where}` is missing the key {key!r}.")
+            if layer_outputs["logits"].shape != outputs["logits"].shape:
+                raise ValueError(f"`{where}['logits']` must have shape {tuple(outputs['logits'].shape)}.")
+            if layer_outputs["pred_spans"].shape != outputs["logits"].shape:
+                raise ValueError(f"`{where}['pred_spans']` must have shape {tuple(outputs['logits'].shape)}.")
+        return layers
+
+    def _check_outputs(self, outputs: Mapping, video_mask: torch.Tensor) -> None:
+        """Keys and shapes of the model outputs this loss reads."""
+        for key in ("logits", "pred_spans", "saliency_scores", "window_logits"):
+            if key not in outputs or outputs[key] is None:
+                raise ValueError(f"`outputs` is missing the key {key!r}.")
+        logits = outputs["logits"]
+        if logits.ndim != 3 or logits.shape[-1] != 2:
+            raise ValueError(f"`outputs['logits']` must have shape (N, Q, 2), got {tuple(logits.shape)}.")
+        num_pairs = logits.shape[0]
+        if outputs["window_logits"].shape != (num_pairs, 1):
+            raise ValueError(
+                f"`outputs['window_logits']` must have shape ({num_pairs}, 1), "
+                f"got {tuple(outputs['window_logits'].shape)}."
+            )
+        saliency_scores = outputs["saliency_scores"]
+        if saliency_scores.ndim != 2 or saliency_scores.shape[0] != num_pairs:
+            raise ValueError(
+                f"`outputs['saliency_scores']` must have shape ({num_pairs}, Lv), got {tuple(saliency_scores.shape)}."
+            )
+        if video_mask.shape != saliency_scores.shape:
+            raise ValueError(
+                f"`video_mask` must have the shape of `outputs['saliency_scores']` {tuple(saliency_scores.shape)}, "
+                f"got {tuple(video_mask.shape)}."
+            )
+
+    # ---- entry points ----
+
+    def matched_slots(self, outputs: Mapping, labels: RGNetLabels) -> torch.Tensor:
+        """Matched slot of every positive window at every decoder layer (for tests and debugging).
+
+        Args:
+            outputs (`Mapping`): model outputs as for `__call__`; `auxiliary_outputs` is used when present.
+            labels ([`RGNetLabels`]): the targets.
+
+        Returns:
+            `torch.LongTensor` of shape `(L, B)`: row `l` is decoder layer `l`, the last row the last layer (a single
+            row when `outputs` has no auxiliary outputs).
+        """
+        logits = outputs["logits"]
+        validate_labels(labels, logits.shape[0])
+        num_windows = labels["spans"].shape[0]
+        positive_rows = _positive_rows(labels["batch_mode"], num_windows, logits.device)
+        target_spans = labels["spans"].to(device=logits.device, dtype=logits.dtype)
+        layers = self._decoder_layer_outputs(outputs, include_auxiliary=bool(outputs.get("auxiliary_outputs")))
+        slots_by_layer = [
+            self.matcher(layer["logits"][positive_rows], layer["pred_spans"][positive_rows], target_spans)
+            for _, layer in layers
+        ]
+        # Layers were listed last-first; put the last layer in the last row.
+        return torch.stack(slots_by_layer[1:] + slots_by_layer[:1])
+
+    def __call__(
+        self, outputs: Mapping, labels: RGNetLabels, video_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Compute every weighted term and the total.
+
+        Args:
+            outputs (`Mapping`): model outputs for `N` pairs (a `ModelOutput` works):
+                `logits` (`(N, Q, 2)`), `pred_spans` (`(N, Q, 2)` `(center, width)`), `window_logits` (`(N, 1)`),
+                `saliency_scores` (`(N, Lv)`, padded positions included) and, when `use_auxiliary_loss`,
+                `auxiliary_outputs`: a list over decoder layers `0..L−2` of mappings with `logits` and
+                `pred_spans` (each `(N, Q, 2)`).
+            labels ([`RGNetLabels`]): the targets; `labels["batch_mode"]` fixes the row layout.
+            video_mask (`torch.Tensor` of shape `(N, Lv)`): 1 (or True) = valid frame.
+
+        Returns:
+            `tuple`: `loss` (0-d total `Σ weight · term`), `loss_dict` (the unweighted terms, original names) and
+            `metrics` (logging-only `class_error`, `class_error_{l}`).
+
+        Raises:
+            ValueError: on malformed `labels`, `outputs` or `video_mask` (the message names the argument).
+        """
+        self._check_outputs(outputs, video_mask)
+        outputs = _float32_outputs(outputs)
+        logits = outputs["logits"]
+        device, dtype = logits.device, logits.dtype
+        validate_labels(labels, logits.shape[0], num_frames=outputs["saliency_scores"].shape[1])
+        layers = self._decoder_layer_outputs(outputs, include_auxiliary=self.use_auxiliary_loss)
+
+        batch_mode = labels["batch_mode"]
+        paired_negative = batch_mode == "paired_negative"
+        num_queries = labels["spans"].shape[0]
+        positive_rows = _positive_rows(batch_mode, num_queries, device)
+        negative_rows = torch.arange(num_queries, 2 * num_queries, device=device) if paired_negative else None
+        target_spans = labels["spans"].to(device=device, dtype=dtype)
+        num_windows = _windows_per_process(num_queries, device)
+        weights = self.loss_weights
+
+        loss_dict: dict[str, torch.Tensor] = {}
+        metrics: dict[str, torch.Tensor] = {}
+        # Original quirk, kept for parity (the fixtures confirm it): every decoder layer's label loss appends the
+        # negative windows' LAST-layer logits, not that layer's own negative-window logits.
+        negative_logits = logits[negative_rows] if paired_negative else None
+        for suffix, layer_outputs in layers:
+            positive_logits = layer_outputs["logits"][positive_rows]  # (B, Q, 2)
+            positive_spans = layer_outputs["pred_spans"][positive_rows]  # (B, Q, 2)
+            matched_slots = self.matcher(positive_logits, positive_spans, target_spans)  # (B,)
+            matched_spans = positive_spans[torch.arange(num_queries, device=device), matched_slots]  # (B, 2)
+            if weights["loss_span"] != 0:
+                loss_dict[f"loss_span{suffix}"] = self.loss_span(matched_spans, target_spans, num_windows)
+            if weights["loss_giou"] != 0:
+                loss_dict[f"loss_giou{suffix}"] = self.loss_giou(matched_spans, target_spans, num_windows)
+            if weights["loss_label"] != 0:
+                loss_dict[f"loss_label{suffix}"] = self.loss_label(
+                    positive_logits, matched_slots, negative_logits, num_windows
+                )
+            metrics[f"class_error{suffix}"] = self.class_error(positive_logits, matched_slots)
+            if suffix:
+                continue
+            # Window-level terms once, after the last layer's terms (the original's order).
+            if weights["loss_saliency"] != 0:
+                saliency_scores = outputs["saliency_scores"]
+                loss_dict["loss_saliency"] = self.loss_saliency(
+                    saliency_scores[positive_rows],
+                    labels["saliency_positive_frames"].to(device),
+                    labels["saliency_negative_frames"].to(device),
+                    saliency_scores[negative_rows] if paired_negative else None,
+                    video_mask[negative_rows] if paired_negative else None,
+                    num_windows,
+                )
+            if weights["loss_retrieval"] != 0:
+                loss_dict["loss_retrieval"] = self.loss_retrieval(
+                    outputs["window_logits"], batch_mode, num_queries, num_windows
+                )
+
+        loss = weighted_loss_sum(loss_dict, weights)
+        return loss, loss_dict, metrics
+
+
+__all__ = [
+    "RGNetHungarianMatcher",
+    "RGNetLabels",
+    "RGNetLoss",
+    "generalized_temporal_iou",
+    "span_cxw_to_xx",
+    "span_xx_to_cxw",
+    "temporal_iou",
+    "validate_labels",
+    "weighted_loss_sum",
+]

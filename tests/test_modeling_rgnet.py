@@ -1,0 +1,481 @@
+"""Model tests in the shape of transformers' model tests, on a tiny configuration."""
+
+import math
+
+import pytest
+import torch
+
+from configuration_rgnet import RGNetConfig
+from modeling_rgnet import (
+    RGNetForVideoGrounding,
+    RGNetModel,
+    RGNetXavierLinear,
+    anchor_sine_embedding,
+    build_selector_attention_bias,
+    video_sine_position_encoding,
+)
+
+
+class RGNetModelTester:
+    """Tiny hyperparameters and builders; tests only wire them."""
+
+    def __init__(self, num_queries=3, num_frames=12, num_tokens=5, seed=0):
+        self.num_queries = num_queries
+        self.num_frames = num_frames
+        self.num_tokens = num_tokens
+        self.seed = seed
+
+    def get_config(self, **overrides):
+        fields = {
+            "hidden_size": 32,
+            "num_attention_heads": 4,
+            "num_text_to_video_layers": 1,
+            "num_encoder_layers": 1,
+            "num_decoder_layers": 2,
+            "num_moment_queries": 3,
+            "ffn_dim": 64,
+            "video_feature_dim": 16,
+            "pooled_text_dim": 16,
+            "text_feature_dim": 24,
+            "max_window_frames": self.num_frames,
+            "max_text_tokens": self.num_tokens,
+            "retrieval_loss_weight": 1.0,
+        }
+        return RGNetConfig(**{**fields, **overrides})
+
+    def prepare_inputs(self, num_pairs, config=None, seed=None):
+        config = config or self.get_config()
+        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        video_lengths = torch.randint(1, self.num_frames + 1, (num_pairs,), generator=generator)
+        video_lengths[0] = self.num_frames  # one full window
+        text_lengths = torch.randint(1, self.num_tokens + 1, (num_pairs,), generator=generator)
+        video_mask = (torch.arange(self.num_frames)[None] < video_lengths[:, None]).float()
+        text_mask = (torch.arange(self.num_tokens)[None] < text_lengths[:, None]).float()
+        video = torch.randn(num_pairs, self.num_frames, config.video_feature_dim, generator=generator)
+        text = torch.randn(num_pairs, self.num_tokens, config.text_feature_dim, generator=generator)
+        text = text / (text.norm(dim=-1, keepdim=True) + 1e-5)
+        return {
+            "video_features": video * video_mask[..., None],
+            "video_mask": video_mask,
+            "text_features": text * text_mask[..., None],
+            "text_mask": text_mask,
+        }
+
+    def prepare_labels(self, batch_mode, inputs):
+        """Targets for the positive windows of a batch laid out for `batch_mode`."""
+        num_pairs = inputs["video_mask"].shape[0]
+        num_windows = math.isqrt(num_pairs) if batch_mode == "cross_pairs" else num_pairs // 2
+        positive_rows = (
+            torch.arange(num_windows) * (num_windows + 1) if batch_mode == "cross_pairs" else torch.arange(num_windows)
+        )
+        lengths = inputs["video_mask"][positive_rows].sum(1).long()
+        generator = torch.Generator().manual_seed(1)
+        centers = 0.2 + 0.6 * torch.rand(num_windows, generator=generator)
+        widths = 0.1 + 0.3 * torch.rand(num_windows, generator=generator)
+        positive = (centers * lengths).long().clamp(max=lengths - 1)
+        negative = torch.where(positive > 0, torch.zeros_like(positive), lengths - 1)
+        return {
+            "batch_mode": batch_mode,
+            "spans": torch.stack([centers, widths], dim=1),
+            "saliency_positive_frames": positive[:, None],
+            "saliency_negative_frames": negative[:, None],
+        }
+
+    def cross_pairs_batch(self, num_windows, config=None):
+        """`B` queries × their `B` windows, pair `i·B + j` = (query `i`, window `j`)."""
+        base = self.prepare_inputs(num_windows, config)
+        query = torch.arange(num_windows).repeat_interleave(num_windows)
+        window = torch.arange(num_windows).repeat(num_windows)
+        return {
+            "video_features": base["video_features"][window],
+            "video_mask": base["video_mask"][window],
+            "text_features": base["text_features"][query],
+            "text_mask": base["text_mask"][query],
+        }
+
+    def create_and_check_model(self, config, inputs):
+        model = RGNetModel(config).eval()
+        with torch.no_grad():
+            outputs = model(**inputs)
+        num_pairs, num_frames = inputs["video_mask"].shape
+        layers, queries, hidden = config.num_decoder_layers, config.num_moment_queries, config.hidden_size
+        assert outputs.decoder_hidden_states.shape == (layers, num_pairs, queries, hidden)
+        assert outputs.reference_anchors.shape == (layers, num_pairs, queries, 2)
+        assert outputs.encoder_last_hidden_state.shape == (num_pairs, num_frames, hidden)
+        assert outputs.global_hidden_state.shape == (num_pairs, hidden)
+        assert outputs.frame_selection.shape == (num_pairs, num_frames)
+        assert outputs.selector_raw_logits.shape == (num_pairs, num_frames + 1)
+
+    def create_and_check_for_video_grounding(self, config, inputs):
+        model = RGNetForVideoGrounding(config).eval()
+        with torch.no_grad():
+            outputs = model(**inputs)
+        num_pairs, num_frames = inputs["video_mask"].shape
+        queries = config.num_moment_queries
+        assert outputs.logits.shape == (num_pairs, queries, 2)
+        assert outputs.pred_spans.shape == (num_pairs, queries, 2)
+        assert ((outputs.pred_spans > 0) & (outputs.pred_spans < 1)).all()
+        assert outputs.window_logits.shape == (num_pairs, 1)
+        assert outputs.saliency_scores.shape == (num_pairs, num_frames)
+        assert outputs.frame_selection.shape == (num_pairs, num_frames)
+        assert len(outputs.auxiliary_outputs) == config.num_decoder_layers - 1
+        assert outputs.auxiliary_outputs[0]["pred_spans"].shape == (num_pairs, queries, 2)
+        assert outputs.loss is None
+
+
+@pytest.fixture
+def tester():
+    return RGNetModelTester()
+
+
+def outputs_of(model, inputs, **kwargs):
+    with torch.no_grad():
+        return model(**inputs, **kwargs)
+
+
+def trim(inputs, index):
+    """Pair `index` alone, without padding."""
+    num_frames = int(inputs["video_mask"][index].sum())
+    num_tokens = int(inputs["text_mask"][index].sum())
+    return {
+        "video_features": inputs["video_features"][index : index + 1, :num_frames],
+        "video_mask": inputs["video_mask"][index : index + 1, :num_frames],
+        "text_features": inputs["text_features"][index : index + 1, :num_tokens],
+        "text_mask": inputs["text_mask"][index : index + 1, :num_tokens],
+    }
+
+
+# ---- shapes, determinism, save/load ----
+
+
+def test_model(tester):
+    tester.create_and_check_model(tester.get_config(), tester.prepare_inputs(4))
+
+
+def test_for_video_grounding(tester):
+    tester.create_and_check_for_video_grounding(tester.get_config(), tester.prepare_inputs(4))
+
+
+@pytest.mark.parametrize("preset", ["mad", "ego4d-nlq-finetune"])
+def test_shapes_follow_the_preset_config(preset, tester):
+    config = RGNetConfig.from_preset(
+        preset, hidden_size=32, num_attention_heads=4, ffn_dim=64, num_decoder_layers=3, max_window_frames=20
+    )
+    tester.num_frames = 20
+    tester.create_and_check_for_video_grounding(config, tester.prepare_inputs(2, config))
+
+
+def test_eval_forward_is_deterministic(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(4)
+    first, second = outputs_of(model, inputs), outputs_of(model, inputs)
+    torch.testing.assert_close(first.logits, second.logits, atol=0, rtol=0)
+    torch.testing.assert_close(first.saliency_scores, second.saliency_scores, atol=0, rtol=0)
+
+
+def test_save_and_load_gives_bit_identical_outputs(tester, tmp_path):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    reloaded = RGNetForVideoGrounding.from_pretrained(tmp_path).eval()
+    inputs = tester.prepare_inputs(3)
+    for name in ("logits", "pred_spans", "window_logits", "saliency_scores"):
+        torch.testing.assert_close(
+            getattr(outputs_of(model, inputs), name), getattr(outputs_of(reloaded, inputs), name), atol=0, rtol=0
+        )
+
+
+def test_base_model_loads_from_grounding_checkpoint(tester, tmp_path):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    model.save_pretrained(tmp_path)
+    base = RGNetModel.from_pretrained(tmp_path).eval()
+    inputs = tester.prepare_inputs(2)
+    torch.testing.assert_close(
+        outputs_of(base, inputs).global_hidden_state, outputs_of(model, inputs).global_hidden_state, atol=0, rtol=0
+    )
+
+
+# ---- independence of batch composition and padding ----
+
+
+def test_pair_outputs_do_not_depend_on_other_pairs_in_the_batch(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(5)
+    batched = outputs_of(model, inputs)
+    for index in range(5):
+        alone = outputs_of(model, trim(inputs, index))
+        num_frames = alone.saliency_scores.shape[1]
+        torch.testing.assert_close(batched.logits[index], alone.logits[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched.pred_spans[index], alone.pred_spans[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched.window_logits[index], alone.window_logits[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            batched.saliency_scores[index, :num_frames], alone.saliency_scores[0], atol=1e-5, rtol=1e-5
+        )
+
+
+def test_padding_frames_and_tokens_do_not_change_predictions(tester):
+    config = tester.get_config(max_window_frames=20)
+    model = RGNetForVideoGrounding(config).eval()
+    inputs = tester.prepare_inputs(3)
+    padded = {
+        "video_features": torch.nn.functional.pad(inputs["video_features"], (0, 0, 0, 8), value=0.0),
+        "video_mask": torch.nn.functional.pad(inputs["video_mask"], (0, 8)),
+        "text_features": torch.nn.functional.pad(inputs["text_features"], (0, 0, 0, 3), value=0.0),
+        "text_mask": torch.nn.functional.pad(inputs["text_mask"], (0, 3)),
+    }
+    plain, extra = outputs_of(model, inputs), outputs_of(model, padded)
+    torch.testing.assert_close(plain.logits, extra.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain.pred_spans, extra.pred_spans, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain.window_logits, extra.window_logits, atol=1e-5, rtol=1e-5)
+    mask = inputs["video_mask"].bool()
+    torch.testing.assert_close(plain.saliency_scores[mask], extra.saliency_scores[:, :12][mask], atol=1e-5, rtol=1e-5)
+
+
+# ---- training ----
+
+
+@pytest.mark.parametrize("batch_mode", ["cross_pairs", "paired_negative"])
+def test_every_learnable_parameter_gets_a_gradient(tester, batch_mode):
+    config = tester.get_config(pair_mode=batch_mode)
+    model = RGNetForVideoGrounding(config).train()
+    inputs = tester.cross_pairs_batch(3) if batch_mode == "cross_pairs" else tester.prepare_inputs(6)
+    outputs = model(**inputs, labels=tester.prepare_labels(batch_mode, inputs))
+    assert outputs.loss.ndim == 0 and torch.isfinite(outputs.loss)
+    outputs.loss.backward()
+    # Exact zeros by construction: decoder layer 0 receives all-zero content, so its content projections' weights
+    # get none.
+    exact_zero = {
+        "model.decoder.layers.0.self_attn.q_content.weight",
+        "model.decoder.layers.0.self_attn.k_content.weight",
+        "model.decoder.layers.0.self_attn.v.weight",
+        "model.decoder.layers.0.cross_attn.q_content.weight",
+    }
+    # Biases that shift both sides of every hinge: the saliency frame bias under ranking terms only (cross pairs),
+    # the retrieval bias under the paired-negative hinge.
+    exact_zero.add("saliency_frame_proj.bias" if batch_mode == "cross_pairs" else "retrieval_head.bias")
+    for name, param in model.named_parameters():
+        assert param.grad is not None, f"{name} received no gradient"
+        if name not in exact_zero:
+            assert param.grad.abs().sum() > 0, f"{name} received an all-zero gradient"
+
+
+def test_retrieval_head_gets_no_gradient_when_its_weight_is_zero(tester):
+    config = tester.get_config(pair_mode="paired_negative", retrieval_loss_weight=0.0)
+    model = RGNetForVideoGrounding(config).train()
+    inputs = tester.prepare_inputs(6)
+    outputs = model(**inputs, labels=tester.prepare_labels("paired_negative", inputs))
+    assert "loss_retrieval" not in outputs.loss_dict
+    outputs.loss.backward()
+    assert model.retrieval_head.weight.grad is None
+
+
+def test_overfitting_one_small_batch_drives_the_loss_down(tester):
+    torch.manual_seed(0)
+    config = tester.get_config(dropout=0.0, input_dropout=0.0)
+    model = RGNetForVideoGrounding(config).train()
+    inputs = tester.cross_pairs_batch(3)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(60):
+        outputs = model(**inputs, labels=labels)
+        optimizer.zero_grad()
+        outputs.loss.backward()
+        optimizer.step()
+        losses.append(outputs.loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_injected_selector_noise_reproduces_a_training_forward(tester):
+    config = tester.get_config(dropout=0.0, input_dropout=0.0)
+    model = RGNetForVideoGrounding(config).train()
+    inputs = tester.prepare_inputs(4)
+    noise = torch.rand(4, tester.num_frames + 1, generator=torch.Generator().manual_seed(3))
+    first, second = outputs_of(model, inputs, selector_noise=noise), outputs_of(model, inputs, selector_noise=noise)
+    torch.testing.assert_close(first.logits, second.logits, atol=0, rtol=0)
+    torch.testing.assert_close(first.selector_logits, second.selector_logits, atol=0, rtol=0)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tester):
+    config = tester.get_config(dropout=0.0, input_dropout=0.0)
+    inputs = tester.cross_pairs_batch(2)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    noise = torch.rand(4, tester.num_frames + 1, generator=torch.Generator().manual_seed(3))
+    model = RGNetForVideoGrounding(config).train()
+    checkpointed = RGNetForVideoGrounding(config).train()
+    checkpointed.load_state_dict(model.state_dict())
+    checkpointed.activation_checkpointing_enable()
+    assert checkpointed.is_activation_checkpointing
+    for candidate in (model, checkpointed):
+        candidate(**inputs, labels=labels, selector_noise=noise).loss.backward()
+    for (name, param), other in zip(model.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(param.grad, other.grad, atol=1e-6, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_bf16_autocast_forward_and_backward(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).train()
+    inputs = tester.cross_pairs_batch(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(**inputs, labels=tester.prepare_labels("cross_pairs", inputs))
+    assert torch.isfinite(outputs.loss)
+    outputs.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_eval_predictions_under_bf16_autocast_stay_close_to_fp32(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(4)
+    reference = outputs_of(model, inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reduced = outputs_of(model, inputs)
+    torch.testing.assert_close(reduced.pred_spans.float(), reference.pred_spans, atol=0.05, rtol=0)
+    assert torch.isfinite(reduced.window_logits).all()
+
+
+def test_trainer_scales_the_loss_for_gradient_accumulation():
+    # The loss is a mean over targets: Trainer must divide it by the accumulation steps itself.
+    assert RGNetForVideoGrounding.accepts_loss_kwargs is False
+
+
+# ---- selector attention modes ----
+
+
+def test_selector_bias_modes():
+    gate = torch.tensor([[0.0, 1.0, 0.0, 1.0]])  # the global token's value is ignored (always selected)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    additive = build_selector_attention_bias(gate, mask, "additive_unit_bias", torch.float32)[0, 0]
+    minimum = torch.finfo(torch.float32).min
+    expected = torch.tensor(
+        [[0, 0, 0, minimum], [0, 0, 0, minimum], [1, 1, 0, minimum], [0, 0, 0, minimum]], dtype=torch.float32
+    )
+    torch.testing.assert_close(additive, expected)
+    hard = build_selector_attention_bias(gate, mask, "hard_mask", torch.float32)[0, 0]
+    assert hard[2, 2] == 0 and hard[2, 0] == minimum and hard[2, 1] == minimum
+    assert (hard[:2, :3] == 0).all()
+
+
+def test_hard_mask_mode_changes_outputs(tester):
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    paper = RGNetForVideoGrounding(tester.get_config(selector_attention_mode="hard_mask")).eval()
+    paper.load_state_dict(model.state_dict())
+    inputs = tester.prepare_inputs(3)
+    first, second = outputs_of(model, inputs), outputs_of(paper, inputs)
+    torch.testing.assert_close(first.frame_selection, second.frame_selection)
+    assert (first.encoder_last_hidden_state - second.encoder_last_hidden_state).abs().max() > 1e-4
+
+
+# ---- pure functions ----
+
+
+def test_video_position_encoding_uses_the_valid_length():
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    encoding = video_sine_position_encoding(mask, hidden_size=4, temperature=100.0)
+    last_position = 2 * math.pi * 2 / (2 + 1e-6)
+    assert math.isclose(encoding[0, 1, 0].item(), math.sin(last_position), abs_tol=1e-6)
+    torch.testing.assert_close(encoding[0, 3], encoding[0, 1])  # padding repeats the last valid position
+    assert math.isclose(encoding[1, 0, 3].item(), math.cos(2 * math.pi / 4 / 100 ** (2 / 4)), abs_tol=1e-6)
+
+
+def test_anchor_sine_embedding_layout():
+    anchors = torch.tensor([[[0.25, 0.5]]])
+    embedding = anchor_sine_embedding(anchors, hidden_size=8)
+    assert embedding.shape == (1, 1, 8)
+    # 4 features per coordinate: sin, cos at frequency 1, then at 10000^(4/8); center block first.
+    expected_center = [math.sin(2 * math.pi * 0.25), math.cos(2 * math.pi * 0.25)]
+    expected_width_slow = [math.sin(2 * math.pi * 0.5 / 100), math.cos(2 * math.pi * 0.5 / 100)]
+    torch.testing.assert_close(embedding[0, 0, :2], torch.tensor(expected_center))
+    torch.testing.assert_close(embedding[0, 0, 6:], torch.tensor(expected_width_slow))
+
+
+def test_initialisation_follows_the_spec(tester):
+    torch.manual_seed(0)
+    config = tester.get_config(hidden_size=64, ffn_dim=128, num_decoder_layers=3)
+    model = RGNetForVideoGrounding(config)
+    xavier_layers = [m for m in model.modules() if isinstance(m, RGNetXavierLinear)]
+    assert len(xavier_layers) > 30
+    for module in xavier_layers:
+        bound = math.sqrt(6 / (module.in_features + module.out_features))
+        assert module.weight.abs().max() <= bound
+        if module.zero_bias:
+            assert (module.bias == 0).all()
+    assert (model.model.text_to_video.layers[0].attn.q_proj.bias == 0).all()
+    assert (model.model.decoder.anchor_update_heads[0].layers[-1].bias == 0).all()
+    assert (model.model.decoder.layers[0].cross_attn.q_content.bias != 0).any()
+    # Input projections and heads keep PyTorch's defaults: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    assert model.class_head.weight.abs().max() <= 1 / math.sqrt(64)
+    assert (model.model.video_projection.blocks[0].norm.weight == 1).all()
+    tokens = torch.cat([model.model.global_token, model.model.global_position, model.model.anchor_embeddings.flatten()])
+    assert 0.6 < tokens.std() < 1.4  # N(0, 1)
+
+
+# ---- optional text encoder ----
+
+
+def test_text_encoder_path_matches_precomputed_token_features(tester):
+    from transformers import CLIPTextConfig
+
+    text_config = CLIPTextConfig(
+        vocab_size=99, hidden_size=24, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+        max_position_embeddings=16, eos_token_id=2, bos_token_id=1, pad_token_id=0,
+    )
+    config = tester.get_config(text_config=text_config)
+    model = RGNetForVideoGrounding(config).eval()
+    input_ids = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0]])
+    attention_mask = (input_ids != 0).long()
+    features, mask = model.model.encode_text(input_ids, attention_mask)
+    assert features.shape == (2, 4, 24) and mask.tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    torch.testing.assert_close(features[0, :3].norm(dim=-1), torch.ones(3), atol=1e-4, rtol=0)
+    assert (features[1, 1:] == 0).all()
+    video = tester.prepare_inputs(2)
+    with torch.no_grad():
+        from_ids = model(video_features=video["video_features"], video_mask=video["video_mask"],
+                         input_ids=input_ids, attention_mask=attention_mask)
+        from_features = model(video_features=video["video_features"], video_mask=video["video_mask"],
+                              text_features=features, text_mask=mask)
+    torch.testing.assert_close(from_ids.logits, from_features.logits, atol=0, rtol=0)
+
+
+# ---- bad inputs ----
+
+
+@pytest.mark.parametrize(
+    "mutate, argument",
+    [
+        (lambda x: x.update(video_features=torch.randn(2, 12, 7)), "video_features"),
+        (lambda x: x.update(text_features=torch.randn(2, 5, 7)), "text_features"),
+        (lambda x: x.update(video_mask=torch.ones(2, 11)), "video_mask"),
+        (lambda x: x.update(text_mask=torch.ones(3, 5)), "text_mask"),
+        (lambda x: x["video_mask"].__setitem__(1, 0.0), "video_mask"),
+        (lambda x: x["text_mask"].__setitem__(0, 0.0), "text_mask"),
+        (lambda x: x["video_features"].__setitem__((0, 0, 0), float("nan")), "video_features"),
+        (lambda x: x["text_features"].__setitem__((1, 0, 0), float("inf")), "text_features"),
+        (lambda x: x.update(video_features=torch.randn(2, 13, 16), video_mask=torch.ones(2, 13)), "max_window_frames"),
+    ],
+)
+def test_bad_inputs_raise_a_clear_error(tester, mutate, argument):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(2)
+    mutate(inputs)
+    with pytest.raises(ValueError, match=argument):
+        model(**inputs)
+
+
+def test_labels_for_the_wrong_batch_mode_raise(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).train()
+    inputs = tester.cross_pairs_batch(2)  # 4 pairs: B = 2 windows in cross_pairs mode
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    with pytest.raises(ValueError, match="batch_mode"):
+        model(**inputs, labels={**labels, "batch_mode": "triplets"})
+    with pytest.raises(ValueError, match="spans"):
+        model(**inputs, labels={key: value for key, value in labels.items() if key != "spans"})
+    paired = tester.prepare_labels("paired_negative", tester.prepare_inputs(6))
+    with pytest.raises(ValueError, match="batch_mode"):
+        model(**inputs, labels=paired)  # 3 windows in paired_negative mode need 6 pairs, not 4
+
+
+def test_input_ids_without_text_encoder_raise(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(2)
+    with pytest.raises(ValueError, match="text_config"):
+        model(video_features=inputs["video_features"], video_mask=inputs["video_mask"], input_ids=torch.ones(2, 4).long())
