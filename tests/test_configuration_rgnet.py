@@ -1,0 +1,91 @@
+"""RGNetConfig: presets, validation, serialisation."""
+
+import json
+
+import pytest
+from transformers import AutoConfig, CLIPTextConfig
+
+from configuration_rgnet import RGNET_PRESETS, RGNetConfig
+from scripts.make_preset_configs import PRESET_FOLDERS
+
+from .conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize("preset", sorted(RGNET_PRESETS))
+def test_model_card_config_json_matches_the_preset(preset):
+    """`model_cards/*/config.json` is generated from the presets (scripts/make_preset_configs.py)."""
+    path = REPO_ROOT / "model_cards" / PRESET_FOLDERS[preset] / "config.json"
+    stored = json.loads(path.read_text())
+    expected = RGNetConfig.from_preset(preset).to_diff_dict()
+    for volatile in ("transformers_version",):
+        stored.pop(volatile, None)
+        expected.pop(volatile, None)
+    assert stored == expected
+
+
+@pytest.mark.parametrize("preset", sorted(RGNET_PRESETS))
+def test_every_preset_key_is_a_config_field(preset):
+    assert set(RGNET_PRESETS[preset]) <= set(RGNetConfig.__dataclass_fields__)
+
+
+def test_published_recipe_values():
+    mad = RGNetConfig.from_preset("mad")
+    assert (mad.video_feature_dim, mad.max_window_frames, mad.window_stride, mad.max_text_tokens) == (512, 900, 450, 25)
+    assert (mad.seconds_per_frame, mad.video_position_temperature, mad.retrieval_loss_weight) == (0.2, 100.0, 10.0)
+    assert (mad.top_k_windows, mad.scale_matching_by_window_score, mad.pair_mode) == (30, False, "cross_pairs")
+    pretrain = RGNetConfig.from_preset("ego4d_naq_pretrain")
+    assert (pretrain.video_feature_dim, pretrain.max_window_frames, pretrain.window_stride) == (256, 90, 45)
+    assert (pretrain.retrieval_loss_weight, pretrain.pair_mode, pretrain.seconds_per_frame) == (1.0, "cross_pairs", 0.535)
+    finetune = RGNetConfig.from_preset("ego4d-finetune")
+    assert (finetune.retrieval_loss_weight, finetune.pair_mode, finetune.negative_window_losses) == (
+        0.0, "paired_negative", True,
+    )
+    assert (finetune.top_k_windows, finetune.scale_matching_by_window_score) == (20, True)
+
+
+def test_preset_overrides_and_unknown_names():
+    config = RGNetConfig.from_preset("mad", hidden_size=128, num_attention_heads=4)
+    assert config.hidden_size == 128 and config.max_window_frames == 900
+    with pytest.raises(ValueError, match="Unknown RGNet preset 'charades'.*ego4d-naq-pretrain"):
+        RGNetConfig.from_preset("charades")
+    with pytest.raises(ValueError, match="hiden_size"):
+        RGNetConfig.from_preset("mad", hiden_size=3)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"hidden_size": 30, "num_attention_heads": 8}, "divisible by `num_attention_heads`"),
+        ({"hidden_size": 18, "num_attention_heads": 3}, "multiple of 4"),
+        ({"max_window_frames": 10, "window_stride": 11}, "`window_stride`"),
+        ({"selector_attention_mode": "sparse"}, "selector_attention_mode"),
+        ({"pair_mode": "triplets"}, "pair_mode"),
+        ({"query_normalization": "charades"}, "query_normalization"),
+        ({"num_decoder_layers": 0}, "num_decoder_layers"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"contrastive_temperature": 0.0}, "contrastive_temperature"),
+        ({"retrieval_loss_weight": -1.0}, "retrieval_loss_weight"),
+        ({"nms_threshold": 1.5}, "nms_threshold"),
+        ({"text_config": {"model_type": "clip_text_model", "hidden_size": 64}}, "text_feature_dim"),
+    ],
+)
+def test_invalid_fields_raise_value_error(fields, message):
+    with pytest.raises(ValueError, match=message):
+        RGNetConfig(**fields)
+
+
+def test_window_stride_defaults_to_half_a_window():
+    assert RGNetConfig(max_window_frames=40).window_stride == 20
+    assert RGNetConfig(max_window_frames=41, window_stride=10).window_stride == 10
+
+
+def test_round_trip_through_save_pretrained_and_auto_config(tmp_path):
+    import modeling_rgnet  # noqa: F401  (registers the "rgnet" model type)
+
+    text_config = CLIPTextConfig(hidden_size=512, num_hidden_layers=1, intermediate_size=64, num_attention_heads=4)
+    config = RGNetConfig.from_preset("ego4d-nlq-finetune", text_config=text_config)
+    config.save_pretrained(tmp_path)
+    reloaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(reloaded, RGNetConfig)
+    assert {**reloaded.to_dict(), "_name_or_path": ""} == {**config.to_dict(), "_name_or_path": ""}
+    assert isinstance(reloaded.text_config, CLIPTextConfig) and reloaded.text_config.num_hidden_layers == 1
