@@ -299,13 +299,27 @@ class RGNetConfig(PreTrainedConfig):
         for name in ("dropout", "input_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
-        for name in ("selector_temperature", "contrastive_temperature", "seconds_per_frame",
-                     "video_position_temperature"):
+        for name in (
+            "selector_temperature",
+            "contrastive_temperature",
+            "seconds_per_frame",
+            "video_position_temperature",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
-        for name in ("span_l1_loss_weight", "giou_loss_weight", "label_loss_weight", "background_class_weight",
-                     "saliency_loss_weight", "retrieval_loss_weight", "saliency_margin", "retrieval_margin",
-                     "matcher_span_l1_cost", "matcher_giou_cost", "matcher_class_cost"):
+        for name in (
+            "span_l1_loss_weight",
+            "giou_loss_weight",
+            "label_loss_weight",
+            "background_class_weight",
+            "saliency_loss_weight",
+            "retrieval_loss_weight",
+            "saliency_margin",
+            "retrieval_margin",
+            "matcher_span_l1_cost",
+            "matcher_giou_cost",
+            "matcher_class_cost",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
         if not 0.0 <= self.nms_threshold <= 1.0:

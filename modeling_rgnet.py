@@ -223,7 +223,9 @@ def build_selector_attention_bias(
     if mode == "additive_unit_bias":
         bias = affected.to(dtype)
     elif mode == "hard_mask":
-        bias = torch.zeros(affected.shape, dtype=dtype, device=gate.device).masked_fill(affected, torch.finfo(dtype).min)
+        bias = torch.zeros(affected.shape, dtype=dtype, device=gate.device).masked_fill(
+            affected, torch.finfo(dtype).min
+        )
     else:
         raise ValueError(f"Unknown `selector_attention_mode` {mode!r}.")
     bias = bias.masked_fill(~sequence_mask.bool()[:, None, :], torch.finfo(dtype).min)
@@ -243,13 +245,17 @@ def emulated_text_mask_head_ordering_bias(
         `torch.Tensor` of shape `(N, H, Lv, Lt)`.
     """
     num_pairs = video_mask.shape[0]
-    donor = (torch.arange(num_pairs, device=video_mask.device)[:, None] * num_heads
-             + torch.arange(num_heads, device=video_mask.device)[None, :]) % num_pairs  # (N, H)
+    donor = (
+        torch.arange(num_pairs, device=video_mask.device)[:, None] * num_heads
+        + torch.arange(num_heads, device=video_mask.device)[None, :]
+    ) % num_pairs  # (N, H)
     padded_rows = ~video_mask.bool()[donor]  # (N, H, Lv)
     padded_tokens = ~text_mask.bool()[donor]  # (N, H, Lt)
     blocked = padded_rows[..., :, None] & padded_tokens[..., None, :]  # (N, H, Lv, Lt)
     blocked = blocked | ~text_mask.bool()[:, None, None, :]
-    return torch.zeros(blocked.shape, dtype=dtype, device=video_mask.device).masked_fill(blocked, torch.finfo(dtype).min)
+    return torch.zeros(blocked.shape, dtype=dtype, device=video_mask.device).masked_fill(
+        blocked, torch.finfo(dtype).min
+    )
 
 
 def multi_head_attention(
@@ -308,7 +314,9 @@ class RGNetInputProjection(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(
             [
-                RGNetProjectionBlock(in_features, config.hidden_size, config.input_dropout, config.layer_norm_eps, True),
+                RGNetProjectionBlock(
+                    in_features, config.hidden_size, config.input_dropout, config.layer_norm_eps, True
+                ),
                 RGNetProjectionBlock(
                     config.hidden_size, config.hidden_size, config.input_dropout, config.layer_norm_eps, False
                 ),
@@ -382,7 +390,13 @@ class RGNetMLP(nn.Module):
     """
 
     def __init__(
-        self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, *, xavier: bool,
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        num_layers: int,
+        *,
+        xavier: bool,
         zero_last_bias: bool = False,
     ):
         super().__init__()
@@ -390,7 +404,9 @@ class RGNetMLP(nn.Module):
         layers = []
         for index in range(num_layers):
             if xavier:
-                layers.append(RGNetXavierLinear(dims[index], dims[index + 1], zero_last_bias and index == num_layers - 1))
+                layers.append(
+                    RGNetXavierLinear(dims[index], dims[index + 1], zero_last_bias and index == num_layers - 1)
+                )
             else:
                 layers.append(nn.Linear(dims[index], dims[index + 1]))
         self.layers = nn.ModuleList(layers)
@@ -881,7 +897,9 @@ class RGNetModel(RGNetPreTrainedModel):
         frame_gate = gate[:, 1:]  # (N, Lv)
 
         # Fusion of the global context into the selected frames (§5.6); the selector's only gradient path.
-        frame_hidden = sequence_hidden[:, 1:] + frame_gate[..., None].to(sequence_hidden.dtype) * global_hidden[:, None]
+        frame_hidden = (
+            sequence_hidden[:, 1:] + frame_gate[..., None].to(sequence_hidden.dtype) * global_hidden[:, None]
+        )
 
         # Anchor decoder over the fused frames (§5.7); the gate is not a mask here.
         anchors = self.anchor_embeddings.sigmoid().expand(num_pairs, -1, -1)  # (N, Q, 2)

@@ -131,11 +131,13 @@ def convert_original_state_dict(
     converted, dropped, unknown = {}, [], []
     for key, tensor in state_dict.items():
         key = key.removeprefix("module.")
-        packed = re.fullmatch(r"transformer\.(t2v_encoder|encoder)\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)", key)
+        packed = re.fullmatch(
+            r"transformer\.(t2v_encoder|encoder)\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)", key
+        )
         if packed:
             stack = "text_to_video" if packed[1] == "t2v_encoder" else "encoder"
             # Rows 0..D-1 project queries, D..2D-1 keys, 2D..3D-1 values.
-            for name, chunk in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+            for name, chunk in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0), strict=True):
                 converted[f"model.{stack}.layers.{packed[2]}.attn.{name}.{packed[3]}"] = chunk.clone()
             continue
         try:

@@ -30,15 +30,26 @@ def test_every_preset_key_is_a_config_field(preset):
 
 def test_published_recipe_values():
     mad = RGNetConfig.from_preset("mad")
-    assert (mad.video_feature_dim, mad.max_window_frames, mad.window_stride, mad.max_text_tokens) == (512, 900, 450, 25)
+    assert (mad.video_feature_dim, mad.max_window_frames, mad.window_stride, mad.max_text_tokens) == (
+        512,
+        900,
+        450,
+        25,
+    )
     assert (mad.seconds_per_frame, mad.video_position_temperature, mad.retrieval_loss_weight) == (0.2, 100.0, 10.0)
     assert (mad.top_k_windows, mad.scale_matching_by_window_score, mad.pair_mode) == (30, False, "cross_pairs")
     pretrain = RGNetConfig.from_preset("ego4d_naq_pretrain")
     assert (pretrain.video_feature_dim, pretrain.max_window_frames, pretrain.window_stride) == (256, 90, 45)
-    assert (pretrain.retrieval_loss_weight, pretrain.pair_mode, pretrain.seconds_per_frame) == (1.0, "cross_pairs", 0.535)
+    assert (pretrain.retrieval_loss_weight, pretrain.pair_mode, pretrain.seconds_per_frame) == (
+        1.0,
+        "cross_pairs",
+        0.535,
+    )
     finetune = RGNetConfig.from_preset("ego4d-finetune")
     assert (finetune.retrieval_loss_weight, finetune.pair_mode, finetune.negative_window_losses) == (
-        0.0, "paired_negative", True,
+        0.0,
+        "paired_negative",
+        True,
     )
     assert (finetune.top_k_windows, finetune.scale_matching_by_window_score) == (20, True)
 

@@ -308,7 +308,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tester):
     assert checkpointed.is_activation_checkpointing
     for candidate in (model, checkpointed):
         candidate(**inputs, labels=labels, selector_noise=noise).loss.backward()
-    for (name, param), other in zip(model.named_parameters(), checkpointed.parameters()):
+    for (name, param), other in zip(model.named_parameters(), checkpointed.parameters(), strict=True):
         torch.testing.assert_close(param.grad, other.grad, atol=1e-6, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
 
 
@@ -405,7 +405,9 @@ def test_initialisation_follows_the_spec(tester):
     # Input projections and heads keep PyTorch's defaults: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     assert model.class_head.weight.abs().max() <= 1 / math.sqrt(64)
     assert (model.model.video_projection.blocks[0].norm.weight == 1).all()
-    tokens = torch.cat([model.model.global_token, model.model.global_position, model.model.anchor_embeddings.flatten()])
+    tokens = torch.cat(
+        [model.model.global_token, model.model.global_position, model.model.anchor_embeddings.flatten()]
+    )
     assert 0.6 < tokens.std() < 1.4  # N(0, 1)
 
 
@@ -416,8 +418,15 @@ def test_text_encoder_path_matches_precomputed_token_features(tester):
     from transformers import CLIPTextConfig
 
     text_config = CLIPTextConfig(
-        vocab_size=99, hidden_size=24, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-        max_position_embeddings=16, eos_token_id=2, bos_token_id=1, pad_token_id=0,
+        vocab_size=99,
+        hidden_size=24,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        eos_token_id=2,
+        bos_token_id=1,
+        pad_token_id=0,
     )
     config = tester.get_config(text_config=text_config)
     model = RGNetForVideoGrounding(config).eval()
@@ -429,10 +438,18 @@ def test_text_encoder_path_matches_precomputed_token_features(tester):
     assert (features[1, 1:] == 0).all()
     video = tester.prepare_inputs(2)
     with torch.no_grad():
-        from_ids = model(video_features=video["video_features"], video_mask=video["video_mask"],
-                         input_ids=input_ids, attention_mask=attention_mask)
-        from_features = model(video_features=video["video_features"], video_mask=video["video_mask"],
-                              text_features=features, text_mask=mask)
+        from_ids = model(
+            video_features=video["video_features"],
+            video_mask=video["video_mask"],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+        )
+        from_features = model(
+            video_features=video["video_features"],
+            video_mask=video["video_mask"],
+            text_features=features,
+            text_mask=mask,
+        )
     torch.testing.assert_close(from_ids.logits, from_features.logits, atol=0, rtol=0)
 
 
@@ -478,4 +495,6 @@ def test_input_ids_without_text_encoder_raise(tester):
     model = RGNetForVideoGrounding(tester.get_config()).eval()
     inputs = tester.prepare_inputs(2)
     with pytest.raises(ValueError, match="text_config"):
-        model(video_features=inputs["video_features"], video_mask=inputs["video_mask"], input_ids=torch.ones(2, 4).long())
+        model(
+            video_features=inputs["video_features"], video_mask=inputs["video_mask"], input_ids=torch.ones(2, 4).long()
+        )

@@ -17,6 +17,8 @@ from modeling_rgnet import RGNetForVideoGrounding
 from scripts.convert_original_rgnet_checkpoint import (
     config_from_original,
     convert_original_state_dict,
+)
+from scripts.convert_original_rgnet_checkpoint import (
     main as convert_main,
 )
 
@@ -89,7 +91,10 @@ class Fixture:
         }
 
     def batch(self, prefix):
-        return {key: self.inputs[f"{prefix}.{key}"] for key in ("video_features", "video_mask", "text_features", "text_mask")}
+        return {
+            key: self.inputs[f"{prefix}.{key}"]
+            for key in ("video_features", "video_mask", "text_features", "text_mask")
+        }
 
 
 @pytest.fixture(scope="module", params=FIXTURE_NAMES)
@@ -176,7 +181,9 @@ def test_pairs_batch_matches_original_exactly_with_quirk_emulation(fixture):
     compare_predictions(outputs, fixture.outputs, "pairs")  # every position, padded ones included
     reference = fixture.outputs
     assert_close(
-        outputs.encoder_last_hidden_state, reference["pairs.encoder_last_hidden_state"], name="memory",
+        outputs.encoder_last_hidden_state,
+        reference["pairs.encoder_last_hidden_state"],
+        name="memory",
         **HIDDEN_TOLERANCE,
     )
     assert_close(
@@ -204,9 +211,7 @@ def test_paired_negative_forwards_match_original(fixture):
         assert_close(outputs.logits[rows], fixture.outputs[f"{prefix}.logits"], **OUTPUT_TOLERANCE)
         assert_close(outputs.pred_spans[rows], fixture.outputs[f"{prefix}.pred_spans"], **OUTPUT_TOLERANCE)
         assert_close(outputs.window_logits[rows], fixture.outputs[f"{prefix}.window_logits"], **OUTPUT_TOLERANCE)
-        assert_close(
-            outputs.reference_anchors[:, rows], fixture.outputs[f"{prefix}.references"], **OUTPUT_TOLERANCE
-        )
+        assert_close(outputs.reference_anchors[:, rows], fixture.outputs[f"{prefix}.references"], **OUTPUT_TOLERANCE)
         torch.testing.assert_close(
             outputs.frame_selection[rows], fixture.outputs[f"{prefix}.frame_selection"], atol=0, rtol=0
         )
@@ -264,7 +269,12 @@ def test_training_step_matches_original_losses_and_gradients(fixture):
     train = fixture.train_mode
     mode = fixture.meta["train_mode"]["mode"]
     if mode == "cross":
-        batch_mode, batch, prefix, noise = "cross_pairs", fixture.batch("cross"), "train_cross", train["cross.gate_uniform"]
+        batch_mode, batch, prefix, noise = (
+            "cross_pairs",
+            fixture.batch("cross"),
+            "train_cross",
+            train["cross.gate_uniform"],
+        )
         groups = [("cross", slice(None))]
     else:
         batch_mode, batch, prefix = "paired_negative", fixture.paired_batch(), "train_paired"
@@ -314,11 +324,16 @@ def test_conversion_cli_with_separate_options_file(fixture, tmp_path):
 
     save_file(fixture.official_state_dict, tmp_path / "weights.safetensors")
     (tmp_path / "options.json").write_text(json.dumps(fixture.meta["official_flags"]["architecture"]))
-    convert_main([
-        "--checkpoint", str(tmp_path / "weights.safetensors"),
-        "--original_options", str(tmp_path / "options.json"),
-        "--output_dir", str(tmp_path / "converted"),
-    ])
+    convert_main(
+        [
+            "--checkpoint",
+            str(tmp_path / "weights.safetensors"),
+            "--original_options",
+            str(tmp_path / "options.json"),
+            "--output_dir",
+            str(tmp_path / "converted"),
+        ]
+    )
     assert (tmp_path / "converted" / "model.safetensors").is_file()
 
 
@@ -377,7 +392,9 @@ def test_full_size_state_dict_converts_without_missing_or_unexpected_keys(
     # Not built here: `saliency_proj` (257), the text position table with its LayerNorm and the last decoder
     # layer's anchor-update head (132,098), none of which the original's forward pass uses.
     assert sorted({key.split(".")[0] if "bbox_embed" not in key else "bbox_embed.5" for key in dropped}) == [
-        "bbox_embed.5", "saliency_proj", "txt_position_embed",
+        "bbox_embed.5",
+        "saliency_proj",
+        "txt_position_embed",
     ]
     assert model.num_parameters() == original_count - dropped_count
     assert 132_098 + 257 < dropped_count < 132_098 + 257 + 26 * 256 + 512

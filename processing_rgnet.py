@@ -1,0 +1,1527 @@
+"""RGNet processing: query normalisation, window arithmetic, the processor, post-processing and the training collator.
+
+Everything that turns a long video and its queries into model inputs, and model outputs back into ranked moments,
+lives here (spec `rgnet-spec.md` §2, §6.1-6.2, §7):
+
+1. Query normalisation, one function per dataset convention (§2).
+2. Window arithmetic as vectorised pure functions (§6.1, §7.1): window enumeration, positive and negative window
+   ids of a moment, the Gaussian-preferred positive draw, target spans and saliency frames. They are the single
+   source of this arithmetic for the processor, the collator and the evaluation code.
+3. Post-processing (§7, §7.5): window ranking, span decoding to seconds, the matching score, score fusion, the merge
+   of identical spans and temporal NMS, reproducing the original implementation's ranked lists.
+4. `RGNetProcessor`: a tokenizer plus the windowing and inference settings. `processor(...)` batches all windows of
+   one video with one or more queries into model inputs; `post_process_video_grounding` decodes the outputs.
+5. Training: `read_training_example` reads one query's sampled windows from a feature store,
+   `RGNetDataCollator` builds `cross_pairs` or `paired_negative` batches with `labels`.
+
+Symbols used in shape docs: `T` frames of a video, `W` windows of a video, `Lmax` window length (frames), `s` window
+stride (frames), `n` valid length of a window, `w0` its first frame, `N` (query, window) pairs, `Nq` queries, `Q`
+moment slots per window, `Lv` padded window length, `Lt` text tokens, `Dv`/`Dt`/`Dc` feature widths, `B` training
+queries per batch, `K` saliency pairs per query. Masks use 1 = valid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoProcessor, BatchFeature
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
+
+try:
+    from .configuration_rgnet import PAIR_MODES, QUERY_NORMALIZATIONS, RGNetConfig
+except ImportError:
+    from configuration_rgnet import PAIR_MODES, QUERY_NORMALIZATIONS, RGNetConfig
+
+logger = logging.get_logger(__name__)
+
+# Added to the token norm before dividing, as the original loader does (spec §2).
+TEXT_NORM_EPS = 1e-5
+# Guards the normalisation of an all-zero frame in the matching score (the original would produce NaN there).
+FRAME_NORM_EPS = 1e-12
+
+
+# ---- Query normalisation (spec §2) ----
+
+
+def _strip_query(text: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"`text` must be a string, got {type(text).__name__}.")
+    # Chained strips in this order (not one `strip(". ?")`): the convention of the released feature extractors,
+    # e.g. "a. ?" keeps its inner "." ("a. " after the strips).
+    return text.strip(".").strip(" ").strip("?")
+
+
+def normalize_mad_query(text: str) -> str:
+    """Normalise a MAD query the way its CLIP token features were extracted (spec §2).
+
+    Strips `.`, then spaces, then `?` from both ends (three chained strips) and appends `.`.
+
+    Args:
+        text (`str`): The raw sentence.
+
+    Returns:
+        `str`: The normalised sentence.
+
+    Raises:
+        ValueError: If `text` is not a string or nothing is left after stripping.
+    """
+    stripped = _strip_query(text)
+    if not stripped.strip():
+        raise ValueError(f"`text` is empty after MAD query normalisation: {text!r}.")
+    return stripped + "."
+
+
+def normalize_ego4d_query(text: str) -> str:
+    """Normalise an Ego4D-NLQ question the way its CLIP and EgoVLP features were extracted (spec §2).
+
+    Strips `.`, then spaces, then `?` from both ends, lower-cases and appends `?`.
+
+    Args:
+        text (`str`): The raw question.
+
+    Returns:
+        `str`: The normalised question.
+
+    Raises:
+        ValueError: If `text` is not a string or nothing is left after stripping.
+    """
+    stripped = _strip_query(text)
+    if not stripped.strip():
+        raise ValueError(f"`text` is empty after Ego4D query normalisation: {text!r}.")
+    return stripped.lower() + "?"
+
+
+QUERY_NORMALIZERS = {"mad": normalize_mad_query, "ego4d": normalize_ego4d_query}
+
+
+def normalize_query(text: str, convention: str) -> str:
+    """Normalise a query with the named dataset convention (`"mad"` or `"ego4d"`, spec §2).
+
+    Args:
+        text (`str`): The raw query.
+        convention (`str`): `RGNetConfig.query_normalization`.
+
+    Returns:
+        `str`: The normalised query.
+    """
+    if convention not in QUERY_NORMALIZERS:
+        raise ValueError(f"Unknown `query_normalization` {convention!r}; expected one of {QUERY_NORMALIZATIONS}.")
+    return QUERY_NORMALIZERS[convention](text)
+
+
+# ---- Text token features (spec §2) ----
+
+
+def l2_normalize_text_features(features: torch.Tensor) -> torch.Tensor:
+    """L2-normalise token features as the original loader does: `x / (‖x‖ + 1e-5)` per token.
+
+    Args:
+        features (`torch.Tensor` of shape `(..., Dt)`): Raw token features.
+
+    Returns:
+        `torch.Tensor` of the same shape and dtype.
+    """
+    return features / (features.norm(dim=-1, keepdim=True) + TEXT_NORM_EPS)
+
+
+def _as_float_tensor(value: Any, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().to(dtype=torch.float32, device="cpu")
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(value, dtype=np.float32))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"`{name}` must be a numeric array, got {type(value).__name__}.") from error
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+    return tensor
+
+
+def prepare_text_features(text_features: Sequence[Any], max_text_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Truncate, L2-normalise and pad the token features of several queries.
+
+    Args:
+        text_features (sequence of `Nq` arrays of shape `(Lt_i, Dt)`): Raw token features per query (numpy or torch).
+        max_text_tokens (`int`): Tokens kept per query (`RGNetConfig.max_text_tokens`).
+
+    Returns:
+        `tuple(torch.FloatTensor, torch.FloatTensor)`: features `(Nq, Lt, Dt)` (zero padded, `Lt` = longest kept
+        length) and mask `(Nq, Lt)` (1 = real token).
+    """
+    if len(text_features) == 0:
+        raise ValueError("`text_features` must hold at least one query.")
+    tensors = []
+    for index, item in enumerate(text_features):  # one entry per query, not per token
+        tensor = _as_float_tensor(item, f"text_features[{index}]")
+        if tensor.ndim != 2 or tensor.shape[0] == 0:
+            raise ValueError(
+                f"`text_features[{index}]` must have shape (num_tokens >= 1, Dt), got {tuple(tensor.shape)}."
+            )
+        tensors.append(l2_normalize_text_features(tensor[:max_text_tokens]))
+    widths = {tensor.shape[1] for tensor in tensors}
+    if len(widths) != 1:
+        raise ValueError(f"All `text_features` must have the same width Dt, got {sorted(widths)}.")
+    lengths = torch.tensor([tensor.shape[0] for tensor in tensors])
+    features = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)  # (Nq, Lt, Dt)
+    mask = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).float()  # (Nq, Lt)
+    return features, mask
+
+
+# ---- Window arithmetic (spec §6.1, §7.1) ----
+
+
+def _check_window_settings(max_window_frames: int, window_stride: int) -> None:
+    for name, value in (("max_window_frames", max_window_frames), ("window_stride", window_stride)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    if window_stride >= max_window_frames:
+        # Window i starts at (i - 1)·s, so window 0 holds max_window_frames - s frames.
+        raise ValueError(
+            f"`window_stride` ({window_stride}) must be smaller than `max_window_frames` ({max_window_frames}); "
+            "otherwise window 0 is empty."
+        )
+
+
+def _check_num_frames(num_frames: Any) -> np.ndarray:
+    frames = np.asarray(num_frames)
+    if not np.issubdtype(frames.dtype, np.integer) or (frames < 1).any():
+        raise ValueError(f"`num_frames` must hold positive integers, got {num_frames!r}.")
+    return frames.astype(np.int64)
+
+
+def compute_num_windows(num_frames: int | np.ndarray, window_stride: int) -> int | np.ndarray:
+    """Number of windows of a video: `W = ceil(T / s) + 1` (spec §6.1).
+
+    Args:
+        num_frames (`int` or `np.ndarray` of shape `(B,)`): Frames `T` of each video (≥ 1).
+        window_stride (`int`): Stride `s` in frames.
+
+    Returns:
+        `int` or `np.ndarray` of shape `(B,)`.
+    """
+    frames = _check_num_frames(num_frames)
+    windows = -(-frames // window_stride) + 1  # integer ceil
+    return int(windows) if windows.ndim == 0 else windows
+
+
+def window_bounds(
+    window_ids: int | np.ndarray, num_frames: int | np.ndarray, max_window_frames: int, window_stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """First frame and valid length of windows: window `i` covers `[max((i−1)s, 0), min((i−1)s + Lmax, T))`.
+
+    This is the only place the window layout is written down. Window 0 is a truncated window at the start, the
+    last windows are truncated at the end, and a video shorter than a window gives truncated windows only.
+
+    Args:
+        window_ids (`int` or `np.ndarray` of shape `(...)`): Window indices `i ≥ 0`.
+        num_frames (`int` or `np.ndarray` broadcastable to `window_ids`): Frames `T` of the video(s).
+        max_window_frames (`int`): Window length `Lmax`.
+        window_stride (`int`): Stride `s`.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: offsets `w0` and valid lengths `n` (int64, shape of the broadcast).
+    """
+    ids = np.asarray(window_ids, dtype=np.int64)
+    frames = np.asarray(num_frames, dtype=np.int64)
+    nominal_start = (ids - 1) * window_stride
+    offsets = np.maximum(nominal_start, 0)
+    ends = np.minimum(nominal_start + max_window_frames, frames)
+    return offsets, ends - offsets
+
+
+def enumerate_windows(num_frames: int, max_window_frames: int, window_stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """All `W = ceil(T/s) + 1` windows of a video (spec §6.1, §7.1).
+
+    Args:
+        num_frames (`int`): Frames `T` of the video (≥ 1).
+        max_window_frames (`int`): Window length `Lmax`.
+        window_stride (`int`): Stride `s` (< `Lmax`).
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: offsets `w0` `(W,)` and valid lengths `n` `(W,)`, int64; every `n ≥ 1`.
+
+    Example: `T = 57, Lmax = 40, s = 20` gives offsets `[0, 0, 20, 40]` and lengths `[20, 40, 37, 17]`.
+    """
+    _check_window_settings(max_window_frames, window_stride)
+    frames = _check_num_frames(num_frames)
+    if frames.ndim != 0:
+        raise ValueError(f"`num_frames` must be a single integer, got shape {frames.shape}.")
+    num_windows = compute_num_windows(int(frames), window_stride)
+    return window_bounds(np.arange(num_windows), int(frames), max_window_frames, window_stride)
+
+
+@dataclass(frozen=True)
+class MomentFrames:
+    """A moment converted to frames, with what had to be corrected.
+
+    Attributes:
+        frames (`np.ndarray` of shape `(..., 2)`, float64): `(α, β)` in frames, `0 ≤ α ≤ β ≤ T`.
+        swapped (`np.ndarray` of shape `(...)`, bool): The timestamps were given as `(end, start)` and were swapped.
+        clipped (`np.ndarray` of shape `(...)`, bool): A bound lay outside `[0, T]` and was clipped.
+    """
+
+    frames: np.ndarray
+    swapped: np.ndarray
+    clipped: np.ndarray
+
+
+def moment_to_frames(timestamps: Any, seconds_per_frame: float, num_frames: int | np.ndarray) -> MomentFrames:
+    """Convert `[start, end]` seconds to frames `(α, β) = (a/δ, b/δ)` (floats), swap if reversed, clip to `[0, T]`.
+
+    Reversed and out-of-range moments are corrected, not rejected; what was corrected is returned so the caller can
+    report it (spec §6.1 step 1).
+
+    Args:
+        timestamps (array-like of shape `(..., 2)`): `[start, end]` in seconds.
+        seconds_per_frame (`float`): `δ`.
+        num_frames (`int` or `np.ndarray` broadcastable to `(...)`): Frames `T` of the video(s).
+
+    Returns:
+        [`MomentFrames`].
+    """
+    moment = np.asarray(timestamps, dtype=np.float64)
+    if moment.ndim == 0 or moment.shape[-1] != 2:
+        raise ValueError(f"`timestamps` must have shape (..., 2) as [start, end] seconds, got {moment.shape}.")
+    if not np.isfinite(moment).all():
+        raise ValueError("`timestamps` contains NaN or infinite values.")
+    if not seconds_per_frame > 0:
+        raise ValueError(f"`seconds_per_frame` must be positive, got {seconds_per_frame!r}.")
+    frames_total = _check_num_frames(num_frames).astype(np.float64)[..., None]
+    frames = moment / seconds_per_frame
+    swapped = frames[..., 0] > frames[..., 1]
+    frames = np.sort(frames, axis=-1)
+    clipped_frames = np.clip(frames, 0.0, frames_total)
+    clipped = (clipped_frames != frames).any(axis=-1)
+    return MomentFrames(frames=clipped_frames, swapped=swapped, clipped=clipped)
+
+
+def positive_window_range(
+    moment_frames: np.ndarray, num_frames: int | np.ndarray, max_window_frames: int, window_stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of the windows overlapping a moment: `{first, …, last}` (spec §6.1 step 2, §8 window recall).
+
+    For the recipes' `Lmax = 2s` this is exactly `{⌊α/s⌋, …, ⌈β/s⌉}`. In general it is the set of windows whose
+    nominal span `[(i−1)s, (i−1)s + Lmax)` overlaps `(α, β)`: `last = ⌈β/s⌉` and
+    `first = ⌊(α − Lmax mod s)/s⌋ + 2 − ⌊Lmax/s⌋`, clamped to `[0, W−1]`. Every other window is a negative.
+
+    Args:
+        moment_frames (`np.ndarray` of shape `(..., 2)`): `(α, β)` in frames, as returned by `moment_to_frames`.
+        num_frames (`int` or `np.ndarray` broadcastable to `(...)`): Frames `T` of the video(s).
+        max_window_frames (`int`): `Lmax`.
+        window_stride (`int`): `s`.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: `first` and `last` window ids (int64, shape `(...)`), `first ≤ last`.
+    """
+    _check_window_settings(max_window_frames, window_stride)
+    moment = np.asarray(moment_frames, dtype=np.float64)
+    num_windows = np.asarray(compute_num_windows(num_frames, window_stride))
+    whole, remainder = divmod(max_window_frames, window_stride)
+    first = np.floor((moment[..., 0] - remainder) / window_stride).astype(np.int64) + 2 - whole
+    last = np.ceil(moment[..., 1] / window_stride).astype(np.int64)
+    first = np.clip(first, 0, num_windows - 1)
+    last = np.clip(np.maximum(last, first), 0, num_windows - 1)
+    return first, last
+
+
+def positive_window_weights(first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian preference over the positive windows: `φ(i − mean(P))` for `i ∈ P = {first, …, last}`.
+
+    Args:
+        first (`np.ndarray` of shape `(B,)`): First positive window id per query.
+        last (`np.ndarray` of shape `(B,)`): Last positive window id per query.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: probabilities `(B, Pmax)` over the offsets `0 … Pmax−1` from `first` (rows
+        sum to 1; zero beyond `last`), and the counts `|P|` `(B,)`.
+    """
+    first = np.atleast_1d(np.asarray(first, dtype=np.int64))
+    last = np.atleast_1d(np.asarray(last, dtype=np.int64))
+    counts = last - first + 1
+    offsets = np.arange(int(counts.max()))[None, :]  # (1, Pmax)
+    centered = offsets - (counts[:, None] - 1) / 2.0  # i − mean(P)
+    weights = np.where(offsets < counts[:, None], np.exp(-0.5 * centered**2), 0.0)  # φ up to a constant
+    return weights / weights.sum(axis=1, keepdims=True), counts
+
+
+def draw_positive_windows(first: np.ndarray, last: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw one positive window per query with probability `∝ φ(i − mean(P))` (spec §6.1 step 3).
+
+    Consumes `rng.random(B)`.
+
+    Args:
+        first (`np.ndarray` of shape `(B,)`): First positive window id per query.
+        last (`np.ndarray` of shape `(B,)`): Last positive window id per query.
+        rng (`np.random.Generator`): Random generator.
+
+    Returns:
+        `np.ndarray` of shape `(B,)`, int64: drawn window ids.
+    """
+    probabilities, counts = positive_window_weights(first, last)
+    uniform = rng.random(probabilities.shape[0])
+    cumulative = np.cumsum(probabilities, axis=1)
+    chosen = np.minimum((cumulative <= uniform[:, None]).sum(axis=1), counts - 1)
+    return np.atleast_1d(np.asarray(first, dtype=np.int64)) + chosen
+
+
+def draw_negative_windows(
+    first: np.ndarray, last: np.ndarray, num_windows: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw one window outside `{first, …, last}` uniformly per query (spec §6.1 step 7); `-1` where there is none.
+
+    Consumes `rng.integers(0, ·, size=B)`.
+
+    Args:
+        first (`np.ndarray` of shape `(B,)`): First positive window id.
+        last (`np.ndarray` of shape `(B,)`): Last positive window id.
+        num_windows (`np.ndarray` of shape `(B,)`): Windows `W` of each query's video.
+        rng (`np.random.Generator`): Random generator.
+
+    Returns:
+        `np.ndarray` of shape `(B,)`, int64.
+    """
+    first = np.atleast_1d(np.asarray(first, dtype=np.int64))
+    num_positive = np.atleast_1d(np.asarray(last, dtype=np.int64)) - first + 1
+    num_negative = np.broadcast_to(np.asarray(num_windows, dtype=np.int64), first.shape) - num_positive
+    drawn = rng.integers(0, np.maximum(num_negative, 1))
+    # Skip over the positive block: negatives are 0 … first−1 and last+1 … W−1.
+    ids = drawn + np.where(drawn >= first, num_positive, 0)
+    return np.where(num_negative > 0, ids, -1)
+
+
+def window_target_spans(
+    moment_frames: np.ndarray,
+    window_ids: np.ndarray,
+    num_frames: int | np.ndarray,
+    max_window_frames: int,
+    window_stride: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Target of a positive window: the moment clipped to the window, relative to it (spec §6.1 steps 4-5).
+
+    Frames `[max((i−1)s, α) − w0, min((i−1)s + Lmax, β) − w0]`, divided by the valid length `n`.
+
+    Args:
+        moment_frames (`np.ndarray` of shape `(B, 2)`): `(α, β)` in frames.
+        window_ids (`np.ndarray` of shape `(B,)`): Positive window per query.
+        num_frames (`int` or `np.ndarray` of shape `(B,)`): Frames `T`.
+        max_window_frames (`int`): `Lmax`.
+        window_stride (`int`): `s`.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: spans `(B, 2)` float32 as `(center, width)` in `[0, 1]`, and the same target
+        in window-relative frames `(B, 2)` float64 as `(start, end)`.
+    """
+    moment = np.asarray(moment_frames, dtype=np.float64)
+    ids = np.asarray(window_ids, dtype=np.int64)
+    offsets, lengths = window_bounds(ids, num_frames, max_window_frames, window_stride)
+    nominal_start = (ids - 1) * window_stride
+    start = np.maximum(nominal_start, moment[..., 0]) - offsets
+    end = np.minimum(nominal_start + max_window_frames, moment[..., 1]) - offsets
+    end = np.maximum(end, start)
+    relative = np.stack([start, end], axis=-1)
+    spans = np.stack([(start + end) / 2.0, end - start], axis=-1) / lengths[..., None]
+    return spans.astype(np.float32), relative
+
+
+def draw_saliency_frames(
+    target_frames: np.ndarray, window_lengths: np.ndarray, rng: np.random.Generator, num_pairs: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw saliency frame pairs: one inside the target and one outside it, per pair (spec §6.1 step 6).
+
+    The positive frame is uniform in `[⌊start⌋, ⌈end⌉)` (at least the frame holding `start`); the negative frame is
+    uniform over the window's other frames, or `0` when the target covers the whole window. Consumes
+    `rng.integers(·, ·, size=(B, K))` twice (positives, then negatives).
+
+    Args:
+        target_frames (`np.ndarray` of shape `(B, 2)`): Target `(start, end)` in window-relative frames.
+        window_lengths (`np.ndarray` of shape `(B,)`): Valid length `n` of each window.
+        rng (`np.random.Generator`): Random generator.
+        num_pairs (`int`, *optional*, defaults to 1): `K` pairs per query.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: positive and negative frame indices `(B, K)`, int64, window-relative.
+    """
+    if isinstance(num_pairs, bool) or not isinstance(num_pairs, int) or num_pairs < 1:
+        raise ValueError(f"`num_pairs` must be a positive integer, got {num_pairs!r}.")
+    target = np.asarray(target_frames, dtype=np.float64)
+    lengths = np.asarray(window_lengths, dtype=np.int64)[:, None]  # (B, 1)
+    low = np.minimum(np.floor(target[:, :1]).astype(np.int64), lengths - 1)
+    high = np.clip(np.ceil(target[:, 1:]).astype(np.int64), low + 1, lengths)
+    size = (target.shape[0], num_pairs)
+    positives = rng.integers(low, high, size=size)
+    inside = high - low
+    num_outside = lengths - inside
+    drawn = rng.integers(0, np.maximum(num_outside, 1), size=size)
+    negatives = np.where(num_outside > 0, drawn + np.where(drawn >= low, inside, 0), 0)
+    return positives.astype(np.int64), negatives.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class RGNetWindowSample:
+    """Sampled training windows of `B` queries (spec §6.1), all arrays with leading dimension `B`.
+
+    Attributes:
+        moment_frames (`np.ndarray` `(B, 2)`, float64): `(α, β)` after swapping and clipping.
+        swapped (`np.ndarray` `(B,)`, bool): Timestamps were reversed and swapped.
+        clipped (`np.ndarray` `(B,)`, bool): Timestamps were outside `[0, T]` and clipped.
+        first_positive_window (`np.ndarray` `(B,)`, int64): First positive window id.
+        last_positive_window (`np.ndarray` `(B,)`, int64): Last positive window id.
+        positive_window (`np.ndarray` `(B,)`, int64): The drawn positive window.
+        window_offset (`np.ndarray` `(B,)`, int64): Its first frame `w0`.
+        window_length (`np.ndarray` `(B,)`, int64): Its valid length `n`.
+        span (`np.ndarray` `(B, 2)`, float32): Target `(center, width)` normalised by `n`.
+        saliency_positive_frames (`np.ndarray` `(B, K)`, int64): Window-relative frames inside the target.
+        saliency_negative_frames (`np.ndarray` `(B, K)`, int64): Window-relative frames outside it.
+        negative_window (`np.ndarray` `(B,)`, int64): A window not overlapping the moment, `-1` if none exists.
+        negative_window_offset (`np.ndarray` `(B,)`, int64): Its first frame (0 when there is none).
+        negative_window_length (`np.ndarray` `(B,)`, int64): Its valid length (0 when there is none).
+    """
+
+    moment_frames: np.ndarray
+    swapped: np.ndarray
+    clipped: np.ndarray
+    first_positive_window: np.ndarray
+    last_positive_window: np.ndarray
+    positive_window: np.ndarray
+    window_offset: np.ndarray
+    window_length: np.ndarray
+    span: np.ndarray
+    saliency_positive_frames: np.ndarray
+    saliency_negative_frames: np.ndarray
+    negative_window: np.ndarray
+    negative_window_offset: np.ndarray
+    negative_window_length: np.ndarray
+
+
+def sample_training_windows(
+    timestamps: Any,
+    num_frames: int | np.ndarray,
+    rng: np.random.Generator,
+    *,
+    max_window_frames: int,
+    window_stride: int,
+    seconds_per_frame: float,
+    num_saliency_pairs: int = 1,
+) -> RGNetWindowSample:
+    """Spec §6.1 steps 1-7 for `B` training queries, vectorised.
+
+    Random numbers are drawn in this order, each call for all `B` queries at once: positive window
+    (`rng.random`), saliency positives, saliency negatives, negative window. The same generator state and the same
+    inputs give the same sample. Reversed or out-of-range timestamps are corrected and logged as a warning.
+
+    Args:
+        timestamps (array-like of shape `(B, 2)` or `(2,)`): `[start, end]` seconds per query.
+        num_frames (`int` or array of shape `(B,)`): Frames `T` of each query's video.
+        rng (`np.random.Generator`): Random generator.
+        max_window_frames (`int`): `Lmax`.
+        window_stride (`int`): `s`.
+        seconds_per_frame (`float`): `δ`.
+        num_saliency_pairs (`int`, *optional*, defaults to 1): `K`.
+
+    Returns:
+        [`RGNetWindowSample`].
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"`rng` must be a numpy.random.Generator, got {type(rng).__name__}.")
+    _check_window_settings(max_window_frames, window_stride)
+    moment = np.asarray(timestamps, dtype=np.float64)
+    if moment.ndim == 1:
+        moment = moment[None, :]
+    if moment.ndim != 2 or moment.shape[1] != 2:
+        raise ValueError(f"`timestamps` must have shape (B, 2) or (2,), got {moment.shape}.")
+    frames = np.broadcast_to(_check_num_frames(num_frames), moment.shape[:1])
+    converted = moment_to_frames(moment, seconds_per_frame, frames)
+    if converted.swapped.any() or converted.clipped.any():
+        logger.warning(
+            f"Corrected training moments: {int(converted.swapped.sum())} reversed (swapped), "
+            f"{int(converted.clipped.sum())} outside the video (clipped to [0, T])."
+        )
+    first, last = positive_window_range(converted.frames, frames, max_window_frames, window_stride)
+    positive = draw_positive_windows(first, last, rng)
+    offsets, lengths = window_bounds(positive, frames, max_window_frames, window_stride)
+    spans, target_frames = window_target_spans(converted.frames, positive, frames, max_window_frames, window_stride)
+    saliency_positive, saliency_negative = draw_saliency_frames(target_frames, lengths, rng, num_saliency_pairs)
+    negative = draw_negative_windows(first, last, compute_num_windows(frames, window_stride), rng)
+    negative_offsets, negative_lengths = window_bounds(
+        np.maximum(negative, 0), frames, max_window_frames, window_stride
+    )
+    has_negative = negative >= 0
+    return RGNetWindowSample(
+        moment_frames=converted.frames,
+        swapped=converted.swapped,
+        clipped=converted.clipped,
+        first_positive_window=first,
+        last_positive_window=last,
+        positive_window=positive,
+        window_offset=offsets,
+        window_length=lengths,
+        span=spans,
+        saliency_positive_frames=saliency_positive,
+        saliency_negative_frames=saliency_negative,
+        negative_window=negative,
+        negative_window_offset=np.where(has_negative, negative_offsets, 0),
+        negative_window_length=np.where(has_negative, negative_lengths, 0),
+    )
+
+
+def gather_windows(
+    video_features: torch.Tensor, window_offsets: np.ndarray, window_lengths: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut windows out of a video's frame features with one gather (no loop over windows or frames).
+
+    Args:
+        video_features (`torch.Tensor` of shape `(T, Dv)`): Per-frame features.
+        window_offsets (`np.ndarray` of shape `(W,)`): First frame `w0` of each window.
+        window_lengths (`np.ndarray` of shape `(W,)`): Valid length `n` of each window.
+
+    Returns:
+        `tuple(torch.Tensor, torch.FloatTensor)`: windows `(W, Lv, Dv)` zero padded to `Lv = max n`, and mask
+        `(W, Lv)` (1 = real frame).
+    """
+    offsets = torch.as_tensor(np.asarray(window_offsets, dtype=np.int64))
+    lengths = torch.as_tensor(np.asarray(window_lengths, dtype=np.int64))
+    local = torch.arange(int(lengths.max()))
+    mask = local[None, :] < lengths[:, None]  # (W, Lv)
+    frame_index = (offsets[:, None] + local[None, :]).clamp(max=video_features.shape[0] - 1)  # (W, Lv)
+    windows = video_features[frame_index] * mask[..., None].to(video_features.dtype)  # (W, Lv, Dv)
+    return windows, mask.float()
+
+
+# ---- Reading training examples from a feature store (spec §6.1) ----
+
+
+def read_training_example(
+    query_row: Mapping[str, Any],
+    feature_store: Any,
+    rng: np.random.Generator,
+    *,
+    max_window_frames: int,
+    window_stride: int,
+    seconds_per_frame: float,
+    num_saliency_pairs: int = 1,
+    read_negative_window: bool = True,
+) -> dict[str, Any]:
+    """Sample one query's training windows and read only their frames from a feature store.
+
+    Args:
+        query_row (`Mapping`): A query row with `query_id`, `query`, `video_id` and `timestamps` (`[start, end]`
+            seconds; must not be `None`), optionally `text_features` `(Lt, Dt)`.
+        feature_store: An object with `num_frames(video_id) -> int` and
+            `read_frames(video_id, start, end) -> np.ndarray` of shape `(end − start, Dv)`.
+        rng (`np.random.Generator`): Random generator (see `sample_training_windows` for the draw order).
+        max_window_frames (`int`): `Lmax`.
+        window_stride (`int`): `s`.
+        seconds_per_frame (`float`): `δ`.
+        num_saliency_pairs (`int`, *optional*, defaults to 1): `K`.
+        read_negative_window (`bool`, *optional*, defaults to `True`): Also read the negative window's frames
+            (needed by `paired_negative` batches); otherwise `negative_video_features` is `None`.
+
+    Returns:
+        `dict`: a sample for [`RGNetDataCollator`]: `video_features` `(n, Dv)` float32 (the positive window),
+        `negative_video_features` `(n', Dv)` or `None` (no negative window exists, or not requested), `span` `(2,)`,
+        `saliency_positive_frames` `(K,)`, `saliency_negative_frames` `(K,)`, `text_features` (raw, as stored) or
+        `query` (text), and bookkeeping: `query_id`, `video_id`, `positive_window`, `window_offset`,
+        `negative_window`.
+    """
+    for key in ("video_id", "timestamps"):
+        if key not in query_row:
+            raise ValueError(f"`query_row` is missing the key {key!r}.")
+    if query_row["timestamps"] is None:
+        raise ValueError(
+            f"`query_row['timestamps']` is None for query {query_row.get('query_id')!r}; training needs a moment."
+        )
+    video_id = query_row["video_id"]
+    num_frames = int(feature_store.num_frames(video_id))
+    sample = sample_training_windows(
+        query_row["timestamps"],
+        num_frames,
+        rng,
+        max_window_frames=max_window_frames,
+        window_stride=window_stride,
+        seconds_per_frame=seconds_per_frame,
+        num_saliency_pairs=num_saliency_pairs,
+    )
+
+    def read(offset: int, length: int, what: str) -> np.ndarray:
+        frames = np.asarray(feature_store.read_frames(video_id, offset, offset + length), dtype=np.float32)
+        if frames.ndim != 2 or frames.shape[0] != length:
+            raise ValueError(
+                f"`feature_store.read_frames({video_id!r}, {offset}, {offset + length})` returned shape "
+                f"{frames.shape} for the {what} window; expected ({length}, Dv)."
+            )
+        return frames
+
+    offset, length = int(sample.window_offset[0]), int(sample.window_length[0])
+    positive_features = read(offset, length, "positive")
+    negative_window = int(sample.negative_window[0])
+    negative_features = None
+    if read_negative_window and negative_window >= 0:
+        negative_features = read(
+            int(sample.negative_window_offset[0]), int(sample.negative_window_length[0]), "negative"
+        )
+    example = {
+        "query_id": query_row.get("query_id"),
+        "video_id": video_id,
+        "video_features": positive_features,
+        "negative_video_features": negative_features,
+        "span": sample.span[0],
+        "saliency_positive_frames": sample.saliency_positive_frames[0],
+        "saliency_negative_frames": sample.saliency_negative_frames[0],
+        "positive_window": int(sample.positive_window[0]),
+        "window_offset": offset,
+        "negative_window": negative_window,
+    }
+    if query_row.get("text_features") is not None:
+        example["text_features"] = np.asarray(query_row["text_features"], dtype=np.float32)
+    else:
+        example["query"] = query_row.get("query")
+    return example
+
+
+# ---- Post-processing (spec §7, §7.4, §7.5) ----
+
+
+def round_to_4_decimals(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Round float32 values to 4 decimals on their double value, exactly like Python's `round(x, 4)` (spec §7.5).
+
+    For a float32 input, `x · 10⁴` is exact in float64 (24 + 14 bits < 53), so `rint` then a correctly rounded
+    division gives the double nearest to the decimal result, which is what `round(x, 4)` returns.
+
+    Args:
+        values (`torch.Tensor` or `np.ndarray`): float32 values.
+
+    Returns:
+        `np.ndarray` float64 of the same shape.
+    """
+    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    return np.round(array.astype(np.float64), 4)
+
+
+def rank_windows(window_scores: torch.Tensor) -> torch.Tensor:
+    """Window ranking: scores descending, exact ties broken by ascending window index (spec §7.5).
+
+    Args:
+        window_scores (`torch.Tensor` of shape `(W,)`): `σ(ρ)`.
+
+    Returns:
+        `torch.LongTensor` of shape `(W,)`: window ids, best first.
+    """
+    return torch.sort(window_scores, descending=True, stable=True).indices
+
+
+def matching_scores(
+    video_features: torch.Tensor,
+    sentence_embedding: torch.Tensor,
+    window_offsets: torch.Tensor,
+    window_lengths: torch.Tensor,
+    frame_starts: torch.Tensor,
+    frame_ends: torch.Tensor,
+    top_k_frames: int,
+) -> torch.Tensor:
+    """Matching score of spec §7.4: sum of the `min(#frames, k)` best cosine similarities in each span's frames.
+
+    Frames and the sentence embedding are L2-normalised (the sentence embedding first as the loader does,
+    `x/(‖x‖ + 1e-5)`, then exactly). The frame ranges must already be clipped to the window's valid frames, which is
+    where this differs from the original (whose padded frames gave NaN, spec §7.4). An empty range scores 0.
+
+    Args:
+        video_features (`torch.Tensor` of shape `(T, Dv)`): The video's raw frame features.
+        sentence_embedding (`torch.Tensor` of shape `(Dc,)`): The query's sentence embedding, `Dc == Dv`.
+        window_offsets (`torch.LongTensor` of shape `(K,)`): First frame of each window.
+        window_lengths (`torch.LongTensor` of shape `(K,)`): Valid length of each window.
+        frame_starts (`torch.LongTensor` of shape `(K, Q)`): First frame of each span, window-relative, `≥ 0`.
+        frame_ends (`torch.LongTensor` of shape `(K, Q)`): End frame (exclusive), window-relative, `≤ n`.
+        top_k_frames (`int`): `k`.
+
+    Returns:
+        `torch.FloatTensor` of shape `(K, Q)`.
+    """
+    frames = video_features.float()
+    frames = frames / frames.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
+    query = sentence_embedding.float()
+    query = query / (query.norm() + TEXT_NORM_EPS)
+    query = query / query.norm().clamp_min(FRAME_NORM_EPS)
+    cosine = frames @ query  # (T,)
+    local = torch.arange(int(window_lengths.max()))
+    frame_index = (window_offsets[:, None] + local[None, :]).clamp(max=frames.shape[0] - 1)  # (K, Lv)
+    window_cosine = cosine[frame_index]  # (K, Lv)
+    in_span = (local >= frame_starts[..., None]) & (local < frame_ends[..., None])  # (K, Q, Lv)
+    masked = torch.where(in_span, window_cosine[:, None, :], torch.tensor(-math.inf))
+    best = masked.topk(min(top_k_frames, local.numel()), dim=-1).values  # (K, Q, k)
+    return torch.where(torch.isfinite(best), best, torch.zeros(())).sum(dim=-1)
+
+
+def min_max_normalize(values: np.ndarray) -> np.ndarray:
+    """Min-max normalise in float64; a list whose values are all equal is returned unchanged (spec §7 step 7)."""
+    low, high = values.min(), values.max()
+    if high == low:
+        return values.copy()
+    return (values - low) / (high - low)
+
+
+def merge_identical_spans(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group rows with identical `(start, end)`: first position, last occurrence's values (spec §7.5).
+
+    Args:
+        spans (`np.ndarray` of shape `(P, 2)`): Candidate `(start, end)` in pool order.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: for each distinct span in order of first appearance, the index of its first
+        and of its last occurrence (`(M,)` each, int64).
+    """
+    order = np.lexsort((np.arange(len(spans)), spans[:, 1], spans[:, 0]))  # by start, end, then position
+    ordered = spans[order]
+    new_group = np.ones(len(spans), dtype=bool)
+    new_group[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    group_starts = np.flatnonzero(new_group)
+    group_ends = np.append(group_starts[1:], len(spans)) - 1
+    first, last = order[group_starts], order[group_ends]
+    by_position = np.argsort(first, kind="stable")
+    return first[by_position], last[by_position]
+
+
+def temporal_iou_matrix(spans: np.ndarray) -> np.ndarray:
+    """Pairwise temporal IoU as intersection over hull, in exactly that form (spec §7.5); 0 where the hull is 0.
+
+    Args:
+        spans (`np.ndarray` of shape `(M, 2)`, float64): `(start, end)`.
+
+    Returns:
+        `np.ndarray` of shape `(M, M)`, float64.
+    """
+    start, end = spans[:, 0], spans[:, 1]
+    intersection = np.maximum(0.0, np.minimum(end[:, None], end[None, :]) - np.maximum(start[:, None], start[None, :]))
+    hull = np.maximum(end[:, None], end[None, :]) - np.minimum(start[:, None], start[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(hull == 0, 0.0, intersection / np.where(hull == 0, 1.0, hull))
+
+
+def temporal_nms(spans: np.ndarray, threshold: float, max_keep: int) -> np.ndarray:
+    """Greedy temporal NMS over candidates already in rank order (spec §7 step 8).
+
+    Keeps the best remaining candidate, discards the remaining ones whose IoU with it is strictly greater than
+    `threshold`, repeats, and stops after `max_keep` kept. The IoU matrix is computed at once; the greedy pass is a
+    loop over at most `max_candidates_before_nms` rows.
+
+    Args:
+        spans (`np.ndarray` of shape `(M, 2)`): `(start, end)` in rank order.
+        threshold (`float`): IoU above which a candidate is suppressed.
+        max_keep (`int`): Most candidates kept.
+
+    Returns:
+        `np.ndarray` of shape `(K,)`, int64: kept row indices in rank order.
+    """
+    suppressed_by = temporal_iou_matrix(spans) > threshold  # (M, M)
+    suppressed = np.zeros(len(spans), dtype=bool)
+    kept = []
+    for row in range(len(spans)):
+        if suppressed[row]:
+            continue
+        kept.append(row)
+        if len(kept) == max_keep:
+            break
+        suppressed |= suppressed_by[row]
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _rank_and_suppress(rows: np.ndarray, score_column: int, settings: dict[str, Any]) -> np.ndarray:
+    order = np.argsort(-rows[:, score_column], kind="stable")[: settings["max_candidates_before_nms"]]
+    ranked = rows[order]
+    return ranked[temporal_nms(ranked[:, :2], settings["nms_threshold"], settings["max_predictions"])]
+
+
+def post_process_query(
+    logits: torch.Tensor,
+    pred_spans: torch.Tensor,
+    window_logits: torch.Tensor,
+    window_offsets: np.ndarray,
+    window_lengths: np.ndarray,
+    video_features: torch.Tensor,
+    sentence_embedding: torch.Tensor,
+    *,
+    seconds_per_frame: float,
+    top_k_windows: int,
+    nms_threshold: float,
+    max_candidates_before_nms: int,
+    max_predictions: int,
+    matching_top_k_frames: int,
+    scale_matching_by_window_score: bool,
+    window_ranking: torch.Tensor | None = None,
+    return_candidates: bool = False,
+    return_single_score_rankings: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Spec §7 steps 3-8 for one query over all windows of its video, vectorised across windows and slots.
+
+    Args:
+        logits (`torch.Tensor` of shape `(W, Q, 2)`): Class logits per window and slot (foreground = 0).
+        pred_spans (`torch.Tensor` of shape `(W, Q, 2)`): `(center, width)` normalised by the window's valid length.
+        window_logits (`torch.Tensor` of shape `(W,)` or `(W, 1)`): Retrieval logits `ρ`.
+        window_offsets (`np.ndarray` of shape `(W,)`): First frame `w0` of each window.
+        window_lengths (`np.ndarray` of shape `(W,)`): Valid length `n` of each window.
+        video_features (`torch.Tensor` of shape `(T, Dv)`): The video's raw frame features (matching score).
+        sentence_embedding (`torch.Tensor` of shape `(Dc,)`): The query's sentence embedding (raw or normalised).
+        seconds_per_frame (`float`): `δ`.
+        top_k_windows (`int`): Windows whose proposals are pooled.
+        nms_threshold (`float`): NMS suppresses IoU strictly above this.
+        max_candidates_before_nms (`int`): Ranked candidates entering NMS.
+        max_predictions (`int`): Most moments returned.
+        matching_top_k_frames (`int`): `k` of the matching score.
+        scale_matching_by_window_score (`bool`): Multiply the matching score by `σ(ρ)` (Ego4D).
+        window_ranking (`torch.LongTensor` of shape `(W,)`, *optional*): Use this window order instead of ranking by
+            score (e.g. to replay another implementation's order of exactly tied windows).
+        return_candidates (`bool`, *optional*): Also return the pooled candidates.
+        return_single_score_rankings (`bool`, *optional*): Also return the rankings by proposal score only and by
+            matching score only (spec §7.5).
+
+    Returns:
+        `dict[str, torch.Tensor]` with `predictions` `(K, 5)` float64 rows `[start_s, end_s, proposal, match,
+        fusion]` ranked; `spans` `(K, 2)`, `scores` (fusion), `proposal_scores`, `matching_scores` `(K,)` (views of
+        `predictions`); `window_ranking` `(W,)` int64 and `window_scores` `(W,)` float32 (`σ(ρ)` in rank order);
+        optionally `candidates` `(P, 5)` float64 rows `[window, start_s, end_s, proposal, match]` in pool order, and
+        `proposal_only` / `matching_only` `(K', 5)` in the `predictions` format.
+    """
+    window_scores = torch.sigmoid(window_logits.reshape(-1).float())  # (W,)
+    if window_ranking is None:
+        window_ranking = rank_windows(window_scores)
+    elif not torch.equal(torch.sort(window_ranking.long()).values, torch.arange(window_scores.numel())):
+        raise ValueError(f"`window_ranking` must be a permutation of the {window_scores.numel()} window ids.")
+    kept = window_ranking[:top_k_windows]  # (Kw,)
+    kept_scores = window_scores[kept]  # (Kw,)
+    offsets = torch.as_tensor(np.asarray(window_offsets, dtype=np.int64))[kept]
+    lengths = torch.as_tensor(np.asarray(window_lengths, dtype=np.int64))[kept]
+
+    # Proposal score and slot order (spec §7 step 4, §7.5: slots by proposal, descending, stable).
+    proposals = logits[kept].float().softmax(dim=-1)[..., 0] * kept_scores[:, None]  # (Kw, Q)
+    slot_order = torch.sort(proposals, dim=-1, descending=True, stable=True).indices  # (Kw, Q)
+    proposals = proposals.gather(1, slot_order)
+    spans = pred_spans[kept].float().gather(1, slot_order[..., None].expand(-1, -1, 2))  # (Kw, Q, 2)
+
+    # Seconds in float32 in the exact order ((c ∓ w/2)·n + w0)·δ (spec §7.5).
+    half_width = spans[..., 1] / 2
+    start_fraction = spans[..., 0] - half_width  # (Kw, Q)
+    end_fraction = spans[..., 0] + half_width
+    lengths_f32 = lengths.to(torch.float32)[:, None]
+    offsets_f32 = offsets.to(torch.float32)[:, None]
+    delta = torch.tensor(seconds_per_frame, dtype=torch.float32)
+    start_frames = start_fraction * lengths_f32  # window-relative frames
+    end_frames = end_fraction * lengths_f32
+    start_seconds = (start_frames + offsets_f32) * delta
+    end_seconds = (end_frames + offsets_f32) * delta
+
+    # Matching score over the span's frames, clipped to the window's valid frames (spec §7.4, corrected).
+    frame_starts = start_frames.floor().clamp_min(0).long()
+    frame_ends = torch.minimum(end_frames.ceil().long(), lengths[:, None])
+    matches = matching_scores(
+        video_features, sentence_embedding, offsets, lengths, frame_starts, frame_ends, matching_top_k_frames
+    )
+    if scale_matching_by_window_score:
+        matches = matches * kept_scores[:, None]
+
+    # Pool in window-rank order, slots in proposal order; round on the double value (spec §7 step 6).
+    pooled_windows = kept[:, None].expand_as(proposals).reshape(-1).numpy().astype(np.float64)
+    start_s = round_to_4_decimals(start_seconds.reshape(-1))
+    end_s = round_to_4_decimals(end_seconds.reshape(-1))
+    proposal_r = round_to_4_decimals(proposals.reshape(-1))
+    match_r = round_to_4_decimals(matches.reshape(-1))
+
+    # Fusion over the whole pool before merging identical spans (spec §7 step 7, §7.5).
+    fusion = min_max_normalize(proposal_r) + min_max_normalize(match_r)
+    pool = np.stack([start_s, end_s, proposal_r, match_r, fusion], axis=1)  # (P, 5)
+    _, last = merge_identical_spans(pool[:, :2])
+    merged = pool[last]  # one row per distinct span, at its first position, with its last occurrence's values
+
+    settings = {
+        "nms_threshold": nms_threshold,
+        "max_candidates_before_nms": max_candidates_before_nms,
+        "max_predictions": max_predictions,
+    }
+    predictions = torch.from_numpy(_rank_and_suppress(merged, 4, settings))
+    result = {
+        "predictions": predictions,
+        "spans": predictions[:, :2],
+        "scores": predictions[:, 4],
+        "proposal_scores": predictions[:, 2],
+        "matching_scores": predictions[:, 3],
+        "window_ranking": window_ranking.clone(),
+        "window_scores": window_scores[window_ranking],
+    }
+    if return_candidates:
+        result["candidates"] = torch.from_numpy(np.column_stack([pooled_windows, pool[:, :4]]))
+    if return_single_score_rankings:
+        result["proposal_only"] = torch.from_numpy(_rank_and_suppress(merged, 2, settings))
+        result["matching_only"] = torch.from_numpy(_rank_and_suppress(merged, 3, settings))
+    return result
+
+
+# ---- Processor ----
+
+
+@dataclass(frozen=True)
+class RGNetWindowMetadata:
+    """Where each (query, window) pair of a processor batch comes from; needed by post-processing.
+
+    Pairs are query-major: pair `p = q · W + w` is query `q` with window `w`.
+
+    Attributes:
+        window_offsets (`np.ndarray` of shape `(W,)`, int64): First frame `w0` of each window of the video.
+        window_lengths (`np.ndarray` of shape `(W,)`, int64): Valid length `n` of each window.
+        pair_query_index (`np.ndarray` of shape `(N,)`, int64): Query of each pair.
+        pair_window_index (`np.ndarray` of shape `(N,)`, int64): Window of each pair.
+        num_queries (`int`): `Nq`.
+        num_frames (`int`): Frames `T` of the video.
+        seconds_per_frame (`float`): `δ`.
+    """
+
+    window_offsets: np.ndarray
+    window_lengths: np.ndarray
+    pair_query_index: np.ndarray
+    pair_window_index: np.ndarray
+    num_queries: int
+    num_frames: int
+    seconds_per_frame: float
+
+    @property
+    def num_windows(self) -> int:
+        """Windows `W` of the video."""
+        return len(self.window_offsets)
+
+    @property
+    def num_pairs(self) -> int:
+        """Pairs `N = Nq · W` in the batch."""
+        return len(self.pair_query_index)
+
+
+class RGNetBatchFeature(BatchFeature):
+    """A `BatchFeature` of model inputs that also carries the batch's [`RGNetWindowMetadata`].
+
+    Its keys are exactly `forward` parameters, so `model(**inputs)` works; the metadata is the attribute
+    `window_metadata` (not a key), kept through `.to(...)` and pickling.
+    """
+
+    def __init__(self, data=None, tensor_type=None, window_metadata: RGNetWindowMetadata | None = None):
+        super().__init__(data, tensor_type=tensor_type)
+        self.window_metadata = window_metadata
+
+    def __getstate__(self):
+        return {"data": self.data, "window_metadata": self.window_metadata}
+
+    def __setstate__(self, state):
+        self.data = state["data"]
+        self.window_metadata = state.get("window_metadata")
+
+
+class RGNetProcessor(ProcessorMixin):
+    r"""
+    Processor of RGNet: a tokenizer plus the windowing (spec §6.1, §7.1) and inference (spec §7) settings.
+
+    `processor(text=..., video_features=...)` (or `text_features=...`) cuts one video into all its windows and pairs
+    every query with every window, query-major; `post_process_video_grounding` turns the model outputs of such a
+    batch into ranked moments in seconds. The settings mirror the `RGNetConfig` fields of the same names; build them
+    from a config with [`RGNetProcessor.from_config`].
+
+    Args:
+        tokenizer ([`PreTrainedTokenizerBase`], *optional*):
+            Tokenizer of the text encoder (a `CLIPTokenizer` for the published models; any tokenizer works). Needed
+            for `text=` inputs and for saving; may be `None` when only precomputed `text_features` are used.
+        max_window_frames (`int`, *optional*, defaults to 90): Window length `Lmax` in frames.
+        window_stride (`int`, *optional*): Stride `s`; `None` means half a window.
+        max_text_tokens (`int`, *optional*, defaults to 20): Query tokens kept (start/end tokens not counted).
+        seconds_per_frame (`float`, *optional*, defaults to 0.2): `δ`.
+        query_normalization (`str`, *optional*, defaults to `"mad"`): `"mad"` or `"ego4d"` (spec §2).
+        top_k_windows (`int`, *optional*, defaults to 30): Windows whose proposals are pooled.
+        nms_threshold (`float`, *optional*, defaults to 0.5): NMS suppresses IoU strictly above this.
+        max_candidates_before_nms (`int`, *optional*, defaults to 200): Ranked candidates entering NMS.
+        max_predictions (`int`, *optional*, defaults to 100): Moments returned per query.
+        matching_top_k_frames (`int`, *optional*, defaults to 3): `k` of the matching score (spec §7.4).
+        scale_matching_by_window_score (`bool`, *optional*, defaults to `False`): Ego4D: `True`.
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        max_window_frames: int = 90,
+        window_stride: int | None = None,
+        max_text_tokens: int = 20,
+        seconds_per_frame: float = 0.2,
+        query_normalization: str = "mad",
+        top_k_windows: int = 30,
+        nms_threshold: float = 0.5,
+        max_candidates_before_nms: int = 200,
+        max_predictions: int = 100,
+        matching_top_k_frames: int = 3,
+        scale_matching_by_window_score: bool = False,
+        **kwargs,
+    ):
+        if tokenizer is None:
+            # Feature-only use (precomputed text features). ProcessorMixin insists on a tokenizer, so its
+            # constructor is skipped; `save_pretrained` refuses below because there is no tokenizer to write.
+            self.tokenizer = None
+            self.chat_template = None
+        else:
+            super().__init__(tokenizer, **kwargs)
+        if window_stride is None:
+            window_stride = max_window_frames // 2
+        _check_window_settings(max_window_frames, window_stride)
+        for name, value in (
+            ("max_text_tokens", max_text_tokens),
+            ("top_k_windows", top_k_windows),
+            ("max_candidates_before_nms", max_candidates_before_nms),
+            ("max_predictions", max_predictions),
+            ("matching_top_k_frames", matching_top_k_frames),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if not seconds_per_frame > 0:
+            raise ValueError(f"`seconds_per_frame` must be positive, got {seconds_per_frame!r}.")
+        if query_normalization not in QUERY_NORMALIZERS:
+            raise ValueError(
+                f"Unknown `query_normalization` {query_normalization!r}; expected one of {QUERY_NORMALIZATIONS}."
+            )
+        if not 0.0 <= nms_threshold <= 1.0:
+            raise ValueError(f"`nms_threshold` must be in [0, 1], got {nms_threshold!r}.")
+        self.max_window_frames = max_window_frames
+        self.window_stride = window_stride
+        self.max_text_tokens = max_text_tokens
+        self.seconds_per_frame = float(seconds_per_frame)
+        self.query_normalization = query_normalization
+        self.top_k_windows = top_k_windows
+        self.nms_threshold = float(nms_threshold)
+        self.max_candidates_before_nms = max_candidates_before_nms
+        self.max_predictions = max_predictions
+        self.matching_top_k_frames = matching_top_k_frames
+        self.scale_matching_by_window_score = bool(scale_matching_by_window_score)
+
+    @classmethod
+    def from_config(cls, config: RGNetConfig, tokenizer=None) -> RGNetProcessor:
+        """Build a processor whose settings are the windowing and inference fields of `config`.
+
+        Args:
+            config ([`RGNetConfig`]): Model configuration.
+            tokenizer ([`PreTrainedTokenizerBase`], *optional*): Tokenizer of the text encoder.
+        """
+        return cls(
+            tokenizer,
+            max_window_frames=config.max_window_frames,
+            window_stride=config.window_stride,
+            max_text_tokens=config.max_text_tokens,
+            seconds_per_frame=config.seconds_per_frame,
+            query_normalization=config.query_normalization,
+            top_k_windows=config.top_k_windows,
+            nms_threshold=config.nms_threshold,
+            max_candidates_before_nms=config.max_candidates_before_nms,
+            max_predictions=config.max_predictions,
+            matching_top_k_frames=config.matching_top_k_frames,
+            scale_matching_by_window_score=config.scale_matching_by_window_score,
+        )
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Save the tokenizer and the settings (`processor_config.json`); see `ProcessorMixin.save_pretrained`."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "An RGNetProcessor without a tokenizer cannot be saved; pass `tokenizer=` when building it."
+            )
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """Keys `__call__` can return (all are `RGNetForVideoGrounding.forward` parameters)."""
+        return ["video_features", "video_mask", "text_features", "text_mask", "input_ids", "attention_mask"]
+
+    # -- inputs --
+
+    def prepare_queries(
+        self, text: str | list[str] | None = None, text_features: Any = None
+    ) -> dict[str, torch.Tensor]:
+        """Text inputs of `Nq` queries, one row per query (not yet paired with windows).
+
+        Args:
+            text (`str` or `list[str]`, *optional*): Raw queries; normalised with `query_normalization`, then
+                tokenised with at most `max_text_tokens` tokens between the tokenizer's special tokens.
+            text_features (*optional*): Precomputed token features: one array `(Lt, Dt)`, an array `(Nq, Lt, Dt)`
+                (all tokens real) or a sequence of `Nq` arrays `(Lt_i, Dt)`; numpy or torch. Truncated to
+                `max_text_tokens` and L2-normalised (`x/(‖x‖ + 1e-5)`).
+
+        Returns:
+            `dict[str, torch.Tensor]`: `input_ids`/`attention_mask` `(Nq, Lt + specials)` for `text`, or
+            `text_features` `(Nq, Lt, Dt)`/`text_mask` `(Nq, Lt)` for `text_features`.
+        """
+        if (text is None) == (text_features is None):
+            raise ValueError("Pass exactly one of `text` (raw queries) or `text_features` (precomputed tokens).")
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)
+            if not texts:
+                raise ValueError("`text` must hold at least one query.")
+            if self.tokenizer is None:
+                raise ValueError("`text` needs a tokenizer; this processor was built without one.")
+            normalized = [normalize_query(item, self.query_normalization) for item in texts]
+            encoded = self.tokenizer(
+                normalized,
+                padding="longest",
+                truncation=True,
+                max_length=self.max_text_tokens + self.tokenizer.num_special_tokens_to_add(),
+                return_tensors="pt",
+            )
+            return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        if isinstance(text_features, (list, tuple)):
+            items = list(text_features)
+        else:
+            array = _as_float_tensor(text_features, "text_features")
+            if array.ndim == 2:
+                items = [array]
+            elif array.ndim == 3:
+                items = list(array.unbind(0))
+            else:
+                raise ValueError(
+                    f"`text_features` must have shape (Lt, Dt) or (Nq, Lt, Dt), got {tuple(array.shape)}."
+                )
+        features, mask = prepare_text_features(items, self.max_text_tokens)
+        return {"text_features": features, "text_mask": mask}
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        video_features: Any = None,
+        text_features: Any = None,
+        **kwargs,
+    ) -> RGNetBatchFeature:
+        """Pair every query with every window of one video (spec §7.1).
+
+        Pairs are query-major: pair `p = q · W + w` holds query `q` and window `w`, so the outputs of query `q` are
+        rows `q·W … q·W + W − 1`. The windows are cut with one gather, zero padded to the longest window.
+        The batch holds `Nq · W · Lv · Dv` video values (a 2-hour MAD movie: about 150 MB per query); the model may
+        be run on consecutive slices of the pairs and the outputs concatenated, since every pair is independent.
+
+        Args:
+            text (`str` or `list[str]`, *optional*): Raw queries (needs a tokenizer; the model must have a text
+                encoder).
+            video_features (`np.ndarray` or `torch.Tensor` of shape `(T, Dv)`): One video's per-frame features, not
+                normalised.
+            text_features (*optional*): Precomputed query token features (see `prepare_queries`).
+
+        Returns:
+            [`RGNetBatchFeature`] with `video_features` `(N, Lv, Dv)`, `video_mask` `(N, Lv)` and either
+            `text_features` `(N, Lt, Dt)`/`text_mask` `(N, Lt)` or `input_ids`/`attention_mask`, `N = Nq · W`; the
+            attribute `window_metadata` ([`RGNetWindowMetadata`]) is needed by `post_process_video_grounding`.
+        """
+        if kwargs:
+            raise ValueError(f"Unexpected argument(s) {sorted(kwargs)}; expected text, text_features, video_features.")
+        if video_features is None:
+            raise ValueError("`video_features` (T, Dv) of the video is required.")
+        video = _as_float_tensor(video_features, "video_features")
+        if video.ndim != 2 or video.shape[0] == 0:
+            raise ValueError(f"`video_features` must have shape (T >= 1, Dv) for one video, got {tuple(video.shape)}.")
+        queries = self.prepare_queries(text=text, text_features=text_features)
+        num_queries = next(iter(queries.values())).shape[0]
+        offsets, lengths = enumerate_windows(video.shape[0], self.max_window_frames, self.window_stride)
+        windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv), (W, Lv)
+        num_windows = len(offsets)
+        pair_query = np.repeat(np.arange(num_queries), num_windows)
+        pair_window = np.tile(np.arange(num_windows), num_queries)
+        data = {
+            "video_features": windows.repeat(num_queries, 1, 1),  # (Nq·W, Lv, Dv), query-major
+            "video_mask": window_mask.repeat(num_queries, 1),
+        }
+        data.update({key: value.repeat_interleave(num_windows, dim=0) for key, value in queries.items()})
+        metadata = RGNetWindowMetadata(
+            window_offsets=offsets,
+            window_lengths=lengths,
+            pair_query_index=pair_query,
+            pair_window_index=pair_window,
+            num_queries=num_queries,
+            num_frames=int(video.shape[0]),
+            seconds_per_frame=self.seconds_per_frame,
+        )
+        return RGNetBatchFeature(data, window_metadata=metadata)
+
+    # -- training --
+
+    def prepare_training_example(
+        self, query_row: Mapping[str, Any], feature_store: Any, rng: np.random.Generator, **kwargs
+    ) -> dict[str, Any]:
+        """`read_training_example` with this processor's windowing settings (see there for arguments)."""
+        return read_training_example(
+            query_row,
+            feature_store,
+            rng,
+            max_window_frames=self.max_window_frames,
+            window_stride=self.window_stride,
+            seconds_per_frame=self.seconds_per_frame,
+            **kwargs,
+        )
+
+    # -- outputs --
+
+    def post_process_video_grounding(
+        self,
+        outputs: Any,
+        window_metadata: RGNetWindowMetadata,
+        *,
+        video_features: Any,
+        sentence_embeddings: Any,
+        top_k_windows: int | None = None,
+        nms_threshold: float | None = None,
+        max_predictions: int | None = None,
+        max_candidates_before_nms: int | None = None,
+        matching_top_k_frames: int | None = None,
+        scale_matching_by_window_score: bool | None = None,
+        return_candidates: bool = False,
+        return_single_score_rankings: bool = False,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Ranked moments in seconds for every query of a processor batch (spec §7).
+
+        Per query: windows ranked by `σ(ρ)` (ties by index), proposals of the `top_k_windows` best windows scored
+        `p_fg · σ(ρ)` and mapped to seconds, matching score (§7.4, frame ranges clipped to each window's valid
+        frames), rounding, min-max fusion, merge of identical spans, stable sort and NMS. Results do not depend on
+        how many queries were batched together. Keyword settings default to the processor's.
+
+        Args:
+            outputs: Model outputs with `logits` `(N, Q, 2)`, `pred_spans` `(N, Q, 2)` and `window_logits` `(N, 1)`
+                (an `RGNetVideoGroundingOutput` or a mapping).
+            window_metadata ([`RGNetWindowMetadata`]): `inputs.window_metadata` of the processor call.
+            video_features (`np.ndarray` or `torch.Tensor` of shape `(T, Dv)`): The same video features.
+            sentence_embeddings (array of shape `(Nq, Dc)` or `(Dc,)`): Sentence embedding of each query, in the
+                video feature space (`Dc == Dv`).
+            return_candidates (`bool`, *optional*): Add each query's pooled candidates.
+            return_single_score_rankings (`bool`, *optional*): Add the rankings by one score only.
+
+        Returns:
+            `list[dict[str, torch.Tensor]]`: one dict per query, see `post_process_query`.
+        """
+        if not isinstance(window_metadata, RGNetWindowMetadata):
+            raise ValueError(
+                f"`window_metadata` must be an RGNetWindowMetadata (`inputs.window_metadata`), "
+                f"got {type(window_metadata).__name__}."
+            )
+        settings = {
+            "top_k_windows": self.top_k_windows if top_k_windows is None else top_k_windows,
+            "nms_threshold": self.nms_threshold if nms_threshold is None else nms_threshold,
+            "max_predictions": self.max_predictions if max_predictions is None else max_predictions,
+            "max_candidates_before_nms": (
+                self.max_candidates_before_nms if max_candidates_before_nms is None else max_candidates_before_nms
+            ),
+            "matching_top_k_frames": (
+                self.matching_top_k_frames if matching_top_k_frames is None else matching_top_k_frames
+            ),
+        }
+        for name, value in settings.items():
+            if name != "nms_threshold" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if not 0.0 <= settings["nms_threshold"] <= 1.0:
+            raise ValueError(f"`nms_threshold` must be in [0, 1], got {settings['nms_threshold']!r}.")
+        if scale_matching_by_window_score is None:
+            scale_matching_by_window_score = self.scale_matching_by_window_score
+
+        def read_output(name: str) -> torch.Tensor:
+            value = outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
+            if value is None:
+                raise ValueError(f"`outputs` has no `{name}`.")
+            value = torch.as_tensor(value).detach().cpu().float()
+            if value.shape[0] != window_metadata.num_pairs:
+                raise ValueError(
+                    f"`outputs.{name}` has {value.shape[0]} rows but `window_metadata` describes "
+                    f"{window_metadata.num_pairs} pairs."
+                )
+            if not torch.isfinite(value).all():
+                raise ValueError(f"`outputs.{name}` contains NaN or infinite values.")
+            return value
+
+        logits, pred_spans = read_output("logits"), read_output("pred_spans")
+        window_logits = read_output("window_logits").reshape(window_metadata.num_pairs, -1)
+        if logits.ndim != 3 or logits.shape[-1] != 2 or pred_spans.shape != logits.shape:
+            raise ValueError(
+                f"`outputs.logits` and `outputs.pred_spans` must both have shape (N, Q, 2), got "
+                f"{tuple(logits.shape)} and {tuple(pred_spans.shape)}."
+            )
+        if window_logits.shape[1] != 1:
+            raise ValueError(f"`outputs.window_logits` must have shape (N, 1), got {tuple(window_logits.shape)}.")
+        video = _as_float_tensor(video_features, "video_features")
+        if video.ndim != 2 or video.shape[0] != window_metadata.num_frames:
+            raise ValueError(
+                f"`video_features` must have shape ({window_metadata.num_frames}, Dv) like the processed video, "
+                f"got {tuple(video.shape)}."
+            )
+        embeddings = _as_float_tensor(sentence_embeddings, "sentence_embeddings")
+        if embeddings.ndim == 1:
+            embeddings = embeddings[None, :]
+        if embeddings.shape != (window_metadata.num_queries, video.shape[1]):
+            raise ValueError(
+                f"`sentence_embeddings` must have shape ({window_metadata.num_queries}, {video.shape[1]}) "
+                f"(one per query, in the video feature space), got {tuple(embeddings.shape)}."
+            )
+
+        results = []
+        for query in range(window_metadata.num_queries):  # per query: fusion, merge and NMS are sequential
+            rows = np.flatnonzero(window_metadata.pair_query_index == query)
+            rows = rows[np.argsort(window_metadata.pair_window_index[rows], kind="stable")]
+            if not np.array_equal(window_metadata.pair_window_index[rows], np.arange(window_metadata.num_windows)):
+                raise ValueError(f"`window_metadata` must hold every window exactly once for query {query}.")
+            results.append(
+                post_process_query(
+                    logits[rows],
+                    pred_spans[rows],
+                    window_logits[rows, 0],
+                    window_metadata.window_offsets,
+                    window_metadata.window_lengths,
+                    video,
+                    embeddings[query],
+                    seconds_per_frame=window_metadata.seconds_per_frame,
+                    scale_matching_by_window_score=bool(scale_matching_by_window_score),
+                    return_candidates=return_candidates,
+                    return_single_score_rankings=return_single_score_rankings,
+                    **settings,
+                )
+            )
+        return results
+
+
+# ---- Training collator (spec §6.2) ----
+
+_REQUIRED_SAMPLE_KEYS = ("video_features", "span", "saliency_positive_frames", "saliency_negative_frames")
+
+
+@dataclass
+class RGNetDataCollator:
+    """Collate training samples into a `cross_pairs` or `paired_negative` batch with `labels` (spec §6.2).
+
+    Each sample (e.g. from `read_training_example`) holds `video_features` `(n, Dv)` of its positive window,
+    `span` `(2,)`, `saliency_positive_frames` `(K,)`, `saliency_negative_frames` `(K,)`, the query as raw
+    `text_features` `(Lt, Dt)` or as `query` text, and for `paired_negative` `negative_video_features` `(n', Dv)`.
+
+    * `cross_pairs`: `N = B²` pairs, `p = i·B + j` = (query `i`, positive window of query `j`); positives are
+      `p = i·(B + 1)`.
+    * `paired_negative`: `N = 2B`; rows `0 … B−1` = query `b` with its positive window, rows `B … 2B−1` = query `b`
+      with its negative window.
+
+    Windows are zero padded to the longest window of the batch.
+
+    Args:
+        processor ([`RGNetProcessor`]): Supplies the text preparation (truncation, normalisation, tokenizer).
+        pair_mode (`str`, *optional*, defaults to `"cross_pairs"`): `"cross_pairs"` or `"paired_negative"`.
+    """
+
+    processor: RGNetProcessor
+    pair_mode: str = "cross_pairs"
+
+    def __post_init__(self):
+        if not isinstance(self.processor, RGNetProcessor):
+            raise ValueError(f"`processor` must be an RGNetProcessor, got {type(self.processor).__name__}.")
+        if self.pair_mode not in PAIR_MODES:
+            raise ValueError(f"Unknown `pair_mode` {self.pair_mode!r}; expected one of {PAIR_MODES}.")
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Build the batch.
+
+        Args:
+            samples (sequence of `B` mappings): Training samples (see the class docstring).
+
+        Returns:
+            `dict`: model inputs (`video_features` `(N, Lv, Dv)`, `video_mask` `(N, Lv)`, `text_features`/`text_mask`
+            or `input_ids`/`attention_mask`, `N` rows) and `labels` (`batch_mode`, `spans` `(B, 2)`,
+            `saliency_positive_frames` `(B, K)`, `saliency_negative_frames` `(B, K)`).
+        """
+        if len(samples) == 0:
+            raise ValueError("`samples` must hold at least one sample.")
+        keys = _REQUIRED_SAMPLE_KEYS + (("negative_video_features",) if self.pair_mode == "paired_negative" else ())
+        for index, sample in enumerate(samples):
+            for key in keys:
+                if sample.get(key) is None:
+                    raise ValueError(f"Sample {index} has no {key!r} (needed for a {self.pair_mode} batch).")
+        if all(sample.get("text_features") is not None for sample in samples):
+            queries = self.processor.prepare_queries(text_features=[sample["text_features"] for sample in samples])
+        elif all(sample.get("query") is not None for sample in samples):
+            queries = self.processor.prepare_queries(text=[sample["query"] for sample in samples])
+        else:
+            raise ValueError("Every sample needs `text_features`, or every sample needs `query` text.")
+
+        batch_size = len(samples)
+        windows = [_as_float_tensor(sample["video_features"], "video_features") for sample in samples]
+        if self.pair_mode == "paired_negative":
+            windows += [
+                _as_float_tensor(sample["negative_video_features"], "negative_video_features") for sample in samples
+            ]
+            video_index = torch.arange(2 * batch_size)
+            query_index = torch.arange(batch_size).repeat(2)
+        else:
+            video_index = torch.arange(batch_size).repeat(batch_size)  # window of query j at p = i·B + j
+            query_index = torch.arange(batch_size).repeat_interleave(batch_size)  # query i
+        if any(window.ndim != 2 or window.shape[0] == 0 for window in windows):
+            raise ValueError("Every window's `video_features` must have shape (n >= 1, Dv).")
+        lengths = torch.tensor([window.shape[0] for window in windows])
+        video = torch.nn.utils.rnn.pad_sequence(windows, batch_first=True)  # (windows, Lv, Dv)
+        video_mask = (torch.arange(video.shape[1])[None, :] < lengths[:, None]).float()
+
+        spans = torch.as_tensor(np.stack([np.asarray(sample["span"], dtype=np.float32) for sample in samples]))
+        positive = np.stack([np.asarray(sample["saliency_positive_frames"]) for sample in samples])
+        negative = np.stack([np.asarray(sample["saliency_negative_frames"]) for sample in samples])
+        if spans.shape != (batch_size, 2):
+            raise ValueError(f"Every sample's `span` must have shape (2,), got batch shape {tuple(spans.shape)}.")
+        if positive.ndim != 2 or positive.shape != negative.shape:
+            raise ValueError("`saliency_positive_frames` and `saliency_negative_frames` must have equal shapes (K,).")
+        positive_lengths = lengths[:batch_size, None].numpy()
+        if (
+            (positive < 0).any()
+            or (positive >= positive_lengths).any()
+            or (negative < 0).any()
+            or (negative >= positive_lengths).any()
+        ):
+            raise ValueError("Saliency frame indices must lie inside their positive window [0, n).")
+
+        batch = {
+            "video_features": video[video_index],
+            "video_mask": video_mask[video_index],
+            **{key: value[query_index] for key, value in queries.items()},
+            "labels": {
+                "batch_mode": self.pair_mode,
+                "spans": spans,
+                "saliency_positive_frames": torch.as_tensor(positive, dtype=torch.int64),
+                "saliency_negative_frames": torch.as_tensor(negative, dtype=torch.int64),
+            },
+        }
+        return batch
+
+
+AutoProcessor.register(RGNetConfig, RGNetProcessor)
+RGNetProcessor.register_for_auto_class()
+
+
+__all__ = [
+    "MomentFrames",
+    "QUERY_NORMALIZERS",
+    "RGNetBatchFeature",
+    "RGNetDataCollator",
+    "RGNetProcessor",
+    "RGNetWindowMetadata",
+    "RGNetWindowSample",
+    "compute_num_windows",
+    "draw_negative_windows",
+    "draw_positive_windows",
+    "draw_saliency_frames",
+    "enumerate_windows",
+    "gather_windows",
+    "l2_normalize_text_features",
+    "matching_scores",
+    "merge_identical_spans",
+    "min_max_normalize",
+    "moment_to_frames",
+    "normalize_ego4d_query",
+    "normalize_mad_query",
+    "normalize_query",
+    "positive_window_range",
+    "positive_window_weights",
+    "post_process_query",
+    "prepare_text_features",
+    "rank_windows",
+    "read_training_example",
+    "round_to_4_decimals",
+    "sample_training_windows",
+    "temporal_iou_matrix",
+    "temporal_nms",
+    "window_bounds",
+    "window_target_spans",
+]

@@ -1,0 +1,241 @@
+"""Convert the MAD dataset into an RGNet dataset directory (see `data_rgnet.py` for the layout).
+
+Two sources are accepted:
+
+* the official MAD release: one annotation JSON per split (`query_id -> {sentence, movie, movie_duration,
+  timestamps}`), the frame features `CLIP_B32_frames_features_5fps.h5` (one `(T, 512)` dataset per movie id) and,
+  optionally, the query token features `CLIP_B32_language_tokens_features.h5` (one `(Lt, 512)` dataset per query
+  id, stored unchanged; without it the rows hold only the text, for on-the-fly tokenisation);
+* with `--original-layout`: the original implementation's JSON Lines annotations plus LMDB feature stores
+  (`--video-lmdb`, optional `--text-lmdb`; spec §9).
+
+Query rows follow spec §9.1 (`query_id` = annotation key, `query` = sentence, `video_id` = `clip_id` = movie,
+`duration` = movie_duration, `timestamps` = [start, end] seconds). Filters and counted decisions are those of
+`data_rgnet.clean_query_row` (training splits: drop start < 0, start >= duration, start == end); the counts per
+reason are logged and written to `conversion_summary.json` in the output directory (and to `--summary`).
+
+Example:
+
+```
+python scripts/prepare_mad.py --annotations train=MAD_train.json --annotations val=MAD_val.json \\
+    --annotations test=MAD_test.json --video-features CLIP_B32_frames_features_5fps.h5 \\
+    --text-features CLIP_B32_language_tokens_features.h5 --output data/mad
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_rgnet import (  # noqa: E402
+    DEFAULT_MAX_SHARD_BYTES,
+    build_rgnet_dataset,
+    convert_original_layout,
+    parse_split_paths,
+)
+
+logger = logging.getLogger("prepare_mad")
+
+MAD_SECONDS_PER_FRAME = 0.2
+MAD_ANNOTATION_KEYS = ("sentence", "movie", "movie_duration")
+
+
+def mad_annotation_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Query rows of one official MAD annotation JSON, before filtering.
+
+    Args:
+        path (`str` or `Path`): JSON object `query_id -> {sentence, movie, movie_duration, timestamps}`.
+
+    Returns:
+        `list[dict]`: Rows with `query_id`, `query`, `video_id`, `clip_id`, `duration`, `timestamps` (None when the
+        entry has none).
+
+    Raises:
+        ValueError: If the file is not a JSON object of objects or an entry misses a key.
+    """
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"MAD annotation file {str(path)!r} must hold a JSON object query_id -> entry.")
+    rows = []
+    for query_id, entry in data.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: entry {query_id!r} must be an object, got {type(entry).__name__}.")
+        missing = [key for key in MAD_ANNOTATION_KEYS if key not in entry]
+        if missing:
+            raise ValueError(f"{path}: entry {query_id!r} misses key(s) {missing}.")
+        rows.append(
+            {
+                "query_id": str(query_id),
+                "query": entry["sentence"] if entry["sentence"] is not None else "",
+                "video_id": str(entry["movie"]),
+                "clip_id": str(entry["movie"]),
+                "duration": entry["movie_duration"],
+                "timestamps": entry.get("timestamps"),
+            }
+        )
+    return rows
+
+
+def convert_mad_release(
+    annotations: dict[str, Path],
+    video_features: Path,
+    output_dir: Path,
+    *,
+    text_features: Path | None = None,
+    train_splits: list[str] | None = None,
+    strict: bool = False,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Convert the official MAD release (annotation JSONs + CLIP h5 files).
+
+    Args:
+        annotations (`dict[str, Path]`): Annotation JSON per split.
+        video_features (`Path`): `CLIP_B32_frames_features_5fps.h5`.
+        output_dir (`Path`): Dataset directory to create.
+        text_features (`Path`, *optional*): `CLIP_B32_language_tokens_features.h5`.
+        train_splits, strict, max_shard_bytes, overwrite, progress: See `data_rgnet.build_rgnet_dataset`.
+
+    Returns:
+        `dict`: The conversion summary.
+    """
+    import h5py
+
+    rows_by_split = {split: mad_annotation_rows(path) for split, path in annotations.items()}
+    with h5py.File(video_features, "r") as video_file:
+        text_file = h5py.File(text_features, "r") if text_features is not None else None
+        try:
+
+            def load_video(movie: str) -> np.ndarray:
+                return np.asarray(video_file[movie][()])
+
+            def load_text(query_id: str) -> dict[str, np.ndarray]:
+                return {"text_features": np.asarray(text_file[query_id][()])}
+
+            return build_rgnet_dataset(
+                output_dir,
+                rows_by_split,
+                dataset="mad",
+                video_ids=set(video_file.keys()),
+                load_video=load_video,
+                text_ids=set(text_file.keys()) if text_file is not None else None,
+                load_text=load_text if text_file is not None else None,
+                train_splits=train_splits,
+                strict=strict,
+                metadata={
+                    "dataset": "mad",
+                    "source": "mad-release",
+                    "seconds_per_frame": MAD_SECONDS_PER_FRAME,
+                    "video_features": video_features.name,
+                    "text_features": text_features.name if text_features is not None else None,
+                },
+                max_shard_bytes=max_shard_bytes,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        finally:
+            if text_file is not None:
+                text_file.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--annotations",
+        action="append",
+        required=True,
+        metavar="SPLIT=PATH",
+        help="Annotation file of one split (MAD JSON; JSON Lines with --original-layout). Repeat per split.",
+    )
+    parser.add_argument("--output", required=True, type=Path, help="Dataset directory to create.")
+    parser.add_argument("--video-features", type=Path, help="CLIP_B32_frames_features_5fps.h5 (MAD release).")
+    parser.add_argument(
+        "--text-features", type=Path, help="CLIP_B32_language_tokens_features.h5 (optional, MAD release)."
+    )
+    parser.add_argument(
+        "--original-layout",
+        action="store_true",
+        help="Read the original implementation's JSON Lines + LMDB layout instead of the MAD release.",
+    )
+    parser.add_argument("--video-lmdb", type=Path, help="Original-layout video LMDB (with --original-layout).")
+    parser.add_argument("--text-lmdb", type=Path, help="Original-layout text LMDB (optional, --original-layout).")
+    parser.add_argument(
+        "--train-splits",
+        help="Comma-separated splits that get the training filters (default: names containing 'train').",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="Fail on a query whose video or text features are missing."
+    )
+    parser.add_argument(
+        "--max-shard-gb", type=float, default=DEFAULT_MAX_SHARD_BYTES / 1024**3, help="Feature shard size (GiB)."
+    )
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing RGNet dataset at --output.")
+    parser.add_argument("--summary", type=Path, help="Also write the conversion summary JSON here.")
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the converter; returns the conversion summary."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        annotations = parse_split_paths(args.annotations, "--annotations")
+        if args.max_shard_gb <= 0:
+            raise ValueError(f"`--max-shard-gb` must be positive, got {args.max_shard_gb}.")
+    except ValueError as error:
+        parser.error(str(error))
+    common = {
+        "train_splits": args.train_splits.split(",") if args.train_splits else None,
+        "strict": args.strict,
+        "max_shard_bytes": max(1, int(args.max_shard_gb * 1024**3)),
+        "overwrite": args.overwrite,
+        "progress": not args.no_progress,
+    }
+    if args.original_layout:
+        if args.video_lmdb is None:
+            parser.error("--original-layout needs --video-lmdb.")
+        if args.video_features or args.text_features:
+            parser.error("--video-features/--text-features belong to the MAD release, not --original-layout.")
+        summary = convert_original_layout(
+            annotations,
+            args.video_lmdb,
+            args.output,
+            dataset="mad",
+            text_lmdb=args.text_lmdb,
+            metadata={"seconds_per_frame": MAD_SECONDS_PER_FRAME},
+            **common,
+        )
+    else:
+        if args.video_features is None:
+            parser.error("--video-features is required (or use --original-layout).")
+        if args.video_lmdb or args.text_lmdb:
+            parser.error("--video-lmdb/--text-lmdb need --original-layout.")
+        summary = convert_mad_release(
+            annotations, args.video_features, args.output, text_features=args.text_features, **common
+        )
+    if args.summary is not None:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+__all__ = ["build_parser", "convert_mad_release", "mad_annotation_rows", "main"]
+
+
+if __name__ == "__main__":
+    main()

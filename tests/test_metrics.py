@@ -1,0 +1,337 @@
+"""Tests of the long-video grounding metric (`metrics/long_video_grounding`).
+
+Parity: every number of the original evaluators in the metric fixtures (fixtures README part C) is reproduced
+exactly, through `evaluate.load` from the local folder. Then loading offline, hand-computed edge cases, and
+input validation.
+"""
+
+import json
+import socket
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import pytest
+
+from metrics.long_video_grounding.long_video_grounding import (
+    GROUNDING_METRIC_SETTINGS,
+    align_predictions_and_references,
+    compute_grounding_metrics,
+    load_ego4d_nlq_ground_truth,
+    load_ego4d_predictions,
+    load_mad_ground_truth,
+    load_mad_predictions,
+    positive_window_range,
+    temporal_iou,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+METRIC_DIR = REPO_ROOT / "metrics" / "long_video_grounding"
+
+
+def load_metric(config_name: str) -> evaluate.EvaluationModule:
+    return evaluate.load(str(METRIC_DIR), config_name, keep_in_memory=True)
+
+
+def percent_table(results: dict[str, float], keys: list[str]) -> list[str]:
+    """The original display row: percentages with two decimals."""
+    return [f"{100 * results[key]:.2f}" for key in keys]
+
+
+# ---- Fixture readers ----
+
+
+@pytest.fixture(scope="module")
+def reported(original_fixtures_dir):
+    return json.loads((original_fixtures_dir / "metrics.results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def mad_inputs(original_fixtures_dir):
+    predictions = load_mad_predictions(original_fixtures_dir / "metrics.mad_predictions.jsonl")
+    ground_truth = load_mad_ground_truth(original_fixtures_dir / "metrics.mad_ground_truth.jsonl")
+    return align_predictions_and_references(predictions, ground_truth)
+
+
+@pytest.fixture(scope="module")
+def ego4d_inputs(original_fixtures_dir):
+    predictions = load_ego4d_predictions(original_fixtures_dir / "metrics.ego4d_predictions.json")
+    ground_truth = load_ego4d_nlq_ground_truth(original_fixtures_dir / "metrics.ego4d_ground_truth.json")
+    return align_predictions_and_references(predictions, ground_truth)
+
+
+@pytest.fixture(scope="module")
+def window_rankings(original_fixtures_dir):
+    return json.loads((original_fixtures_dir / "metrics.window_rankings.json").read_text())["window_recall"]
+
+
+# ---- Parity with the original evaluators (fixtures part C) ----
+
+
+def test_fixture_queries_are_read_in_the_reported_order(reported, mad_inputs, ego4d_inputs):
+    reported_ids = [query["query_id"] for query in reported["queries"]]
+    assert mad_inputs[0] == reported_ids
+    assert ego4d_inputs[0] == reported_ids
+    for query, rows, reference in zip(reported["queries"], mad_inputs[1], mad_inputs[2], strict=True):
+        assert len(rows) == query["num_predictions"]
+        assert reference == query["ground_truth"]
+    # Both ground-truth layouts hold the same moments.
+    assert ego4d_inputs[2] == mad_inputs[2]
+
+
+def test_mad_recall_matrix_and_display_match_original(reported, mad_inputs):
+    _, predictions, references = mad_inputs
+    results = load_metric("mad").compute(predictions=predictions, references=references)
+    expected = reported["mad"]
+    # The fixture matrix is rows = K, columns = θ, float32 values written as doubles: compared exactly.
+    recall = [[results[f"R@{k},IoU={t:g}"] for t in expected["thresholds"]] for k in expected["topK"]]
+    assert recall == expected["recall_rows_topK_cols_thresholds"]
+    keys = [f"R@{k},IoU={t:g}" for k in expected["topK"] for t in expected["thresholds"]]
+    assert list(results) == keys
+    assert percent_table(results, keys) == expected["display"][1]
+    assert list(GROUNDING_METRIC_SETTINGS["mad"].iou_thresholds) == expected["thresholds"]
+    assert list(GROUNDING_METRIC_SETTINGS["mad"].top_k) == expected["topK"]
+
+
+def test_mad_float32_ious_match_original_per_query(reported, mad_inputs):
+    _, predictions, references = mad_inputs
+    for entry, rows, reference in zip(reported["mad_iou_per_query"], predictions, references, strict=True):
+        spans = np.asarray(rows, dtype=np.float64)[:100, :2]
+        ious = temporal_iou(spans, reference, dtype="float32")
+        assert ious.dtype == np.float32
+        assert ious.tolist() == entry["ious_first_100"], entry["query_id"]
+
+
+def test_ego4d_recall_miou_and_display_match_original(reported, ego4d_inputs):
+    _, predictions, references = ego4d_inputs
+    results = load_metric("ego4d").compute(predictions=predictions, references=references)
+    expected = reported["ego4d"]
+    recall = [[results[f"R@{k},IoU={t:g}"] for k in expected["topK"]] for t in expected["thresholds"]]
+    assert recall == expected["recall_rows_thresholds_cols_topK"]
+    assert results["mIoU"] == expected["mIoU"]
+    keys = [f"R@{k},IoU={t:g}" for k in expected["topK"] for t in expected["thresholds"]] + ["mIoU"]
+    assert list(results) == keys
+    assert percent_table(results, keys) == expected["display"][1]
+
+
+def test_ego4d_top1_ious_match_original_per_query(reported, ego4d_inputs):
+    _, predictions, references = ego4d_inputs
+    top1 = [
+        float(temporal_iou(np.asarray(rows)[:1, :2], reference)[0])
+        for rows, reference in zip(predictions, references, strict=True)
+    ]
+    assert top1 == reported["ego4d"]["top1_iou_per_query"]
+
+
+def test_ego4d_queries_without_prediction_are_not_counted(original_fixtures_dir, ego4d_inputs):
+    path = original_fixtures_dir / "metrics.ego4d_ground_truth.json"
+    unpredicted = {
+        f"{annotation['annotation_uid']}_{index}"
+        for video in json.loads(path.read_text())["videos"]
+        for clip in video["clips"]
+        for annotation in clip["annotations"]
+        for index, query in enumerate(annotation["language_queries"])
+        if query["query"] == "unpredicted"
+    }
+    ground_truth = load_ego4d_nlq_ground_truth(path)
+    assert len(unpredicted) == 6 and len(ground_truth) == 59
+    assert set(ego4d_inputs[0]) == set(ground_truth) - unpredicted
+
+
+@pytest.mark.parametrize("config_name", ["mad", "ego4d"])
+def test_window_recall_matches_original(config_name, reported, mad_inputs, window_rankings):
+    setting = window_rankings[config_name]
+    settings = GROUNDING_METRIC_SETTINGS[config_name]
+    assert settings.window_length == setting["settings"]["max_v_l"]
+    assert settings.seconds_per_frame == setting["settings"]["clip_length"]
+    assert list(settings.window_top_k) == setting["K"]
+    query_ids, predictions, references = mad_inputs
+    assert list(setting["rankings"]) == query_ids
+    rankings = [setting["rankings"][query_id] for query_id in query_ids]
+    results = load_metric(config_name).compute(
+        predictions=predictions, references=references, window_rankings=rankings
+    )
+    window_recall = [results[f"WindowR@{k}"] for k in setting["K"]]
+    expected = reported["window_recall"][config_name]
+    assert window_recall == expected["recall"]
+    assert percent_table(results, [f"WindowR@{k}" for k in setting["K"]]) == expected["display"][1]
+
+
+def test_rank_101_hit_is_never_counted_for_mad(reported, mad_inputs):
+    query_ids, predictions, references = mad_inputs
+    index = query_ids.index(
+        next(q["query_id"] for q in reported["queries"] if q["category"] == "hit_only_at_rank_101")
+    )
+    rows, reference = [predictions[index]], [references[index]]
+    mad = compute_grounding_metrics(
+        rows, reference, settings=GROUNDING_METRIC_SETTINGS["mad"].with_overrides(top_k=[200])
+    )
+    ego4d = compute_grounding_metrics(
+        rows, reference, settings=GROUNDING_METRIC_SETTINGS["ego4d"].with_overrides(top_k=[100, 101])
+    )
+    assert mad["R@200,IoU=0.5"] == 0.0
+    assert ego4d["R@100,IoU=0.5"] == 0.0 and ego4d["R@101,IoU=0.5"] == 1.0
+
+
+# ---- Loading ----
+
+
+def test_loads_offline_from_the_folder_for_both_configs(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.chdir(REPO_ROOT)
+    for config_name in ("mad", "ego4d"):
+        for path in ("metrics/long_video_grounding", str(METRIC_DIR)):
+            metric = evaluate.load(path, config_name, keep_in_memory=True)
+            assert metric.config_name == config_name
+            assert metric.compute(predictions=[[[0.0, 1.0]]], references=[[0.0, 1.0]])["R@1,IoU=0.5"] == 1.0
+
+
+def test_unknown_config_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"config_name must be one of \['ego4d', 'mad'\]; got 'charades'"):
+        load_metric("charades")
+    with pytest.raises(ValueError, match="config_name"):
+        evaluate.load(str(METRIC_DIR))
+
+
+# ---- Hand-computed cases ----
+
+
+@pytest.mark.parametrize("config_name", ["mad", "ego4d"])
+def test_threshold_is_strict_at_exactly_half(config_name):
+    # [0, 4] against [2, 4]: intersection 2, hull 4, IoU exactly 0.5 in both precisions.
+    results = load_metric(config_name).compute(predictions=[[[0.0, 4.0, 0.9]]], references=[[2.0, 4.0]])
+    assert results["R@1,IoU=0.5"] == 0.0
+    assert results["R@1,IoU=0.3"] == 1.0
+
+
+def test_mad_threshold_is_compared_in_float32():
+    # IoU 0.3 + 2**-26 rounds to float32(0.3) (the value the threshold becomes), so MAD misses and Ego4D hits.
+    reference = [0.0, 1.0]
+    prediction = [[[0.0, 0.3 + 2**-26]]]
+    assert temporal_iou(prediction[0], reference, dtype="float32")[0] == np.float32(0.3)
+    mad = compute_grounding_metrics(prediction, [reference], settings="mad")
+    ego4d = compute_grounding_metrics(prediction, [reference], settings="ego4d")
+    assert mad["R@1,IoU=0.3"] == 0.0
+    assert ego4d["R@1,IoU=0.3"] == 1.0
+
+
+def test_recall_averages_hits_over_queries_and_ranks():
+    predictions = [
+        [[0.0, 1.0], [10.0, 20.0]],  # hit at rank 2 (IoU 1)
+        [],  # no prediction: a miss everywhere
+        [[5.0, 5.0], [4.0, 6.0, float("nan")]],  # zero-length prediction (IoU 0), then IoU 2/3 with a NaN score
+        [[3.0, 3.0]],  # a point on a point reference: zero-length hull, IoU 0
+    ]
+    references = [[10.0, 20.0], [0.0, 1.0], [4.0, 7.0], [3.0, 3.0]]
+    results = compute_grounding_metrics(predictions, references, settings="ego4d")
+    assert results["R@1,IoU=0.5"] == 0.0
+    assert results["R@5,IoU=0.5"] == 0.5
+    assert results["mIoU"] == 0.0  # top-1 IoUs 0, 0 (empty), 0 (zero length), 0 (zero hull)
+    ious = temporal_iou([[5.0, 5.0], [4.0, 6.0], [3.0, 3.0]], [[4.0, 7.0], [4.0, 7.0], [3.0, 3.0]])
+    assert ious.tolist() == [0.0, 2.0 / 3.0, 0.0]
+
+
+def test_iou_is_intersection_over_hull_and_touching_spans_do_not_overlap():
+    ious = temporal_iou([[0.0, 2.0], [2.0, 6.0], [-1.0, 9.0], [1.0, 3.0]], [2.0, 4.0])
+    assert ious.tolist() == [0.0, 0.5, 0.2, 1.0 / 3.0]
+
+
+def test_positive_windows_span_floor_of_start_to_ceil_of_end_in_frames():
+    # 0.2 s frames, stride 450 frames = 90 s: [100, 200] s = frames [500, 1000] -> windows 1 ... 3.
+    first, last = positive_window_range([[100.0, 200.0], [0.0, 90.0]], seconds_per_frame=0.2, window_stride=450)
+    assert first.tolist() == [1, 0] and last.tolist() == [3, 1]
+    results = compute_grounding_metrics(
+        [[[100.0, 200.0]], [[0.0, 90.0]]],
+        [[100.0, 200.0], [0.0, 90.0]],
+        settings=GROUNDING_METRIC_SETTINGS["mad"].with_overrides(window_top_k=[1, 2]),
+        window_rankings=[[4, 3], [2]],
+    )
+    assert results["WindowR@1"] == 0.0 and results["WindowR@2"] == 0.5
+
+
+def test_thresholds_and_k_lists_can_be_overridden_per_call():
+    metric = load_metric("mad")
+    results = metric.compute(
+        predictions=[[[0.0, 1.0], [0.0, 2.0]]], references=[[0.0, 2.0]], iou_thresholds=[0.7], top_k=[1, 2]
+    )
+    assert results == {"R@1,IoU=0.7": 0.0, "R@2,IoU=0.7": 1.0}
+
+
+# ---- Bad inputs ----
+
+
+def test_length_mismatch_names_both_arguments():
+    with pytest.raises(ValueError, match=r"predictions.*references"):
+        load_metric("mad").compute(predictions=[[[0.0, 1.0]]], references=[[0.0, 1.0], [1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"predictions and references must hold one entry per query"):
+        compute_grounding_metrics([[[0.0, 1.0]]], [[0.0, 1.0], [1.0, 2.0]])
+
+
+@pytest.mark.parametrize(
+    "predictions, references, match",
+    [
+        ([[[0.0]]], [[0.0, 1.0]], r"predictions\[0\]\[0\] must be a row \[start, end, \.\.\.\]"),
+        ([[[0.0, 1.0]], [[0.0, 1.0], [0.0, 1.0, 0.5], [2.0]]], [[0.0, 1.0]] * 2, r"predictions\[1\]\[2\]"),
+        ([[[0.0, float("nan"), 0.5]]], [[0.0, 1.0]], r"predictions\[0\]\[0\] must have a finite start and end"),
+        ([[[3.0, 1.0]]], [[0.0, 1.0]], r"predictions\[0\]\[0\] must satisfy start <= end"),
+        ([[[0.0, 1.0]], [[0.0, 1.0]]], [[0.0, 1.0], [5.0, 2.0]], r"references\[1\] must satisfy start <= end"),
+        ([[[0.0, 1.0]]], [[0.0, 1.0, 2.0]], r"references\[0\] must be a pair \[start, end\]"),
+    ],
+)
+def test_malformed_inputs_raise_value_error_naming_the_argument(predictions, references, match):
+    with pytest.raises(ValueError, match=match):
+        load_metric("ego4d").compute(predictions=predictions, references=references)
+
+
+def test_bad_window_rankings_and_overrides_name_the_argument():
+    inputs = {"predictions": [[[0.0, 1.0]]], "references": [[0.0, 1.0]]}
+    with pytest.raises(ValueError, match=r"window_rankings must hold one ranking per query \(1\); got 2"):
+        compute_grounding_metrics(**inputs, window_rankings=[[0], [1]])
+    with pytest.raises(ValueError, match=r"window_rankings\[0\] must be a list of window indices"):
+        compute_grounding_metrics(**inputs, window_rankings=[[0.5]])
+    metric = load_metric("mad")
+    for override, name in [({"top_k": [0]}, "top_k"), ({"iou_thresholds": [1.5]}, "iou_thresholds")]:
+        with pytest.raises(ValueError, match=name):
+            metric.compute(**inputs, **override)
+    with pytest.raises(ValueError, match=r"settings must be one of"):
+        compute_grounding_metrics(**inputs, settings="charades")
+
+
+def test_prediction_without_ground_truth_is_an_error():
+    with pytest.raises(ValueError, match=r"references has no ground truth for 1 predicted queries, e.g. 'b_0'"):
+        align_predictions_and_references({"a_0": [], "b_0": []}, {"a_0": [0.0, 1.0]})
+
+
+# ---- Readers and incremental use ----
+
+
+def test_mad_ground_truth_reader_accepts_rows_and_the_official_object():
+    rows = [{"query_id": "q1", "timestamps": [1.0, 2.0]}, {"query_id": "q2", "timestamps": [3.0, 4.0]}]
+    official = {"q1": {"sentence": "a", "movie": "m", "movie_duration": 9.0, "timestamps": [1.0, 2.0]}}
+    assert load_mad_ground_truth(rows) == {"q1": [1.0, 2.0], "q2": [3.0, 4.0]}
+    assert load_mad_ground_truth(official) == {"q1": [1.0, 2.0]}
+    with pytest.raises(ValueError, match=r"source\[1\] must be a mapping with key 'timestamps'"):
+        load_mad_ground_truth([rows[0], {"query_id": "q3"}])
+    with pytest.raises(ValueError, match=r"source holds query 'q1' twice"):
+        load_mad_predictions([{"query_id": "q1", "predicted_times": []}] * 2)
+
+
+def test_add_batch_accumulates_queries_before_compute():
+    metric = load_metric("ego4d")
+    metric.add_batch(predictions=[[[0.0, 1.0]]], references=[[0.0, 1.0]])
+    metric.add_batch(predictions=[[]], references=[[0.0, 1.0]])
+    results = metric.compute(top_k=[1], window_rankings=[[0], [7]])
+    assert results == {
+        "R@1,IoU=0.3": 0.5,
+        "R@1,IoU=0.5": 0.5,
+        "mIoU": 0.5,
+        "WindowR@1": 0.5,
+        "WindowR@5": 0.5,
+        "WindowR@10": 0.5,
+        "WindowR@20": 0.5,
+        "WindowR@30": 0.5,
+        "WindowR@50": 0.5,
+    }

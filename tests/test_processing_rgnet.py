@@ -1,0 +1,1038 @@
+"""Tests of `processing_rgnet`: window arithmetic (spec §6.1, §11 item 4), the processor, the collator and the
+post-processing parity with the original implementation (fixtures part B, spec §7.5)."""
+
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+from transformers import AutoProcessor, CLIPTokenizer
+
+from configuration_rgnet import RGNetConfig
+from processing_rgnet import (
+    RGNetBatchFeature,
+    RGNetDataCollator,
+    RGNetProcessor,
+    RGNetWindowMetadata,
+    draw_negative_windows,
+    draw_saliency_frames,
+    enumerate_windows,
+    merge_identical_spans,
+    moment_to_frames,
+    normalize_ego4d_query,
+    normalize_mad_query,
+    normalize_query,
+    positive_window_range,
+    positive_window_weights,
+    post_process_query,
+    prepare_text_features,
+    read_training_example,
+    round_to_4_decimals,
+    sample_training_windows,
+    temporal_nms,
+    window_bounds,
+    window_target_spans,
+)
+
+FIXTURE_SETTINGS = {
+    # Part B of the fixtures README: window 40 frames, stride 20, 8-d features.
+    "mad": {"seconds_per_frame": 0.2, "top_k_windows": 30, "scale_matching_by_window_score": False},
+    "ego4d": {"seconds_per_frame": 0.535, "top_k_windows": 20, "scale_matching_by_window_score": True},
+}
+CLEAN_QUERIES = ("annA_0", "annB_1", "annC_2", "annD_0")
+HAZARD_QUERIES = ("annE_0", "annF_3")
+
+
+# ---- helpers ----
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A tiny character-level CLIP tokenizer built from local data (no download)."""
+    symbols = list("abcdefghijklmnopqrstuvwxyz.?")
+    vocab = {symbol: index for index, symbol in enumerate(symbols)}
+    vocab.update({f"{symbol}</w>": len(symbols) + index for index, symbol in enumerate(symbols)})
+    merges = [("t", "h"), ("th", "e</w>")]
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+def make_processor(tokenizer=None, **overrides):
+    settings = {
+        "max_window_frames": 40,
+        "window_stride": 20,
+        "max_text_tokens": 6,
+        "seconds_per_frame": 0.2,
+        "top_k_windows": 30,
+        "nms_threshold": 0.5,
+        "max_candidates_before_nms": 200,
+        "max_predictions": 100,
+        "matching_top_k_frames": 3,
+    }
+    settings.update(overrides)
+    return RGNetProcessor(tokenizer, **settings)
+
+
+@pytest.fixture(scope="module")
+def postprocess_fixture(original_fixtures_dir):
+    outputs = json.loads((original_fixtures_dir / "postprocess.outputs.json").read_text())
+    inputs = load_file(str(original_fixtures_dir / "postprocess.inputs.safetensors"))
+    queries = {query["query_id"]: query for query in outputs["queries"]}
+    return outputs, inputs, queries
+
+
+def fixture_query_inputs(inputs, index):
+    return {name: inputs[f"q{index}.{name}"] for name in ("logits", "pred_spans", "window_logits")}, inputs
+
+
+def run_fixture_query_through_processor(postprocess_fixture, query_id, setting, **kwargs):
+    """Processor call (windows + metadata) and post-processing of one fixture query with its stored outputs."""
+    outputs, inputs, queries = postprocess_fixture
+    index = queries[query_id]["index"]
+    processor = make_processor(**FIXTURE_SETTINGS[setting])
+    batch = processor(
+        video_features=inputs[f"q{index}.video_features"], text_features=inputs[f"q{index}.text_token_features"]
+    )
+    model_outputs = {
+        name: torch.from_numpy(inputs[f"q{index}.{name}"]) for name in ("logits", "pred_spans", "window_logits")
+    }
+    (result,) = processor.post_process_video_grounding(
+        model_outputs,
+        batch.window_metadata,
+        video_features=inputs[f"q{index}.video_features"],
+        sentence_embeddings=inputs[f"q{index}.sentence_embedding"],
+        return_candidates=True,
+        return_single_score_rankings=True,
+        **kwargs,
+    )
+    return result, outputs["results"][setting][query_id]
+
+
+def assert_rows_equal(actual, expected, name):
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    # Seconds are exact (same float32 op order, same rounding); scores within 1e-6 (they are equal in practice).
+    np.testing.assert_array_equal(actual[:, :2], expected[:, :2], err_msg=f"{name}: seconds")
+    np.testing.assert_allclose(actual[:, 2:], expected[:, 2:], rtol=0, atol=1e-6, err_msg=f"{name}: scores")
+
+
+def reference_rankings(candidates, nms_threshold=0.5, max_before=200, max_after=100):
+    """Spec §7 steps 7-8 written plainly with Python lists, dicts and loops (an independent test reference)."""
+    rows = [list(map(float, row[1:])) for row in candidates]
+
+    def normalise(values):
+        low, high = min(values), max(values)
+        return values if low == high else [(value - low) / (high - low) for value in values]
+
+    proposal = normalise([row[2] for row in rows])
+    match = normalise([row[3] for row in rows])
+    merged = {}
+    for row, p, m in zip(rows, proposal, match, strict=True):
+        merged[(row[0], row[1])] = [row[0], row[1], row[2], row[3], p + m]  # first position, last values
+    merged = list(merged.values())
+
+    def iou(a, b):
+        intersection = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+        hull = max(a[1], b[1]) - min(a[0], b[0])
+        return 0.0 if hull == 0 else intersection / hull
+
+    def nms(ranked):
+        remaining, kept = ranked[:max_before], []
+        while remaining and len(kept) < max_after:
+            best = remaining.pop(0)
+            kept.append(best)
+            remaining = [row for row in remaining if iou(best, row) <= nms_threshold]
+        return kept
+
+    return {
+        name: nms(sorted(merged, key=lambda row, column=column: row[column], reverse=True))
+        for name, column in (("fusion", 4), ("proposal_only", 2), ("matching_only", 3))
+    }
+
+
+def reference_matching(inputs, index, num_frames, setting):
+    """Matching score of every (window, slot), with plain loops and the clipped frame range of spec §7.4.
+
+    Returns a dict keyed by `(window, rounded start_s, rounded end_s)`.
+    """
+    offsets, lengths = enumerate_windows(num_frames, 40, 20)
+    video = inputs[f"q{index}.video_features"].astype(np.float64)
+    query = inputs[f"q{index}.sentence_embedding"].astype(np.float64)
+    query = query / np.linalg.norm(query)
+    delta = np.float32(FIXTURE_SETTINGS[setting]["seconds_per_frame"])
+    spans = inputs[f"q{index}.pred_spans"]
+    window_scores = 1 / (1 + np.exp(-inputs[f"q{index}.window_logits"][:, 0].astype(np.float64)))
+    table = {}
+    for window in range(len(offsets)):
+        n, w0 = np.float32(lengths[window]), np.float32(offsets[window])
+        for center, width in spans[window]:
+            start_fraction = center - width / np.float32(2)
+            end_fraction = center + width / np.float32(2)
+            first = max(math.floor(start_fraction * n), 0)
+            last = min(math.ceil(end_fraction * n), int(lengths[window]))
+            sims = []
+            for frame in range(first, last):
+                vector = video[offsets[window] + frame]
+                sims.append(float(vector @ query / np.linalg.norm(vector)))
+            score = sum(sorted(sims, reverse=True)[:3])
+            if FIXTURE_SETTINGS[setting]["scale_matching_by_window_score"]:
+                score *= window_scores[window]
+            key = (
+                window,
+                round(float((start_fraction * n + w0) * delta), 4),
+                round(float((end_fraction * n + w0) * delta), 4),
+            )
+            table[key] = score
+    return table
+
+
+class FakeGroundingModel:
+    """A deterministic per-pair stand-in for the model: each pair's outputs depend only on that pair's inputs."""
+
+    def __init__(self, video_dim, text_dim, num_slots=5, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        self.video_weights = torch.randn(video_dim, num_slots * 4 + 1, generator=generator)
+        self.text_weights = torch.randn(text_dim, num_slots * 4 + 1, generator=generator)
+        self.num_slots = num_slots
+
+    def __call__(self, video_features, video_mask, text_features, text_mask):
+        video = (video_features * video_mask[..., None]).sum(1) / video_mask.sum(1, keepdim=True)
+        text = (text_features * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True)
+        hidden = video @ self.video_weights + text @ self.text_weights  # (N, 4Q + 1)
+        slots = hidden[:, :-1].reshape(-1, self.num_slots, 4)
+        return {
+            "logits": slots[..., :2],
+            "pred_spans": torch.sigmoid(slots[..., 2:]),
+            "window_logits": hidden[:, -1:],
+        }
+
+
+class FakeFeatureStore:
+    """The data layer's feature-store interface over in-memory arrays; records every read."""
+
+    def __init__(self, videos):
+        self.videos = videos
+        self.reads = []
+
+    def num_frames(self, video_id):
+        return self.videos[video_id].shape[0]
+
+    def read_frames(self, video_id, start, end):
+        self.reads.append((video_id, start, end))
+        return self.videos[video_id][start:end]
+
+
+# ---- query normalisation (spec §2) ----
+
+
+def test_mad_query_normalization_strips_and_appends_period():
+    assert normalize_mad_query("A man opens the door.") == "A man opens the door."
+    assert normalize_mad_query("  Someone waves ") == "Someone waves."
+    assert normalize_mad_query("Who is there?") == "Who is there."
+    assert normalize_query("He runs..", "mad") == "He runs."
+
+
+def test_ego4d_query_normalization_lowercases_and_appends_question_mark():
+    assert normalize_ego4d_query("Where did I put the Keys?") == "where did i put the keys?"
+    assert normalize_ego4d_query("What did I eat.") == "what did i eat?"
+    assert normalize_query("WHO?", "ego4d") == "who?"
+
+
+def test_query_normalization_strips_in_sequence_not_as_a_set():
+    # `.`, then spaces, then `?` are stripped one after the other, so an inner `.` survives "a. ?".
+    assert normalize_mad_query("a. ?") == "a. ."
+    assert normalize_ego4d_query("A? .") == "a?"
+    assert normalize_ego4d_query("What did I eat. ") == "what did i eat.?"  # the trailing space shields the "."
+
+
+@pytest.mark.parametrize("text", ["", "   ", "?", ". ?", "..."])
+def test_empty_query_raises(text):
+    with pytest.raises(ValueError, match="empty"):
+        normalize_mad_query(text)
+    with pytest.raises(ValueError, match="empty"):
+        normalize_ego4d_query(text)
+
+
+def test_query_normalization_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="query_normalization"):
+        normalize_query("a", "charades")
+    with pytest.raises(ValueError, match="string"):
+        normalize_mad_query(None)
+
+
+# ---- window enumeration (spec §6.1, §7.1) ----
+
+
+def test_enumerate_windows_matches_fixture_layout(postprocess_fixture):
+    _, _, queries = postprocess_fixture
+    for query in queries.values():
+        offsets, lengths = enumerate_windows(query["num_frames"], 40, 20)
+        np.testing.assert_array_equal(np.stack([offsets, lengths], axis=1), np.asarray(query["windows"]))
+
+
+@pytest.mark.parametrize("stride", [7, 20, 25, 39])
+def test_enumerate_windows_follows_the_formula(stride):
+    for num_frames in (1, 19, 20, 21, 40, 57, 123, 1000):
+        offsets, lengths = enumerate_windows(num_frames, 40, stride)
+        assert len(offsets) == math.ceil(num_frames / stride) + 1
+        for window, (offset, length) in enumerate(zip(offsets, lengths, strict=True)):
+            assert offset == max((window - 1) * stride, 0)
+            assert offset + length == min((window - 1) * stride + 40, num_frames)
+            assert length >= 1
+
+
+def test_video_shorter_than_one_window_gives_truncated_windows():
+    for num_frames, expected in ((9, [[0, 9], [0, 9]]), (1, [[0, 1], [0, 1]]), (25, [[0, 20], [0, 25], [20, 5]])):
+        offsets, lengths = enumerate_windows(num_frames, 40, 20)
+        np.testing.assert_array_equal(np.stack([offsets, lengths], axis=1), expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_frames": 100, "max_window_frames": 40, "window_stride": 40}, "window_stride"),
+        ({"num_frames": 100, "max_window_frames": 40, "window_stride": 0}, "window_stride"),
+        ({"num_frames": 0, "max_window_frames": 40, "window_stride": 20}, "num_frames"),
+        ({"num_frames": 10.5, "max_window_frames": 40, "window_stride": 20}, "num_frames"),
+        ({"num_frames": 100, "max_window_frames": 40.0, "window_stride": 20}, "max_window_frames"),
+    ],
+)
+def test_invalid_window_settings_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        enumerate_windows(**kwargs)
+
+
+# ---- positive / negative windows, targets, saliency (spec §6.1, §11 item 4) ----
+
+
+def test_positive_range_equals_spec_formula_for_half_window_stride():
+    rng = np.random.default_rng(0)
+    num_frames = 1000
+    bounds = np.sort(rng.uniform(0, num_frames, size=(500, 2)), axis=1)
+    bounds[:50] = np.round(bounds[:50] / 20) * 20  # moments on window boundaries
+    first, last = positive_window_range(bounds, num_frames, 40, 20)
+    np.testing.assert_array_equal(first, np.floor(bounds[:, 0] / 20))
+    np.testing.assert_array_equal(last, np.ceil(bounds[:, 1] / 20))
+
+
+@pytest.mark.parametrize("stride", [13, 25, 30])
+def test_positive_range_is_the_set_of_overlapping_windows_for_other_strides(stride):
+    rng = np.random.default_rng(stride)
+    num_frames, length = 500, 40
+    bounds = np.sort(np.round(rng.uniform(0, num_frames, size=(300, 2)), 1), axis=1)
+    bounds[:20, 1] = bounds[:20, 0]  # zero-length moments
+    first, last = positive_window_range(bounds, num_frames, length, stride)
+    num_windows = math.ceil(num_frames / stride) + 1
+    for (alpha, beta), lo, hi in zip(bounds, first, last, strict=True):
+        expected = [i for i in range(num_windows) if (i - 1) * stride < beta and (i - 1) * stride + length > alpha]
+        assert list(range(lo, hi + 1)) == expected, (alpha, beta)
+
+
+def test_moment_in_window_zero():
+    # [0, 1] s at 0.2 s/frame = frames [0, 5]: windows 0 ([0, 20)) and 1 ([0, 40)) overlap it.
+    moment = moment_to_frames([0.0, 1.0], 0.2, 1000)
+    first, last = positive_window_range(moment.frames, 1000, 40, 20)
+    assert (int(first), int(last)) == (0, 1)
+    spans, relative = window_target_spans(moment.frames[None], np.array([0, 1]), 1000, 40, 20)
+    np.testing.assert_allclose(relative, [[0, 5], [0, 5]])
+    np.testing.assert_allclose(spans, [[2.5 / 20, 5 / 20], [2.5 / 40, 5 / 40]], rtol=1e-6)
+
+
+def test_moment_at_the_end_of_the_video():
+    # T = 130 frames: W = 8 windows, the last one is [120, 130) with n = 10.
+    moment = moment_to_frames([25.0, 26.0], 0.2, 130)
+    first, last = positive_window_range(moment.frames, 130, 40, 20)
+    assert (int(first), int(last)) == (6, 7)
+    offsets, lengths = window_bounds(np.array([6, 7]), 130, 40, 20)
+    np.testing.assert_array_equal(offsets, [100, 120])
+    np.testing.assert_array_equal(lengths, [30, 10])
+    spans, relative = window_target_spans(moment.frames[None], np.array([6, 7]), 130, 40, 20)
+    np.testing.assert_allclose(relative, [[25, 30], [5, 10]])
+    np.testing.assert_allclose(spans, [[27.5 / 30, 5 / 30], [0.75, 0.5]], rtol=1e-6)
+
+
+def test_moment_longer_than_a_window():
+    moment = moment_to_frames([2.0, 26.0], 0.2, 1000)  # frames [10, 130]
+    first, last = positive_window_range(moment.frames, 1000, 40, 20)
+    assert (int(first), int(last)) == (0, 7)
+    spans, relative = window_target_spans(np.repeat(moment.frames[None], 8, 0), np.arange(8), 1000, 40, 20)
+    np.testing.assert_allclose(spans[0], [0.75, 0.5])  # window 0 = [0, 20): frames 10-20
+    np.testing.assert_allclose(spans[1], [0.625, 0.75])  # window 1 = [0, 40): frames 10-40
+    np.testing.assert_allclose(spans[2:6], np.tile([0.5, 1.0], (4, 1)))  # windows [20, 60) … [80, 120): covered
+    np.testing.assert_allclose(spans[6], [0.375, 0.75])  # window 6 = [100, 140): frames 100-130
+    np.testing.assert_allclose(spans[7], [0.125, 0.25])  # window 7 = [120, 160): frames 120-130
+    probabilities, counts = positive_window_weights(first[None], last[None])
+    assert counts[0] == 8
+    # Central windows are preferred, symmetrically.
+    assert probabilities[0, 3] == probabilities[0, 4] > probabilities[0, 2] > probabilities[0, 0]
+    np.testing.assert_allclose(probabilities[0], probabilities[0, ::-1])
+
+
+def test_reversed_timestamps_are_swapped_and_reported():
+    ordered = sample_training_windows(
+        [3.0, 9.0], 500, np.random.default_rng(7), max_window_frames=40, window_stride=20, seconds_per_frame=0.2
+    )
+    reversed_ = sample_training_windows(
+        [9.0, 3.0], 500, np.random.default_rng(7), max_window_frames=40, window_stride=20, seconds_per_frame=0.2
+    )
+    assert not ordered.swapped[0] and reversed_.swapped[0]
+    for name in ("moment_frames", "positive_window", "span", "saliency_positive_frames", "negative_window"):
+        np.testing.assert_array_equal(getattr(ordered, name), getattr(reversed_, name))
+
+
+def test_out_of_range_timestamps_are_clipped_and_reported():
+    moment = moment_to_frames([[-1.0, 4.0], [10.0, 1e6], [1.0, 2.0]], 0.2, 100)
+    np.testing.assert_array_equal(moment.frames, [[0, 20], [50, 100], [5, 10]])
+    np.testing.assert_array_equal(moment.clipped, [True, True, False])
+    with pytest.raises(ValueError, match="timestamps"):
+        moment_to_frames([1.0, float("nan")], 0.2, 100)
+    with pytest.raises(ValueError, match="timestamps"):
+        moment_to_frames([1.0, 2.0, 3.0], 0.2, 100)
+
+
+def test_gaussian_positive_draw_prefers_central_windows_and_is_reproducible():
+    num_queries = 20000
+    timestamps = np.tile([2.0, 26.0], (num_queries, 1))  # positives 0..7
+    kwargs = {"max_window_frames": 40, "window_stride": 20, "seconds_per_frame": 0.2}
+    sample = sample_training_windows(timestamps, 1000, np.random.default_rng(3), **kwargs)
+    frequencies = np.bincount(sample.positive_window, minlength=8) / num_queries
+    weights = np.exp(-0.5 * (np.arange(8) - 3.5) ** 2)
+    np.testing.assert_allclose(frequencies, weights / weights.sum(), atol=0.01)
+    again = sample_training_windows(timestamps, 1000, np.random.default_rng(3), **kwargs)
+    for name in ("positive_window", "saliency_positive_frames", "saliency_negative_frames", "negative_window"):
+        np.testing.assert_array_equal(getattr(sample, name), getattr(again, name))
+
+
+def test_negative_windows_never_overlap_the_moment():
+    rng = np.random.default_rng(1)
+    bounds = np.sort(rng.uniform(0, 300, size=(2000, 2)), axis=1)
+    first, last = positive_window_range(bounds, 300, 40, 20)
+    negative = draw_negative_windows(first, last, np.full(2000, 16), rng)
+    exists = (first > 0) | (last < 15)
+    np.testing.assert_array_equal(negative < 0, ~exists)  # -1 exactly where every window is positive
+    negative, first, last, bounds = negative[exists], first[exists], last[exists], bounds[exists]
+    assert ((negative < first) | (negative > last)).all() and (negative < 16).all()
+    offsets, lengths = window_bounds(negative, 300, 40, 20)
+    assert ((offsets + lengths <= bounds[:, 0]) | (offsets >= bounds[:, 1])).all()
+    # Every window positive: no negative exists.
+    assert draw_negative_windows(np.array([0]), np.array([2]), np.array([3]), rng)[0] == -1
+
+
+def test_saliency_frames_fall_inside_and_outside_the_target():
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(1, 41, size=3000)
+    starts = rng.uniform(0, lengths)
+    ends = rng.uniform(starts, lengths)
+    target = np.stack([starts, ends], axis=1)
+    positive, negative = draw_saliency_frames(target, lengths, rng, num_pairs=4)
+    low = np.minimum(np.floor(starts), lengths - 1)[:, None]
+    high = np.maximum(np.ceil(ends)[:, None], low + 1)
+    assert ((positive >= low) & (positive < high)).all()
+    covered = (low == 0) & (high >= lengths[:, None])
+    assert (negative[covered[:, 0]] == 0).all()
+    outside = ~covered[:, 0]
+    assert ((negative[outside] < low[outside]) | (negative[outside] >= high[outside])).all()
+    assert ((negative >= 0) & (negative < lengths[:, None])).all()
+
+
+def test_target_spans_are_the_moment_clipped_to_the_window():
+    rng = np.random.default_rng(4)
+    num_frames = 777
+    bounds = np.sort(rng.uniform(0, num_frames, size=(400, 2)), axis=1)
+    first, last = positive_window_range(bounds, num_frames, 40, 20)
+    windows = rng.integers(first, last + 1)
+    spans, _ = window_target_spans(bounds, windows, num_frames, 40, 20)
+    offsets, lengths = window_bounds(windows, num_frames, 40, 20)
+    assert (
+        (spans[:, 1] >= 0) & (spans[:, 0] - spans[:, 1] / 2 >= -1e-6) & (spans[:, 0] + spans[:, 1] / 2 <= 1 + 1e-6)
+    ).all()
+    start = (spans[:, 0] - spans[:, 1] / 2) * lengths + offsets
+    end = (spans[:, 0] + spans[:, 1] / 2) * lengths + offsets
+    np.testing.assert_allclose(start, np.maximum(bounds[:, 0], offsets), atol=1e-3)
+    np.testing.assert_allclose(end, np.minimum(bounds[:, 1], offsets + lengths), atol=1e-3)
+
+
+def test_sample_training_windows_rejects_bad_arguments():
+    kwargs = {"max_window_frames": 40, "window_stride": 20, "seconds_per_frame": 0.2}
+    with pytest.raises(ValueError, match="rng"):
+        sample_training_windows([1.0, 2.0], 100, 0, **kwargs)
+    with pytest.raises(ValueError, match="timestamps"):
+        sample_training_windows([[[1.0, 2.0]]], 100, np.random.default_rng(0), **kwargs)
+    with pytest.raises(ValueError, match="num_pairs"):
+        sample_training_windows([1.0, 2.0], 100, np.random.default_rng(0), num_saliency_pairs=0, **kwargs)
+
+
+# ---- text features ----
+
+
+def test_text_features_are_l2_normalised_and_truncated():
+    rng = np.random.default_rng(5)
+    raw = [rng.normal(size=(9, 16)).astype(np.float32), rng.normal(size=(2, 16)).astype(np.float32)]
+    features, mask = prepare_text_features(raw, max_text_tokens=6)
+    assert features.shape == (2, 6, 16)
+    np.testing.assert_array_equal(mask.numpy(), [[1] * 6, [1, 1, 0, 0, 0, 0]])
+    expected = raw[0][:6] / (np.linalg.norm(raw[0][:6], axis=1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(features[0].numpy(), expected, rtol=1e-6)
+    assert (features[1, 2:] == 0).all()
+    with pytest.raises(ValueError, match="width"):
+        prepare_text_features([raw[0], raw[1][:, :8]], 6)
+    with pytest.raises(ValueError, match=r"text_features\[0\]"):
+        prepare_text_features([np.zeros((0, 16))], 6)
+
+
+# ---- processor ----
+
+
+def test_processor_pairs_are_query_major_and_hold_every_window():
+    rng = np.random.default_rng(6)
+    video = rng.normal(size=(57, 8)).astype(np.float32)
+    text = [rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)]
+    processor = make_processor()
+    batch = processor(video_features=video, text_features=text)
+    assert set(batch.keys()) == {"video_features", "video_mask", "text_features", "text_mask"}
+    assert set(batch.keys()) <= set(processor.model_input_names)
+    metadata = batch.window_metadata
+    np.testing.assert_array_equal(metadata.window_offsets, [0, 0, 20, 40])
+    np.testing.assert_array_equal(metadata.window_lengths, [20, 40, 37, 17])
+    assert (metadata.num_queries, metadata.num_windows, metadata.num_pairs, metadata.num_frames) == (2, 4, 8, 57)
+    np.testing.assert_array_equal(metadata.pair_query_index, [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(metadata.pair_window_index, [0, 1, 2, 3, 0, 1, 2, 3])
+    assert batch["video_features"].shape == (8, 40, 8) and batch["text_features"].shape == (8, 5, 16)
+    text_features, text_mask = prepare_text_features(text, 6)
+    for pair in range(8):
+        query, window = divmod(pair, 4)
+        offset, length = metadata.window_offsets[window], metadata.window_lengths[window]
+        np.testing.assert_array_equal(batch["video_features"][pair, :length].numpy(), video[offset : offset + length])
+        assert (batch["video_features"][pair, length:] == 0).all()
+        assert batch["video_mask"][pair].sum() == length and batch["video_mask"].dtype == torch.float32
+        torch.testing.assert_close(batch["text_features"][pair], text_features[query])
+        torch.testing.assert_close(batch["text_mask"][pair], text_mask[query])
+
+
+def test_processor_accepts_torch_video_and_one_query_array():
+    video = torch.randn(30, 8)
+    batch = make_processor()(video_features=video, text_features=torch.randn(4, 16))
+    assert batch["video_features"].shape == (3, 30, 8) and batch.window_metadata.num_queries == 1
+    batch = make_processor()(video_features=video.numpy(), text_features=np.ones((2, 4, 16), np.float32))
+    assert batch["text_features"].shape == (6, 4, 16) and (batch["text_mask"] == 1).all()
+
+
+def test_processor_tokenizes_normalised_text(tokenizer):
+    processor = make_processor(tokenizer, query_normalization="ego4d", max_text_tokens=4)
+    batch = processor(text=["The cat?", "abcdefghij."], video_features=np.ones((25, 8), np.float32))
+    assert set(batch.keys()) == {"video_features", "video_mask", "input_ids", "attention_mask"}
+    expected = tokenizer(["the cat?", "abcdefghij?"], padding="longest", truncation=True, max_length=6)
+    assert batch["input_ids"].shape == (6, 6)
+    np.testing.assert_array_equal(batch["input_ids"][::3].numpy(), expected["input_ids"])
+    np.testing.assert_array_equal(batch["attention_mask"][::3].numpy(), expected["attention_mask"])
+    np.testing.assert_array_equal(batch["input_ids"][0].numpy(), batch["input_ids"][2].numpy())
+
+
+def test_processor_save_and_load_round_trip(tokenizer, tmp_path):
+    processor = make_processor(tokenizer, query_normalization="ego4d", top_k_windows=20, seconds_per_frame=0.535)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "processor_config.json").read_text())
+    assert config["processor_class"] == "RGNetProcessor" and config["max_window_frames"] == 40
+    for loader in (RGNetProcessor, AutoProcessor):
+        loaded = loader.from_pretrained(tmp_path)
+        assert isinstance(loaded, RGNetProcessor)
+        for name in (
+            "max_window_frames",
+            "window_stride",
+            "max_text_tokens",
+            "seconds_per_frame",
+            "query_normalization",
+            "top_k_windows",
+            "nms_threshold",
+            "max_candidates_before_nms",
+            "max_predictions",
+            "matching_top_k_frames",
+            "scale_matching_by_window_score",
+        ):
+            assert getattr(loaded, name) == getattr(processor, name), name
+        assert loaded.tokenizer("the cat").input_ids == tokenizer("the cat").input_ids
+
+
+def test_saved_processor_loads_with_trust_remote_code_in_a_fresh_process(tokenizer, tmp_path):
+    save_directory = tmp_path / "saved"
+    make_processor(tokenizer, max_window_frames=12, window_stride=6).save_pretrained(save_directory)
+    config = json.loads((save_directory / "processor_config.json").read_text())
+    assert config["auto_map"] == {"AutoProcessor": "processing_rgnet.RGNetProcessor"}
+    assert (save_directory / "processing_rgnet.py").is_file() and (save_directory / "configuration_rgnet.py").is_file()
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        from transformers import AutoProcessor
+        processor = AutoProcessor.from_pretrained({str(save_directory)!r}, trust_remote_code=True)
+        batch = processor(text="the cat", video_features=np.ones((30, 4), np.float32))
+        print(type(processor).__name__, processor.window_stride, tuple(batch["video_features"].shape))
+        """
+    )
+    # A clean working directory and no repository on the path: the classes must come from the saved files.
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")})
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-5:] == ["RGNetProcessor", "6", "(6,", "12,", "4)"]
+
+
+@pytest.mark.parametrize("preset", ["mad", "ego4d-nlq-finetune"])
+def test_processor_from_config_copies_the_windowing_and_inference_fields(preset):
+    config = RGNetConfig.from_preset(preset)
+    processor = RGNetProcessor.from_config(config)
+    for name in (
+        "max_window_frames",
+        "window_stride",
+        "max_text_tokens",
+        "seconds_per_frame",
+        "query_normalization",
+        "top_k_windows",
+        "nms_threshold",
+        "max_candidates_before_nms",
+        "max_predictions",
+        "matching_top_k_frames",
+        "scale_matching_by_window_score",
+    ):
+        assert getattr(processor, name) == getattr(config, name), name
+
+
+def test_processor_without_tokenizer_rejects_text_and_saving(tmp_path):
+    processor = make_processor()
+    with pytest.raises(ValueError, match="tokenizer"):
+        processor(text="a cat", video_features=np.ones((10, 8), np.float32))
+    with pytest.raises(ValueError, match="tokenizer"):
+        processor.save_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"video_features": np.ones((10, 8)), "text_features": np.ones((2, 16)), "text": "a"}, "exactly one"),
+        ({"video_features": np.ones((10, 8))}, "exactly one"),
+        ({"text_features": np.ones((2, 16))}, "video_features"),
+        ({"video_features": np.ones(10), "text_features": np.ones((2, 16))}, "video_features"),
+        ({"video_features": np.ones((2, 10, 8)), "text_features": np.ones((2, 16))}, "video_features"),
+        ({"video_features": np.ones((0, 8)), "text_features": np.ones((2, 16))}, "video_features"),
+        ({"video_features": np.full((10, 8), np.nan), "text_features": np.ones((2, 16))}, "video_features"),
+        ({"video_features": np.ones((10, 8)), "text_features": np.ones(16)}, "text_features"),
+        ({"video_features": np.ones((10, 8)), "text_features": []}, "text_features"),
+        ({"video_features": np.ones((10, 8)), "text_features": np.ones((2, 16)), "videos": 1}, "videos"),
+    ],
+)
+def test_processor_rejects_bad_inputs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_processor()(**kwargs)
+
+
+def test_processor_rejects_empty_text(tokenizer):
+    with pytest.raises(ValueError, match="empty"):
+        make_processor(tokenizer)(text=["a cat", " ?"], video_features=np.ones((10, 8), np.float32))
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"window_stride": 40}, "window_stride"),
+        ({"query_normalization": "charades"}, "query_normalization"),
+        ({"top_k_windows": 0}, "top_k_windows"),
+        ({"nms_threshold": 1.5}, "nms_threshold"),
+        ({"seconds_per_frame": 0}, "seconds_per_frame"),
+    ],
+)
+def test_processor_rejects_bad_settings(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_processor(**overrides)
+
+
+def test_batch_feature_keeps_window_metadata_through_to_and_pickle():
+    batch = make_processor()(video_features=np.ones((30, 8), np.float32), text_features=np.ones((2, 16), np.float32))
+    assert isinstance(batch, RGNetBatchFeature)
+    restored = pickle.loads(pickle.dumps(batch))
+    np.testing.assert_array_equal(restored.window_metadata.window_lengths, batch.window_metadata.window_lengths)
+    torch.testing.assert_close(restored["video_features"], batch["video_features"])
+    metadata = batch.window_metadata
+    moved = batch.to(torch.float64)
+    assert moved.window_metadata is metadata and moved["video_features"].dtype == torch.float64
+
+
+# ---- training examples and collator (spec §6.1-6.2) ----
+
+
+def make_training_samples(num_samples, seed=0, with_text=True):
+    rng = np.random.default_rng(seed)
+    samples = []
+    for index in range(num_samples):
+        length = int(rng.integers(5, 41))
+        sample = {
+            "video_features": rng.normal(size=(length, 8)).astype(np.float32),
+            "negative_video_features": rng.normal(size=(int(rng.integers(3, 41)), 8)).astype(np.float32),
+            "span": np.array([0.5, 0.25], np.float32),
+            "saliency_positive_frames": np.array([length // 2]),
+            "saliency_negative_frames": np.array([0]),
+        }
+        if with_text:
+            sample["text_features"] = rng.normal(size=(int(rng.integers(2, 9)), 16)).astype(np.float32)
+        else:
+            sample["query"] = ["the cat", "a dog.", "who?"][index % 3]
+        samples.append(sample)
+    return samples
+
+
+def test_cross_pairs_batch_pairs_query_i_with_window_of_query_j():
+    samples = make_training_samples(3)
+    processor = make_processor()
+    batch = RGNetDataCollator(processor, "cross_pairs")(samples)
+    assert batch["video_features"].shape[0] == 9 and batch["text_features"].shape[0] == 9
+    text_features, text_mask = prepare_text_features([sample["text_features"] for sample in samples], 6)
+    for pair in range(9):
+        query, window = divmod(pair, 3)
+        length = samples[window]["video_features"].shape[0]
+        np.testing.assert_array_equal(
+            batch["video_features"][pair, :length].numpy(), samples[window]["video_features"]
+        )
+        assert batch["video_mask"][pair].sum() == length
+        torch.testing.assert_close(batch["text_features"][pair], text_features[query])
+        torch.testing.assert_close(batch["text_mask"][pair], text_mask[query])
+    labels = batch["labels"]
+    assert labels["batch_mode"] == "cross_pairs"
+    assert labels["spans"].shape == (3, 2) and labels["saliency_positive_frames"].dtype == torch.int64
+    np.testing.assert_array_equal(
+        labels["saliency_positive_frames"][:, 0].numpy(), [s["saliency_positive_frames"][0] for s in samples]
+    )
+
+
+def test_paired_negative_batch_stacks_positive_then_negative_windows(tokenizer):
+    samples = make_training_samples(3, with_text=False)
+    batch = RGNetDataCollator(make_processor(tokenizer), "paired_negative")(samples)
+    assert batch["video_features"].shape[0] == 6 and batch["input_ids"].shape[0] == 6
+    for row in range(6):
+        key = "video_features" if row < 3 else "negative_video_features"
+        window = samples[row % 3][key]
+        np.testing.assert_array_equal(batch["video_features"][row, : len(window)].numpy(), window)
+        assert batch["video_mask"][row].sum() == len(window)
+    np.testing.assert_array_equal(batch["input_ids"][:3].numpy(), batch["input_ids"][3:].numpy())
+    assert batch["labels"]["batch_mode"] == "paired_negative"
+
+
+def test_collator_rejects_incomplete_samples():
+    processor = make_processor()
+    samples = make_training_samples(2)
+    samples[1]["negative_video_features"] = None
+    RGNetDataCollator(processor, "cross_pairs")(samples)  # not needed there
+    with pytest.raises(ValueError, match="negative_video_features"):
+        RGNetDataCollator(processor, "paired_negative")(samples)
+    with pytest.raises(ValueError, match="span"):
+        RGNetDataCollator(processor)([{**samples[0], "span": None}])
+    with pytest.raises(ValueError, match="text_features"):
+        RGNetDataCollator(processor)([samples[0], {**samples[1], "text_features": None}])
+    with pytest.raises(ValueError, match="Saliency"):
+        RGNetDataCollator(processor)([{**samples[0], "saliency_positive_frames": np.array([99])}])
+    with pytest.raises(ValueError, match="pair_mode"):
+        RGNetDataCollator(processor, "all_pairs")
+    with pytest.raises(ValueError, match="samples"):
+        RGNetDataCollator(processor)([])
+
+
+def test_read_training_example_reads_only_the_sampled_windows():
+    rng = np.random.default_rng(8)
+    store = FakeFeatureStore({"videoA": rng.normal(size=(1000, 8)).astype(np.float32)})
+    row = {
+        "query_id": "q1",
+        "query": "a man sits.",
+        "video_id": "videoA",
+        "duration": 200.0,
+        "timestamps": [40.0, 52.0],
+        "split": "train",
+        "text_features": rng.normal(size=(4, 16)),
+    }
+    processor = make_processor()
+    example = processor.prepare_training_example(row, store, np.random.default_rng(11))
+    assert len(store.reads) == 2  # the positive, then the negative window; nothing else
+    (_, start, end), (_, negative_start, negative_end) = store.reads
+    assert (start, end - start) == (example["window_offset"], example["video_features"].shape[0])
+    np.testing.assert_array_equal(example["video_features"], store.videos["videoA"][start:end])
+    # 40-52 s = frames 200-260: positive windows 10 … 13.
+    assert 10 <= example["positive_window"] <= 13 and not 10 <= example["negative_window"] <= 13
+    np.testing.assert_array_equal(
+        example["negative_video_features"], store.videos["videoA"][negative_start:negative_end]
+    )
+    assert example["text_features"].shape == (4, 16) and "query" not in example
+    again = read_training_example(
+        row,
+        store,
+        np.random.default_rng(11),
+        max_window_frames=40,
+        window_stride=20,
+        seconds_per_frame=0.2,
+        read_negative_window=False,
+    )
+    assert again["positive_window"] == example["positive_window"] and again["negative_video_features"] is None
+    np.testing.assert_array_equal(again["span"], example["span"])
+    batch = RGNetDataCollator(processor, "paired_negative")([example, example])
+    assert batch["video_features"].shape[0] == 4
+
+
+def test_read_training_example_rejects_rows_without_a_moment():
+    store = FakeFeatureStore({"v": np.zeros((100, 8), np.float32)})
+    with pytest.raises(ValueError, match="timestamps"):
+        make_processor().prepare_training_example(
+            {"query_id": "q", "video_id": "v", "timestamps": None}, store, np.random.default_rng(0)
+        )
+
+
+# ---- post-processing (spec §7) ----
+
+
+def test_round_to_4_decimals_matches_python_round():
+    rng = np.random.default_rng(9)
+    values = np.concatenate(
+        [
+            rng.uniform(-5, 5, 20000),
+            rng.uniform(0, 3000, 20000),
+            np.arange(-2000, 2000) / 32 + 1 / 64,
+        ]
+    ).astype(np.float32)
+    expected = np.array([round(float(value), 4) for value in values])
+    np.testing.assert_array_equal(round_to_4_decimals(values), expected)
+
+
+def test_nms_uses_intersection_over_hull_and_a_strict_threshold():
+    # [0, 4] and [2, 4] have hull IoU exactly 0.5: both kept. [0, 4] and [0.5, 4] (IoU 0.875) are not.
+    spans = np.array([[0.0, 4.0], [2.0, 4.0], [0.5, 4.0], [10.0, 11.0]])
+    np.testing.assert_array_equal(temporal_nms(spans, 0.5, 100), [0, 1, 3])
+    np.testing.assert_array_equal(temporal_nms(spans, 0.5, 2), [0, 1])
+
+
+def test_merge_identical_spans_keeps_the_first_position_and_the_last_values():
+    spans = np.array([[1.0, 2.0], [0.0, 1.0], [1.0, 2.0], [3.0, 4.0], [0.0, 1.0], [-0.0, 5.0], [0.0, 5.0]])
+    first, last = merge_identical_spans(spans)
+    np.testing.assert_array_equal(first, [0, 1, 3, 5])
+    np.testing.assert_array_equal(last, [2, 4, 3, 6])
+
+
+def test_reference_fusion_reproduces_the_original(postprocess_fixture):
+    """Validates the test's plain-Python reference of spec §7 steps 7-8 on the original's own candidates."""
+    outputs, _, _ = postprocess_fixture
+    for setting in FIXTURE_SETTINGS:
+        for query_id in CLEAN_QUERIES:
+            expected = outputs["results"][setting][query_id]
+            reference = reference_rankings(expected["candidates"])
+            for name in ("fusion", "proposal_only", "matching_only"):
+                assert reference[name] == expected[name], (setting, query_id, name)
+
+
+@pytest.mark.parametrize("setting", sorted(FIXTURE_SETTINGS))
+@pytest.mark.parametrize("query_id", ["annB_1", "annC_2", "annD_0"])
+def test_postprocess_matches_the_original(postprocess_fixture, setting, query_id):
+    result, expected = run_fixture_query_through_processor(postprocess_fixture, query_id, setting)
+    assert result["window_ranking"].tolist() == expected["window_ranking"]
+    np.testing.assert_allclose(
+        result["window_scores"].numpy(), expected["window_scores_in_rank_order"], rtol=0, atol=1e-7
+    )
+    candidates = result["candidates"].numpy()
+    np.testing.assert_array_equal(candidates[:, 0], np.asarray(expected["candidates"])[:, 0])
+    assert_rows_equal(candidates[:, 1:], np.asarray(expected["candidates"])[:, 1:], "candidates")
+    for name in ("fusion", "proposal_only", "matching_only"):
+        actual = result["predictions"] if name == "fusion" else result[name]
+        assert_rows_equal(actual.numpy(), expected[name], name)
+    torch.testing.assert_close(result["spans"], result["predictions"][:, :2])
+    torch.testing.assert_close(result["scores"], result["predictions"][:, 4])
+
+
+@pytest.mark.parametrize("setting", sorted(FIXTURE_SETTINGS))
+def test_postprocess_breaks_exact_window_ties_by_index(postprocess_fixture, setting):
+    """annA_0: windows 11, 21, 22, 34 all have σ = 1.0. The original's unstable CPU sort ranked them 22, 21, 34, 11;
+    spec §7.5 ranks exact ties by ascending index. Everything else must be the original's result re-ordered."""
+    result, expected = run_fixture_query_through_processor(postprocess_fixture, "annA_0", setting)
+    scores = np.asarray(expected["window_scores_in_rank_order"])
+    original = np.asarray(expected["window_ranking"])
+    stable = original[np.lexsort((original, -scores))]  # same scores, ties by index
+    assert not np.array_equal(stable, original)
+    assert result["window_ranking"].tolist() == stable.tolist()
+    assert stable[:4].tolist() == [11, 21, 22, 34]
+    # Candidates: the original's rows of each kept window, in the stable window order.
+    original_candidates = np.asarray(expected["candidates"])
+    kept = stable[: FIXTURE_SETTINGS[setting]["top_k_windows"]]
+    reordered = np.concatenate([original_candidates[original_candidates[:, 0] == window] for window in kept])
+    assert_rows_equal(result["candidates"].numpy()[:, 1:], reordered[:, 1:], "candidates")
+    reference = reference_rankings(reordered)
+    assert_rows_equal(result["predictions"].numpy(), reference["fusion"], "fusion")
+    assert_rows_equal(result["proposal_only"].numpy(), reference["proposal_only"], "proposal_only")
+    assert_rows_equal(result["matching_only"].numpy(), reference["matching_only"], "matching_only")
+
+
+@pytest.mark.parametrize("setting", sorted(FIXTURE_SETTINGS))
+def test_postprocess_replays_the_original_window_order_exactly(postprocess_fixture, setting):
+    """Given the original's window order, annA_0 (top-k cut at tied scores, repeated spans) matches row for row."""
+    outputs, inputs, queries = postprocess_fixture
+    expected = outputs["results"][setting]["annA_0"]
+    index = queries["annA_0"]["index"]
+    offsets, lengths = enumerate_windows(queries["annA_0"]["num_frames"], 40, 20)
+    result = post_process_query(
+        *(torch.from_numpy(inputs[f"q{index}.{name}"]) for name in ("logits", "pred_spans", "window_logits")),
+        offsets,
+        lengths,
+        torch.from_numpy(inputs[f"q{index}.video_features"]),
+        torch.from_numpy(inputs[f"q{index}.sentence_embedding"]),
+        nms_threshold=0.5,
+        max_candidates_before_nms=200,
+        max_predictions=100,
+        matching_top_k_frames=3,
+        window_ranking=torch.tensor(expected["window_ranking"]),
+        return_candidates=True,
+        return_single_score_rankings=True,
+        **FIXTURE_SETTINGS[setting],
+    )
+    assert_rows_equal(result["candidates"].numpy()[:, 1:], np.asarray(expected["candidates"])[:, 1:], "candidates")
+    assert_rows_equal(result["predictions"].numpy(), expected["fusion"], "fusion")
+    assert_rows_equal(result["proposal_only"].numpy(), expected["proposal_only"], "proposal_only")
+    assert_rows_equal(result["matching_only"].numpy(), expected["matching_only"], "matching_only")
+
+
+@pytest.mark.parametrize("setting", sorted(FIXTURE_SETTINGS))
+@pytest.mark.parametrize("query_id", HAZARD_QUERIES)
+def test_hazard_queries_use_frame_ranges_clipped_to_the_window(postprocess_fixture, setting, query_id):
+    """annE_0 / annF_3: a span ends past a short window's last valid frame. The original sliced the padded batch,
+    normalised zero padding frames to NaN and let the NaN poison the matching score (and, for annE_0 where that row
+    leads the pool, every fusion score). Spec §7.4 clips the range to the window's valid frames instead, so here the
+    hazard row gets a finite, clipped matching score, every other candidate equals the original's, and the rankings
+    equal the plain-Python reference applied to the corrected candidates."""
+    outputs, inputs, queries = postprocess_fixture
+    result, expected = run_fixture_query_through_processor(postprocess_fixture, query_id, setting)
+    candidates = result["candidates"].numpy()
+    original = np.asarray(expected["candidates"], dtype=np.float64)
+    hazard = np.isnan(original[:, 4])
+    assert hazard.sum() == 1 and np.isfinite(candidates).all()
+    assert_rows_equal(candidates[~hazard, 1:], original[~hazard, 1:], "clean candidates")
+    np.testing.assert_array_equal(candidates[hazard, :4], original[hazard, :4])
+    reference = reference_matching(inputs, queries[query_id]["index"], queries[query_id]["num_frames"], setting)
+    for window, start, end, _, match in candidates:
+        assert match == pytest.approx(round(reference[(int(window), start, end)], 4), abs=1e-9)
+    rankings = reference_rankings(candidates)
+    assert_rows_equal(result["predictions"].numpy(), rankings["fusion"], "fusion")
+    assert_rows_equal(result["proposal_only"].numpy(), rankings["proposal_only"], "proposal_only")
+    assert_rows_equal(result["matching_only"].numpy(), rankings["matching_only"], "matching_only")
+    assert np.isfinite(result["predictions"].numpy()).all()
+
+
+def test_matching_scores_of_clean_queries_equal_a_loop_reference(postprocess_fixture):
+    outputs, inputs, queries = postprocess_fixture
+    for setting in FIXTURE_SETTINGS:
+        for query_id in CLEAN_QUERIES:
+            result, _ = run_fixture_query_through_processor(postprocess_fixture, query_id, setting)
+            reference = reference_matching(
+                inputs, queries[query_id]["index"], queries[query_id]["num_frames"], setting
+            )
+            for window, start, end, _, match in result["candidates"].numpy():
+                assert match == pytest.approx(round(reference[(int(window), start, end)], 4), abs=1e-9)
+
+
+def test_postprocess_results_do_not_depend_on_query_batching():
+    rng = np.random.default_rng(10)
+    video = rng.normal(size=(233, 8)).astype(np.float32)
+    texts = [rng.normal(size=(length, 16)).astype(np.float32) for length in (3, 6, 4)]
+    sentences = rng.normal(size=(3, 8)).astype(np.float32)
+    processor = make_processor(top_k_windows=5, max_predictions=7)
+    model = FakeGroundingModel(8, 16)
+
+    def ground(query_ids):
+        batch = processor(video_features=video, text_features=[texts[i] for i in query_ids])
+        with torch.no_grad():
+            outputs = model(**batch)
+        return processor.post_process_video_grounding(
+            outputs,
+            batch.window_metadata,
+            video_features=video,
+            sentence_embeddings=sentences[query_ids],
+            return_candidates=True,
+            return_single_score_rankings=True,
+        )
+
+    together = ground([0, 1, 2])
+    alone = [ground([i])[0] for i in range(3)]
+    reversed_ = ground([2, 1, 0])[::-1]
+    for query in range(3):
+        assert len(together[query]["predictions"]) <= 7
+        for key, value in together[query].items():
+            torch.testing.assert_close(value, alone[query][key], rtol=0, atol=0, msg=key)
+            torch.testing.assert_close(value, reversed_[query][key], rtol=0, atol=0, msg=key)
+
+
+def test_postprocess_keyword_settings_override_the_processor_defaults():
+    rng = np.random.default_rng(12)
+    video = rng.normal(size=(150, 8)).astype(np.float32)
+    processor = make_processor()
+    batch = processor(video_features=video, text_features=rng.normal(size=(3, 16)).astype(np.float32))
+    outputs = FakeGroundingModel(8, 16)(**batch)
+    kwargs = {"video_features": video, "sentence_embeddings": rng.normal(size=8)}
+    (default,) = processor.post_process_video_grounding(
+        outputs, batch.window_metadata, **kwargs, return_candidates=True
+    )
+    # Outputs may be a mapping or an object with attributes (an `RGNetVideoGroundingOutput`).
+    (from_attributes,) = processor.post_process_video_grounding(
+        types.SimpleNamespace(**outputs), batch.window_metadata, **kwargs, return_candidates=True
+    )
+    for key, value in default.items():
+        torch.testing.assert_close(from_attributes[key], value, rtol=0, atol=0)
+    (narrow,) = processor.post_process_video_grounding(
+        outputs, batch.window_metadata, top_k_windows=2, max_predictions=3, return_candidates=True, **kwargs
+    )
+    assert len(default["candidates"]) == 9 * 5 and len(narrow["candidates"]) == 2 * 5  # W = ceil(150/20) + 1
+    assert len(narrow["predictions"]) <= 3
+    (scaled,) = processor.post_process_video_grounding(
+        outputs, batch.window_metadata, scale_matching_by_window_score=True, return_candidates=True, **kwargs
+    )
+    window_scores = torch.sigmoid(outputs["window_logits"][:, 0].float())[default["candidates"][:, 0].long()]
+    assert not torch.equal(scaled["candidates"][:, 4], default["candidates"][:, 4])
+    np.testing.assert_allclose(
+        scaled["candidates"][:, 4], default["candidates"][:, 4] * window_scores.double(), atol=2e-4
+    )
+
+
+def test_postprocess_rejects_bad_inputs():
+    rng = np.random.default_rng(13)
+    video = rng.normal(size=(60, 8)).astype(np.float32)
+    processor = make_processor()
+    batch = processor(video_features=video, text_features=[np.ones((2, 16)), np.ones((3, 16))])
+    outputs = FakeGroundingModel(8, 16)(**batch)
+    metadata = batch.window_metadata
+    good = {"video_features": video, "sentence_embeddings": rng.normal(size=(2, 8))}
+    cases = [
+        ({**outputs, "logits": outputs["logits"][:-1]}, metadata, good, "logits"),
+        ({**outputs, "window_logits": None}, metadata, good, "window_logits"),
+        ({**outputs, "pred_spans": outputs["pred_spans"] * float("nan")}, metadata, good, "pred_spans"),
+        (outputs, metadata, {**good, "video_features": video[:-1]}, "video_features"),
+        (outputs, metadata, {**good, "sentence_embeddings": rng.normal(size=(3, 8))}, "sentence_embeddings"),
+        (outputs, metadata, {**good, "sentence_embeddings": rng.normal(size=(2, 6))}, "sentence_embeddings"),
+        (outputs, batch, good, "window_metadata"),
+        (outputs, metadata, {**good, "top_k_windows": 0}, "top_k_windows"),
+        (outputs, metadata, {**good, "nms_threshold": -0.1}, "nms_threshold"),
+    ]
+    for model_outputs, window_metadata, kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            processor.post_process_video_grounding(model_outputs, window_metadata, **kwargs)
+    broken = RGNetWindowMetadata(
+        window_offsets=metadata.window_offsets,
+        window_lengths=metadata.window_lengths,
+        pair_query_index=metadata.pair_query_index,
+        pair_window_index=np.zeros_like(metadata.pair_window_index),
+        num_queries=2,
+        num_frames=60,
+        seconds_per_frame=0.2,
+    )
+    with pytest.raises(ValueError, match="every window"):
+        processor.post_process_video_grounding(outputs, broken, **good)
