@@ -157,7 +157,8 @@ class RGNetConfig(PreTrainedConfig):
         max_window_frames (`int`, *optional*, defaults to 90):
             Window length in frames. MAD: 900 (180 s); Ego4D: 90 (≈48 s).
         window_stride (`int`, *optional*):
-            Frames between consecutive window starts; `None` means half a window (all recipes).
+            Frames between consecutive window starts, smaller than `max_window_frames`; `None` means half a window
+            (all recipes).
         max_text_tokens (`int`, *optional*, defaults to 20):
             Query tokens kept (longer queries are truncated). MAD: 25; Ego4D: 20.
         seconds_per_frame (`float`, *optional*, defaults to 0.2):
@@ -280,10 +281,11 @@ class RGNetConfig(PreTrainedConfig):
         if self.hidden_size % 4 != 0:
             # The anchor sine embedding gives hidden/2 features per coordinate as (sin, cos) pairs.
             raise ValueError(f"`hidden_size` must be a multiple of 4, got {self.hidden_size}.")
-        if self.window_stride > self.max_window_frames:
+        if self.window_stride >= self.max_window_frames:
+            # Window i starts at (i - 1) * stride: a stride of a whole window or more leaves window 0 empty.
             raise ValueError(
-                f"`window_stride` ({self.window_stride}) must not be larger than `max_window_frames` "
-                f"({self.max_window_frames}); windows would leave frames uncovered."
+                f"`window_stride` ({self.window_stride}) must be smaller than `max_window_frames` "
+                f"({self.max_window_frames})."
             )
         if self.selector_attention_mode not in SELECTOR_ATTENTION_MODES:
             raise ValueError(

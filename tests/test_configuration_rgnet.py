@@ -69,6 +69,7 @@ def test_preset_overrides_and_unknown_names():
         ({"hidden_size": 30, "num_attention_heads": 8}, "divisible by `num_attention_heads`"),
         ({"hidden_size": 18, "num_attention_heads": 3}, "multiple of 4"),
         ({"max_window_frames": 10, "window_stride": 11}, "`window_stride`"),
+        ({"max_window_frames": 10, "window_stride": 10}, "`window_stride`"),
         ({"selector_attention_mode": "sparse"}, "selector_attention_mode"),
         ({"pair_mode": "triplets"}, "pair_mode"),
         ({"query_normalization": "charades"}, "query_normalization"),
