@@ -22,7 +22,9 @@ queries per batch, `K` saliency pairs per query. Masks use 1 = valid.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, BatchFeature
 from transformers.processing_utils import ProcessorMixin
+from transformers.utils import PROCESSOR_NAME as PROCESSOR_CONFIG_NAME
 from transformers.utils import logging
 
 try:
@@ -1120,13 +1123,63 @@ class RGNetProcessor(ProcessorMixin):
             scale_matching_by_window_score=config.scale_matching_by_window_score,
         )
 
+    # Settings written to `processor_config.json` (the `__init__` keywords besides the tokenizer).
+    SETTINGS = (
+        "max_window_frames",
+        "window_stride",
+        "max_text_tokens",
+        "seconds_per_frame",
+        "query_normalization",
+        "top_k_windows",
+        "nms_threshold",
+        "max_candidates_before_nms",
+        "max_predictions",
+        "matching_top_k_frames",
+        "scale_matching_by_window_score",
+    )
+
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
-        """Save the tokenizer and the settings (`processor_config.json`); see `ProcessorMixin.save_pretrained`."""
-        if self.tokenizer is None:
-            raise ValueError(
-                "An RGNetProcessor without a tokenizer cannot be saved; pass `tokenizer=` when building it."
-            )
-        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        """Save the settings (`processor_config.json`) and the tokenizer, if any; see `ProcessorMixin.save_pretrained`.
+
+        A feature-only processor (no tokenizer) saves its settings alone and loads back the same way.
+        """
+        if self.tokenizer is not None:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        if push_to_hub:
+            raise ValueError("Push a feature-only RGNetProcessor with the model's `push_to_hub` folder upload.")
+        from transformers.dynamic_module_utils import custom_object_save
+
+        os.makedirs(save_directory, exist_ok=True)
+        settings = {name: getattr(self, name) for name in self.SETTINGS}
+        settings["processor_class"] = type(self).__name__
+        if self._auto_class is not None:
+            custom_object_save(self, save_directory)
+            settings["auto_map"] = {self._auto_class: f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"}
+        path = os.path.join(save_directory, PROCESSOR_CONFIG_NAME)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(settings, handle, indent=2, sort_keys=True)
+        return [path]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a saved processor; a folder without tokenizer files gives a feature-only processor."""
+        from transformers.utils import cached_file
+
+        lookup = {key: kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only") if key in kwargs}
+        tokenizer_file = cached_file(
+            pretrained_model_name_or_path,
+            "tokenizer_config.json",
+            _raise_exceptions_for_missing_entries=False,
+            **lookup,
+        )
+        if tokenizer_file is not None:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        config_file = cached_file(pretrained_model_name_or_path, PROCESSOR_CONFIG_NAME, **lookup)
+        with open(config_file, encoding="utf-8") as handle:
+            settings = json.load(handle)
+        settings = {name: settings[name] for name in cls.SETTINGS if name in settings}
+        settings.update({key: value for key, value in kwargs.items() if key in cls.SETTINGS})
+        return cls(tokenizer=None, **settings)
 
     @property
     def model_input_names(self) -> list[str]:
@@ -1382,6 +1435,42 @@ class RGNetProcessor(ProcessorMixin):
 
 # ---- Training collator (spec §6.2) ----
 
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 arrays (wrapping arithmetic): a fast, well-mixed integer hash."""
+    with np.errstate(over="ignore"):
+        values = values + np.uint64(0x9E3779B97F4A7C15)
+        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return values ^ (values >> np.uint64(31))
+
+
+def pair_selector_noise(
+    query_seeds: np.ndarray, window_seeds: np.ndarray, roles: np.ndarray, num_positions: int
+) -> torch.Tensor:
+    """Uniform samples for the frame selector's gate noise, a pure function of each pair's seeds.
+
+    A pair's noise depends only on (its query's seed, its window's seed, its role, the position), not on the batch
+    it lands in, the process that builds it or the torch random state. So a training run gives the same gate
+    samples on one process with gradient accumulation as on several processes, and after a resume.
+
+    Args:
+        query_seeds (`np.ndarray` of shape `(N,)`): integer seed of each pair's query sample.
+        window_seeds (`np.ndarray` of shape `(N,)`): integer seed of the sample whose window the pair holds.
+        roles (`np.ndarray` of shape `(N,)`): 0 for a positive window, 1 for a negative window.
+        num_positions (`int`): `1 + Lv` (global token first).
+
+    Returns:
+        `torch.FloatTensor` of shape `(N, num_positions)` with values in (0, 1).
+    """
+    keys = _splitmix64(np.asarray(query_seeds, dtype=np.uint64))
+    keys = _splitmix64(keys ^ np.asarray(window_seeds, dtype=np.uint64))
+    keys = _splitmix64(keys ^ np.asarray(roles, dtype=np.uint64))
+    counters = _splitmix64(keys[:, None] + np.arange(num_positions, dtype=np.uint64)[None, :])
+    uniform = ((counters >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
+    return torch.from_numpy(uniform.astype(np.float32))
+
+
 _REQUIRED_SAMPLE_KEYS = ("video_features", "span", "saliency_positive_frames", "saliency_negative_frames")
 
 
@@ -1398,7 +1487,10 @@ class RGNetDataCollator:
     * `paired_negative`: `N = 2B`; rows `0 … B−1` = query `b` with its positive window, rows `B … 2B−1` = query `b`
       with its negative window.
 
-    Windows are zero padded to the longest window of the batch.
+    Windows are zero padded to the longest window of the batch. When every sample carries an integer `noise_seed`
+    (as `RGNetTrainingDataset` samples do), the batch also holds `selector_noise` `(N, 1 + Lv)`: the gate's
+    uniform samples as a function of each pair's seeds (`pair_selector_noise`), so training does not depend on how
+    samples are spread over processes or accumulation steps.
 
     Args:
         processor ([`RGNetProcessor`]): Supplies the text preparation (truncation, normalisation, tokenizer).
@@ -1483,6 +1575,13 @@ class RGNetDataCollator:
                 "saliency_negative_frames": torch.as_tensor(negative, dtype=torch.int64),
             },
         }
+        if all(sample.get("noise_seed") is not None for sample in samples):
+            seeds = np.array([int(sample["noise_seed"]) for sample in samples], dtype=np.uint64)
+            sample_of_window = video_index.numpy() % batch_size  # negatives are rows B..2B-1 of the same samples
+            roles = (video_index.numpy() >= batch_size).astype(np.uint64)
+            batch["selector_noise"] = pair_selector_noise(
+                seeds[query_index.numpy()], seeds[sample_of_window], roles, 1 + video.shape[1]
+            )
         return batch
 
 
@@ -1512,6 +1611,7 @@ __all__ = [
     "normalize_ego4d_query",
     "normalize_mad_query",
     "normalize_query",
+    "pair_selector_noise",
     "positive_window_range",
     "positive_window_weights",
     "post_process_query",

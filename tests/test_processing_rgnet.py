@@ -610,12 +610,17 @@ def test_processor_from_config_copies_the_windowing_and_inference_fields(preset)
         assert getattr(processor, name) == getattr(config, name), name
 
 
-def test_processor_without_tokenizer_rejects_text_and_saving(tmp_path):
-    processor = make_processor()
+def test_feature_only_processor_rejects_text_and_round_trips_its_settings(tmp_path):
+    processor = make_processor(top_k_windows=7)
     with pytest.raises(ValueError, match="tokenizer"):
         processor(text="a cat", video_features=np.ones((10, 8), np.float32))
-    with pytest.raises(ValueError, match="tokenizer"):
-        processor.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert not (tmp_path / "tokenizer_config.json").exists()
+    reloaded = RGNetProcessor.from_pretrained(tmp_path)
+    assert reloaded.tokenizer is None
+    for name in RGNetProcessor.SETTINGS:
+        assert getattr(reloaded, name) == getattr(processor, name), name
+    assert AutoProcessor.from_pretrained(tmp_path).top_k_windows == 7
 
 
 @pytest.mark.parametrize(

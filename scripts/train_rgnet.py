@@ -1,0 +1,180 @@
+"""Train RGNet on a dataset in the project's layout with one of the published recipes.
+
+Usage:
+    python scripts/train_rgnet.py --recipe mad --dataset_dir data/mad --output_dir runs/rgnet-mad
+    accelerate launch --multi_gpu --num_processes 4 scripts/train_rgnet.py --recipe mad ...
+    python scripts/train_rgnet.py --recipe ego4d_finetune --init_from runs/naq-pretrain/checkpoint-XXXX ...
+
+`--recipe` (mad | ego4d_naq_pretrain | ego4d_finetune) sets the model preset and the optimisation settings of spec
+§3.4 (learning rate, epochs, LR drops, batch size per device, seed). Every `TrainingArguments` /
+`RGNetTrainingArguments` flag overrides the recipe, and every `RGNetConfig` field can be overridden too, e.g.
+`--hidden_size 128 --max_window_frames 64`. All errors about the data, the recipe or `--init_from` are raised before
+training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from transformers import HfArgumentParser, set_seed  # noqa: E402
+
+from configuration_rgnet import RGNetConfig  # noqa: E402
+from data_rgnet import load_rgnet_dataset  # noqa: E402
+from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
+from processing_rgnet import RGNetProcessor  # noqa: E402
+from training_rgnet import (  # noqa: E402
+    RGNetTrainer,
+    RGNetTrainingArguments,
+    RGNetTrainingDataset,
+    check_query_table,
+    get_recipe,
+)
+
+logger = logging.getLogger("train_rgnet")
+
+# Fields that define the architecture: a checkpoint given to `--init_from` must agree on all of them.
+ARCHITECTURE_FIELDS = (
+    "video_feature_dim",
+    "text_feature_dim",
+    "hidden_size",
+    "num_attention_heads",
+    "num_text_to_video_layers",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "ffn_dim",
+    "num_moment_queries",
+)
+
+
+@dataclass
+class RGNetScriptArguments:
+    """What to train on and from where."""
+
+    dataset_dir: str = field(metadata={"help": "dataset folder in the project's layout (see data_rgnet.py)"})
+    recipe: str = field(default="mad", metadata={"help": "mad | ego4d_naq_pretrain | ego4d_finetune"})
+    train_split: str = field(default="train")
+    eval_split: str | None = field(default=None, metadata={"help": "query table evaluated on full videos"})
+    init_from: str | None = field(
+        default=None, metadata={"help": "a save_pretrained folder (e.g. a pretraining checkpoint) to start from"}
+    )
+
+
+def _parse_config_overrides(remaining: list[str]) -> dict:
+    """`--field value` pairs for `RGNetConfig` fields, typed from the field's default."""
+    fields = {item.name: item for item in dataclasses.fields(RGNetConfig)}
+    overrides, index = {}, 0
+    while index < len(remaining):
+        flag = remaining[index]
+        name = flag[2:] if flag.startswith("--") else None
+        if name is None or name not in fields or index + 1 >= len(remaining):
+            raise ValueError(f"Unknown argument {flag!r}: not a training argument nor an RGNetConfig field.")
+        raw = remaining[index + 1]
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        overrides[name] = value
+        index += 2
+    return overrides
+
+
+def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetConfig:
+    recipe = get_recipe(script_args.recipe)
+    config = RGNetConfig.from_preset(recipe.preset, **overrides)
+    if script_args.init_from is not None:
+        init_dir = Path(script_args.init_from)
+        if not (init_dir / "config.json").is_file():
+            raise ValueError(f"`--init_from` {init_dir} holds no config.json (a save_pretrained folder is needed).")
+        pretrained = RGNetConfig.from_pretrained(init_dir)
+        mismatched = {
+            name: (getattr(pretrained, name), getattr(config, name))
+            for name in ARCHITECTURE_FIELDS
+            if getattr(pretrained, name) != getattr(config, name)
+        }
+        if mismatched:
+            raise ValueError(
+                f"`--init_from` {init_dir} does not match the recipe's architecture (checkpoint, recipe): {mismatched}."
+            )
+    return config
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The recipe sets the defaults of the training arguments; explicit flags still win.
+    pre_parser = HfArgumentParser(RGNetScriptArguments)
+    pre_args, _ = pre_parser.parse_known_args(argv)
+    recipe = get_recipe(pre_args.recipe)
+    parser = HfArgumentParser((RGNetScriptArguments, RGNetTrainingArguments))
+    parser.set_defaults(
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.num_train_epochs,
+        lr_drop_epochs=list(recipe.lr_drop_epochs),
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        seed=recipe.seed,
+    )
+    script_args, training_args, remaining = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config = build_config(script_args, _parse_config_overrides(remaining))
+
+    queries, store = load_rgnet_dataset(script_args.dataset_dir)
+    for split in filter(None, (script_args.train_split, script_args.eval_split)):
+        if split not in queries:
+            raise ValueError(f"`--dataset_dir` has no split {split!r}; it has {sorted(queries)}.")
+    text_column = "query" if config.text_config is not None else "text_features"
+    check_query_table(
+        queries[script_args.train_split],
+        split=script_args.train_split,
+        require_timestamps=True,
+        needs_text=text_column,
+    )
+    if store.feature_dim != config.video_feature_dim:
+        raise ValueError(
+            f"The dataset's frame features are {store.feature_dim}-d but the config expects video_feature_dim="
+            f"{config.video_feature_dim}; pass --video_feature_dim {store.feature_dim} or pick the right recipe."
+        )
+    eval_dataset = None
+    if script_args.eval_split is not None:
+        eval_dataset = queries[script_args.eval_split]
+        check_query_table(eval_dataset, split=script_args.eval_split, require_timestamps=True, needs_text=text_column)
+
+    processor = RGNetProcessor.from_config(config)
+    set_seed(training_args.seed)  # before the model is built: its initial weights come from this seed
+    if script_args.init_from is not None:
+        model = RGNetForVideoGrounding.from_pretrained(script_args.init_from, config=config)
+    else:
+        model = RGNetForVideoGrounding(config)
+    train_dataset = RGNetTrainingDataset(
+        queries[script_args.train_split], store, processor, pair_mode=config.pair_mode, seed=training_args.seed
+    )
+    trainer = RGNetTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        feature_store=store,
+        processing_class=processor,
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    metrics = dict(result.metrics)
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.is_world_process_zero():
+        Path(training_args.output_dir, "train_results.json").write_text(json.dumps(metrics, indent=2))
+    trainer.accelerator.end_training()  # tears the process group down (gloo aborts at exit otherwise)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

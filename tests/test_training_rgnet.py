@@ -1,0 +1,338 @@
+"""RGNetTrainer, the training/evaluation scripts and multi-process training on a tiny dataset."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from configuration_rgnet import RGNetConfig
+from data_rgnet import load_rgnet_dataset
+from modeling_rgnet import RGNetForVideoGrounding
+from processing_rgnet import RGNetProcessor
+from scripts import evaluate_rgnet, train_rgnet
+from training_rgnet import (
+    RGNetTrainer,
+    RGNetTrainingArguments,
+    RGNetTrainingDataset,
+    SameVideoBatchSampler,
+    check_query_table,
+    get_recipe,
+)
+
+from .conftest import REPO_ROOT
+from .tiny_data import build_tiny_dataset
+
+TINY_CONFIG = {
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "ffn_dim": 64,
+    "num_decoder_layers": 2,
+    "num_text_to_video_layers": 1,
+    "num_encoder_layers": 1,
+    "video_feature_dim": 16,
+    "pooled_text_dim": 16,
+    "text_feature_dim": 24,
+    "max_window_frames": 16,
+    "max_text_tokens": 8,
+    "seconds_per_frame": 0.5,
+    "top_k_windows": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    return build_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def make_trainer(dataset_dir, output_dir, *, pair_mode="cross_pairs", seed=0, config_overrides=None, **arguments):
+    queries, store = load_rgnet_dataset(dataset_dir)
+    torch.manual_seed(seed)
+    config = RGNetConfig(
+        **{**TINY_CONFIG, "pair_mode": pair_mode, "query_normalization": "ego4d", **(config_overrides or {})}
+    )
+    processor = RGNetProcessor.from_config(config)
+    defaults = {
+        "per_device_train_batch_size": 4,
+        "num_train_epochs": 2,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "use_cpu": True,
+        "seed": seed,
+        "disable_tqdm": True,
+    }
+    args = RGNetTrainingArguments(output_dir=str(output_dir), **{**defaults, **arguments})
+    train_dataset = RGNetTrainingDataset(queries["train"], store, processor, pair_mode=pair_mode, seed=seed)
+    return RGNetTrainer(
+        model=RGNetForVideoGrounding(config),
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=queries["validation"],
+        feature_store=store,
+        processing_class=processor,
+    )
+
+
+@pytest.mark.parametrize("pair_mode", ["cross_pairs", "paired_negative"])
+def test_trainer_trains_logs_loss_terms_drops_lr_and_evaluates(tiny_dataset, tmp_path, pair_mode):
+    trainer = make_trainer(tiny_dataset, tmp_path, pair_mode=pair_mode, lr_drop_epochs=[1], eval_strategy="epoch")
+    trainer.train()
+    train_logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(train_logs) == 8  # 16 queries / 4 per batch, 2 epochs
+    for term in ("loss_span", "loss_giou", "loss_label", "loss_saliency", "loss_retrieval", "loss_label_0"):
+        assert term in train_logs[0], term
+    assert {log["learning_rate"] for log in train_logs[:4]} == {1e-3}
+    assert [log["learning_rate"] for log in train_logs[4:]] == pytest.approx([1e-4] * 4)
+    eval_logs = [log for log in trainer.state.log_history if "eval_R@1,IoU=0.5" in log]
+    assert len(eval_logs) == 2
+    for key in ("eval_R@5,IoU=0.3", "eval_mIoU", "eval_WindowR@1", "eval_R@1_mean"):
+        assert 0.0 <= eval_logs[-1][key] <= 1.0
+    assert eval_logs[-1]["eval_num_queries"] == 16
+
+
+def test_weight_decay_covers_every_parameter(tiny_dataset, tmp_path):
+    trainer = make_trainer(tiny_dataset, tmp_path)
+    trainer.create_optimizer()
+    decayed = [group for group in trainer.optimizer.param_groups if group["weight_decay"] == 1e-4]
+    assert sum(len(group["params"]) for group in decayed) == len(list(trainer.model.parameters()))
+    assert trainer.args.max_grad_norm == 0.1
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tiny_dataset, tmp_path):
+    common = {
+        "num_train_epochs": 2,
+        "save_strategy": "steps",
+        "save_steps": 3,
+        "lr_drop_epochs": [1],
+        "config_overrides": {"dropout": 0.1},
+    }
+    full = make_trainer(tiny_dataset, tmp_path / "full", **common)
+    full.train()
+    interrupted = make_trainer(tiny_dataset, tmp_path / "interrupted", max_steps=3, **common)
+    interrupted.train()
+    resumed = make_trainer(tiny_dataset, tmp_path / "interrupted", seed=0, **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-3"))
+    expected = full.model.state_dict()
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], atol=1e-6, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_training_samples_are_reproducible_and_change_per_epoch(tiny_dataset):
+    queries, store = load_rgnet_dataset(tiny_dataset)
+    processor = RGNetProcessor.from_config(RGNetConfig(**TINY_CONFIG))
+    dataset = RGNetTrainingDataset(queries["train"], store, processor, pair_mode="cross_pairs", seed=3)
+    first, again = dataset[5], dataset[5]
+    np.testing.assert_array_equal(first["video_features"], again["video_features"])
+    assert first["noise_seed"] == again["noise_seed"]
+    draws = set()
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        draws.add((dataset[5]["noise_seed"], dataset[5]["window_offset"]))
+    assert len(draws) == 6
+
+
+def test_same_video_batches_group_queries_of_one_video():
+    videos = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    sampler = SameVideoBatchSampler(videos, batch_size=4, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 3
+    for batch in batches:
+        assert len({videos[index] for index in batch}) == 1
+    sampler.set_epoch(1)
+    assert sorted(map(sorted, sampler)) == sorted(map(sorted, batches))
+
+
+def test_same_video_negatives_option_trains(tiny_dataset, tmp_path):
+    trainer = make_trainer(tiny_dataset, tmp_path, same_video_negatives=True, num_train_epochs=1)
+    trainer.train()
+    assert trainer.state.global_step == 4
+
+
+def test_query_table_without_needed_columns_is_rejected(tiny_dataset):
+    queries, store = load_rgnet_dataset(tiny_dataset)
+    with pytest.raises(ValueError, match="timestamps"):
+        check_query_table(queries["train"].remove_columns("timestamps"), split="train", require_timestamps=True)
+    processor = RGNetProcessor.from_config(RGNetConfig(**TINY_CONFIG))
+    with pytest.raises(ValueError, match="video_id"):
+        RGNetTrainingDataset(queries["train"].remove_columns("video_id"), store, processor, pair_mode="cross_pairs")
+
+
+def test_unknown_recipe_is_rejected():
+    assert get_recipe("ego4d-finetune").learning_rate == 1e-5
+    with pytest.raises(ValueError, match="Unknown recipe 'charades'"):
+        get_recipe("charades")
+
+
+# ---- scripts ----
+
+TINY_FLAGS = [item for key, value in TINY_CONFIG.items() for item in (f"--{key}", json.dumps(value))]
+
+
+def script_flags(dataset_dir, output_dir, *extra):
+    return [
+        "--dataset_dir",
+        str(dataset_dir),
+        "--output_dir",
+        str(output_dir),
+        "--use_cpu",
+        "true",
+        "--per_device_train_batch_size",
+        "4",
+        "--num_train_epochs",
+        "1",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--dropout",
+        "0",
+        "--input_dropout",
+        "0",
+        *TINY_FLAGS,
+        *extra,
+    ]
+
+
+def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path):
+    metrics = train_rgnet.main(
+        script_flags(
+            tiny_dataset,
+            tmp_path / "run",
+            "--recipe",
+            "ego4d_naq_pretrain",
+            "--eval_split",
+            "validation",
+            "--learning_rate",
+            "1e-3",
+        )
+    )
+    assert "eval_R@1,IoU=0.3" in metrics and "train_loss" in metrics
+    saved = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "processor_config.json", "train_results.json"):
+        assert (saved / name).is_file(), name
+    config = RGNetConfig.from_pretrained(saved)
+    assert config.hidden_size == 32 and config.retrieval_loss_weight == 1.0  # recipe + override
+    # Finetuning from the pretraining output with the finetune recipe (paired negatives).
+    train_rgnet.main(
+        script_flags(tiny_dataset, tmp_path / "finetune", "--recipe", "ego4d_finetune", "--init_from", str(saved))
+    )
+    assert RGNetConfig.from_pretrained(tmp_path / "finetune").pair_mode == "paired_negative"
+    results = evaluate_rgnet.main(
+        [
+            "--model",
+            str(saved),
+            "--dataset_dir",
+            str(tiny_dataset),
+            "--split",
+            "validation",
+            "--output_dir",
+            str(tmp_path / "eval"),
+        ]
+    )
+    assert results == json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and len(rows[0]["predicted_times"][0]) == 5
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--recipe", "charades"], "Unknown recipe"),
+        (["--train_split", "nope"], "no split 'nope'"),
+        (["--video_feature_dim", "32"], "video_feature_dim"),
+        (["--bogus_flag", "1"], "bogus_flag"),
+    ],
+)
+def test_train_script_rejects_bad_setups_before_training(tiny_dataset, tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        train_rgnet.main(script_flags(tiny_dataset, tmp_path / "run", *extra))
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_train_script_rejects_a_mismatched_init_checkpoint(tiny_dataset, tmp_path):
+    RGNetForVideoGrounding(RGNetConfig(**{**TINY_CONFIG, "hidden_size": 64})).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="hidden_size"):
+        train_rgnet.main(
+            script_flags(
+                tiny_dataset, tmp_path / "run", "--recipe", "ego4d_finetune", "--init_from", str(tmp_path / "other")
+            )
+        )
+
+
+# ---- multi-process training ----
+
+
+def free_port():
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def test_two_process_training_matches_single_process_with_the_same_global_batch(tiny_dataset, tmp_path):
+    """2 CPU processes × 2 queries vs 1 process × 2 queries × 2 accumulation steps: the same micro-batches, the same
+    gate noise (seeded per pair), dropout off; DDP averages the gradients the way accumulation does."""
+    common = [
+        "--recipe",
+        "mad",
+        "--num_train_epochs",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--lr_drop_epochs",
+        "1",
+        "--per_process_log",
+        "true",
+        "--seed",
+        "7",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    flags = script_flags(tiny_dataset, tmp_path / "ddp", *common)
+    flags[flags.index("--per_device_train_batch_size") + 1] = "2"
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(REPO_ROOT / "scripts" / "train_rgnet.py"),
+    ]
+    subprocess.run(launch + flags, check=True, env=env, cwd=tmp_path, timeout=600)
+    single = script_flags(tiny_dataset, tmp_path / "single", *common, "--gradient_accumulation_steps", "2")
+    single[single.index("--per_device_train_batch_size") + 1] = "2"
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "train_rgnet.py"), *single],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+
+    logs = [
+        [json.loads(line) for line in (tmp_path / "ddp" / f"process_{rank}_log.jsonl").read_text().splitlines()]
+        for rank in (0, 1)
+    ]
+    ddp_losses = [[log["loss"] for log in rank_logs if "loss" in log] for rank_logs in logs]
+    assert len(ddp_losses[0]) == 8 and ddp_losses[0] == ddp_losses[1]  # every rank logs the same global loss
+    single_logs = [json.loads(line) for line in (tmp_path / "single" / "process_0_log.jsonl").read_text().splitlines()]
+    single_losses = [log["loss"] for log in single_logs if "loss" in log]
+    np.testing.assert_allclose(ddp_losses[0], single_losses, rtol=1e-4, atol=1e-5)
+    ddp_weights = load_file(tmp_path / "ddp" / "model.safetensors")
+    for name, value in load_file(tmp_path / "single" / "model.safetensors").items():
+        torch.testing.assert_close(ddp_weights[name], value, atol=2e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")

@@ -1,0 +1,45 @@
+"""A tiny grounding dataset in the project's layout, for trainer and script tests."""
+
+import numpy as np
+
+from data_rgnet import RGNetDatasetWriter
+
+
+def build_tiny_dataset(
+    path,
+    *,
+    video_dim=16,
+    text_dim=24,
+    num_videos=4,
+    num_frames=60,
+    queries_per_video=4,
+    seconds_per_frame=0.5,
+    seed=0,
+    splits=("train", "validation"),
+):
+    """Videos of `num_frames` random frames with a planted bump per query; returns the dataset path."""
+    rng = np.random.default_rng(seed)
+    with RGNetDatasetWriter(path, metadata={"seconds_per_frame": seconds_per_frame}) as writer:
+        for split in splits:
+            for video in range(num_videos):
+                video_id = f"{split}_video{video}"
+                frames = rng.normal(size=(num_frames, video_dim)).astype(np.float32)
+                for query in range(queries_per_video):
+                    start = int(rng.integers(0, num_frames - 8))
+                    length = int(rng.integers(2, 8))
+                    signature = rng.normal(size=video_dim).astype(np.float32)
+                    frames[start : start + length] += 2 * signature
+                    writer.add_query(
+                        split,
+                        {
+                            "query_id": f"{video_id}_q{query}",
+                            "query": f"event {query} of video {video}",
+                            "video_id": video_id,
+                            "duration": num_frames * seconds_per_frame,
+                            "timestamps": [start * seconds_per_frame, (start + length) * seconds_per_frame],
+                            "text_features": rng.normal(size=(int(rng.integers(2, 6)), text_dim)).astype(np.float32),
+                            "sentence_embedding": signature,
+                        },
+                    )
+                writer.add_video(video_id, frames)
+    return path

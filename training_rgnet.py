@@ -1,0 +1,620 @@
+"""Training and long-video evaluation of RGNet on the `transformers` Trainer (spec §3.4, §6, §7, §8).
+
+* `RGNetTrainingArguments`: `TrainingArguments` with the recipe knobs the Trainer lacks (per-epoch LR drops,
+  same-video batches, evaluation chunking) and RGNet's defaults (weight decay 1e-4 on every parameter, gradient
+  clipping at 0.1, no column removal, incomplete last batch dropped as the original does).
+* `RGNetTrainingDataset`: a query table plus a feature store; each item samples one training window pair for its
+  query (spec §6.1), reading only those frames. Draws depend on `(seed, epoch, index)` only, so runs are
+  reproducible across worker counts, processes and resumes.
+* `SameVideoBatchSampler`: optional batches of queries from one video (the paper's negatives).
+* `predict_long_videos`: full long-video inference: every window of each query's video, batched across queries in
+  bounded chunks, post-processed by `RGNetProcessor` into ranked moments in seconds.
+* `RGNetTrainer`: the custom loss over both batch modes with its terms logged, AdamW with per-epoch step LR, and an
+  `evaluate` that runs `predict_long_videos` and scores it with the `evaluate` metric module
+  (`metrics/long_video_grounding`).
+* `RECIPES`: the published optimisation settings (spec §3.4), used by `scripts/train_rgnet.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.utils import logging
+
+try:
+    from .configuration_rgnet import RGNetConfig
+    from .processing_rgnet import (
+        RGNetDataCollator,
+        RGNetProcessor,
+        compute_num_windows,
+        moment_to_frames,
+        positive_window_range,
+        read_training_example,
+    )
+except ImportError:
+    from processing_rgnet import (
+        RGNetDataCollator,
+        RGNetProcessor,
+        compute_num_windows,
+        moment_to_frames,
+        positive_window_range,
+        read_training_example,
+    )
+
+logger = logging.get_logger(__name__)
+
+METRIC_PATH = Path(__file__).resolve().parent / "metrics" / "long_video_grounding"
+REQUIRED_QUERY_COLUMNS = ("query_id", "video_id", "timestamps")
+
+
+# ---- Recipes (spec §3.4) ----
+
+
+@dataclass(frozen=True)
+class RGNetRecipe:
+    """Published optimisation settings of one training stage."""
+
+    preset: str
+    learning_rate: float
+    num_train_epochs: float
+    lr_drop_epochs: tuple[int, ...]
+    per_device_train_batch_size: int
+    seed: int
+    note: str = ""
+
+
+RECIPES: dict[str, RGNetRecipe] = {
+    "mad": RGNetRecipe("mad", 1e-4, 35, (25,), 8, 2020, "4 GPUs in the paper (32 queries per step)"),
+    "ego4d_naq_pretrain": RGNetRecipe(
+        "ego4d-naq-pretrain",
+        2e-4,
+        200,
+        (120, 170),
+        16,
+        2018,
+        "4 GPUs in the paper; the finetune starts from the epoch-100 weights",
+    ),
+    "ego4d_finetune": RGNetRecipe("ego4d-nlq-finetune", 1e-5, 150, (120,), 32, 2018, "1 GPU; init from pretraining"),
+}
+
+
+def get_recipe(name: str) -> RGNetRecipe:
+    key = name.strip().lower().replace("-", "_")
+    if key not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; expected one of {sorted(RECIPES)}.")
+    return RECIPES[key]
+
+
+# ---- Arguments ----
+
+
+@dataclass
+class RGNetTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with RGNet's defaults and recipe knobs.
+
+    Args:
+        lr_drop_epochs (`list[int]`, *optional*): epochs after which the learning rate is multiplied by
+            `lr_drop_factor` (a per-epoch step schedule without warm-up, as the recipes use).
+        lr_drop_factor (`float`, *optional*, defaults to 0.1): the multiplier of each drop.
+        same_video_negatives (`bool`, *optional*, defaults to `False`): build each batch from queries of one video,
+            so the cross-pair negatives are windows of the same video (the paper's description; the released
+            recipes use random batches).
+        eval_pairs_per_batch (`int`, *optional*, defaults to 256): (query, window) pairs per forward pass during
+            long-video evaluation; bounds memory on hour-long videos.
+        eval_metric_config (`str`, *optional*, defaults to `"auto"`): `"mad"` or `"ego4d"` conventions of the
+            metric module; `"auto"` follows the model's `query_normalization`.
+        per_process_log (`bool`, *optional*, defaults to `False`): every process appends its logs to
+            `output_dir/process_{rank}_log.jsonl` (to compare ranks).
+    """
+
+    lr_drop_epochs: list[int] = field(default_factory=list)
+    lr_drop_factor: float = 0.1
+    same_video_negatives: bool = False
+    eval_pairs_per_batch: int = 256
+    eval_metric_config: str = "auto"
+    per_process_log: bool = False
+    # RGNet defaults (spec §3.4, §6.5) in place of the Trainer's.
+    weight_decay: float = 1e-4
+    max_grad_norm: float = 0.1
+    remove_unused_columns: bool = False
+    dataloader_drop_last: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.eval_pairs_per_batch < 1:
+            raise ValueError(f"`eval_pairs_per_batch` must be positive, got {self.eval_pairs_per_batch}.")
+        if not 0 < self.lr_drop_factor <= 1:
+            raise ValueError(f"`lr_drop_factor` must be in (0, 1], got {self.lr_drop_factor}.")
+        if self.eval_metric_config not in ("auto", "mad", "ego4d"):
+            raise ValueError(
+                f"`eval_metric_config` must be 'auto', 'mad' or 'ego4d', got {self.eval_metric_config!r}."
+            )
+
+
+# ---- Data ----
+
+
+def check_query_table(queries, *, split: str, require_timestamps: bool, needs_text: str | None = None) -> None:
+    """Fail early, naming what is missing, when a query table cannot feed training or evaluation.
+
+    Args:
+        queries (`datasets.Dataset`): the query table.
+        split (`str`): its name, for messages.
+        require_timestamps (`bool`): every row needs `[start, end]`.
+        needs_text (`str`, *optional*): `"text_features"` (model without a text encoder) or `"query"`.
+    """
+    columns = set(queries.column_names)
+    missing = [column for column in REQUIRED_QUERY_COLUMNS if column not in columns]
+    if needs_text is not None and needs_text not in columns:
+        missing.append(needs_text)
+    if missing:
+        raise ValueError(f"The {split!r} query table lacks the column(s) {missing}; it has {sorted(columns)}.")
+    if len(queries) == 0:
+        raise ValueError(f"The {split!r} query table is empty.")
+    if require_timestamps and any(value is None for value in queries["timestamps"]):
+        raise ValueError(f"The {split!r} query table has rows without `timestamps`; they cannot be trained on.")
+
+
+class RGNetTrainingDataset(Dataset):
+    """Training samples for RGNet: one query per item, with its sampled positive (and negative) window.
+
+    Item `i` reads query row `i`, draws its windows with `np.random.default_rng([seed, epoch, i])` (spec §6.1) and
+    reads only those frames from the feature store. The sample also carries a `noise_seed` for the gate's noise
+    (see `RGNetDataCollator`). Call `set_epoch` at each epoch (`RGNetTrainer` does) to draw new windows.
+
+    Args:
+        queries (`datasets.Dataset`): query rows with `query_id`, `video_id`, `timestamps` and `text_features` (or
+            `query` text when the model has a text encoder).
+        feature_store: an `RGNetFeatureStore` (or any object with `num_frames` and `read_frames`).
+        processor ([`RGNetProcessor`]): windowing settings.
+        pair_mode (`str`): `"cross_pairs"` or `"paired_negative"`; in the latter, queries whose video has no window
+            outside the moment are left out (counted and logged).
+        seed (`int`, *optional*, defaults to 0): base seed of the draws.
+    """
+
+    def __init__(self, queries, feature_store, processor: RGNetProcessor, *, pair_mode: str, seed: int = 0):
+        check_query_table(queries, split="train", require_timestamps=True)
+        self.queries = queries.with_format("numpy", columns=None, output_all_columns=True)
+        self.feature_store = feature_store
+        self.processor = processor
+        self.pair_mode = pair_mode
+        self.seed = int(seed)
+        self.epoch = 0
+        self.indices = np.arange(len(queries))
+        unknown_videos = sorted(set(queries["video_id"]) - set(feature_store.video_ids))
+        if unknown_videos:
+            raise ValueError(f"Query rows name video(s) missing from the feature store: {unknown_videos[:5]}.")
+        if pair_mode == "paired_negative":
+            self.indices = self._queries_with_negative_windows(queries)
+
+    def _queries_with_negative_windows(self, queries) -> np.ndarray:
+        num_frames = np.array([self.feature_store.num_frames(video) for video in queries["video_id"]])
+        moments = moment_to_frames(
+            np.asarray(queries["timestamps"], dtype=np.float64), self.processor.seconds_per_frame, num_frames
+        )
+        first, last = positive_window_range(
+            moments.frames, num_frames, self.processor.max_window_frames, self.processor.window_stride
+        )
+        num_windows = compute_num_windows(num_frames, self.processor.window_stride)
+        has_negative = (last - first + 1) < num_windows
+        dropped = int((~has_negative).sum())
+        if dropped:
+            logger.warning(
+                "paired_negative training: %d of %d queries have no window outside their moment and are skipped.",
+                dropped,
+                len(has_negative),
+            )
+        return np.flatnonzero(has_negative)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def video_of(self, item: int) -> str:
+        return self.queries[int(self.indices[item])]["video_id"]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        index = int(self.indices[item])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        row = self.queries[index]
+        row = {key: (value.tolist() if key == "timestamps" else value) for key, value in row.items()}
+        sample = read_training_example(
+            row,
+            self.feature_store,
+            rng,
+            max_window_frames=self.processor.max_window_frames,
+            window_stride=self.processor.window_stride,
+            seconds_per_frame=self.processor.seconds_per_frame,
+            read_negative_window=self.pair_mode == "paired_negative",
+        )
+        sample["noise_seed"] = int(rng.integers(0, 2**62))
+        return sample
+
+
+class SameVideoBatchSampler(Sampler[list[int]]):
+    """Batches whose queries share one video, so cross-pair negatives are windows of the same video.
+
+    Videos with fewer than `batch_size` queries are pooled with the next ones (a batch may then span two videos).
+    The order is shuffled per epoch from `seed`; the last incomplete batch is dropped.
+    """
+
+    def __init__(self, video_ids: Sequence[str], batch_size: int, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+        self.video_ids = np.asarray(video_ids)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        videos = np.unique(self.video_ids)
+        order = []
+        for video in rng.permutation(videos):
+            members = np.flatnonzero(self.video_ids == video)
+            order.extend(rng.permutation(members).tolist())
+        for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        return len(self.video_ids) // self.batch_size
+
+
+# ---- Long-video inference (spec §7) ----
+
+
+def _text_inputs(rows: Mapping[str, Any], indices: Sequence[int], processor: RGNetProcessor, use_text: bool):
+    if use_text:
+        return {"text": [str(rows["query"][index]) for index in indices]}
+    return {"text_features": [np.array(rows["text_features"][index], dtype=np.float32) for index in indices]}
+
+
+@torch.no_grad()
+def predict_long_videos(
+    model,
+    processor: RGNetProcessor,
+    queries,
+    feature_store,
+    *,
+    pairs_per_batch: int = 256,
+    max_predictions: int | None = None,
+    video_ids: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Ranked moments for every query of a table, from all windows of its video (spec §7).
+
+    Queries are grouped by video; each group is cut into chunks whose (query, window) pairs fit `pairs_per_batch`
+    forward passes, so memory stays bounded on hour-long videos. The model runs in eval mode on its own device.
+
+    Args:
+        model ([`RGNetForVideoGrounding`]): the model.
+        processor ([`RGNetProcessor`]): windowing and post-processing settings.
+        queries (`datasets.Dataset`): rows with `query_id`, `video_id`, `text_features` (or `query` with a text
+            encoder) and optionally `sentence_embedding` (without it the matching score is 0 for every span).
+        feature_store: frames of each video (`read_frames`, `num_frames`).
+        pairs_per_batch (`int`, *optional*, defaults to 256): pairs per forward pass.
+        max_predictions (`int`, *optional*): moments kept per query (the processor's default otherwise).
+        video_ids (`Sequence[str]`, *optional*): only these videos (e.g. one process's share).
+        progress (`bool`, *optional*, defaults to `True`): show a progress bar over videos.
+
+    Returns:
+        `list[dict]` in table order (restricted to `video_ids`): `query_id`, `video_id`, `predictions` (rows
+        `[start, end, proposal, match, fusion]` in seconds) and `window_ranking` (window indices, best first).
+    """
+    use_text = getattr(model.config, "text_config", None) is not None
+    check_query_table(
+        queries, split="evaluation", require_timestamps=False, needs_text="query" if use_text else "text_features"
+    )
+    columns = ["query_id", "video_id"] + (["query"] if use_text else ["text_features"])
+    has_sentence = "sentence_embedding" in queries.column_names
+    if has_sentence:
+        columns.append("sentence_embedding")
+    else:
+        logger.warning("No `sentence_embedding` column: the matching score is 0 and ranking uses proposals only.")
+    rows = queries.with_format("numpy").select_columns(columns)[:]
+    by_video: dict[str, list[int]] = defaultdict(list)
+    for index, video in enumerate(rows["video_id"]):
+        by_video[str(video)].append(index)
+    selected = list(by_video) if video_ids is None else [video for video in video_ids if video in by_video]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    results: dict[int, dict[str, Any]] = {}
+    for video in tqdm(selected, desc="long-video inference", unit="video", disable=not progress):
+        frames = feature_store.read_frames(video)
+        num_windows = int(compute_num_windows(len(frames), processor.window_stride))
+        members = by_video[video]
+        queries_per_chunk = max(1, pairs_per_batch // num_windows)
+        for start in range(0, len(members), queries_per_chunk):
+            chunk = members[start : start + queries_per_chunk]
+            inputs = processor(video_features=frames, **_text_inputs(rows, chunk, processor, use_text))
+            metadata = inputs.window_metadata
+            tensors = {key: value.to(device) for key, value in inputs.items()}
+            num_pairs = tensors["video_mask"].shape[0]
+            outputs = defaultdict(list)
+            for first in range(0, num_pairs, pairs_per_batch):
+                piece = {key: value[first : first + pairs_per_batch] for key, value in tensors.items()}
+                predicted = model(**piece)
+                for name in ("logits", "pred_spans", "window_logits"):
+                    outputs[name].append(getattr(predicted, name).float().cpu())
+            outputs = {name: torch.cat(values) for name, values in outputs.items()}
+            if has_sentence:
+                sentences = np.stack(
+                    [np.array(rows["sentence_embedding"][index], dtype=np.float32) for index in chunk]
+                )
+            else:
+                sentences = np.zeros((len(chunk), frames.shape[1]), dtype=np.float32)
+            processed = processor.post_process_video_grounding(
+                outputs,
+                metadata,
+                video_features=frames,
+                sentence_embeddings=sentences,
+                max_predictions=max_predictions,
+            )
+            for index, result in zip(chunk, processed, strict=True):
+                results[index] = {
+                    "query_id": str(rows["query_id"][index]),
+                    "video_id": video,
+                    "predictions": np.asarray(result["predictions"]).tolist(),
+                    "window_ranking": np.asarray(result["window_ranking"]).tolist(),
+                }
+    model.train(was_training)
+    return [results[index] for index in sorted(results)]
+
+
+def score_predictions(
+    predictions: Sequence[Mapping[str, Any]],
+    queries,
+    processor: RGNetProcessor,
+    metric_config: str,
+) -> dict[str, float]:
+    """Recall@K at temporal IoU, mIoU (Ego4D conventions) and window recall with the `evaluate` metric module.
+
+    Queries without ground truth are not scored. Adds `R@1_mean`, the recipes' model-selection score (mean R@1
+    over the IoU thresholds).
+    """
+    import evaluate
+
+    timestamps = {str(qid): ts for qid, ts in zip(queries["query_id"], queries["timestamps"], strict=True)}
+    scored = [item for item in predictions if timestamps.get(item["query_id"]) is not None]
+    if not scored:
+        raise ValueError("No evaluated query has `timestamps`: nothing to score.")
+    metric = evaluate.load(str(METRIC_PATH), metric_config)
+    results = metric.compute(
+        predictions=[item["predictions"] for item in scored],
+        references=[list(timestamps[item["query_id"]]) for item in scored],
+        window_rankings=[item["window_ranking"] for item in scored],
+        window_length=processor.max_window_frames,
+        window_stride=processor.window_stride,
+        seconds_per_frame=processor.seconds_per_frame,
+    )
+    top1 = [value for key, value in results.items() if key.startswith("R@1,")]
+    results["R@1_mean"] = float(np.mean(top1))
+    results["num_queries"] = len(scored)
+    return results
+
+
+# ---- Trainer ----
+
+
+class _EpochCallback(TrainerCallback):
+    """Passes the epoch to the training dataset (and batch sampler) so every epoch draws new windows."""
+
+    def __init__(self, trainer: RGNetTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # `state.epoch` is fractional (e.g. 0.75 when resuming mid-epoch); its floor is the epoch being started.
+        epoch = math.floor((state.epoch or 0.0) + 1e-6)
+        for target in (self.trainer.train_dataset, self.trainer._batch_sampler):
+            if hasattr(target, "set_epoch"):
+                target.set_epoch(epoch)
+
+
+class _ProcessLogCallback(TrainerCallback):
+    def __init__(self, output_dir: str, process_index: int):
+        self.path = Path(output_dir) / f"process_{process_index}_log.jsonl"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
+
+
+class RGNetTrainer(Trainer):
+    """`Trainer` for RGNet: both batch modes, loss terms in the logs, per-epoch LR drops, long-video evaluation.
+
+    Args:
+        model ([`RGNetForVideoGrounding`]): the model.
+        args ([`RGNetTrainingArguments`]): training arguments.
+        train_dataset ([`RGNetTrainingDataset`], *optional*): training samples.
+        eval_dataset (`datasets.Dataset`, *optional*): a query table evaluated by full long-video inference.
+        feature_store (*optional*): frames of the evaluation videos (required with `eval_dataset`).
+        processing_class ([`RGNetProcessor`]): windowing, collation and post-processing.
+        data_collator (*optional*): defaults to `RGNetDataCollator(processor, pair_mode=model.config.pair_mode)`.
+        **kwargs: passed to `Trainer`.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args: RGNetTrainingArguments | None = None,
+        *,
+        train_dataset=None,
+        eval_dataset=None,
+        feature_store=None,
+        processing_class: RGNetProcessor | None = None,
+        data_collator=None,
+        **kwargs,
+    ):
+        if not isinstance(processing_class, RGNetProcessor):
+            raise ValueError("`processing_class` must be the model's RGNetProcessor.")
+        if args is not None and not isinstance(args, RGNetTrainingArguments):
+            raise ValueError(
+                "`args` must be RGNetTrainingArguments (it carries the LR drops and evaluation settings)."
+            )
+        if eval_dataset is not None and feature_store is None:
+            raise ValueError("`feature_store` is required to evaluate `eval_dataset` on full videos.")
+        if isinstance(train_dataset, RGNetTrainingDataset) and train_dataset.pair_mode != model.config.pair_mode:
+            raise ValueError(
+                f"`train_dataset` samples {train_dataset.pair_mode!r} batches but the model's config says "
+                f"pair_mode={model.config.pair_mode!r}."
+            )
+        if data_collator is None:
+            data_collator = RGNetDataCollator(processing_class, pair_mode=model.config.pair_mode)
+        if args is not None and args.ddp_find_unused_parameters is None:
+            # The retrieval head learns nothing when its loss weight is 0 (Ego4D finetuning).
+            args.ddp_find_unused_parameters = float(model.config.retrieval_loss_weight) == 0.0
+        self.feature_store = feature_store
+        self.processor = processing_class
+        self._batch_sampler = None
+        self._loss_term_sums: dict[str, float] = defaultdict(float)
+        self._loss_term_count = 0
+        # A feature-only processor (no tokenizer) is kept out of the Trainer's tokenizer handling (special-token
+        # alignment needs a tokenizer) and saved with every checkpoint by `_save`.
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class if processing_class.tokenizer is not None else None,
+            data_collator=data_collator,
+            **kwargs,
+        )
+        self.add_callback(_EpochCallback(self))
+        if self.args.per_process_log:
+            self.add_callback(_ProcessLogCallback(self.args.output_dir, self.args.process_index))
+
+    # -- training --
+
+    def get_train_dataloader(self) -> DataLoader:
+        if not self.args.same_video_negatives:
+            return super().get_train_dataloader()
+        if not isinstance(self.train_dataset, RGNetTrainingDataset):
+            raise ValueError("`same_video_negatives` needs an RGNetTrainingDataset.")
+        videos = [self.train_dataset.video_of(item) for item in range(len(self.train_dataset))]
+        self._batch_sampler = SameVideoBatchSampler(
+            videos, self.args.per_device_train_batch_size, seed=self.args.data_seed or self.args.seed
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=self._batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "labels" not in inputs:
+            raise ValueError("Training batches need `labels` (use RGNetDataCollator).")
+        outputs = model(**inputs)
+        if model.training:
+            for name, value in outputs.loss_dict.items():
+                self._loss_term_sums[name] += float(value.detach())
+            self._loss_term_count += 1
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._loss_term_count and "loss" in logs:
+            for name, total in self._loss_term_sums.items():
+                logs[name] = round(total / self._loss_term_count, 6)
+            self._loss_term_sums.clear()
+            self._loss_term_count = 0
+        super().log(logs, start_time)
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        # The recipes apply weight decay to every parameter, biases and LayerNorms included (spec §3.4).
+        return [name for name, _ in model.named_parameters()]
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            optimizer = self.optimizer if optimizer is None else optimizer
+            steps_per_epoch = max(1, len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps)
+            drops = sorted(self.args.lr_drop_epochs)
+            factor = self.args.lr_drop_factor
+
+            def multiplier(step: int) -> float:
+                epoch = step // steps_per_epoch
+                return factor ** sum(epoch >= drop for drop in drops)
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.processing_class is None and self.args.should_save:
+            self.processor.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
+
+    # -- evaluation --
+
+    def metric_config(self) -> str:
+        if self.args.eval_metric_config != "auto":
+            return self.args.eval_metric_config
+        return "mad" if self.model.config.query_normalization == "mad" else "ego4d"
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Full long-video inference on `eval_dataset` (a query table) and Recall@K / mIoU / window recall."""
+        eval_dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if eval_dataset is None:
+            raise ValueError("`evaluate` needs an `eval_dataset` (a query table with timestamps).")
+        if isinstance(eval_dataset, Mapping):
+            raise ValueError("Pass one query table as `eval_dataset`, not a dict of them.")
+        start = time.time()
+        model = self.accelerator.unwrap_model(self.model)
+        videos = sorted(set(eval_dataset["video_id"]))
+        share = videos[self.args.process_index :: self.args.world_size]
+        predictions = predict_long_videos(
+            model,
+            self.processor,
+            eval_dataset,
+            self.feature_store,
+            pairs_per_batch=self.args.eval_pairs_per_batch,
+            video_ids=share,
+            progress=self.is_local_process_zero() and not self.args.disable_tqdm,
+        )
+        if self.args.world_size > 1:
+            from accelerate.utils import gather_object
+
+            predictions = gather_object(predictions)
+        order = {qid: index for index, qid in enumerate(eval_dataset["query_id"])}
+        predictions = sorted(predictions, key=lambda item: order[item["query_id"]])
+        scores = score_predictions(predictions, eval_dataset, self.processor, self.metric_config())
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in scores.items()}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
+        self.last_predictions = predictions
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+__all__ = [
+    "RECIPES",
+    "RGNetRecipe",
+    "RGNetTrainer",
+    "RGNetTrainingArguments",
+    "RGNetTrainingDataset",
+    "SameVideoBatchSampler",
+    "check_query_table",
+    "get_recipe",
+    "predict_long_videos",
+    "score_predictions",
+]
