@@ -34,7 +34,6 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
 try:
-    from .configuration_rgnet import RGNetConfig
     from .processing_rgnet import (
         RGNetDataCollator,
         RGNetProcessor,
