@@ -1,0 +1,555 @@
+"""Ground text queries in your own video with an RGNet model: ranked moments in seconds, JSON and a timeline PNG.
+
+`--video` is a video file (its frames are encoded with `--image_encoder` at the model's frame rate,
+`1 / config.seconds_per_frame`, as `scripts/extract_features.py` does) or precomputed features: an RGNet dataset
+directory written by `scripts/extract_features.py` (pick the video with `--video_id` when it holds several), or a
+`(T, Dv)` array in `.npy`, `.npz` (key `features`), `.pt` or `.safetensors` (key `features`). The feature width
+must be the model's `video_feature_dim` (MAD models: CLIP ViT-B/32 `image_embeds`, 512-d, 5 fps).
+
+Where the query features come from (spec §2). RGNet reads a query as **token features** `(Lt, Dt)` and, at
+inference, a **sentence embedding** `(Dc,)` in the video feature space for the matching score of spec §7.4:
+
+* Token features. When the model carries a text encoder (`config.text_config` set), the raw query is normalised
+  and tokenised by the model folder's processor and the model computes its own token features from `input_ids`
+  (`RGNetModel.encode_text`). Otherwise `--text_encoder DIR` is required: a CLIP checkpoint folder (a full
+  `CLIPModel` such as `openai/clip-vit-base-patch32` saved locally, or a `CLIPTextModelWithProjection`) with its
+  tokenizer. The query is normalised with the model's convention (`config.query_normalization`), tokenised, and
+  the token states after the text transformer's final LayerNorm at the positions strictly between the start and
+  end tokens are the token features (the recipe of the published MAD and Ego4D features); the processor then
+  truncates them to `max_text_tokens` and L2-normalises them.
+* Sentence embedding. The projected end-token embedding of the same CLIP text tower
+  (`CLIPTextModelWithProjection(...).text_embeds`, the MAD recipe), used when `--text_encoder` is given and its
+  width equals the model's `video_feature_dim`. Without one (no `--text_encoder`, a checkpoint without a text
+  projection, or a width that differs, as for Ego4D models whose sentence embedding is EgoVLP's), the matching
+  score is skipped: a zero sentence embedding makes every matching score 0, so the fused score is the min-max
+  normalised proposal score and the ranking is the proposal-score ranking. The script warns and records
+  `"matching_score": "unavailable: ..."` in the JSON.
+
+A query whose token count (with the start and end tokens) exceeds what the tokenizer or text encoder accepts is
+an error; a query that fits but has more than `max_text_tokens` tokens is truncated as in training.
+
+Output: the top `--top_k` moments of each query are printed; `<name>_grounding.json` (all ranked moments, up to
+`config.max_predictions`, and the window ranking) and `<name>_timeline.png` (window scores and top moments, see
+`visualization_rgnet.plot_timelines`) are written to `--output_dir`, `<name>` being the video's name.
+
+Usage:
+    python scripts/ground_video.py --model rgnet-mad --video movie.mp4 --image_encoder clip-vit-base-patch32 \\
+        --text_encoder clip-vit-base-patch32 --query "Someone opens the front door." --top_k 5
+    python scripts/ground_video.py --model rgnet-mad --video my_features --video_id movie \\
+        --text_encoder clip-vit-base-patch32 --query "A car drives away." --query "She smiles."
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_rgnet import RGNetFeatureStore  # noqa: E402
+from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
+from processing_rgnet import RGNetProcessor, normalize_query  # noqa: E402
+from scripts.extract_features import build_frame_encoder, extract_video_features, quiet_transformers  # noqa: E402
+from visualization_rgnet import plot_timelines  # noqa: E402
+
+logger = logging.getLogger("ground_video")
+
+FEATURE_SUFFIXES = (".npy", ".npz", ".pt", ".safetensors")
+# Tokenizers without a length limit report a huge sentinel `model_max_length`.
+_UNLIMITED_LENGTH = 10**9
+
+
+# ---- Model and inputs ----
+
+
+def load_model_and_processor(model_dir: str | os.PathLike, device: str = "cpu"):
+    """Load `RGNetForVideoGrounding` and its processor from a `save_pretrained` folder.
+
+    The folder's `processor_config.json` (with its tokenizer) is used when present; otherwise a processor without
+    tokenizer is built from the model config's windowing and inference fields.
+
+    Returns:
+        `(model, processor)`: the model in eval mode on `device` and an [`RGNetProcessor`].
+
+    Raises:
+        ValueError: If `model_dir` holds no RGNet model.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"`model` {str(model_dir)!r} is not a saved RGNet model folder (no config.json).")
+    model = RGNetForVideoGrounding.from_pretrained(model_dir).to(device).eval()
+    if (model_dir / "processor_config.json").is_file():
+        processor = RGNetProcessor.from_pretrained(model_dir)
+    else:
+        processor = RGNetProcessor.from_config(model.config)
+    return model, processor
+
+
+def _load_feature_file(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path)
+    if path.suffix == ".npz":
+        with np.load(path) as archive:
+            if "features" in archive.files:
+                return archive["features"]
+            if len(archive.files) == 1:
+                return archive[archive.files[0]]
+            raise ValueError(f"`video` {str(path)!r} holds arrays {archive.files}; expected one named 'features'.")
+    if path.suffix == ".pt":
+        value = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(value, dict):
+            value = value.get("features")
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"`video` {str(path)!r} must hold a tensor (or a dict with 'features').")
+        return value.float().numpy()
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    if "features" in tensors:
+        return tensors["features"]
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    raise ValueError(f"`video` {str(path)!r} holds tensors {sorted(tensors)}; expected one named 'features'.")
+
+
+def load_video_features(
+    video: str | os.PathLike,
+    *,
+    seconds_per_frame: float,
+    video_id: str | None = None,
+    image_encoder: str | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    expected_dim: int | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Frame features `(T, Dv)` of the video to ground, from precomputed features or by encoding a video file.
+
+    Args:
+        video (`str` or `os.PathLike`): A video file, an RGNet dataset directory, or a `.npy`/`.npz`/`.pt`/
+            `.safetensors` feature file.
+        seconds_per_frame (`float`): The model's frame duration; a video file is sampled at `1 / seconds_per_frame`
+            fps, and dataset features recorded at another rate are rejected.
+        video_id (`str`, *optional*): Video of a dataset directory (required when it holds several).
+        image_encoder (`str`, *optional*): Frame encoder for a video file (see `scripts/extract_features.py`).
+        batch_size (`int`, *optional*, defaults to 32): Frames per encoder call.
+        device (`str`, *optional*, defaults to `"cpu"`): Torch device of the encoder.
+        expected_dim (`int`, *optional*): The model's `video_feature_dim`; a different width is an error.
+        progress (`bool`, *optional*, defaults to `True`): Progress bar while encoding.
+
+    Returns:
+        `(features, info)`: float32 `(T, Dv)` and a JSON-serialisable description of the source.
+
+    Raises:
+        ValueError: On an unreadable or corrupt video, a missing `image_encoder` or `video_id`, a frame-rate
+            mismatch, or a feature width other than `expected_dim`.
+    """
+    path = Path(video)
+    info: dict[str, Any] = {"video": str(path), "name": path.stem if path.is_file() else path.name}
+    if path.is_dir():
+        store = RGNetFeatureStore(path)
+        if video_id is None:
+            if len(store) != 1:
+                raise ValueError(
+                    f"`video` dataset {str(path)!r} holds {len(store)} videos; choose one with `video_id` "
+                    f"(e.g. {list(store.video_ids[:5])})."
+                )
+            video_id = store.video_ids[0]
+        features = store.read_video(video_id)
+        recorded = store.metadata.get("seconds_per_frame")
+        if recorded is not None and not math.isclose(recorded, seconds_per_frame, rel_tol=1e-4):
+            raise ValueError(
+                f"`video` features were sampled every {recorded:g} s but the model expects "
+                f"config.seconds_per_frame = {seconds_per_frame:g} s; re-extract them with "
+                f"`--fps {1 / seconds_per_frame:g}`."
+            )
+        info.update(source="dataset", video_id=video_id, name=Path(video_id).name)
+        store.close()
+    elif path.is_file() and path.suffix.lower() in FEATURE_SUFFIXES:
+        features = _load_feature_file(path)
+        info["source"] = "features"
+    elif path.is_file():
+        if image_encoder is None:
+            raise ValueError(
+                f"`video` {str(path)!r} is a video file: pass `image_encoder` (a CLIP checkpoint folder or "
+                "'efficientnet-lite0') to encode its frames, or give precomputed features."
+            )
+        encoder = build_frame_encoder(image_encoder, device=device)
+        if expected_dim is not None and encoder.feature_dim != expected_dim:
+            raise ValueError(
+                f"`image_encoder` {image_encoder!r} gives {encoder.feature_dim}-d features but the model expects "
+                f"config.video_feature_dim = {expected_dim}; use the encoder the model was trained with."
+            )
+        fps = 1.0 / seconds_per_frame
+        features = extract_video_features(path, encoder, fps=fps, batch_size=batch_size, progress=progress)
+        info.update(source="video", image_encoder=encoder.describe(), fps=fps)
+    else:
+        raise ValueError(f"`video` {str(path)!r} does not exist.")
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise ValueError(f"`video` features must have shape (T >= 1, Dv), got {features.shape}.")
+    if expected_dim is not None:
+        _check_width(features, expected_dim, "`video` features")
+    if not np.isfinite(features).all():
+        raise ValueError("`video` features contain NaN or infinite values.")
+    return features, info
+
+
+def _check_width(features: np.ndarray, expected_dim: int, what: str) -> None:
+    if features.ndim != 2 or features.shape[1] != expected_dim:
+        raise ValueError(
+            f"{what} have shape {tuple(features.shape)}, but the model expects config.video_feature_dim = "
+            f"{expected_dim} per frame; extract them with the encoder the model was trained with."
+        )
+
+
+# ---- Query features ----
+
+
+def check_query_lengths(tokenizer, texts: Sequence[str], limit: int) -> None:
+    """Raise a `ValueError` naming the query when its tokens (with special tokens) exceed `limit`."""
+    for text in texts:
+        count = len(tokenizer(text, truncation=False, verbose=False)["input_ids"])
+        if count > limit:
+            raise ValueError(
+                f"`query` {text!r} has {count} tokens (with start and end tokens), more than the text encoder "
+                f"allows ({limit}); shorten it."
+            )
+
+
+def _token_limit(tokenizer, max_position_embeddings: int | None) -> int:
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < _UNLIMITED_LENGTH else math.inf
+    if max_position_embeddings is not None:
+        limit = min(limit, max_position_embeddings)
+    return int(limit) if math.isfinite(limit) else _UNLIMITED_LENGTH
+
+
+class CLIPQueryEncoder:
+    """Query token features and sentence embeddings from a CLIP text tower (spec §2).
+
+    Token features: `last_hidden_state` (after the final LayerNorm) at the positions strictly between the start and
+    end tokens. Sentence embedding: `text_embeds`, the projected end-token state (`None` when the checkpoint has
+    no text projection).
+
+    Args:
+        checkpoint (`str` or `os.PathLike`): CLIP checkpoint with a tokenizer: a full `CLIPModel`, a
+            `CLIPTextModelWithProjection` or a `CLIPTextModel`.
+        device (`str`, *optional*, defaults to `"cpu"`): Torch device.
+
+    Raises:
+        ValueError: If the checkpoint is not a CLIP checkpoint or has no tokenizer.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str = "cpu"):
+        from transformers import AutoConfig, AutoTokenizer, CLIPTextModelWithProjection
+
+        self.checkpoint = str(checkpoint)
+        self.device = torch.device(device)
+        try:
+            config = AutoConfig.from_pretrained(self.checkpoint)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.checkpoint)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`text_encoder` {self.checkpoint!r} is not a CLIP checkpoint with a tokenizer: {error}"
+            ) from None
+        if config.model_type == "clip":
+            text_config = config.text_config
+            text_config.projection_dim = config.projection_dim  # kept at the top level of a full CLIP config
+        elif config.model_type == "clip_text_model":
+            text_config = config
+        else:
+            raise ValueError(
+                f"`text_encoder` {self.checkpoint!r} is a {config.model_type!r} checkpoint; expected a CLIP "
+                "checkpoint (model_type 'clip' or 'clip_text_model')."
+            )
+        with quiet_transformers():
+            model, info = CLIPTextModelWithProjection.from_pretrained(
+                self.checkpoint, config=text_config, output_loading_info=True
+            )
+        self.has_projection = not any(key.startswith("text_projection") for key in info["missing_keys"])
+        self.model = model.to(self.device).eval()
+        self.hidden_size = text_config.hidden_size
+        self.embedding_dim = text_config.projection_dim if self.has_projection else None
+        self.max_tokens = _token_limit(self.tokenizer, text_config.max_position_embeddings)
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Encode already-normalised queries.
+
+        Args:
+            texts (sequence of `str`): Queries after the dataset's normalisation.
+
+        Returns:
+            `(token_features, sentence_embeddings)`: one float32 `(Lt_i, Dt)` array per query, and float32
+            `(Nq, Dc)` or `None` without a text projection.
+
+        Raises:
+            ValueError: If a query has more tokens than the tokenizer or text encoder allows, or none between the
+                start and end tokens.
+        """
+        check_query_lengths(self.tokenizer, texts, self.max_tokens)
+        encoded = self.tokenizer(list(texts), padding="longest", return_tensors="pt").to(self.device)
+        outputs = self.model(**encoded)
+        lengths = encoded["attention_mask"].sum(dim=1)
+        token_features = []
+        for index, text in enumerate(texts):
+            states = outputs.last_hidden_state[index, 1 : int(lengths[index]) - 1]  # between start and end tokens
+            if states.shape[0] == 0:
+                raise ValueError(f"`query` {text!r} has no token between the start and end tokens.")
+            token_features.append(states.float().cpu().numpy())
+        embeddings = outputs.text_embeds.float().cpu().numpy() if self.has_projection else None
+        return token_features, embeddings
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description for the output file."""
+        return {"checkpoint": self.checkpoint, "hidden_size": self.hidden_size, "embedding_dim": self.embedding_dim}
+
+
+# ---- Grounding ----
+
+
+def ground(
+    model: RGNetForVideoGrounding,
+    processor: RGNetProcessor,
+    video_features: np.ndarray,
+    queries: Sequence[str],
+    *,
+    query_encoder: CLIPQueryEncoder | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[list[dict[str, torch.Tensor]], Any, dict[str, Any]]:
+    """Run RGNet on every (query, window) pair of one video and post-process to ranked moments (spec §7).
+
+    Args:
+        model ([`RGNetForVideoGrounding`]): The model, in eval mode.
+        processor ([`RGNetProcessor`]): Its processor.
+        video_features (`np.ndarray` of shape `(T, Dv)`): The video's frame features.
+        queries (sequence of `str`): Raw queries.
+        query_encoder ([`CLIPQueryEncoder`], *optional*): Token features when the model has no text encoder, and
+            the sentence embedding of the matching score (see the module docstring).
+        batch_size (`int`, *optional*, defaults to 16): (query, window) pairs per forward pass.
+        progress (`bool`, *optional*, defaults to `True`): Progress bar over forward passes.
+
+    Returns:
+        `(predictions, window_metadata, info)`: `post_process_video_grounding`'s list (one dict per query), the
+        batch's window metadata, and `{"normalized_queries", "matching_score"}`.
+
+    Raises:
+        ValueError: On an empty or too long query, a missing text encoder, or a text encoder whose width is not the
+            model's `text_feature_dim`.
+    """
+    config = model.config
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if isinstance(queries, str) or len(queries) == 0:
+        raise ValueError("`query` must be a non-empty list of query strings.")
+    normalized = []
+    for text in queries:
+        try:
+            normalized.append(normalize_query(text, processor.query_normalization))
+        except ValueError as error:
+            raise ValueError(f"`query` {text!r} is not usable: {error}") from None
+
+    if config.text_config is not None:
+        # The model computes its own token features from input_ids.
+        if processor.tokenizer is None:
+            if query_encoder is None:
+                raise ValueError(
+                    "The model has a text encoder but its folder has no tokenizer (processor); pass `text_encoder` "
+                    "(a CLIP checkpoint folder with a tokenizer)."
+                )
+            processor.tokenizer = query_encoder.tokenizer
+        limit = _token_limit(processor.tokenizer, config.text_config.max_position_embeddings)
+        check_query_lengths(processor.tokenizer, normalized, limit)
+        query_inputs = {"text": list(queries)}
+        sentence_embeddings = query_encoder.encode(normalized)[1] if query_encoder is not None else None
+    else:
+        if query_encoder is None:
+            raise ValueError(
+                "The model has no text encoder (config.text_config is None): pass `text_encoder`, a CLIP checkpoint "
+                "folder, to compute the query token features."
+            )
+        if query_encoder.hidden_size != config.text_feature_dim:
+            raise ValueError(
+                f"`text_encoder` {query_encoder.checkpoint!r} gives {query_encoder.hidden_size}-d token features but "
+                f"the model expects config.text_feature_dim = {config.text_feature_dim}."
+            )
+        token_features, sentence_embeddings = query_encoder.encode(normalized)
+        query_inputs = {"text_features": token_features}
+
+    video_dim = video_features.shape[1]
+    if sentence_embeddings is not None and sentence_embeddings.shape[1] == video_dim:
+        matching = f"CLIP text_embeds of {query_encoder.checkpoint}"
+    else:
+        if query_encoder is None:
+            reason = "no `text_encoder` given"
+        elif sentence_embeddings is None:
+            reason = f"`text_encoder` {query_encoder.checkpoint!r} has no text projection"
+        else:
+            reason = (
+                f"the text encoder's sentence embedding is {sentence_embeddings.shape[1]}-d, not the video "
+                f"features' {video_dim}-d"
+            )
+        logger.warning("Matching score skipped (%s): moments are ranked by proposal score only.", reason)
+        matching = f"unavailable: {reason}; moments ranked by proposal score"
+        # A zero sentence embedding gives matching scores of 0, so the fusion reduces to the proposal score.
+        sentence_embeddings = np.zeros((len(queries), video_dim), dtype=np.float32)
+
+    inputs = processor(video_features=video_features, **query_inputs)
+    metadata = inputs.window_metadata
+    device = next(model.parameters()).device
+    collected: dict[str, list[torch.Tensor]] = {"logits": [], "pred_spans": [], "window_logits": []}
+    starts = range(0, metadata.num_pairs, batch_size)
+    with torch.inference_mode():
+        for start in tqdm(starts, desc="grounding", unit="batch", disable=not progress or len(starts) < 2):
+            chunk = {key: value[start : start + batch_size].to(device) for key, value in inputs.items()}
+            outputs = model(**chunk)
+            for key, values in collected.items():
+                values.append(getattr(outputs, key).float().cpu())
+    outputs = {key: torch.cat(values) for key, values in collected.items()}
+    predictions = processor.post_process_video_grounding(
+        outputs, metadata, video_features=video_features, sentence_embeddings=sentence_embeddings
+    )
+    return predictions, metadata, {"normalized_queries": normalized, "matching_score": matching}
+
+
+def format_predictions(
+    predictions: Sequence[dict[str, torch.Tensor]], window_metadata: Any, queries: Sequence[str]
+) -> list[dict[str, Any]]:
+    """JSON-ready per-query results: ranked moments (seconds and scores) and the ranked windows."""
+    delta = window_metadata.seconds_per_frame
+    results = []
+    for query, prediction in zip(queries, predictions, strict=True):
+        rows = prediction["predictions"].tolist()
+        moments = [
+            {
+                "rank": rank + 1,
+                "start": row[0],
+                "end": row[1],
+                "score": row[4],
+                "proposal_score": row[2],
+                "matching_score": row[3],
+            }
+            for rank, row in enumerate(rows)
+        ]
+        windows = []
+        for window, score in zip(
+            prediction["window_ranking"].tolist(), prediction["window_scores"].tolist(), strict=True
+        ):
+            offset = int(window_metadata.window_offsets[window])
+            length = int(window_metadata.window_lengths[window])
+            windows.append(
+                {"window": window, "start": offset * delta, "end": (offset + length) * delta, "score": score}
+            )
+        results.append({"query": query, "moments": moments, "windows": windows})
+    return results
+
+
+def print_top_moments(results: Sequence[dict[str, Any]], top_k: int) -> None:
+    """Print the top `top_k` moments of each query as a table."""
+    for index, result in enumerate(results):
+        print(f'Query {index + 1}: "{result["query"]}"')
+        print(f"{'rank':>5} {'start (s)':>10} {'end (s)':>10} {'score':>8} {'proposal':>9} {'matching':>9}")
+        for moment in result["moments"][:top_k]:
+            print(
+                f"{moment['rank']:>5} {moment['start']:>10.2f} {moment['end']:>10.2f} {moment['score']:>8.3f} "
+                f"{moment['proposal_score']:>9.4f} {moment['matching_score']:>9.4f}"
+            )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="RGNet model folder (save_pretrained or converted)")
+    parser.add_argument("--video", required=True, help="video file, RGNet dataset folder, or .npy/.npz/.pt features")
+    parser.add_argument("--query", required=True, action="append", help="query text (repeat for several queries)")
+    parser.add_argument("--video_id", default=None, help="video of a dataset folder holding several")
+    parser.add_argument("--image_encoder", default=None, help="for a video file: CLIP folder or 'efficientnet-lite0'")
+    parser.add_argument("--text_encoder", default=None, help="CLIP checkpoint folder (token features, sentence emb.)")
+    parser.add_argument("--top_k", type=int, default=5, help="moments printed and plotted per query")
+    parser.add_argument("--output_dir", default=".", help="where <name>_grounding.json and <name>_timeline.png go")
+    parser.add_argument("--batch_size", type=int, default=16, help="(query, window) pairs per forward pass")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--no_plot", action="store_true", help="skip the timeline PNG")
+    parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.top_k < 1:
+        raise ValueError(f"`top_k` must be a positive integer, got {args.top_k}.")
+
+    model, processor = load_model_and_processor(args.model, device=args.device)
+    query_encoder = CLIPQueryEncoder(args.text_encoder, device=args.device) if args.text_encoder else None
+    features, video_info = load_video_features(
+        args.video,
+        seconds_per_frame=processor.seconds_per_frame,
+        video_id=args.video_id,
+        image_encoder=args.image_encoder,
+        device=args.device,
+        expected_dim=model.config.video_feature_dim,
+        progress=not args.no_progress,
+    )
+    predictions, metadata, info = ground(
+        model,
+        processor,
+        features,
+        args.query,
+        query_encoder=query_encoder,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    results = format_predictions(predictions, metadata, args.query)
+    for result, normalized in zip(results, info["normalized_queries"], strict=True):
+        result["normalized_query"] = normalized
+    print_top_moments(results, args.top_k)
+
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name = video_info["name"]
+    report = {
+        "model": str(args.model),
+        **video_info,
+        "text_encoder": query_encoder.describe() if query_encoder is not None else None,
+        "matching_score": info["matching_score"],
+        "seconds_per_frame": metadata.seconds_per_frame,
+        "num_frames": metadata.num_frames,
+        "duration": metadata.num_frames * metadata.seconds_per_frame,
+        "num_windows": metadata.num_windows,
+        "top_k": args.top_k,
+        "queries": results,
+    }
+    json_path = output_dir / f"{name}_grounding.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    report["json_path"] = str(json_path)
+    if not args.no_plot:
+        png_path = output_dir / f"{name}_timeline.png"
+        plot_timelines(predictions, metadata, queries=args.query, top_k=args.top_k, output_path=png_path)
+        report["png_path"] = str(png_path)
+    logger.info("wrote %s", ", ".join(str(report[key]) for key in ("json_path", "png_path") if key in report))
+    return report
+
+
+__all__ = [
+    "CLIPQueryEncoder",
+    "check_query_lengths",
+    "format_predictions",
+    "ground",
+    "load_model_and_processor",
+    "load_video_features",
+    "main",
+    "print_top_moments",
+]
+
+if __name__ == "__main__":
+    main()
