@@ -1,0 +1,77 @@
+"""The README's main job, shortened: synthetic data → training → evaluation → reload in a fresh process → plot."""
+
+import json
+
+from scripts import quickstart
+
+
+def test_shortened_quickstart_runs_end_to_end(tmp_path, capfd):
+    output_dir = tmp_path / "quickstart"
+    results = quickstart.main(
+        [
+            "--output_dir",
+            str(output_dir),
+            "--seed",
+            "3",
+            "--max_train_steps",
+            "12",
+            "--dataset_setting",
+            "num_train_videos=6",
+            "--dataset_setting",
+            "num_validation_videos=1",
+            "--dataset_setting",
+            "num_test_videos=2",
+        ]
+    )
+    printed = capfd.readouterr().out
+    assert "RGNet" in printed and "random baseline" in printed and "Ground truth" in printed
+    stored = json.loads((output_dir / "metrics.json").read_text())
+    assert stored == json.loads(json.dumps(results))
+    for name in ("R@1,IoU=0.3", "R@1,IoU=0.5", "R@5,IoU=0.3", "R@5,IoU=0.5", "mIoU", "WindowR@1"):
+        assert 0.0 <= stored["rgnet"][name] <= 1.0 and 0.0 <= stored["random_baseline"][name] <= 1.0
+    assert stored["training"]["steps"] == 12
+    for name in ("config.json", "model.safetensors", "modeling_rgnet.py", "processor_config.json", "tokenizer.json"):
+        assert (output_dir / "model" / name).is_file(), name
+    demo = json.loads((output_dir / "demo.json").read_text())
+    assert demo["loaded_class"].startswith("transformers_modules.")  # loaded from the saved folder's own code
+    assert len(demo["top5"]) == 5 and (output_dir / "timeline.png").stat().st_size > 10_000
+    # A second run reuses the dataset instead of rebuilding it.
+    assert (tmp_path / "synthetic-3" / "rgnet_dataset.json").is_file()
+
+
+def test_text_encoder_reproduces_the_dataset_word_vectors(tmp_path):
+    import numpy as np
+    import torch
+
+    from configuration_rgnet import RGNetConfig
+    from modeling_rgnet import RGNetForVideoGrounding
+    from scripts.make_synthetic_dataset import encode_query, load_synthetic_vocabulary, make_synthetic_dataset
+
+    path = make_synthetic_dataset(
+        tmp_path / "data", num_train_videos=1, num_validation_videos=1, num_test_videos=1, progress=False
+    )
+    vocabulary = load_synthetic_vocabulary(path)
+    tokenizer, text_config, embeddings = quickstart.build_text_encoder(vocabulary)
+    model = RGNetForVideoGrounding(
+        RGNetConfig(
+            hidden_size=32,
+            num_attention_heads=4,
+            ffn_dim=64,
+            video_feature_dim=64,
+            pooled_text_dim=64,
+            text_feature_dim=64,
+            max_window_frames=64,
+            text_config=text_config,
+        )
+    )
+    quickstart.load_text_encoder_weights(model, embeddings)
+    assert not any(p.requires_grad for p in model.model.text_encoder.parameters())
+    sentence = "The red car jumps on screen."
+    encoded = tokenizer([sentence], return_tensors="pt")
+    features, mask = model.model.encode_text(encoded["input_ids"], encoded["attention_mask"])
+    expected = torch.from_numpy(encode_query(sentence, vocabulary))
+    # Final LayerNorm then L2 normalisation of each word vector: the same direction up to centring.
+    expected = expected - expected.mean(-1, keepdim=True)
+    expected = expected / expected.norm(dim=-1, keepdim=True)
+    assert mask.tolist() == [[1.0] * 6]
+    np.testing.assert_allclose(features[0].detach().numpy(), expected.numpy(), atol=1e-4)
