@@ -1160,6 +1160,66 @@ def build_rgnet_dataset(
     return summary
 
 
+def add_converter_arguments(parser, *, source: str) -> None:
+    """Add the flags every converter script shares (annotations, output, original layout, filters, sharding).
+
+    Args:
+        parser (`argparse.ArgumentParser`): The script's parser.
+        source (`str`): The release's annotation format, for the help text (e.g. `"MAD JSON"`).
+    """
+    parser.add_argument(
+        "--annotations",
+        action="append",
+        required=True,
+        metavar="SPLIT=PATH",
+        help=f"Annotation file of one split ({source}; JSON Lines with --original-layout). Repeat per split.",
+    )
+    parser.add_argument("--output", required=True, type=Path, help="Dataset directory to create.")
+    parser.add_argument(
+        "--original-layout",
+        action="store_true",
+        help="Read the original implementation's JSON Lines + LMDB layout instead of the official release.",
+    )
+    parser.add_argument("--video-lmdb", type=Path, help="Original-layout video LMDB (with --original-layout).")
+    parser.add_argument("--text-lmdb", type=Path, help="Original-layout text LMDB (optional, --original-layout).")
+    parser.add_argument(
+        "--train-splits",
+        help="Comma-separated splits that get the training filters (default: names containing 'train').",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="Fail on a query whose video or text features are missing."
+    )
+    parser.add_argument(
+        "--max-shard-gb", type=float, default=DEFAULT_MAX_SHARD_BYTES / 1024**3, help="Feature shard size (GiB)."
+    )
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing RGNet dataset at --output.")
+    parser.add_argument("--summary", type=Path, help="Also write the conversion summary JSON here.")
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+
+
+def converter_options(args, parser) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Check the shared converter flags; returns `(annotation path per split, build_rgnet_dataset keywords)`.
+
+    Errors are reported through `parser.error` (exit status 2 with the usage line).
+    """
+    try:
+        annotations = parse_split_paths(args.annotations, "--annotations")
+        if args.max_shard_gb <= 0:
+            raise ValueError(f"`--max-shard-gb` must be positive, got {args.max_shard_gb}.")
+    except ValueError as error:
+        parser.error(str(error))
+    if args.original_layout and args.video_lmdb is None:
+        parser.error("--original-layout needs --video-lmdb.")
+    options = {
+        "train_splits": args.train_splits.split(",") if args.train_splits else None,
+        "strict": args.strict,
+        "max_shard_bytes": max(1, int(args.max_shard_gb * 1024**3)),
+        "overwrite": args.overwrite,
+        "progress": not args.no_progress,
+    }
+    return annotations, options
+
+
 def parse_split_paths(values: list[str], flag: str) -> dict[str, Path]:
     """Parse repeated `SPLIT=PATH` command-line arguments (used by the converter scripts).
 
@@ -1397,6 +1457,8 @@ def convert_original_layout(
 
 __all__ = [
     "ConversionStats",
+    "add_converter_arguments",
+    "converter_options",
     "DEFAULT_MAX_SHARD_BYTES",
     "FilterResult",
     "LmdbNpzReader",

@@ -40,9 +40,10 @@ if str(REPO_ROOT) not in sys.path:
 
 from data_rgnet import (  # noqa: E402
     DEFAULT_MAX_SHARD_BYTES,
+    add_converter_arguments,
     build_rgnet_dataset,
     convert_original_layout,
-    parse_split_paths,
+    converter_options,
 )
 
 logger = logging.getLogger("prepare_mad")
@@ -153,38 +154,11 @@ def convert_mad_release(
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--annotations",
-        action="append",
-        required=True,
-        metavar="SPLIT=PATH",
-        help="Annotation file of one split (MAD JSON; JSON Lines with --original-layout). Repeat per split.",
-    )
-    parser.add_argument("--output", required=True, type=Path, help="Dataset directory to create.")
+    add_converter_arguments(parser, source="MAD JSON")
     parser.add_argument("--video-features", type=Path, help="CLIP_B32_frames_features_5fps.h5 (MAD release).")
     parser.add_argument(
         "--text-features", type=Path, help="CLIP_B32_language_tokens_features.h5 (optional, MAD release)."
     )
-    parser.add_argument(
-        "--original-layout",
-        action="store_true",
-        help="Read the original implementation's JSON Lines + LMDB layout instead of the MAD release.",
-    )
-    parser.add_argument("--video-lmdb", type=Path, help="Original-layout video LMDB (with --original-layout).")
-    parser.add_argument("--text-lmdb", type=Path, help="Original-layout text LMDB (optional, --original-layout).")
-    parser.add_argument(
-        "--train-splits",
-        help="Comma-separated splits that get the training filters (default: names containing 'train').",
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="Fail on a query whose video or text features are missing."
-    )
-    parser.add_argument(
-        "--max-shard-gb", type=float, default=DEFAULT_MAX_SHARD_BYTES / 1024**3, help="Feature shard size (GiB)."
-    )
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing RGNet dataset at --output.")
-    parser.add_argument("--summary", type=Path, help="Also write the conversion summary JSON here.")
-    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     return parser
 
 
@@ -193,22 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        annotations = parse_split_paths(args.annotations, "--annotations")
-        if args.max_shard_gb <= 0:
-            raise ValueError(f"`--max-shard-gb` must be positive, got {args.max_shard_gb}.")
-    except ValueError as error:
-        parser.error(str(error))
-    common = {
-        "train_splits": args.train_splits.split(",") if args.train_splits else None,
-        "strict": args.strict,
-        "max_shard_bytes": max(1, int(args.max_shard_gb * 1024**3)),
-        "overwrite": args.overwrite,
-        "progress": not args.no_progress,
-    }
+    annotations, common = converter_options(args, parser)
     if args.original_layout:
-        if args.video_lmdb is None:
-            parser.error("--original-layout needs --video-lmdb.")
         if args.video_features or args.text_features:
             parser.error("--video-features/--text-features belong to the MAD release, not --original-layout.")
         summary = convert_original_layout(
