@@ -22,25 +22,9 @@ from loss_rgnet import (
     weighted_loss_sum,
 )
 
+from .conftest import FIXTURE_TO_CONFIG_FIELD
+
 FIXTURE_NAMES = ("rgnet_tiny_mad", "rgnet_tiny_ego4d")
-# Fixture criterion keys (spec_config.loss_*) -> RGNetConfig field names.
-FIXTURE_TO_CONFIG_FIELD = {
-    "span_l1_weight": "span_l1_loss_weight",
-    "giou_weight": "giou_loss_weight",
-    "label_weight": "label_loss_weight",
-    "background_class_weight": "background_class_weight",
-    "saliency_weight": "saliency_loss_weight",
-    "saliency_margin": "saliency_margin",
-    "retrieval_weight": "retrieval_loss_weight",
-    "contrastive_temperature": "contrastive_temperature",
-    "matcher_l1_cost": "matcher_span_l1_cost",
-    "matcher_giou_cost": "matcher_giou_cost",
-    "matcher_class_cost": "matcher_class_cost",
-    "auxiliary_loss": "use_auxiliary_loss",
-    "pair_mode": "pair_mode",
-}
-
-
 # ---- helpers ----
 
 

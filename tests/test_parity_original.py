@@ -14,34 +14,15 @@ from safetensors.torch import load_file
 
 from configuration_rgnet import RGNetConfig
 from modeling_rgnet import RGNetForVideoGrounding
-from scripts.convert_original_rgnet_checkpoint import (
-    config_from_original,
-    convert_original_state_dict,
-)
-from scripts.convert_original_rgnet_checkpoint import (
-    main as convert_main,
-)
+from scripts import convert_original_rgnet_checkpoint as converter
+from scripts.convert_original_rgnet_checkpoint import config_from_original, convert_original_state_dict
+
+from .conftest import FIXTURE_TO_CONFIG_FIELD
 
 FIXTURE_NAMES = ["rgnet_tiny_mad", "rgnet_tiny_ego4d"]
 OUTPUT_TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 HIDDEN_TOLERANCE = {"atol": 5e-5, "rtol": 0}
 LOSS_TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
-# Official names of the spec's loss fields, per batch composition in the fixture JSON.
-SPEC_LOSS_FIELDS = {
-    "span_l1_weight": "span_l1_loss_weight",
-    "giou_weight": "giou_loss_weight",
-    "label_weight": "label_loss_weight",
-    "background_class_weight": "background_class_weight",
-    "saliency_weight": "saliency_loss_weight",
-    "saliency_margin": "saliency_margin",
-    "retrieval_weight": "retrieval_loss_weight",
-    "contrastive_temperature": "contrastive_temperature",
-    "matcher_l1_cost": "matcher_span_l1_cost",
-    "matcher_giou_cost": "matcher_giou_cost",
-    "matcher_class_cost": "matcher_class_cost",
-    "auxiliary_loss": "use_auxiliary_loss",
-    "pair_mode": "pair_mode",
-}
 
 
 class Fixture:
@@ -59,7 +40,11 @@ class Fixture:
         flags = self.meta["official_flags"]["architecture"]
         config = config_from_original(flags, self.official_state_dict)
         loss_section = self.meta["spec_config"][f"loss_{batch_mode}"]
-        loss_fields = {SPEC_LOSS_FIELDS[key]: value for key, value in loss_section.items() if key in SPEC_LOSS_FIELDS}
+        loss_fields = {
+            FIXTURE_TO_CONFIG_FIELD[key]: value
+            for key, value in loss_section.items()
+            if key in FIXTURE_TO_CONFIG_FIELD
+        }
         for field, value in {**loss_fields, **overrides}.items():
             setattr(config, field, value)
         return config
@@ -309,7 +294,7 @@ def test_conversion_cli_round_trip(fixture, tmp_path):
     checkpoint = tmp_path / "original.ckpt"
     flags = fixture.meta["official_flags"]["architecture"]
     torch.save({"model": fixture.official_state_dict, "opt": Namespace(**flags)}, checkpoint)
-    convert_main(["--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "converted")])
+    converter.main(["--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "converted")])
     model = RGNetForVideoGrounding.from_pretrained(tmp_path / "converted").eval()
     assert model.config.video_position_temperature == flags["pos_temperature"]
     assert model.config.retrieval_loss_weight == flags["retrieval_loss_coef"]
@@ -324,7 +309,7 @@ def test_conversion_cli_with_separate_options_file(fixture, tmp_path):
 
     save_file(fixture.official_state_dict, tmp_path / "weights.safetensors")
     (tmp_path / "options.json").write_text(json.dumps(fixture.meta["official_flags"]["architecture"]))
-    convert_main(
+    converter.main(
         [
             "--checkpoint",
             str(tmp_path / "weights.safetensors"),
@@ -348,7 +333,7 @@ def test_conversion_fails_on_missing_keys(fixture, tmp_path):
     state_dict = {k: v for k, v in fixture.official_state_dict.items() if not k.startswith("class_embed")}
     torch.save({"model": state_dict, "opt": fixture.meta["official_flags"]["architecture"]}, tmp_path / "x.ckpt")
     with pytest.raises(ValueError, match="class_head"):
-        convert_main(["--checkpoint", str(tmp_path / "x.ckpt"), "--output_dir", str(tmp_path / "out")])
+        converter.main(["--checkpoint", str(tmp_path / "x.ckpt"), "--output_dir", str(tmp_path / "out")])
 
 
 def test_tiny_parameter_count_matches_original(fixture):
