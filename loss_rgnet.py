@@ -242,6 +242,7 @@ def _float32_outputs(outputs: Mapping) -> dict:
     if isinstance(auxiliary_outputs, Sequence):
         auxiliary_outputs = [{key: value.float() for key, value in layer.items()} for layer in auxiliary_outputs]
     converted["auxiliary_outputs"] = auxiliary_outputs
+    converted["grounding_pair_index"] = outputs.get("grounding_pair_index")
     return converted
 
 
@@ -334,6 +335,24 @@ def _positive_rows(batch_mode: str, num_windows: int, device: torch.device) -> t
     """Row of each positive window in the forward batch: the diagonal `i·B + i`, or the first `B` rows."""
     window_index = torch.arange(num_windows, device=device)
     return window_index * (num_windows + 1) if batch_mode == "cross_pairs" else window_index
+
+
+def _grounded_rows(pair_rows: torch.Tensor, grounding_pair_index: torch.Tensor | None, num_pairs: int) -> torch.Tensor:
+    """Rows of the per-pair moment outputs (`logits`, `pred_spans`, `saliency_scores`) that hold the pairs `pair_rows`.
+
+    The identity when every pair was grounded (`grounding_pair_index` is `None`); otherwise the position of each pair
+    in `outputs["grounding_pair_index"]` (see `RGNetForVideoGrounding.forward`).
+    """
+    if grounding_pair_index is None:
+        return pair_rows
+    grounding_pair_index = grounding_pair_index.to(pair_rows.device)
+    lookup = torch.full((num_pairs,), -1, dtype=torch.long, device=pair_rows.device)
+    lookup[grounding_pair_index] = torch.arange(len(grounding_pair_index), device=pair_rows.device)
+    rows = lookup[pair_rows]
+    if (rows < 0).any():
+        missing = pair_rows[rows < 0].tolist()
+        raise ValueError(f"`outputs['grounding_pair_index']` lacks the pair(s) {missing} that the loss reads.")
+    return rows
 
 
 def _windows_per_process(num_windows: int, device: torch.device) -> float:
@@ -619,21 +638,30 @@ class RGNetLoss:
         logits = outputs["logits"]
         if logits.ndim != 3 or logits.shape[-1] != 2:
             raise ValueError(f"`outputs['logits']` must have shape (N, Q, 2), got {tuple(logits.shape)}.")
-        num_pairs = logits.shape[0]
+        # Moment outputs cover the G grounded pairs (all N unless `grounding_pair_index` is set); the rest N.
+        num_grounded = logits.shape[0]
+        grounding_pair_index = outputs.get("grounding_pair_index")
+        if grounding_pair_index is not None and tuple(grounding_pair_index.shape) != (num_grounded,):
+            raise ValueError(
+                f"`outputs['grounding_pair_index']` must have shape ({num_grounded},) like `outputs['logits']`, "
+                f"got {tuple(grounding_pair_index.shape)}."
+            )
+        num_pairs = outputs["window_logits"].shape[0] if grounding_pair_index is not None else num_grounded
         if outputs["window_logits"].shape != (num_pairs, 1):
             raise ValueError(
                 f"`outputs['window_logits']` must have shape ({num_pairs}, 1), "
                 f"got {tuple(outputs['window_logits'].shape)}."
             )
         saliency_scores = outputs["saliency_scores"]
-        if saliency_scores.ndim != 2 or saliency_scores.shape[0] != num_pairs:
+        if saliency_scores.ndim != 2 or saliency_scores.shape[0] != num_grounded:
             raise ValueError(
-                f"`outputs['saliency_scores']` must have shape ({num_pairs}, Lv), got {tuple(saliency_scores.shape)}."
+                f"`outputs['saliency_scores']` must have shape ({num_grounded}, Lv), "
+                f"got {tuple(saliency_scores.shape)}."
             )
-        if video_mask.shape != saliency_scores.shape:
+        if video_mask.shape != (num_pairs, saliency_scores.shape[1]):
             raise ValueError(
-                f"`video_mask` must have the shape of `outputs['saliency_scores']` {tuple(saliency_scores.shape)}, "
-                f"got {tuple(video_mask.shape)}."
+                f"`video_mask` must have shape {(num_pairs, saliency_scores.shape[1])} (pairs, frames of "
+                f"`outputs['saliency_scores']`), got {tuple(video_mask.shape)}."
             )
 
     # ---- entry points ----
@@ -650,9 +678,13 @@ class RGNetLoss:
             row when `outputs` has no auxiliary outputs).
         """
         logits = outputs["logits"]
-        validate_labels(labels, logits.shape[0])
+        grounding_pair_index = outputs.get("grounding_pair_index")
+        num_pairs = logits.shape[0] if grounding_pair_index is None else outputs["window_logits"].shape[0]
+        validate_labels(labels, num_pairs)
         num_windows = labels["spans"].shape[0]
-        positive_rows = _positive_rows(labels["batch_mode"], num_windows, logits.device)
+        positive_rows = _grounded_rows(
+            _positive_rows(labels["batch_mode"], num_windows, logits.device), grounding_pair_index, num_pairs
+        )
         target_spans = labels["spans"].to(device=logits.device, dtype=logits.dtype)
         layers = self._decoder_layer_outputs(outputs, include_auxiliary=bool(outputs.get("auxiliary_outputs")))
         slots_by_layer = [
@@ -672,7 +704,9 @@ class RGNetLoss:
                 `logits` (`(N, Q, 2)`), `pred_spans` (`(N, Q, 2)` `(center, width)`), `window_logits` (`(N, 1)`),
                 `saliency_scores` (`(N, Lv)`, padded positions included) and, when `use_auxiliary_loss`,
                 `auxiliary_outputs`: a list over decoder layers `0..L−2` of mappings with `logits` and
-                `pred_spans` (each `(N, Q, 2)`).
+                `pred_spans` (each `(N, Q, 2)`). With `grounding_pair_index` `(G,)` (optional), the moment outputs and
+                saliency hold only those `G` pairs, row `g` = pair `grounding_pair_index[g]`; they must include
+                every pair the loss reads.
             labels ([`RGNetLabels`]): the targets; `labels["batch_mode"]` fixes the row layout.
             video_mask (`torch.Tensor` of shape `(N, Lv)`): 1 (or True) = valid frame.
 
@@ -687,14 +721,20 @@ class RGNetLoss:
         outputs = _float32_outputs(outputs)
         logits = outputs["logits"]
         device, dtype = logits.device, logits.dtype
-        validate_labels(labels, logits.shape[0], num_frames=outputs["saliency_scores"].shape[1])
+        num_pairs = outputs["window_logits"].shape[0]
+        validate_labels(labels, num_pairs, num_frames=outputs["saliency_scores"].shape[1])
         layers = self._decoder_layer_outputs(outputs, include_auxiliary=self.use_auxiliary_loss)
 
         batch_mode = labels["batch_mode"]
         paired_negative = batch_mode == "paired_negative"
         num_queries = labels["spans"].shape[0]
-        positive_rows = _positive_rows(batch_mode, num_queries, device)
-        negative_rows = torch.arange(num_queries, 2 * num_queries, device=device) if paired_negative else None
+        # Pair indices of the positive (and negative) windows, then their rows in the moment outputs.
+        negative_pairs = torch.arange(num_queries, 2 * num_queries, device=device) if paired_negative else None
+        grounding_pair_index = outputs["grounding_pair_index"]
+        positive_rows = _grounded_rows(
+            _positive_rows(batch_mode, num_queries, device), grounding_pair_index, num_pairs
+        )
+        negative_rows = _grounded_rows(negative_pairs, grounding_pair_index, num_pairs) if paired_negative else None
         target_spans = labels["spans"].to(device=device, dtype=dtype)
         num_windows = _windows_per_process(num_queries, device)
         weights = self.loss_weights
@@ -728,7 +768,7 @@ class RGNetLoss:
                     labels["saliency_positive_frames"].to(device),
                     labels["saliency_negative_frames"].to(device),
                     saliency_scores[negative_rows] if paired_negative else None,
-                    video_mask[negative_rows] if paired_negative else None,
+                    video_mask[negative_pairs] if paired_negative else None,
                     num_windows,
                 )
             if weights["loss_retrieval"] != 0:

@@ -11,7 +11,18 @@ heads and loss (§5.8, §6).
 
 Conventions: masks are 1 = valid, 0 = padding (sequences are padded at the end). Shape symbols: `N` pairs,
 `Lv` frames per window, `Lt` text tokens, `Dv`/`Dt` input feature widths, `D` hidden size, `H` attention heads,
-`Q` moment queries, `L` decoder layers. Spans are `(center, width)` normalised by the window's valid length.
+`Q` moment queries, `L` decoder layers, `G` grounded pairs. Spans are `(center, width)` normalised by the window's
+valid length.
+
+Speed and memory (the numerics are those of the plain formulation up to float32 rounding):
+
+* attention runs PyTorch's fused `scaled_dot_product_attention` (no attention map is kept), except for dropout
+  on CPU, which has its own kernel (`_CPUDropoutAttention`); dropout and the feed-forward activation keep boolean
+  masks or nothing (`_CPUDropout`, `_ReluDropout`) instead of float copies of the activations;
+* `grounding_pair_index` restricts the decoder, the fusion and the last retrieval-encoder layer's frame rows to the
+  pairs whose moments are needed (in `cross_pairs` training, the `B` positives of the `B²` pairs);
+* `video_pair_index` lets `video_features` hold each distinct window once (many queries on one video), projected
+  once outside training.
 """
 
 from __future__ import annotations
@@ -46,13 +57,16 @@ logger = logging.get_logger(__name__)
 class RGNetModelOutput(ModelOutput):
     """Hidden states of [`RGNetModel`] for a batch of `N` (query, window) pairs.
 
+    The per-frame and decoder fields cover the `G` grounded pairs: all `N` pairs (`G = N`) unless `forward` was given
+    a `grounding_pair_index`, in which case row `g` belongs to pair `grounding_pair_index[g]`.
+
     Args:
-        decoder_hidden_states (`torch.FloatTensor` of shape `(L, N, Q, D)`):
+        decoder_hidden_states (`torch.FloatTensor` of shape `(L, G, Q, D)`):
             Output of every anchor-decoder layer after the decoder's shared final LayerNorm.
-        reference_anchors (`torch.FloatTensor` of shape `(L, N, Q, 2)`):
+        reference_anchors (`torch.FloatTensor` of shape `(L, G, Q, 2)`):
             The `(center, width)` anchor consumed by each decoder layer, in sigmoid space. Layer 0 is the learned
             anchor; layer `l ≥ 1` is the gradient-carrying update made by layer `l − 1`.
-        encoder_last_hidden_state (`torch.FloatTensor` of shape `(N, Lv, D)`):
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(G, Lv, D)`):
             Frame states after the retrieval encoder and the fusion `M_t + gate_t · g` (the decoder's memory).
         global_hidden_state (`torch.FloatTensor` of shape `(N, D)`):
             The global (retrieval) token after the retrieval encoder.
@@ -66,6 +80,8 @@ class RGNetModelOutput(ModelOutput):
             The query token features that were used (computed by the text encoder when `input_ids` were given).
         text_mask (`torch.FloatTensor` of shape `(N, Lt)`):
             Their validity mask.
+        grounding_pair_index (`torch.LongTensor` of shape `(G,)`, *optional*):
+            The pairs the `G`-row fields belong to; `None` when every pair was grounded (`G = N`).
     """
 
     decoder_hidden_states: torch.FloatTensor | None = None
@@ -77,11 +93,16 @@ class RGNetModelOutput(ModelOutput):
     selector_raw_logits: torch.FloatTensor | None = None
     text_features: torch.FloatTensor | None = None
     text_mask: torch.FloatTensor | None = None
+    grounding_pair_index: torch.LongTensor | None = None
 
 
 @dataclass
 class RGNetVideoGroundingOutput(ModelOutput):
     """Predictions of [`RGNetForVideoGrounding`] for a batch of `N` (query, window) pairs.
+
+    Moment predictions, saliency and decoder states cover the `G` grounded pairs: all `N` pairs (`G = N`) unless
+    `forward` was given a `grounding_pair_index`, in which case row `g` belongs to pair `grounding_pair_index[g]`.
+    `window_logits`, `frame_selection`, `selector_logits` and `global_hidden_state` always cover all `N` pairs.
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
@@ -89,13 +110,13 @@ class RGNetVideoGroundingOutput(ModelOutput):
         loss_dict (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` are given):
             Unweighted loss terms (`loss_span`, `loss_giou`, `loss_label`, `loss_saliency`, `loss_retrieval`, and
             `loss_{span,giou,label}_{l}` for auxiliary decoder layers) plus logging-only `class_error` metrics.
-        logits (`torch.FloatTensor` of shape `(N, Q, 2)`):
+        logits (`torch.FloatTensor` of shape `(G, Q, 2)`):
             Class logits of the last decoder layer; index 0 = foreground (a moment), 1 = background.
-        pred_spans (`torch.FloatTensor` of shape `(N, Q, 2)`):
+        pred_spans (`torch.FloatTensor` of shape `(G, Q, 2)`):
             `(center, width)` of each moment proposal in (0, 1), relative to the window's valid length.
         window_logits (`torch.FloatTensor` of shape `(N, 1)`):
             Window relevance (clip retrieval) logit; the window score is its sigmoid.
-        saliency_scores (`torch.FloatTensor` of shape `(N, Lv)`):
+        saliency_scores (`torch.FloatTensor` of shape `(G, Lv)`):
             Per-frame saliency, computed at every position (padded ones included; the paired-negative loss reads
             them all).
         frame_selection (`torch.FloatTensor` of shape `(N, Lv)`):
@@ -103,15 +124,17 @@ class RGNetVideoGroundingOutput(ModelOutput):
         selector_logits (`torch.FloatTensor` of shape `(N, Lv)`):
             Noisy selector logits in training, the hard gate in eval mode.
         auxiliary_outputs (`list[dict[str, torch.FloatTensor]]`):
-            For decoder layers `0 … L−2`, a dict with `logits` and `pred_spans` of shape `(N, Q, 2)`.
-        reference_anchors (`torch.FloatTensor` of shape `(L, N, Q, 2)`):
+            For decoder layers `0 … L−2`, a dict with `logits` and `pred_spans` of shape `(G, Q, 2)`.
+        reference_anchors (`torch.FloatTensor` of shape `(L, G, Q, 2)`):
             Anchor consumed by each decoder layer (see [`RGNetModelOutput`]).
-        decoder_hidden_states (`torch.FloatTensor` of shape `(L, N, Q, D)`):
+        decoder_hidden_states (`torch.FloatTensor` of shape `(L, G, Q, D)`):
             Normalised output of every decoder layer.
-        encoder_last_hidden_state (`torch.FloatTensor` of shape `(N, Lv, D)`):
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(G, Lv, D)`):
             Fused frame states (decoder memory).
         global_hidden_state (`torch.FloatTensor` of shape `(N, D)`):
             Global token after the retrieval encoder.
+        grounding_pair_index (`torch.LongTensor` of shape `(G,)`, *optional*):
+            The pairs the `G`-row fields belong to; `None` when every pair was grounded (`G = N`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -127,6 +150,7 @@ class RGNetVideoGroundingOutput(ModelOutput):
     decoder_hidden_states: torch.FloatTensor | None = None
     encoder_last_hidden_state: torch.FloatTensor | None = None
     global_hidden_state: torch.FloatTensor | None = None
+    grounding_pair_index: torch.LongTensor | None = None
 
 
 # ---- Pure functions: logit, position encodings, attention bias, attention ----
@@ -214,21 +238,20 @@ def build_selector_attention_bias(
     Returns:
         `torch.Tensor` of shape `(N, 1, 1 + Lv, 1 + Lv)` (rows = queries, columns = keys).
     """
-    gate = frame_gate.detach().clone()
-    gate[:, 0] = 1
-    length = gate.shape[1]
-    off_diagonal = ~torch.eye(length, dtype=torch.bool, device=gate.device)  # (S, S)
-    not_selected_rows = (gate < 0.5)[:, :, None]  # (N, S, 1)
-    affected = not_selected_rows & off_diagonal  # (N, S, S)
-    if mode == "additive_unit_bias":
-        bias = affected.to(dtype)
-    elif mode == "hard_mask":
-        bias = torch.zeros(affected.shape, dtype=dtype, device=gate.device).masked_fill(
-            affected, torch.finfo(dtype).min
-        )
-    else:
+    if mode not in ("additive_unit_bias", "hard_mask"):
         raise ValueError(f"Unknown `selector_attention_mode` {mode!r}.")
-    bias = bias.masked_fill(~sequence_mask.bool()[:, None, :], torch.finfo(dtype).min)
+    not_selected = frame_gate.detach() < 0.5
+    not_selected[:, 0] = False  # the global token counts as selected
+    num_pairs, length = not_selected.shape
+    off_diagonal = ~torch.eye(length, dtype=torch.bool, device=not_selected.device)  # (S, S)
+    affected = not_selected[:, :, None] & off_diagonal  # (N, S, S)
+    # Rows padded to a multiple of 8 elements: CUDA's memory-efficient attention then reads the bias in place
+    # instead of copying it into an aligned buffer in every layer.
+    padded_length = -(-length // 8) * 8
+    bias = torch.zeros(num_pairs, length, padded_length, dtype=dtype, device=affected.device)[..., :length]
+    value = 1.0 if mode == "additive_unit_bias" else torch.finfo(dtype).min
+    bias.masked_fill_(affected, value)
+    bias.masked_fill_(~sequence_mask.bool()[:, None, :], torch.finfo(dtype).min)
     return bias[:, None]
 
 
@@ -269,11 +292,15 @@ def multi_head_attention(
     """Scaled dot-product attention over already projected inputs; the one attention kernel of the model.
 
     Query and key may be wider than value (the decoder's conditional cross-attention concatenates content and
-    sine parts per head); the scale is `1/sqrt(query head width)`.
+    sine parts per head); the scale is `1/sqrt(query head width)`. Runs PyTorch's `scaled_dot_product_attention`
+    (fused flash / memory-efficient kernels that keep no attention map), except for dropout on CPU: PyTorch's only
+    CPU kernel with dropout keeps several float maps per layer (about 5 GB per MAD encoder layer at 64 pairs), so
+    there [`_CPUDropoutAttention`] computes the same function pair by pair (all but tiny maps).
 
     Args:
         query (`torch.Tensor` of shape `(N, Lq, H·Dqk)`), key (`(N, Lk, H·Dqk)`), value (`(N, Lk, H·Dv)`).
-        attention_bias (`torch.Tensor` broadcastable to `(N, H, Lq, Lk)`, *optional*): added to the scaled logits.
+        attention_bias (`torch.Tensor` broadcastable to `(N, H, Lq, Lk)`, *optional*): added to the scaled logits;
+            it receives no gradient (it is built from masks and the detached gate).
         num_heads (`int`): `H`.
         dropout (`float`): dropout on attention probabilities (pass 0 in eval mode).
 
@@ -285,8 +312,181 @@ def multi_head_attention(
     value = rearrange(value, "n l (h d) -> n h l d", h=num_heads)
     if attention_bias is not None:
         attention_bias = attention_bias.to(query.dtype)
-    attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_bias, dropout_p=dropout)
+    large_maps = num_heads * query.shape[2] * key.shape[2] >= _CPUDropoutAttention.min_map_elements
+    if dropout > 0 and query.device.type == "cpu" and large_maps:
+        attended = _CPUDropoutAttention.apply(query, key, value, attention_bias, dropout)
+    else:
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_bias, dropout_p=dropout)
     return rearrange(attended, "n h l d -> n l (h d)")
+
+
+# ---- Training kernels: the same functions as PyTorch's, with less memory on CPU ----
+
+
+class _CPUDropoutAttention(torch.autograd.Function):
+    """Attention with dropout on the probabilities, computed pair by pair (CPU training).
+
+    `P = softmax(Q Kᵀ / sqrt(Dqk) + bias)`, `out = (P ⊙ M) V / (1 − p)` with `M` a Bernoulli(1 − p) keep mask drawn
+    from the global generator (kept where `u ≥ p`, `u ~ U[0, 1)`): the function of PyTorch's math path, distributed
+    identically. Each block (one pair, or a few heads of it) goes through two reused scratch buffers small enough
+    to stay in cache, reading the projections in their `(N, L, H, D)` layout without copies; the backward recomputes
+    the block's `P` (the same kernels on the same inputs give the same values) and keeps only the boolean `M`, a
+    quarter of one float map, where the math path keeps several float maps per layer. It uses
+    `rowsum(dP ⊙ P) = rowsum(dout ⊙ out)`. Reduced-precision inputs are computed in float32.
+    """
+
+    # Used for maps of at least this many elements per pair: faster than PyTorch's kernel from the global-token row
+    # (8·901) up; the decoder's tiny self-attention maps (8·5·5) are cheaper there than one loop step per pair.
+    min_map_elements = 1 << 12
+    # Elements of one block's score map (4 MB): a whole pair when its map is small, otherwise a few heads of it.
+    _block_elements = 1 << 20
+
+    @staticmethod
+    def _blocks(num_pairs: int, num_heads: int, map_elements: int) -> list[tuple[int, slice]]:
+        """`(pair, heads)` blocks covering `(N, H)`, each holding at most `_block_elements` map entries (≥ 1 head)."""
+        step = min(num_heads, max(1, _CPUDropoutAttention._block_elements // map_elements))
+        return [(pair, slice(head, head + step)) for pair in range(num_pairs) for head in range(0, num_heads, step)]
+
+    @staticmethod
+    def _probabilities(query, key, attention_bias, scale, block, buffer):
+        """`softmax(scale · Q Kᵀ + bias)` of one block, `(h, Lq, Lk)`, computed in `buffer`."""
+        query, key = query[block], key[block]  # (h, Lq, Dqk), (h, Lk, Dqk)
+        scores = buffer[: query.shape[0] * query.shape[1] * key.shape[1]].view(query.shape[0], query.shape[1], -1)
+        if attention_bias is None:
+            torch.bmm(query, key.transpose(1, 2), out=scores).mul_(scale)
+        else:
+            torch.baddbmm(attention_bias[block], query, key.transpose(1, 2), alpha=scale, out=scores)
+        return torch.softmax(scores, dim=-1, out=scores)
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, query, key, value, attention_bias, dropout):
+        num_pairs, num_heads, query_length, _ = query.shape
+        key_length = key.shape[2]
+        scale = query.shape[-1] ** -0.5
+        query, key, value = query.float(), key.float(), value.float()
+        if attention_bias is not None:
+            attention_bias = attention_bias.float().expand(num_pairs, num_heads, query_length, key_length)
+        # Written as (N, Lq, H, Dv) and returned as its (N, H, Lq, Dv) view: merging the heads is then free.
+        output = value.new_empty(num_pairs, query_length, num_heads, value.shape[-1]).transpose(1, 2)
+        keep = torch.empty(num_pairs, num_heads, query_length, key_length, dtype=torch.bool, device=value.device)
+        blocks = _CPUDropoutAttention._blocks(num_pairs, num_heads, query_length * key_length)
+        block_elements = keep[blocks[0]].numel()
+        probs_buffer, noise_buffer = value.new_empty(block_elements), value.new_empty(block_elements)
+        for block in blocks:
+            probs = _CPUDropoutAttention._probabilities(query, key, attention_bias, scale, block, probs_buffer)
+            block_keep = keep[block]
+            torch.ge(noise_buffer[: probs.numel()].view(probs.shape).uniform_(), dropout, out=block_keep)
+            torch.bmm(probs.mul_(block_keep), value[block], out=output[block]).mul_(1.0 / (1.0 - dropout))
+        ctx.save_for_backward(query, key, value, output, keep, attention_bias)
+        ctx.dropout, ctx.scale, ctx.blocks = dropout, scale, blocks
+        return output
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_output):
+        query, key, value, output, keep, attention_bias = ctx.saved_tensors
+        keep_scale, scale = 1.0 / (1.0 - ctx.dropout), ctx.scale
+        grad_output = grad_output.float()
+        grad_query, grad_key, grad_value = torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
+        block_elements = keep[ctx.blocks[0]].numel()
+        probs_buffer, grad_buffer = value.new_empty(block_elements), value.new_empty(block_elements)
+        for block in ctx.blocks:
+            probs = _CPUDropoutAttention._probabilities(query, key, attention_bias, scale, block, probs_buffer)
+            block_keep, grad_out = keep[block], grad_output[block]
+            row_dot = (grad_out * output[block]).sum(dim=-1, keepdim=True)  # rowsum(dP ⊙ P), (h, Lq, 1)
+            # dS = P ⊙ (dP − row_dot), dP = (dout Vᵀ) ⊙ M / (1 − p).
+            grad_scores = grad_buffer[: probs.numel()].view(probs.shape)
+            torch.bmm(grad_out, value[block].transpose(1, 2), out=grad_scores)
+            grad_scores.mul_(block_keep).mul_(keep_scale).sub_(row_dot).mul_(probs)
+            kept_probs = probs.mul_(block_keep)
+            torch.bmm(kept_probs.transpose(1, 2), grad_out, out=grad_value[block]).mul_(keep_scale)
+            torch.bmm(grad_scores, key[block], out=grad_query[block]).mul_(scale)
+            torch.bmm(grad_scores.transpose(1, 2), query[block], out=grad_key[block]).mul_(scale)
+        return grad_query, grad_key, grad_value, None, None
+
+
+def _uniform_slices(numel: int, device: torch.device):
+    """Yield `(start, end, u)` covering `[0, numel)`, `u ~ U[0, 1)` float32 of length `end − start`.
+
+    The samples are those of `torch.rand(numel)` (drawn in order from the device's generator) but go through one
+    reused buffer (4 MB on CPU, where each slice is then used while in cache; 64 MB elsewhere), so a dropout mask
+    never needs a float tensor of the activation's size.
+    """
+    noise = torch.empty(min(numel, 1 << 20 if device.type == "cpu" else 1 << 24), device=device)
+    for start in range(0, numel, noise.numel()):
+        end = min(start + noise.numel(), numel)
+        yield start, end, noise[: end - start].uniform_()
+
+
+class _CPUDropout(torch.autograd.Function):
+    """`residual + dropout(hidden)` for CPU training, in one output tensor; the mask (`u ≥ p`) is kept as booleans.
+
+    The same function as `F.dropout` then the addition; PyTorch's CPU dropout draws with the slower `bernoulli_`
+    and keeps a float mask, and the separate addition allocates a second activation-sized tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, residual, dropout):
+        keep = torch.empty(hidden.shape, dtype=torch.bool, device=hidden.device)
+        flat_keep = keep.view(-1)
+        for start, end, noise in _uniform_slices(keep.numel(), hidden.device):
+            torch.ge(noise, dropout, out=flat_keep[start:end])
+        ctx.save_for_backward(keep)
+        ctx.keep_scale, ctx.has_residual = 1.0 / (1.0 - dropout), residual is not None
+        output = torch.mul(hidden, keep).mul_(ctx.keep_scale)
+        if residual is None:
+            return output
+        # In place only when that keeps the promoted dtype (a bf16 branch added to a float32 stream stays float32).
+        return output.add_(residual) if residual.dtype == output.dtype else residual + output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (keep,) = ctx.saved_tensors
+        grad_hidden = torch.mul(grad_output, keep).mul_(ctx.keep_scale)
+        return grad_hidden, grad_output if ctx.has_residual else None, None
+
+
+class RGNetDropout(nn.Dropout):
+    """`nn.Dropout` with an optional residual: `forward(hidden, residual)` returns `residual + dropout(hidden)`.
+
+    Training on CPU with gradients runs [`_CPUDropout`] (the same function, faster and smaller); otherwise
+    PyTorch's dropout.
+    """
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training and self.p > 0 and hidden.device.type == "cpu" and torch.is_grad_enabled():
+            return _CPUDropout.apply(hidden, residual, self.p)
+        hidden = super().forward(hidden)
+        return hidden if residual is None else residual + hidden
+
+
+class _ReluDropout(torch.autograd.Function):
+    """`dropout(relu(x))` keeping only its output for the backward (the input of `fc2`, which autograd keeps anyway).
+
+    The gradient is `grad · 1[out > 0] / (1 − p)`: an output is positive exactly where the input was positive and the
+    unit kept. Autograd's own `relu` then `dropout` would keep two more `(N, L, ffn_dim)` tensors per feed-forward
+    block, the largest activations of the model.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, dropout):
+        output = hidden.relu_()  # `hidden` is the fresh 2-D output of `fc1`, not a view: no copy-back in backward
+        ctx.mark_dirty(output)
+        keep_scale = 1.0 / (1.0 - dropout)
+        if dropout > 0:  # kept where u ≥ p, applied in place slice by slice
+            flat = output.view(-1)
+            for start, end, noise in _uniform_slices(flat.numel(), output.device):
+                flat[start:end].mul_(noise.ge_(dropout).mul_(keep_scale))
+        ctx.save_for_backward(output)
+        ctx.keep_scale = keep_scale
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (output,) = ctx.saved_tensors
+        grad_hidden = torch.ops.aten.threshold_backward(grad_output, output, 0)  # relu's own backward kernel
+        return grad_hidden.mul_(ctx.keep_scale) if ctx.keep_scale != 1.0 else grad_hidden, None
 
 
 # ---- Input projections (spec §5.1) ----
@@ -298,7 +498,7 @@ class RGNetProjectionBlock(nn.Module):
     def __init__(self, in_features: int, out_features: int, dropout: float, eps: float, relu: bool):
         super().__init__()
         self.norm = nn.LayerNorm(in_features, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = RGNetDropout(dropout)
         self.dense = nn.Linear(in_features, out_features)
         self.relu = relu
 
@@ -376,10 +576,16 @@ class RGNetFeedForward(nn.Module):
         super().__init__()
         self.fc1 = RGNetXavierLinear(config.hidden_size, config.ffn_dim)
         self.fc2 = RGNetXavierLinear(config.ffn_dim, config.hidden_size)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = RGNetDropout(config.dropout)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(F.relu(self.fc1(hidden))))
+        shape = hidden.shape
+        hidden = self.fc1(hidden.reshape(-1, shape[-1]))  # (N·L, ffn_dim)
+        if torch.is_grad_enabled() and hidden.requires_grad:  # keeps only the activation fc2 needs anyway
+            hidden = _ReluDropout.apply(hidden, self.dropout.p if self.training else 0.0)
+        else:
+            hidden = self.dropout(F.relu(hidden))
+        return self.fc2(hidden).reshape(shape)  # (..., D)
 
 
 class RGNetMLP(nn.Module):
@@ -437,12 +643,12 @@ class RGNetTextToVideoLayer(GradientCheckpointingLayer):
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = RGNetFeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = RGNetDropout(config.dropout)
 
     def forward(self, video_hidden, text_hidden, video_position, attention_bias):
         attended = self.attn(video_hidden + video_position, text_hidden, text_hidden, attention_bias)
-        hidden = video_hidden + self.dropout(attended)
-        return self.ffn_norm(hidden + self.dropout(self.ffn(self.attn_norm(hidden))))
+        hidden = self.dropout(attended, residual=video_hidden)
+        return self.ffn_norm(self.dropout(self.ffn(self.attn_norm(hidden)), residual=hidden))
 
 
 class RGNetTextToVideoEncoder(nn.Module):
@@ -504,13 +710,23 @@ class RGNetRetrievalEncoderLayer(GradientCheckpointingLayer):
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = RGNetFeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = RGNetDropout(config.dropout)
 
-    def forward(self, sequence_hidden, sequence_position, attention_bias):
+    def forward(self, sequence_hidden, sequence_position, attention_bias, global_only=False):
+        """
+        Args:
+            sequence_hidden (`torch.Tensor` of shape `(N, 1 + Lv, D)`), sequence_position (`(N, 1 + Lv, D)`),
+            attention_bias (`torch.Tensor` of shape `(N, 1, 1 + Lv, 1 + Lv)`).
+            global_only (`bool`): update only the global token's row; keys and values still span every token.
+
+        Returns:
+            `torch.Tensor` of shape `(N, 1 + Lv, D)`, or `(N, 1, D)` with `global_only`.
+        """
         query_key = sequence_hidden + sequence_position
-        attended = self.attn(query_key, query_key, sequence_hidden, attention_bias)
-        sequence_hidden = self.attn_norm(sequence_hidden + self.dropout(attended))
-        return self.ffn_norm(sequence_hidden + self.dropout(self.ffn(sequence_hidden)))
+        query_rows = slice(0, 1) if global_only else slice(None)
+        attended = self.attn(query_key[:, query_rows], query_key, sequence_hidden, attention_bias[:, :, query_rows])
+        sequence_hidden = self.attn_norm(self.dropout(attended, residual=sequence_hidden[:, query_rows]))
+        return self.ffn_norm(self.dropout(self.ffn(sequence_hidden), residual=sequence_hidden))
 
 
 class RGNetRetrievalEncoder(nn.Module):
@@ -518,10 +734,31 @@ class RGNetRetrievalEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(RGNetRetrievalEncoderLayer(config) for _ in range(config.num_encoder_layers))
 
-    def forward(self, sequence_hidden, sequence_position, attention_bias):
-        for layer in self.layers:
+    def forward(self, sequence_hidden, sequence_position, attention_bias, grounding_pair_index=None):
+        """
+        Args:
+            sequence_hidden, sequence_position, attention_bias: see [`RGNetRetrievalEncoderLayer`].
+            grounding_pair_index (`torch.LongTensor` of shape `(G,)`, *optional*): pairs whose frame states are
+                needed; for the others the last layer computes only the global token's row. `None` = all pairs.
+
+        Returns:
+            `(sequence_hidden (G, 1 + Lv, D), global_hidden (N, D))`, `G = N` without `grounding_pair_index`.
+        """
+        *first_layers, last_layer = self.layers
+        for layer in first_layers:
             sequence_hidden = layer(sequence_hidden, sequence_position, attention_bias)
-        return sequence_hidden
+        if grounding_pair_index is None:
+            sequence_hidden = last_layer(sequence_hidden, sequence_position, attention_bias)
+            return sequence_hidden, sequence_hidden[:, 0]
+        grounded_hidden = last_layer(
+            sequence_hidden[grounding_pair_index],
+            sequence_position[grounding_pair_index],
+            attention_bias[grounding_pair_index],
+        )  # (G, 1 + Lv, D)
+        # The global row of every pair (cheaper than gathering the others; the G grounded rows are recomputed
+        # and replaced by the full layer's own, so each pair's global state and frames come from one computation).
+        global_rows = last_layer(sequence_hidden, sequence_position, attention_bias, global_only=True)  # (N, 1, D)
+        return grounded_hidden, global_rows[:, 0].index_copy(0, grounding_pair_index, grounded_hidden[:, 0])
 
 
 # ---- Anchor decoder (spec §5.7) ----
@@ -541,7 +778,7 @@ class RGNetDecoderSelfAttention(nn.Module):
         self.k_pos = RGNetXavierLinear(hidden, hidden)
         self.v = RGNetXavierLinear(hidden, hidden)
         self.out_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = RGNetDropout(config.dropout)
         self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
 
     def forward(self, content, query_position):
@@ -550,7 +787,7 @@ class RGNetDecoderSelfAttention(nn.Module):
         attended = multi_head_attention(
             query, key, self.v(content), None, self.num_heads, self.attention_dropout if self.training else 0.0
         )
-        return self.norm(content + self.dropout(self.out_proj(attended)))
+        return self.norm(self.dropout(self.out_proj(attended), residual=content))
 
 
 class RGNetDecoderCrossAttention(nn.Module):
@@ -573,7 +810,7 @@ class RGNetDecoderCrossAttention(nn.Module):
         self.v = RGNetXavierLinear(hidden, hidden)
         self.q_sine = RGNetXavierLinear(hidden, hidden)
         self.out_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = RGNetDropout(config.dropout)
         self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
 
     def forward(self, content, query_position, query_sine, memory, memory_position, memory_bias):
@@ -588,18 +825,18 @@ class RGNetDecoderCrossAttention(nn.Module):
         attended = multi_head_attention(
             query, key, self.v(memory), memory_bias, heads, self.attention_dropout if self.training else 0.0
         )
-        return self.norm(content + self.dropout(self.out_proj(attended)))
+        return self.norm(self.dropout(self.out_proj(attended), residual=content))
 
 
 class RGNetDecoderFeedForward(nn.Module):
     def __init__(self, config: RGNetConfig):
         super().__init__()
         self.ffn = RGNetFeedForward(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = RGNetDropout(config.dropout)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, content):
-        return self.norm(content + self.dropout(self.ffn(content)))
+        return self.norm(self.dropout(self.ffn(content), residual=content))
 
 
 class RGNetDecoderLayer(GradientCheckpointingLayer):
@@ -779,7 +1016,16 @@ class RGNetModel(RGNetPreTrainedModel):
         limit = self.config.max_text_tokens
         return text_features[:, :limit], text_mask[:, :limit]
 
-    def _check_inputs(self, video_features, video_mask, text_features, text_mask, selector_noise):
+    def _check_inputs(
+        self,
+        video_features,
+        video_mask,
+        text_features,
+        text_mask,
+        selector_noise,
+        grounding_pair_index,
+        video_pair_index,
+    ):
         config = self.config
         if video_features.dim() != 3 or video_features.shape[-1] != config.video_feature_dim:
             raise ValueError(
@@ -794,11 +1040,23 @@ class RGNetModel(RGNetPreTrainedModel):
                 f"`text_features` must have shape (num_pairs, num_tokens, {config.text_feature_dim}) "
                 f"(config.text_feature_dim); got {tuple(text_features.shape)}."
             )
-        if text_features.shape[0] != video_features.shape[0]:
-            raise ValueError(
-                f"`text_features` has {text_features.shape[0]} pairs but `video_features` has "
-                f"{video_features.shape[0]}."
-            )
+        num_pairs = video_features.shape[0]
+        if video_pair_index is not None:
+            num_windows = video_features.shape[0]
+            if (
+                not isinstance(video_pair_index, torch.Tensor)
+                or video_pair_index.dtype != torch.int64
+                or video_pair_index.ndim != 1
+                or bool(((video_pair_index < 0) | (video_pair_index >= num_windows)).any())
+            ):
+                raise ValueError(
+                    f"`video_pair_index` must be a 1-D int64 tensor of window indices in [0, {num_windows}) "
+                    f"(`video_features` holds {num_windows} windows); got {video_pair_index!r}."
+                )
+            num_pairs = video_pair_index.shape[0]
+        if text_features.shape[0] != num_pairs:
+            source = "`video_pair_index`" if video_pair_index is not None else "`video_features`"
+            raise ValueError(f"`text_features` has {text_features.shape[0]} pairs but {source} has {num_pairs}.")
         if text_mask is None or tuple(text_mask.shape) != tuple(text_features.shape[:2]):
             got = None if text_mask is None else tuple(text_mask.shape)
             raise ValueError(f"`text_mask` must have shape {tuple(text_features.shape[:2])}; got {got}.")
@@ -813,14 +1071,28 @@ class RGNetModel(RGNetPreTrainedModel):
         empty_queries = (text_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty_queries:
             raise ValueError(f"`text_mask` marks no valid token in pair(s) {empty_queries}.")
-        if not torch.isfinite(video_features).all():
+        if not _all_finite(video_features):
             raise ValueError("`video_features` contains NaN or infinite values.")
-        if not torch.isfinite(text_features).all():
+        if not _all_finite(text_features):
             raise ValueError("`text_features` contains NaN or infinite values.")
         if selector_noise is not None:
-            expected = (video_features.shape[0], video_features.shape[1] + 1)
+            expected = (num_pairs, video_features.shape[1] + 1)
             if tuple(selector_noise.shape) != expected:
                 raise ValueError(f"`selector_noise` must have shape {expected}; got {tuple(selector_noise.shape)}.")
+        if grounding_pair_index is not None:
+            index = grounding_pair_index
+            if (
+                not isinstance(index, torch.Tensor)
+                or index.dtype != torch.int64
+                or index.ndim != 1
+                or index.numel() == 0
+                or bool(((index < 0) | (index >= num_pairs)).any())
+                or index.unique().numel() != index.numel()
+            ):
+                raise ValueError(
+                    f"`grounding_pair_index` must be a 1-D int64 tensor of distinct pair indices in [0, {num_pairs}); "
+                    f"got {index!r}."
+                )
 
     def forward(
         self,
@@ -831,12 +1103,14 @@ class RGNetModel(RGNetPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         selector_noise: torch.Tensor | None = None,
+        grounding_pair_index: torch.Tensor | None = None,
+        video_pair_index: torch.Tensor | None = None,
     ) -> RGNetModelOutput:
         r"""
         Args:
-            video_features (`torch.FloatTensor` of shape `(N, Lv, Dv)`):
+            video_features (`torch.FloatTensor` of shape `(N, Lv, Dv)`, or `(W, Lv, Dv)` with `video_pair_index`):
                 Frame features of each pair's window, zero-padded at the end (`Lv ≤ max_window_frames`).
-            video_mask (`torch.Tensor` of shape `(N, Lv)`):
+            video_mask (`torch.Tensor` of shape `(N, Lv)`, or `(W, Lv)` with `video_pair_index`):
                 1 = real frame, 0 = padding. Every window needs at least one real frame.
             text_features (`torch.FloatTensor` of shape `(N, Lt, Dt)`, *optional*):
                 L2-normalised query token features. Give these or `input_ids`.
@@ -849,6 +1123,15 @@ class RGNetModel(RGNetPreTrainedModel):
             selector_noise (`torch.FloatTensor` of shape `(N, 1 + Lv)`, *optional*):
                 Uniform samples `u ∈ (0, 1)` for the frame selector's noise in training mode (drawn when `None`);
                 lets a training step be reproduced exactly. Ignored in eval mode.
+            grounding_pair_index (`torch.LongTensor` of shape `(G,)`, *optional*):
+                Distinct pairs that need frame states and decoder outputs; the other pairs get only the global token
+                (their last retrieval-encoder layer computes the global row alone and they skip fusion and decoder).
+                Training with `"cross_pairs"` batches needs them only for the positives, `torch.arange(B) * (B + 1)`:
+                the other `B² − B` pairs only feed the retrieval loss. `None` (default) = every pair.
+            video_pair_index (`torch.LongTensor` of shape `(N,)`, *optional*):
+                Window of each pair when `video_features` holds each of `W` distinct windows once (many queries on one
+                video; `"cross_pairs"` batches, whose pair `i·B + j` uses window `j`). Outside training with input
+                dropout, each window is then projected once. `None` (default): `video_features` is per pair.
         """
         config = self.config
         if input_ids is not None:
@@ -857,14 +1140,29 @@ class RGNetModel(RGNetPreTrainedModel):
             text_features, text_mask = self.encode_text(input_ids, attention_mask)
         elif text_features is None:
             raise ValueError("One of `text_features` (with `text_mask`) or `input_ids` is required.")
-        self._check_inputs(video_features, video_mask, text_features, text_mask, selector_noise)
+        self._check_inputs(
+            video_features,
+            video_mask,
+            text_features,
+            text_mask,
+            selector_noise,
+            grounding_pair_index,
+            video_pair_index,
+        )
         video_mask = video_mask.to(video_features.dtype)
         text_mask = text_mask.to(video_features.dtype)
-        num_pairs = video_features.shape[0]
         compute_dtype = _compute_dtype(video_features)
 
         # Input projections and position encodings (§5.1, §5.2).
-        video_hidden = self.video_projection(video_features)  # (N, Lv, D)
+        if video_pair_index is None:
+            video_hidden = self.video_projection(video_features)  # (N, Lv, D)
+        elif self.training and config.input_dropout > 0:  # each pair draws its own input dropout
+            video_hidden = self.video_projection(video_features[video_pair_index])
+        else:  # the projection depends on the window only
+            video_hidden = self.video_projection(video_features)[video_pair_index]
+        if video_pair_index is not None:
+            video_mask = video_mask[video_pair_index]  # (N, Lv)
+        num_pairs = video_hidden.shape[0]
         text_hidden = self.text_projection(text_features)  # (N, Lt, D)
         video_position = video_sine_position_encoding(
             video_mask, config.hidden_size, config.video_position_temperature
@@ -892,17 +1190,22 @@ class RGNetModel(RGNetPreTrainedModel):
         selector_bias = build_selector_attention_bias(
             gate, sequence_mask, config.selector_attention_mode, compute_dtype
         )
-        sequence_hidden = self.encoder(sequence_hidden, sequence_position, selector_bias)
-        global_hidden = sequence_hidden[:, 0]  # (N, D)
+        sequence_hidden, global_hidden = self.encoder(
+            sequence_hidden, sequence_position, selector_bias, grounding_pair_index
+        )  # (G, 1 + Lv, D), (N, D)
         frame_gate = gate[:, 1:]  # (N, Lv)
 
         # Fusion of the global context into the selected frames (§5.6); the selector's only gradient path.
+        grounded_gate, grounded_global = frame_gate, global_hidden
+        if grounding_pair_index is not None:
+            grounded_gate, grounded_global = frame_gate[grounding_pair_index], global_hidden[grounding_pair_index]
+            video_position, video_mask = video_position[grounding_pair_index], video_mask[grounding_pair_index]
         frame_hidden = (
-            sequence_hidden[:, 1:] + frame_gate[..., None].to(sequence_hidden.dtype) * global_hidden[:, None]
-        )
+            sequence_hidden[:, 1:] + grounded_gate[..., None].to(sequence_hidden.dtype) * grounded_global[:, None]
+        )  # (G, Lv, D)
 
         # Anchor decoder over the fused frames (§5.7); the gate is not a mask here.
-        anchors = self.anchor_embeddings.sigmoid().expand(num_pairs, -1, -1)  # (N, Q, 2)
+        anchors = self.anchor_embeddings.sigmoid().expand(frame_hidden.shape[0], -1, -1)  # (G, Q, 2)
         decoder_hidden_states, reference_anchors = self.decoder(
             anchors, frame_hidden, video_position, padding_bias(video_mask, compute_dtype)
         )
@@ -916,7 +1219,16 @@ class RGNetModel(RGNetPreTrainedModel):
             selector_raw_logits=selector_raw_logits,
             text_features=text_features,
             text_mask=text_mask,
+            grounding_pair_index=grounding_pair_index,
         )
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite, in one reading pass (NaN and ±inf reach the extremes; no mask of the input's
+    size is built, unlike `isfinite(x).all()`)."""
+    if tensor.numel() == 0:
+        return True
+    return bool(torch.isfinite(torch.stack(torch.aminmax(tensor))).all())
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -962,11 +1274,19 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: RGNetLabels | None = None,
         selector_noise: torch.Tensor | None = None,
+        grounding_pair_index: torch.Tensor | None = None,
+        video_pair_index: torch.Tensor | None = None,
     ) -> RGNetVideoGroundingOutput:
         r"""
         Args:
-            video_features, video_mask, text_features, text_mask, input_ids, attention_mask, selector_noise:
+            video_features, video_mask, text_features, text_mask, input_ids, attention_mask, selector_noise,
+            video_pair_index:
                 See [`RGNetModel.forward`].
+            grounding_pair_index (`torch.LongTensor` of shape `(G,)`, *optional*):
+                Pairs that get moment predictions and saliency (see [`RGNetModel.forward`]); with `labels` it must
+                hold every row the loss reads: the positives (`"cross_pairs"`: `torch.arange(B) * (B + 1)` skips
+                the decoder for the `B² − B` pairs that only enter the retrieval loss), or all `2B` pairs
+                (`"paired_negative"`). `None` (default) = every pair.
             labels ([`RGNetLabels`], *optional*):
                 `batch_mode` (`"cross_pairs"` or `"paired_negative"`), `spans` `(B, 2)` target `(center, width)`
                 per positive window, `saliency_positive_frames` / `saliency_negative_frames` `(B, K)` frame indices
@@ -987,8 +1307,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         (torch.Size([2, 5, 2]), torch.Size([2, 1]))
         ```
         """
+        num_pairs = video_features.shape[0] if video_pair_index is None else video_pair_index.shape[0]
         if labels is not None:
-            validate_labels(labels, num_pairs=video_features.shape[0], num_frames=video_features.shape[1])
+            validate_labels(labels, num_pairs=num_pairs, num_frames=video_features.shape[1])
         model_outputs = self.model(
             video_features,
             video_mask,
@@ -997,17 +1318,20 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             input_ids=input_ids,
             attention_mask=attention_mask,
             selector_noise=selector_noise,
+            grounding_pair_index=grounding_pair_index,
+            video_pair_index=video_pair_index,
         )
-        decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, N, Q, D)
-        all_logits = self.class_head(decoder_hidden_states)  # (L, N, Q, 2)
+        decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, G, Q, D)
+        all_logits = self.class_head(decoder_hidden_states)  # (L, G, Q, 2)
         span_offsets = self.span_head(decoder_hidden_states)
         all_spans = (span_offsets + inverse_sigmoid(model_outputs.reference_anchors).to(span_offsets.dtype)).sigmoid()
         global_hidden = model_outputs.global_hidden_state
         frame_hidden = model_outputs.encoder_last_hidden_state
         window_logits = self.retrieval_head(global_hidden)  # (N, 1)
+        grounded_global = global_hidden if grounding_pair_index is None else global_hidden[grounding_pair_index]
         saliency_scores = (
-            self.saliency_frame_proj(frame_hidden) * self.saliency_global_proj(global_hidden)[:, None]
-        ).sum(-1) / math.sqrt(self.config.hidden_size)  # (N, Lv)
+            self.saliency_frame_proj(frame_hidden) * self.saliency_global_proj(grounded_global)[:, None]
+        ).sum(-1) / math.sqrt(self.config.hidden_size)  # (G, Lv)
         auxiliary_outputs = [
             {"logits": all_logits[layer], "pred_spans": all_spans[layer]} for layer in range(all_logits.shape[0] - 1)
         ]
@@ -1023,9 +1347,11 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             decoder_hidden_states=decoder_hidden_states,
             encoder_last_hidden_state=frame_hidden,
             global_hidden_state=global_hidden,
+            grounding_pair_index=grounding_pair_index,
         )
         if labels is not None:
-            loss, loss_terms, metrics = self.criterion(outputs, labels, video_mask=video_mask)
+            pair_video_mask = video_mask if video_pair_index is None else video_mask[video_pair_index]
+            loss, loss_terms, metrics = self.criterion(outputs, labels, video_mask=pair_video_mask)
             outputs.loss = loss
             outputs.loss_dict = {**loss_terms, **metrics}
         return outputs

@@ -1,0 +1,694 @@
+"""Benchmark RGNet training steps and long-video inference: speed, peak memory, reduced-precision agreement.
+
+Workloads (the shapes of `shared/docs/benchmarks.md`, random weights, synthetic inputs shaped like the real data):
+
+* `mad-train`: MAD preset, 8 queries in `cross_pairs` → 64 (query, window) pairs of 900 frames, 25 tokens;
+* `ego4d-pretrain-train`: Ego4D NaQ pretraining preset, 16 queries → 256 pairs of 90 frames;
+* `ego4d-finetune-train`: Ego4D NLQ finetuning preset, 32 positive + 32 paired negative windows;
+* `mad-inference`: every window of a 2-hour MAD-like video (36,000 frames) per query;
+* `ego4d-inference`: every window (21) of an 8-minute Ego4D-like clip (900 frames) per query.
+
+A training step is forward + loss + backward + gradient clipping (0.1) + AdamW. `cross_pairs` steps decode only
+the `B` positive pairs (`grounding_pair_index`, the other pairs only feed the retrieval loss) unless
+`--ground-all-pairs`. Inference runs the whole pipeline per video: windows and pairs → model (eval,
+`--inference-chunk-pairs` pairs per forward) → `processor.post_process_video_grounding` (window top-k, matching
+score, fusion, NMS), reporting each stage, through two routes (`--pipelines`): `processor`, the processor's
+`__call__` (every window repeated for every query, all of it sent to the device), and `shared_windows`, the
+processor's window enumeration with each window cut and sent once (`video_pair_index`). With both `fp32` and `bf16`
+in `--precisions`, the report gives the fraction of queries whose top-1 moment after post-processing is identical
+under bf16 autocast (target ≥ 0.99; use `--inference-queries 100` or more for a meaningful fraction).
+
+Peak memory: `torch.cuda.max_memory_allocated` on CUDA; on CPU the process's peak resident set (`VmHWM`, reset
+before each measurement through `/proc/self/clear_refs`; the process-wide maximum where that is not available).
+
+Writes `benchmarks/results/model_<device-kind>.json` unless `--output` is given.
+
+Examples:
+
+```
+python scripts/benchmark_model.py --device cpu --workloads mad-train --steps 2
+python scripts/benchmark_model.py --device cuda                        # every workload, fp32 and bf16
+python scripts/benchmark_model.py --device cuda --workloads mad-inference --inference-queries 128
+python scripts/benchmark_model.py --tiny --output /tmp/benchmark.json  # seconds-long smoke run
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import transformers  # noqa: E402
+
+from configuration_rgnet import RGNetConfig  # noqa: E402
+from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
+from processing_rgnet import (  # noqa: E402
+    RGNetProcessor,
+    RGNetWindowMetadata,
+    enumerate_windows,
+    gather_windows,
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark: a preset, a batch shape and, for inference, a video length."""
+
+    kind: str  # "train" or "inference"
+    preset: str
+    num_queries: int  # training: B; inference: queries per video (0 = device default)
+    batch_mode: str | None = None
+    num_video_frames: int = 0
+
+
+WORKLOADS = {
+    "mad-train": Workload("train", "mad", 8, "cross_pairs"),
+    "ego4d-pretrain-train": Workload("train", "ego4d-naq-pretrain", 16, "cross_pairs"),
+    "ego4d-finetune-train": Workload("train", "ego4d-nlq-finetune", 32, "paired_negative"),
+    "mad-inference": Workload("inference", "mad", 0, num_video_frames=36_000),
+    "ego4d-inference": Workload("inference", "ego4d-nlq-finetune", 0, num_video_frames=900),
+}
+TINY_WORKLOADS = {
+    "mad-train": Workload("train", "mad", 3, "cross_pairs"),
+    "ego4d-pretrain-train": Workload("train", "ego4d-naq-pretrain", 3, "cross_pairs"),
+    "ego4d-finetune-train": Workload("train", "ego4d-nlq-finetune", 3, "paired_negative"),
+    "mad-inference": Workload("inference", "mad", 2, num_video_frames=40),
+    "ego4d-inference": Workload("inference", "ego4d-nlq-finetune", 2, num_video_frames=30),
+}
+TINY_OVERRIDES = {
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "num_text_to_video_layers": 1,
+    "num_encoder_layers": 1,
+    "num_decoder_layers": 2,
+    "num_moment_queries": 3,
+    "ffn_dim": 64,
+    "video_feature_dim": 16,
+    "pooled_text_dim": 16,
+    "text_feature_dim": 24,
+    "max_window_frames": 12,
+    "window_stride": 6,
+    "max_text_tokens": 5,
+    "top_k_windows": 3,
+}
+
+# The original implementation's figures (shared/docs/benchmarks.md: H200 GPU, 2-core CPU), for the ratios.
+ORIGINAL_REFERENCE = {
+    "mad-train": {
+        "gpu": "NVIDIA H200",
+        "gpu_step_s": 0.217,
+        "gpu_peak_gb": 17.4,
+        "cpu_step_s": 55.1,
+        "cpu_peak_gb": 22.2,
+    },
+    "ego4d-pretrain-train": {"gpu": "NVIDIA H200", "gpu_step_s": 0.125, "gpu_peak_gb": 70.3, "cpu_step_s": 8.1},
+    "ego4d-finetune-train": {"gpu": "NVIDIA H200", "gpu_step_s": 0.149, "gpu_peak_gb": 1.4, "cpu_step_s": 1.9},
+    "mad-inference": {
+        "gpu": "NVIDIA H200",
+        "gpu_s_per_query": (1.19 + 0.18) / 8,
+        "cpu_forward_s_per_query": 13.2,
+        "num_windows": 75,
+    },
+    "ego4d-inference": {
+        "gpu": "NVIDIA H200",
+        "gpu_s_per_query": (0.19 + 0.09) / 8,
+        "cpu_forward_s_per_query": 0.16,
+        "num_windows": 21,
+    },
+}
+TARGETS = {
+    "cpu_mad_train_step_s": 55.1 / 3,
+    "cpu_mad_train_peak_gb": 8.0,
+    "gpu_train_pairs_per_s_vs_original": 3.0,
+    "gpu_mad_train_peak_gb": 6.0,
+    "gpu_ego4d_pretrain_peak_gb": 10.0,
+    "gpu_inference_queries_per_s_vs_original": 40.0,
+    "bf16_top1_agreement": 0.99,
+}
+
+
+# ---- Machine and memory ----
+
+
+def device_kind(device: torch.device) -> str:
+    """`cpu`, or the GPU's name as a file-name slug (`nvidia-h100-80gb-hbm3`)."""
+    if device.type != "cuda":
+        return device.type
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_info(device: torch.device) -> dict[str, Any]:
+    """Device, library versions and CPU settings for the report."""
+    info = {
+        "device": str(device),
+        "device_kind": device_kind(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        info.update(
+            cuda=torch.version.cuda,
+            gpu_memory_gb=round(properties.total_memory / 1e9, 2),
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        )
+    return info
+
+
+def _release_host_memory() -> None:
+    gc.collect()
+    try:  # glibc only: hand freed heap pages back so the next peak starts from the live set
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakMemory:
+    """Peak memory of a code block: CUDA allocated bytes, or the process's resident set on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.method = None
+
+    def __enter__(self):
+        _release_host_memory()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.method = "torch.cuda.max_memory_allocated"
+            self.start_bytes = torch.cuda.memory_allocated(self.device)
+        else:
+            self.method = "VmHWM" if _reset_peak_rss() else "ru_maxrss (process-wide, not reset)"
+            self.start_bytes = _current_rss()
+        return self
+
+    def __exit__(self, *exc):
+        self.reserved_bytes = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+            self.reserved_bytes = torch.cuda.max_memory_reserved(self.device)
+        else:
+            self.peak_bytes = _peak_rss()
+        return False
+
+    def report(self) -> dict[str, Any]:
+        report = {
+            "peak_memory_gb": round(self.peak_bytes / 1e9, 3),
+            "memory_at_start_gb": round(self.start_bytes / 1e9, 3),
+            "peak_memory_method": self.method,
+        }
+        if self.reserved_bytes is not None:
+            report["peak_reserved_gb"] = round(self.reserved_bytes / 1e9, 3)
+        return report
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+def _current_rss() -> int:
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else 0
+
+
+def _peak_rss() -> int:
+    kib = _status_kib("VmHWM")
+    if kib is None:  # ru_maxrss is KiB on Linux, bytes on macOS
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1 if sys.platform != "darwin" else 1024)
+    return kib * 1024
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _timing(seconds: list[float]) -> dict[str, Any]:
+    return {
+        "times_s": [round(value, 4) for value in seconds],
+        "median_s": round(float(np.median(seconds)), 4),
+        "min_s": round(float(np.min(seconds)), 4),
+    }
+
+
+# ---- Synthetic inputs ----
+
+
+def build_config(workload: Workload, tiny: bool) -> RGNetConfig:
+    return RGNetConfig.from_preset(workload.preset, **(TINY_OVERRIDES if tiny else {}))
+
+
+def _text_queries(config: RGNetConfig, num_queries: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Raw token features of `num_queries` queries, lengths between a third of the limit and the limit."""
+    limit = config.max_text_tokens
+    lengths = torch.randint(max(1, limit // 3), limit + 1, (num_queries,), generator=generator)
+    lengths[0] = limit
+    return [torch.randn(int(length), config.text_feature_dim, generator=generator) for length in lengths]
+
+
+def training_batch(config: RGNetConfig, workload: Workload, generator: torch.Generator) -> dict[str, Any]:
+    """A `cross_pairs` or `paired_negative` batch with labels, laid out as `RGNetDataCollator` does."""
+    num_queries, num_frames = workload.num_queries, config.max_window_frames
+    num_windows = num_queries if workload.batch_mode == "cross_pairs" else 2 * num_queries
+    lengths = torch.full((num_windows,), num_frames)
+    lengths[-1] = max(1, (2 * num_frames) // 3)  # a truncated window at the end of a video
+    video_mask = (torch.arange(num_frames)[None] < lengths[:, None]).float()
+    windows = (
+        torch.randn(num_windows, num_frames, config.video_feature_dim, generator=generator) * video_mask[..., None]
+    )
+    processor = RGNetProcessor.from_config(config)
+    queries = processor.prepare_queries(text_features=_text_queries(config, num_queries, generator))
+    text, text_mask = queries["text_features"], queries["text_mask"]
+    if workload.batch_mode == "cross_pairs":
+        query_of_pair = torch.arange(num_queries).repeat_interleave(num_queries)
+        window_of_pair = torch.arange(num_queries).repeat(num_queries)
+    else:
+        query_of_pair = torch.arange(num_queries).repeat(2)
+        window_of_pair = torch.arange(2 * num_queries)
+    positive_lengths = lengths[:num_queries]
+    centers = 0.2 + 0.6 * torch.rand(num_queries, generator=generator)
+    widths = 0.05 + 0.25 * torch.rand(num_queries, generator=generator)
+    inside = (centers * positive_lengths).long().clamp(max=positive_lengths - 1)
+    outside = torch.where(inside > 0, torch.zeros_like(inside), positive_lengths - 1)
+    labels = {
+        "batch_mode": workload.batch_mode,
+        "spans": torch.stack([centers, widths], dim=1),
+        "saliency_positive_frames": inside[:, None],
+        "saliency_negative_frames": outside[:, None],
+    }
+    return {
+        "video_features": windows[window_of_pair],
+        "video_mask": video_mask[window_of_pair],
+        "text_features": text[query_of_pair],
+        "text_mask": text_mask[query_of_pair],
+        "labels": labels,
+    }
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            moved[key] = value.to(device)
+        elif isinstance(value, dict):
+            moved[key] = _to_device(value, device)
+        else:
+            moved[key] = value
+    return moved
+
+
+# ---- Training ----
+
+
+def benchmark_training(
+    workload: Workload, config: RGNetConfig, device: torch.device, precision: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    batch = _to_device(training_batch(config, workload, generator), device)
+    num_pairs, num_queries = batch["video_mask"].shape[0], workload.num_queries
+    grounding_pair_index = None
+    if workload.batch_mode == "cross_pairs" and not args.ground_all_pairs:
+        grounding_pair_index = torch.arange(num_queries, device=device) * (num_queries + 1)
+    model = RGNetForVideoGrounding(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+
+    def step() -> float:
+        with _autocast(device, precision):
+            outputs = model(**batch, grounding_pair_index=grounding_pair_index)
+        optimizer.zero_grad(set_to_none=True)
+        outputs.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        return outputs.loss.item()
+
+    losses, seconds = [], []
+    with PeakMemory(device) as memory:
+        for index in range(args.warmup + args.steps):
+            _synchronize(device)
+            start = time.perf_counter()
+            loss = step()
+            _synchronize(device)
+            if index >= args.warmup:
+                seconds.append(time.perf_counter() - start)
+                losses.append(round(loss, 4))
+    median = float(np.median(seconds))
+    result = {
+        "num_pairs": num_pairs,
+        "num_queries": num_queries,
+        "frames_per_window": config.max_window_frames,
+        "grounded_pairs": num_pairs if grounding_pair_index is None else len(grounding_pair_index),
+        **_timing(seconds),
+        "pairs_per_s": round(num_pairs / median, 3),
+        "queries_per_s": round(num_queries / median, 3),
+        "losses": losses,
+        **memory.report(),
+    }
+    return result
+
+
+# ---- Inference ----
+
+
+def inference_inputs(config: RGNetConfig, workload: Workload, num_queries: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    video = torch.randn(workload.num_video_frames, config.video_feature_dim, generator=generator)
+    texts = _text_queries(config, num_queries, generator)
+    sentence_embeddings = torch.randn(num_queries, config.video_feature_dim, generator=generator)
+    return video, texts, sentence_embeddings
+
+
+def _forward_in_chunks(model, num_pairs, chunk_pairs, device, precision, make_inputs) -> dict[str, torch.Tensor]:
+    """The outputs post-processing reads, for pairs `0 … N−1` in chunks of `chunk_pairs`, gathered on the CPU."""
+    collected = {"logits": [], "pred_spans": [], "window_logits": []}
+    with torch.no_grad(), _autocast(device, precision):
+        for first in range(0, num_pairs, chunk_pairs):
+            outputs = model(**make_inputs(slice(first, min(first + chunk_pairs, num_pairs))))
+            for key in collected:
+                collected[key].append(outputs[key].float())
+    return {key: torch.cat(values).cpu() for key, values in collected.items()}
+
+
+def run_processor_pipeline(model, processor, video, texts, device, precision, chunk_pairs):
+    """`processor(...)` (every window repeated for every query) → model → (outputs, metadata, stage seconds)."""
+    start = time.perf_counter()
+    inputs = processor(text_features=texts, video_features=video)
+    metadata = inputs.window_metadata
+    prepared = time.perf_counter()
+    tensors = {key: value.to(device) for key, value in inputs.items()}
+    outputs = _forward_in_chunks(
+        model,
+        metadata.num_pairs,
+        chunk_pairs,
+        device,
+        precision,
+        lambda rows: {key: value[rows] for key, value in tensors.items()},
+    )
+    return outputs, metadata, {"prepare_s": prepared - start, "model_s": time.perf_counter() - prepared}
+
+
+def run_shared_windows_pipeline(model, processor, video, texts, device, precision, chunk_pairs):
+    """The processor's windows, each cut and sent to the device once (`video_pair_index`) → model."""
+    start = time.perf_counter()
+    queries = processor.prepare_queries(text_features=texts)
+    offsets, lengths = enumerate_windows(video.shape[0], processor.max_window_frames, processor.window_stride)
+    windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv)
+    num_queries, num_windows = queries["text_mask"].shape[0], len(offsets)
+    metadata = RGNetWindowMetadata(  # pairs query-major, as the processor lays them out
+        window_offsets=offsets,
+        window_lengths=lengths,
+        pair_query_index=np.repeat(np.arange(num_queries), num_windows),
+        pair_window_index=np.tile(np.arange(num_windows), num_queries),
+        num_queries=num_queries,
+        num_frames=int(video.shape[0]),
+        seconds_per_frame=processor.seconds_per_frame,
+    )
+    prepared = time.perf_counter()
+    windows, window_mask = windows.to(device), window_mask.to(device)
+    text_features, text_mask = queries["text_features"].to(device), queries["text_mask"].to(device)
+    pair_query = torch.as_tensor(metadata.pair_query_index, device=device)
+    pair_window = torch.as_tensor(metadata.pair_window_index, device=device)
+
+    def make_inputs(rows):
+        # Only the windows this chunk uses, each once.
+        used, video_pair_index = torch.unique(pair_window[rows], return_inverse=True)
+        return {
+            "video_features": windows[used],
+            "video_mask": window_mask[used],
+            "text_features": text_features[pair_query[rows]],
+            "text_mask": text_mask[pair_query[rows]],
+            "video_pair_index": video_pair_index,
+        }
+
+    outputs = _forward_in_chunks(model, metadata.num_pairs, chunk_pairs, device, precision, make_inputs)
+    return outputs, metadata, {"prepare_s": prepared - start, "model_s": time.perf_counter() - prepared}
+
+
+PIPELINES = {"processor": run_processor_pipeline, "shared_windows": run_shared_windows_pipeline}
+
+
+def benchmark_inference(
+    workload: Workload, config: RGNetConfig, device: torch.device, precisions: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    num_queries = workload.num_queries or args.inference_queries or (8 if device.type == "cuda" else 1)
+    chunk_pairs = args.inference_chunk_pairs or (1024 if device.type == "cuda" else 16)
+    torch.manual_seed(args.seed)
+    model = RGNetForVideoGrounding(config).to(device).eval()
+    processor = RGNetProcessor.from_config(config)
+    video, texts, sentence_embeddings = inference_inputs(config, workload, num_queries, args.seed)
+    result: dict[str, Any] = {
+        "num_queries": num_queries,
+        "num_video_frames": workload.num_video_frames,
+        "chunk_pairs": chunk_pairs,
+    }
+    top1: dict[tuple[str, str], list] = {}
+    for pipeline in args.pipelines:
+        for precision in precisions:
+            runs = []
+            with PeakMemory(device) as memory:
+                for index in range(args.warmup + args.steps):
+                    _synchronize(device)
+                    start = time.perf_counter()
+                    outputs, metadata, stages = PIPELINES[pipeline](
+                        model, processor, video, texts, device, precision, chunk_pairs
+                    )
+                    _synchronize(device)
+                    forwarded = time.perf_counter()
+                    results = processor.post_process_video_grounding(
+                        outputs, metadata, video_features=video, sentence_embeddings=sentence_embeddings
+                    )
+                    finished = time.perf_counter()
+                    if index >= args.warmup:
+                        runs.append({**stages, "post_process_s": finished - forwarded, "total_s": finished - start})
+            top1[pipeline, precision] = [
+                query["spans"][0].tolist() if len(query["spans"]) else None for query in results
+            ]
+            total = [run["total_s"] for run in runs]
+            median = float(np.median(total))
+            result.update(num_windows=metadata.num_windows, num_pairs=metadata.num_pairs)
+            result[f"{pipeline}_{precision}"] = {
+                **_timing(total),
+                **{
+                    name: round(float(np.median([run[name] for run in runs])), 4)
+                    for name in ("prepare_s", "model_s", "post_process_s")
+                },
+                "queries_per_s": round(num_queries / median, 4),
+                "s_per_query": round(median / num_queries, 5),
+                "pairs_per_s_model": round(metadata.num_pairs / float(np.median([run["model_s"] for run in runs])), 2),
+                **memory.report(),
+            }
+
+    def agreement(first, second):
+        same = [a == b for a, b in zip(top1[first], top1[second], strict=True)]
+        return {"identical": int(sum(same)), "queries": len(same), "fraction": sum(same) / len(same)}
+
+    for pipeline in args.pipelines:  # reduced precision against fp32 (target: >= 0.99 identical)
+        if (pipeline, "fp32") in top1 and (pipeline, "bf16") in top1:
+            result[f"{pipeline}_bf16_top1_agreement"] = agreement((pipeline, "fp32"), (pipeline, "bf16"))
+    if len(args.pipelines) == 2:  # the two pipelines compute the same predictions
+        result["pipelines_top1_agreement"] = {
+            precision: agreement((args.pipelines[0], precision), (args.pipelines[1], precision))
+            for precision in precisions
+        }
+    del model
+    return result
+
+
+# ---- Entry point ----
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"Comma-separated subset of {', '.join(WORKLOADS)} (default: all).",
+    )
+    parser.add_argument("--device", default="auto", help="`cpu`, `cuda`, `cuda:1`, or `auto` (CUDA when available).")
+    parser.add_argument(
+        "--precisions",
+        default=None,
+        help="Comma-separated `fp32`, `bf16` (autocast). Default: fp32 on CPU, fp32,bf16 on CUDA.",
+    )
+    parser.add_argument("--steps", type=int, default=3, help="Timed repetitions per measurement (default 3).")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed repetitions first (default 1).")
+    parser.add_argument(
+        "--inference-queries",
+        type=int,
+        default=0,
+        help="Queries per inference video (default: 8 on CUDA, 1 on CPU).",
+    )
+    parser.add_argument(
+        "--inference-chunk-pairs",
+        type=int,
+        default=0,
+        help="(query, window) pairs per inference forward (default: 1024 on CUDA, 16 on CPU).",
+    )
+    parser.add_argument(
+        "--pipelines",
+        default=",".join(PIPELINES),
+        help="Inference pipelines, comma-separated: `processor` (`processor(...)` repeats every window for every "
+        "query) and/or `shared_windows` (each window cut and sent once, `video_pair_index`). Default: both.",
+    )
+    parser.add_argument(
+        "--ground-all-pairs",
+        action="store_true",
+        help="Decode every pair of a cross_pairs training batch, not only the positives.",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on CPU (default: unchanged).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="Tiny config and batches: a seconds-long smoke run.")
+    parser.add_argument("--output", type=Path, default=None, help="JSON report path.")
+    args = parser.parse_args(argv)
+    args.workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    unknown = sorted(set(args.workloads) - set(WORKLOADS))
+    if unknown:
+        parser.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    args.pipelines = [name.strip() for name in args.pipelines.split(",") if name.strip()]
+    if not args.pipelines or set(args.pipelines) - set(PIPELINES):
+        parser.error(f"--pipelines must name some of {list(PIPELINES)}")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse_args(argv)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--device cuda was requested but CUDA is not available.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    precisions = (
+        args.precisions.split(",") if args.precisions else (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+    )
+    if set(precisions) - {"fp32", "bf16"}:
+        raise SystemExit(f"--precisions must be fp32 and/or bf16, got {precisions}.")
+    workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
+    report: dict[str, Any] = {
+        "benchmark": "rgnet-model",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "environment": environment_info(device),
+        "settings": {
+            "workloads": args.workloads,
+            "precisions": precisions,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "tiny": args.tiny,
+            "ground_all_pairs": args.ground_all_pairs,
+            "seed": args.seed,
+        },
+        "original_reference": ORIGINAL_REFERENCE,
+        "targets": TARGETS,
+        "workloads": {},
+    }
+    for name in args.workloads:
+        workload = workloads[name]
+        config = build_config(workload, args.tiny)
+        entry: dict[str, Any] = {"kind": workload.kind, "preset": workload.preset, "config": config.to_diff_dict()}
+        print(f"[benchmark_model] {name} on {device} ...", flush=True)
+        if workload.kind == "train":
+            entry["batch_mode"] = workload.batch_mode
+            for precision in precisions:
+                entry[precision] = benchmark_training(workload, config, device, precision, args)
+                print(f"  {precision}: {json.dumps(entry[precision])}", flush=True)
+        else:
+            entry.update(benchmark_inference(workload, config, device, precisions, args))
+            print(f"  {json.dumps({key: entry[key] for key in entry if key != 'config'})}", flush=True)
+        if not args.tiny:
+            entry["ratios_to_original"] = _ratios(name, entry, device)
+        report["workloads"][name] = entry
+        _release_host_memory()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    output = args.output or REPO_ROOT / "benchmarks" / "results" / f"model_{device_kind(device)}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"[benchmark_model] wrote {output}")
+    return report
+
+
+def _ratios(name: str, entry: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Speed-ups over the original's figures (`original_reference`); exact only on the reference hardware."""
+    reference = ORIGINAL_REFERENCE[name]
+    on_gpu = device.type == "cuda"
+    ratios: dict[str, Any] = {"reference_device": reference["gpu"] if on_gpu else "2-core CPU"}
+    for key, measured in entry.items():
+        if not isinstance(measured, dict) or "median_s" not in measured:
+            continue
+        if entry["kind"] == "train":
+            ratios[f"{key}_step_speedup"] = round(
+                reference["gpu_step_s" if on_gpu else "cpu_step_s"] / measured["median_s"], 3
+            )
+        elif on_gpu:
+            ratios[f"{key}_queries_per_s_speedup"] = round(reference["gpu_s_per_query"] / measured["s_per_query"], 3)
+        else:  # the CPU reference is the forward of one query over all its windows
+            forward_s_per_query = (
+                measured["model_s"] / entry["num_queries"] * reference["num_windows"] / entry["num_windows"]
+            )
+            ratios[f"{key}_forward_speedup"] = round(reference["cpu_forward_s_per_query"] / forward_s_per_query, 3)
+    return ratios
+
+
+if __name__ == "__main__":
+    main()

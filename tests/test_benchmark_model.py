@@ -1,0 +1,65 @@
+"""Smoke test of `scripts/benchmark_model.py` on its tiny configuration."""
+
+import json
+
+import pytest
+import torch
+
+from scripts.benchmark_model import WORKLOADS, main
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_rng():
+    """These tests draw from (and seed) the global generator; later tests in the session must not see it."""
+    with torch.random.fork_rng():
+        yield
+
+
+def test_tiny_benchmark_writes_every_workload(tmp_path):
+    output = tmp_path / "model_cpu.json"
+    report = main(["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--output", str(output)])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(report))
+    environment = report["environment"]
+    for key in ("device", "device_kind", "device_name", "cpu_count", "torch_num_threads", "torch", "transformers"):
+        assert key in environment
+    assert environment["device_kind"] == "cpu"
+    assert set(report["workloads"]) == set(WORKLOADS)
+    for name, entry in report["workloads"].items():
+        assert "config" in entry and entry["kind"] in ("train", "inference")
+        if entry["kind"] == "train":
+            measured = entry["fp32"]
+            assert measured["median_s"] > 0 and measured["peak_memory_gb"] > 0, name
+            assert measured["pairs_per_s"] > 0 and len(measured["losses"]) == 1
+            continue
+        assert entry["num_windows"] > 1
+        for pipeline in ("processor", "shared_windows"):
+            measured = entry[f"{pipeline}_fp32"]
+            assert measured["queries_per_s"] > 0 and measured["peak_memory_gb"] > 0, (name, pipeline)
+            assert {"prepare_s", "model_s", "post_process_s"} <= measured.keys()
+        assert entry["pipelines_top1_agreement"]["fp32"]["fraction"] == 1.0
+    cross_pairs = report["workloads"]["mad-train"]["fp32"]
+    assert cross_pairs["grounded_pairs"] == cross_pairs["num_queries"] < cross_pairs["num_pairs"]
+
+
+def test_tiny_benchmark_reports_bf16_agreement(tmp_path):
+    report = main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--workloads",
+            "ego4d-inference",
+            "--precisions",
+            "fp32,bf16",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--output",
+            str(tmp_path / "out.json"),
+        ]
+    )
+    entry = report["workloads"]["ego4d-inference"]
+    for pipeline in ("processor", "shared_windows"):
+        agreement = entry[f"{pipeline}_bf16_top1_agreement"]
+        assert agreement["queries"] == 2 and 0.0 <= agreement["fraction"] <= 1.0

@@ -1,0 +1,282 @@
+"""The model's speed and memory paths compute the same function as the plain ones.
+
+* `_CPUDropoutAttention` (attention-probability dropout on CPU, pair by pair) against a float64 reference that
+  uses the same keep masks;
+* `_ReluDropout` (feed-forward activation keeping only its output) and `_CPUDropout` against a mask drawn the
+  same way;
+* `grounding_pair_index` (decode only some pairs) against the full batch: outputs, loss terms and gradients;
+* `video_pair_index` (each window once) against windows repeated per pair.
+"""
+
+import pytest
+import torch
+
+import modeling_rgnet
+from modeling_rgnet import RGNetForVideoGrounding
+from tests.test_modeling_rgnet import RGNetModelTester
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_rng():
+    """These tests draw from (and seed) the global generator; later tests in the session must not see it."""
+    with torch.random.fork_rng():
+        yield
+
+
+@pytest.fixture
+def tester():
+    return RGNetModelTester()
+
+
+@pytest.mark.parametrize("block_elements", [1, 7 * 9 * 2, 1 << 20])
+def test_cpu_dropout_attention_matches_a_reference_with_the_same_masks(block_elements, monkeypatch):
+    # Blocks of one head, of two heads (the last one smaller), and of a whole pair.
+    monkeypatch.setattr(modeling_rgnet._CPUDropoutAttention, "_block_elements", block_elements)
+    num_pairs, heads, query_length, key_length, dropout = 5, 3, 7, 9, 0.3
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(num_pairs, heads, query_length, 8, generator=generator, requires_grad=True)
+    key = torch.randn(num_pairs, heads, key_length, 8, generator=generator, requires_grad=True)
+    value = torch.randn(num_pairs, heads, key_length, 6, generator=generator, requires_grad=True)
+    bias = torch.randn(num_pairs, 1, query_length, key_length, generator=generator)
+    bias[..., -2:] = torch.finfo(torch.float32).min  # padded keys
+    grad_output = torch.randn(num_pairs, heads, query_length, 6, generator=generator)
+
+    torch.manual_seed(1)
+    output = modeling_rgnet._CPUDropoutAttention.apply(query, key, value, bias, dropout)
+    grads = torch.autograd.grad(output, (query, key, value), grad_output)
+
+    # The same keep masks: one draw per (pair, heads) block, in block order.
+    torch.manual_seed(1)
+    keep = torch.empty(num_pairs, heads, query_length, key_length, dtype=torch.bool)
+    for block in modeling_rgnet._CPUDropoutAttention._blocks(num_pairs, heads, query_length * key_length):
+        keep[block] = torch.rand(keep[block].shape) >= dropout
+    inputs64 = [tensor.detach().double().requires_grad_() for tensor in (query, key, value)]
+    probs = (inputs64[0] @ inputs64[1].transpose(-1, -2) / 8**0.5 + bias.double()).softmax(-1)
+    reference = (probs * keep / (1 - dropout)) @ inputs64[2]
+    reference_grads = torch.autograd.grad(reference, inputs64, grad_output.double())
+
+    torch.testing.assert_close(output.double(), reference, atol=1e-5, rtol=1e-5)
+    for grad, reference_grad in zip(grads, reference_grads, strict=True):
+        torch.testing.assert_close(grad.double(), reference_grad, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_dropout_attention_drops_the_configured_fraction():
+    query = torch.zeros(4, 2, 64, 8)  # uniform attention: every probability 1/64
+    value = torch.eye(64).expand(4, 2, 64, 64)  # the output row is the dropped probability row itself
+    torch.manual_seed(0)
+    output = modeling_rgnet._CPUDropoutAttention.apply(query, query, value, None, 0.25)
+    kept = output > 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.01
+    torch.testing.assert_close(output[kept], torch.full_like(output[kept], 1 / 64 / 0.75))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_relu_dropout_matches_relu_then_mask(dropout):
+    hidden = torch.randn(6, 10, 16, requires_grad=True)
+    grad_output = torch.randn(6, 10, 16)
+    torch.manual_seed(2)
+    output = modeling_rgnet._ReluDropout.apply(hidden.clone(), dropout)
+    (grad,) = torch.autograd.grad(output, hidden, grad_output)
+
+    torch.manual_seed(2)
+    keep = torch.rand(6, 10, 16) >= dropout
+    reference = torch.relu(hidden) * keep / (1 - dropout)
+    (reference_grad,) = torch.autograd.grad(reference, hidden, grad_output)
+    torch.testing.assert_close(output, reference)
+    torch.testing.assert_close(grad, reference_grad)
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_cpu_dropout_matches_a_mask_drawn_the_same_way(with_residual):
+    hidden = torch.randn(4, 7, 9, requires_grad=True)
+    residual = torch.randn(4, 7, 9, requires_grad=True) if with_residual else None
+    grad_output = torch.randn(4, 7, 9)
+    torch.manual_seed(5)
+    output = modeling_rgnet._CPUDropout.apply(hidden, residual, 0.3)
+    inputs = (hidden, residual) if with_residual else (hidden,)
+    grads = torch.autograd.grad(output, inputs, grad_output)
+    torch.manual_seed(5)
+    keep = torch.rand(4, 7, 9) >= 0.3
+    expected = hidden * keep / 0.7
+    torch.testing.assert_close(output, expected + residual if with_residual else expected)
+    torch.testing.assert_close(grads[0], grad_output * keep / 0.7)
+    if with_residual:
+        torch.testing.assert_close(grads[1], grad_output)
+
+
+def test_cpu_dropout_keeps_the_promoted_dtype_of_the_residual_stream():
+    hidden = torch.randn(3, 4, dtype=torch.bfloat16, requires_grad=True)
+    residual = torch.randn(3, 4, requires_grad=True)
+    output = modeling_rgnet._CPUDropout.apply(hidden, residual, 0.5)
+    assert output.dtype == torch.float32
+    output.sum().backward()
+    assert hidden.grad.dtype == torch.bfloat16 and residual.grad.dtype == torch.float32
+
+
+def test_dropout_module_is_the_identity_in_eval_mode():
+    dropout = modeling_rgnet.RGNetDropout(0.5).eval()
+    hidden = torch.randn(3, 4, requires_grad=True)
+    assert torch.equal(dropout(hidden), hidden)
+
+
+def _train_step(model, inputs, labels, noise, grounding_pair_index):
+    model.zero_grad()
+    outputs = model(**inputs, labels=labels, selector_noise=noise, grounding_pair_index=grounding_pair_index)
+    outputs.loss.backward()
+    grads = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+    return outputs, grads
+
+
+@pytest.mark.parametrize("batch_mode", ["cross_pairs", "paired_negative"])
+def test_grounding_only_the_loss_rows_gives_the_same_loss_and_gradients(tester, batch_mode):
+    config = tester.get_config(dropout=0.0, input_dropout=0.0, num_encoder_layers=2)
+    num_windows = 3
+    inputs = tester.cross_pairs_batch(num_windows) if batch_mode == "cross_pairs" else tester.prepare_inputs(6)
+    labels = tester.prepare_labels(batch_mode, inputs)
+    noise = torch.rand(
+        inputs["video_mask"].shape[0], tester.num_frames + 1, generator=torch.Generator().manual_seed(3)
+    )
+    # cross_pairs: the positives only; paired_negative: every pair, in a shuffled order.
+    index = (
+        torch.arange(num_windows) * (num_windows + 1)
+        if batch_mode == "cross_pairs"
+        else torch.tensor([4, 0, 5, 1, 2, 3])
+    )
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(config).train()
+
+    full, full_grads = _train_step(model, inputs, labels, noise, None)
+    grounded, grounded_grads = _train_step(model, inputs, labels, noise, index)
+
+    assert grounded.logits.shape[0] == len(index) and grounded.window_logits.shape[0] == full.window_logits.shape[0]
+    torch.testing.assert_close(grounded.grounding_pair_index, index)
+    torch.testing.assert_close(grounded.logits, full.logits[index], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grounded.pred_spans, full.pred_spans[index], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grounded.saliency_scores, full.saliency_scores[index], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grounded.reference_anchors, full.reference_anchors[:, index], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grounded.window_logits, full.window_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grounded.global_hidden_state, full.global_hidden_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grounded.frame_selection, full.frame_selection)
+    assert grounded.loss_dict.keys() == full.loss_dict.keys()
+    for name, value in full.loss_dict.items():
+        torch.testing.assert_close(grounded.loss_dict[name], value, atol=1e-5, rtol=1e-5, msg=name)
+    torch.testing.assert_close(
+        model.criterion.matched_slots(grounded, labels), model.criterion.matched_slots(full, labels)
+    )
+    assert grounded_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(grounded_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_eval_outputs_of_grounded_pairs_match_the_full_batch(tester):
+    config = tester.get_config(num_encoder_layers=2)
+    model = RGNetForVideoGrounding(config).eval()
+    inputs = tester.prepare_inputs(5)
+    index = torch.tensor([3, 1])
+    with torch.no_grad():
+        full = model(**inputs)
+        grounded = model(**inputs, grounding_pair_index=index)
+    torch.testing.assert_close(grounded.logits, full.logits[index], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grounded.saliency_scores, full.saliency_scores[index], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grounded.window_logits, full.window_logits, atol=1e-5, rtol=1e-5)
+    assert full.grounding_pair_index is None
+
+
+def test_loss_rejects_a_grounding_index_without_the_positives(tester):
+    model = RGNetForVideoGrounding(tester.get_config())
+    inputs = tester.cross_pairs_batch(2)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    with pytest.raises(ValueError, match="grounding_pair_index"):
+        model(**inputs, labels=labels, grounding_pair_index=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        torch.tensor([0, 0]),
+        torch.tensor([4]),
+        torch.tensor([-1]),
+        torch.tensor([0.0]),
+        torch.tensor([[0]]),
+        torch.tensor([], dtype=torch.long),
+    ],
+)
+def test_bad_grounding_index_raises(tester, index):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    with pytest.raises(ValueError, match="grounding_pair_index"):
+        model(**tester.prepare_inputs(4), grounding_pair_index=index)
+
+
+def test_cpu_training_kernels_under_dropout_are_reproducible_with_gradient_checkpointing(tester, monkeypatch):
+    # Every attention through `_CPUDropoutAttention` and every dropout through `_CPUDropout` / `_ReluDropout`;
+    # checkpointing replays the same random draws, so both runs must agree.
+    monkeypatch.setattr(modeling_rgnet._CPUDropoutAttention, "min_map_elements", 1)
+    config = tester.get_config(dropout=0.2, input_dropout=0.3, num_encoder_layers=2)
+    inputs = tester.cross_pairs_batch(3)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    index = torch.arange(3) * 4
+    model = RGNetForVideoGrounding(config).train()
+    checkpointed = RGNetForVideoGrounding(config).train()
+    checkpointed.load_state_dict(model.state_dict())
+    checkpointed.activation_checkpointing_enable()
+    results = []
+    for candidate in (model, checkpointed):
+        torch.manual_seed(7)
+        outputs = candidate(**inputs, labels=labels, grounding_pair_index=index)
+        outputs.loss.backward()
+        results.append((outputs.loss.detach(), {name: p.grad for name, p in candidate.named_parameters()}))
+    (loss, grads), (checkpointed_loss, checkpointed_grads) = results
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(checkpointed_loss, loss)
+    for name, grad in grads.items():
+        assert grad is not None and torch.isfinite(grad).all(), name
+        torch.testing.assert_close(checkpointed_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def _shared_windows(tester, num_windows):
+    """A cross_pairs batch both ways: windows repeated per pair, and each window once with `video_pair_index`."""
+    base = tester.prepare_inputs(num_windows)
+    window = torch.arange(num_windows).repeat(num_windows)
+    query = torch.arange(num_windows).repeat_interleave(num_windows)
+    text = {"text_features": base["text_features"][query], "text_mask": base["text_mask"][query]}
+    repeated = {"video_features": base["video_features"][window], "video_mask": base["video_mask"][window], **text}
+    shared = {"video_features": base["video_features"], "video_mask": base["video_mask"], **text}
+    return repeated, shared, window
+
+
+def test_shared_windows_give_the_outputs_of_repeated_windows(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    repeated, shared, window = _shared_windows(tester, 3)
+    with torch.no_grad():
+        expected = model(**repeated)
+        outputs = model(**shared, video_pair_index=window)
+    for name in ("logits", "pred_spans", "window_logits", "saliency_scores"):
+        torch.testing.assert_close(outputs[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("input_dropout", [0.0, 0.5])
+def test_shared_windows_train_like_repeated_windows(tester, input_dropout):
+    config = tester.get_config(dropout=0.0, input_dropout=input_dropout)
+    repeated, shared, window = _shared_windows(tester, 3)
+    labels = tester.prepare_labels("cross_pairs", repeated)
+    noise = torch.rand(9, tester.num_frames + 1, generator=torch.Generator().manual_seed(3))
+    model = RGNetForVideoGrounding(config).train()
+    results = []
+    for inputs, extra in ((repeated, {}), (shared, {"video_pair_index": window})):
+        model.zero_grad()
+        torch.manual_seed(11)  # the same input-dropout draws: each pair still projects its own copy in training
+        outputs = model(**inputs, **extra, labels=labels, selector_noise=noise)
+        outputs.loss.backward()
+        results.append((outputs.loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (loss, grads), (shared_loss, shared_grads) = results
+    torch.testing.assert_close(shared_loss, loss, atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("index", [torch.tensor([0, 3]), torch.tensor([0.0, 1.0]), torch.tensor([[0, 1]])])
+def test_bad_video_pair_index_raises(tester, index):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(2)  # two windows, two pairs
+    with pytest.raises(ValueError, match="video_pair_index"):
+        model(**inputs, video_pair_index=index)
