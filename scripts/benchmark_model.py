@@ -425,59 +425,92 @@ def _forward_in_chunks(model, num_pairs, chunk_pairs, device, precision, make_in
     return {key: torch.cat(values).cpu() for key, values in collected.items()}
 
 
-def run_processor_pipeline(model, processor, video, texts, device, precision, chunk_pairs):
-    """`processor(...)` (every window repeated for every query) → model → (outputs, metadata, stage seconds)."""
-    start = time.perf_counter()
-    inputs = processor(text_features=texts, video_features=video)
-    metadata = inputs.window_metadata
-    prepared = time.perf_counter()
-    tensors = {key: value.to(device) for key, value in inputs.items()}
-    outputs = _forward_in_chunks(
-        model,
-        metadata.num_pairs,
-        chunk_pairs,
-        device,
-        precision,
-        lambda rows: {key: value[rows] for key, value in tensors.items()},
-    )
-    return outputs, metadata, {"prepare_s": prepared - start, "model_s": time.perf_counter() - prepared}
+class _StageClock:
+    """Seconds spent in each stage of the inference pipeline, synchronising the device at every boundary."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, {"prepare_s": 0.0, "model_s": 0.0, "post_process_s": 0.0}
+        _synchronize(device)
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        _synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[stage] += now - self.last
+        self.last = now
 
 
-def run_shared_windows_pipeline(model, processor, video, texts, device, precision, chunk_pairs):
-    """The processor's windows, each cut and sent to the device once (`video_pair_index`) → model."""
-    start = time.perf_counter()
-    queries = processor.prepare_queries(text_features=texts)
+def run_processor_pipeline(model, processor, video, texts, embeddings, device, precision, args):
+    """Per group of queries: `processor(...)` (every window repeated for every query) → model → post-processing."""
+    clock, results = _StageClock(device), []
+    for first in range(0, len(texts), args.queries_per_batch):
+        group = slice(first, first + args.queries_per_batch)
+        inputs = processor(text_features=texts[group], video_features=video)
+        clock.lap("prepare_s")
+        tensors = {key: value.to(device) for key, value in inputs.items()}
+        outputs = _forward_in_chunks(
+            model,
+            inputs.window_metadata.num_pairs,
+            args.chunk_pairs,
+            device,
+            precision,
+            lambda rows, tensors=tensors: {key: value[rows] for key, value in tensors.items()},
+        )
+        clock.lap("model_s")
+        results += processor.post_process_video_grounding(
+            outputs, inputs.window_metadata, video_features=video, sentence_embeddings=embeddings[group]
+        )
+        clock.lap("post_process_s")
+    return results, clock.seconds, inputs.window_metadata.num_windows
+
+
+def run_shared_windows_pipeline(model, processor, video, texts, embeddings, device, precision, args):
+    """The processor's windows cut and sent to the device once per video (`video_pair_index`), then per group of
+    queries: model → post-processing."""
+    clock, results = _StageClock(device), []
     offsets, lengths = enumerate_windows(video.shape[0], processor.max_window_frames, processor.window_stride)
-    windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv)
-    num_queries, num_windows = queries["text_mask"].shape[0], len(offsets)
-    metadata = RGNetWindowMetadata(  # pairs query-major, as the processor lays them out
-        window_offsets=offsets,
-        window_lengths=lengths,
-        pair_query_index=np.repeat(np.arange(num_queries), num_windows),
-        pair_window_index=np.tile(np.arange(num_windows), num_queries),
-        num_queries=num_queries,
-        num_frames=int(video.shape[0]),
-        seconds_per_frame=processor.seconds_per_frame,
-    )
-    prepared = time.perf_counter()
+    windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv), each window once
+    num_windows = len(offsets)
+    clock.lap("prepare_s")
     windows, window_mask = windows.to(device), window_mask.to(device)
-    text_features, text_mask = queries["text_features"].to(device), queries["text_mask"].to(device)
-    pair_query = torch.as_tensor(metadata.pair_query_index, device=device)
-    pair_window = torch.as_tensor(metadata.pair_window_index, device=device)
+    clock.lap("model_s")
+    for first in range(0, len(texts), args.queries_per_batch):
+        group = slice(first, first + args.queries_per_batch)
+        queries = processor.prepare_queries(text_features=texts[group])
+        num_queries = queries["text_mask"].shape[0]
+        metadata = RGNetWindowMetadata(  # pairs query-major, as the processor lays them out
+            window_offsets=offsets,
+            window_lengths=lengths,
+            pair_query_index=np.repeat(np.arange(num_queries), num_windows),
+            pair_window_index=np.tile(np.arange(num_windows), num_queries),
+            num_queries=num_queries,
+            num_frames=int(video.shape[0]),
+            seconds_per_frame=processor.seconds_per_frame,
+        )
+        clock.lap("prepare_s")
+        text_features, text_mask = queries["text_features"].to(device), queries["text_mask"].to(device)
+        pair_query = torch.as_tensor(metadata.pair_query_index, device=device)
+        pair_window = torch.as_tensor(metadata.pair_window_index, device=device)
 
-    def make_inputs(rows):
-        # Only the windows this chunk uses, each once.
-        used, video_pair_index = torch.unique(pair_window[rows], return_inverse=True)
-        return {
-            "video_features": windows[used],
-            "video_mask": window_mask[used],
-            "text_features": text_features[pair_query[rows]],
-            "text_mask": text_mask[pair_query[rows]],
-            "video_pair_index": video_pair_index,
-        }
+        def make_inputs(
+            rows, text_features=text_features, text_mask=text_mask, pair_query=pair_query, pair_window=pair_window
+        ):
+            used, video_pair_index = torch.unique(pair_window[rows], return_inverse=True)  # this chunk's windows
+            return {
+                "video_features": windows[used],
+                "video_mask": window_mask[used],
+                "text_features": text_features[pair_query[rows]],
+                "text_mask": text_mask[pair_query[rows]],
+                "video_pair_index": video_pair_index,
+            }
 
-    outputs = _forward_in_chunks(model, metadata.num_pairs, chunk_pairs, device, precision, make_inputs)
-    return outputs, metadata, {"prepare_s": prepared - start, "model_s": time.perf_counter() - prepared}
+        outputs = _forward_in_chunks(model, metadata.num_pairs, args.chunk_pairs, device, precision, make_inputs)
+        clock.lap("model_s")
+        results += processor.post_process_video_grounding(
+            outputs, metadata, video_features=video, sentence_embeddings=embeddings[group]
+        )
+        clock.lap("post_process_s")
+    return results, clock.seconds, num_windows
 
 
 PIPELINES = {"processor": run_processor_pipeline, "shared_windows": run_shared_windows_pipeline}
@@ -487,15 +520,16 @@ def benchmark_inference(
     workload: Workload, config: RGNetConfig, device: torch.device, precisions: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
     num_queries = workload.num_queries or args.inference_queries or (8 if device.type == "cuda" else 1)
-    chunk_pairs = args.inference_chunk_pairs or (1024 if device.type == "cuda" else 16)
+    args.chunk_pairs = args.inference_chunk_pairs or (1024 if device.type == "cuda" else 16)
     torch.manual_seed(args.seed)
     model = RGNetForVideoGrounding(config).to(device).eval()
     processor = RGNetProcessor.from_config(config)
-    video, texts, sentence_embeddings = inference_inputs(config, workload, num_queries, args.seed)
+    video, texts, embeddings = inference_inputs(config, workload, num_queries, args.seed)
     result: dict[str, Any] = {
         "num_queries": num_queries,
         "num_video_frames": workload.num_video_frames,
-        "chunk_pairs": chunk_pairs,
+        "queries_per_batch": args.queries_per_batch,
+        "chunk_pairs": args.chunk_pairs,
     }
     top1: dict[tuple[str, str], list] = {}
     for pipeline in args.pipelines:
@@ -503,25 +537,18 @@ def benchmark_inference(
             runs = []
             with PeakMemory(device) as memory:
                 for index in range(args.warmup + args.steps):
-                    _synchronize(device)
-                    start = time.perf_counter()
-                    outputs, metadata, stages = PIPELINES[pipeline](
-                        model, processor, video, texts, device, precision, chunk_pairs
+                    results, stages, num_windows = PIPELINES[pipeline](
+                        model, processor, video, texts, embeddings, device, precision, args
                     )
-                    _synchronize(device)
-                    forwarded = time.perf_counter()
-                    results = processor.post_process_video_grounding(
-                        outputs, metadata, video_features=video, sentence_embeddings=sentence_embeddings
-                    )
-                    finished = time.perf_counter()
                     if index >= args.warmup:
-                        runs.append({**stages, "post_process_s": finished - forwarded, "total_s": finished - start})
+                        runs.append({**stages, "total_s": sum(stages.values())})
             top1[pipeline, precision] = [
                 query["spans"][0].tolist() if len(query["spans"]) else None for query in results
             ]
             total = [run["total_s"] for run in runs]
             median = float(np.median(total))
-            result.update(num_windows=metadata.num_windows, num_pairs=metadata.num_pairs)
+            model_s = float(np.median([run["model_s"] for run in runs]))
+            result.update(num_windows=num_windows, num_pairs=num_windows * num_queries)
             result[f"{pipeline}_{precision}"] = {
                 **_timing(total),
                 **{
@@ -530,7 +557,7 @@ def benchmark_inference(
                 },
                 "queries_per_s": round(num_queries / median, 4),
                 "s_per_query": round(median / num_queries, 5),
-                "pairs_per_s_model": round(metadata.num_pairs / float(np.median([run["model_s"] for run in runs])), 2),
+                "pairs_per_s_model": round(num_windows * num_queries / model_s, 2),
                 **memory.report(),
             }
 
@@ -575,6 +602,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Queries per inference video (default: 8 on CUDA, 1 on CPU).",
     )
     parser.add_argument(
+        "--queries-per-batch",
+        type=int,
+        default=8,
+        help="Queries sent through the pipeline together (the processor repeats every window for each; default 8).",
+    )
+    parser.add_argument(
         "--inference-chunk-pairs",
         type=int,
         default=0,
@@ -603,6 +636,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.pipelines = [name.strip() for name in args.pipelines.split(",") if name.strip()]
     if not args.pipelines or set(args.pipelines) - set(PIPELINES):
         parser.error(f"--pipelines must name some of {list(PIPELINES)}")
+    if args.queries_per_batch < 1:
+        parser.error("--queries-per-batch must be >= 1")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     return args

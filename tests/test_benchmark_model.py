@@ -41,7 +41,7 @@ def test_tiny_benchmark_writes_every_workload(tmp_path):
     assert cross_pairs["grounded_pairs"] == cross_pairs["num_queries"] < cross_pairs["num_pairs"]
 
 
-def test_tiny_benchmark_reports_bf16_agreement(tmp_path):
+def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):
     report = main(
         [
             "--tiny",
@@ -51,6 +51,8 @@ def test_tiny_benchmark_reports_bf16_agreement(tmp_path):
             "ego4d-inference",
             "--precisions",
             "fp32,bf16",
+            "--queries-per-batch",
+            "1",
             "--steps",
             "1",
             "--warmup",
@@ -63,3 +65,4 @@ def test_tiny_benchmark_reports_bf16_agreement(tmp_path):
     for pipeline in ("processor", "shared_windows"):
         agreement = entry[f"{pipeline}_bf16_top1_agreement"]
         assert agreement["queries"] == 2 and 0.0 <= agreement["fraction"] <= 1.0
+    assert entry["pipelines_top1_agreement"]["fp32"]["fraction"] == 1.0
