@@ -1575,6 +1575,9 @@ class RGNetDataCollator:
                 "saliency_negative_frames": torch.as_tensor(negative, dtype=torch.int64),
             },
         }
+        if self.pair_mode == "cross_pairs":
+            # Only the positive pairs i·(B + 1) feed the grounding terms; the others need just their window logit.
+            batch["grounding_pair_index"] = torch.arange(batch_size) * (batch_size + 1)
         if all(sample.get("noise_seed") is not None for sample in samples):
             seeds = np.array([int(sample["noise_seed"]) for sample in samples], dtype=np.uint64)
             sample_of_window = video_index.numpy() % batch_size  # negatives are rows B..2B-1 of the same samples

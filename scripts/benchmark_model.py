@@ -21,12 +21,18 @@ under bf16 autocast (target ≥ 0.99; use `--inference-queries 100` or more for 
 Peak memory: `torch.cuda.max_memory_allocated` on CUDA; on CPU the process's peak resident set (`VmHWM`, reset
 before each measurement through `/proc/self/clear_refs`; the process-wide maximum where that is not available).
 
-Writes `benchmarks/results/model_<device-kind>.json` unless `--output` is given.
+CPU allocator: glibc unmaps every freed block above 32 MB, so each training step faults its large activations in
+again (about a quarter of a MAD step on the 2-core VM). `--cpu-allocator retain` keeps freed memory in the heap
+(`retain_freed_host_memory`) at the price of a higher resident set; both are reported.
+
+Writes `benchmarks/results/model_<device-kind>.json` (`..._malloc-retain.json` with `--cpu-allocator retain`) unless
+`--output` is given.
 
 Examples:
 
 ```
 python scripts/benchmark_model.py --device cpu --workloads mad-train --steps 2
+python scripts/benchmark_model.py --device cpu --workloads mad-train --steps 4 --cpu-allocator retain
 python scripts/benchmark_model.py --device cuda                        # every workload, fp32 and bf16
 python scripts/benchmark_model.py --device cuda --workloads mad-inference --inference-queries 128
 python scripts/benchmark_model.py --tiny --output /tmp/benchmark.json  # seconds-long smoke run
@@ -189,6 +195,23 @@ def environment_info(device: torch.device) -> dict[str, Any]:
             tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         )
     return info
+
+
+def retain_freed_host_memory(trim_threshold_bytes: int = 1 << 30) -> bool:
+    """Make glibc keep freed memory for reuse instead of handing it back to the kernel (`--cpu-allocator retain`).
+
+    By default glibc maps every allocation above 32 MB separately and unmaps it when freed, so each training step
+    faults all its large activations in again; on the 2-core VM this costs about a quarter of a MAD step. With
+    `M_MMAP_MAX = 0` everything comes from the heap, and `M_TRIM_THRESHOLD` bounds what a free returns to the
+    kernel. The price is heap fragmentation (a higher resident set). The same effect from the shell:
+    `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824`. Returns whether it applied.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, trim_threshold_bytes))
 
 
 def _release_host_memory() -> None:
@@ -625,6 +648,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Decode every pair of a cross_pairs training batch, not only the positives.",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on CPU (default: unchanged).")
+    parser.add_argument(
+        "--cpu-allocator",
+        choices=("default", "retain"),
+        default="default",
+        help="`retain`: glibc keeps freed memory for reuse (no mmap for large blocks, 1 GB trim threshold); see "
+        "`retain_freed_host_memory`. Default: the allocator as configured by the environment.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="Tiny config and batches: a seconds-long smoke run.")
     parser.add_argument("--output", type=Path, default=None, help="JSON report path.")
@@ -653,6 +683,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit("--device cuda was requested but CUDA is not available.")
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = args.cpu_allocator
+    if allocator == "retain" and not retain_freed_host_memory():
+        allocator = "default (retain unavailable: not glibc)"
     precisions = (
         args.precisions.split(",") if args.precisions else (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
     )
@@ -670,6 +703,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warmup": args.warmup,
             "tiny": args.tiny,
             "ground_all_pairs": args.ground_all_pairs,
+            "cpu_allocator": allocator,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
             "seed": args.seed,
         },
         "original_reference": ORIGINAL_REFERENCE,
@@ -696,7 +731,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    output = args.output or REPO_ROOT / "benchmarks" / "results" / f"model_{device_kind(device)}.json"
+    suffix = "_malloc-retain" if allocator == "retain" else ""
+    output = args.output or REPO_ROOT / "benchmarks" / "results" / f"model_{device_kind(device)}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"[benchmark_model] wrote {output}")

@@ -236,6 +236,7 @@ def test_padding_frames_and_tokens_do_not_change_predictions(tester):
 
 @pytest.mark.parametrize("batch_mode", ["cross_pairs", "paired_negative"])
 def test_every_learnable_parameter_gets_a_gradient(tester, batch_mode):
+    torch.manual_seed(0)
     config = tester.get_config(pair_mode=batch_mode)
     model = RGNetForVideoGrounding(config).train()
     inputs = tester.cross_pairs_batch(3) if batch_mode == "cross_pairs" else tester.prepare_inputs(6)
@@ -252,7 +253,11 @@ def test_every_learnable_parameter_gets_a_gradient(tester, batch_mode):
     }
     # Biases that shift both sides of every hinge: the saliency frame bias under ranking terms only (cross pairs),
     # the retrieval bias under the paired-negative hinge.
-    exact_zero.add("saliency_frame_proj.bias" if batch_mode == "cross_pairs" else "retrieval_head.bias")
+    # The retrieval bias cancels in both (InfoNCE is shift-invariant per row and column), so it is exactly zero in
+    # exact arithmetic and may or may not round to 0.0: it is not asserted non-zero.
+    exact_zero.update(
+        {"saliency_frame_proj.bias", "retrieval_head.bias"} if batch_mode == "cross_pairs" else {"retrieval_head.bias"}
+    )
     for name, param in model.named_parameters():
         assert param.grad is not None, f"{name} received no gradient"
         if name not in exact_zero:
