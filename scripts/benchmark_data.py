@@ -57,7 +57,8 @@ def timing_summary(milliseconds: list[float]) -> dict[str, float]:
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo where available)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -73,7 +74,7 @@ def environment_info(work_dir: Path) -> dict[str, Any]:
 
     info = {
         "hostname": socket.gethostname(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-__all__ = ["build_store", "main", "time_reads", "timing_summary"]
+__all__ = ["build_store", "cpu_model", "main", "time_reads", "timing_summary"]
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ from processing_rgnet import (  # noqa: E402
     enumerate_windows,
     gather_windows,
 )
+from scripts.benchmark_data import cpu_model  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -162,23 +163,13 @@ def device_kind(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment_info(device: torch.device) -> dict[str, Any]:
     """Device, library versions and CPU settings for the report."""
     info = {
         "device": str(device),
         "device_kind": device_kind(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
-        "cpu": _cpu_model(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_num_threads": torch.get_num_threads(),
         "torch": torch.__version__,
