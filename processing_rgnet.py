@@ -1108,22 +1108,10 @@ class RGNetProcessor(ProcessorMixin):
             config ([`RGNetConfig`]): Model configuration.
             tokenizer ([`PreTrainedTokenizerBase`], *optional*): Tokenizer of the text encoder.
         """
-        return cls(
-            tokenizer,
-            max_window_frames=config.max_window_frames,
-            window_stride=config.window_stride,
-            max_text_tokens=config.max_text_tokens,
-            seconds_per_frame=config.seconds_per_frame,
-            query_normalization=config.query_normalization,
-            top_k_windows=config.top_k_windows,
-            nms_threshold=config.nms_threshold,
-            max_candidates_before_nms=config.max_candidates_before_nms,
-            max_predictions=config.max_predictions,
-            matching_top_k_frames=config.matching_top_k_frames,
-            scale_matching_by_window_score=config.scale_matching_by_window_score,
-        )
+        return cls(tokenizer, **{name: getattr(config, name) for name in cls.SETTINGS})
 
-    # Settings written to `processor_config.json` (the `__init__` keywords besides the tokenizer).
+    # The `__init__` keywords besides the tokenizer: read from `RGNetConfig` fields of the same names by
+    # `from_config`, written to `processor_config.json` by a feature-only `save_pretrained`.
     SETTINGS = (
         "max_window_frames",
         "window_stride",

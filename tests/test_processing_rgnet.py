@@ -68,6 +68,22 @@ def tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges)
 
 
+# The processor's settings, each named like the RGNetConfig field it comes from.
+PROCESSOR_SETTINGS = (
+    "max_window_frames",
+    "window_stride",
+    "max_text_tokens",
+    "seconds_per_frame",
+    "query_normalization",
+    "top_k_windows",
+    "nms_threshold",
+    "max_candidates_before_nms",
+    "max_predictions",
+    "matching_top_k_frames",
+    "scale_matching_by_window_score",
+)
+
+
 def make_processor(tokenizer=None, **overrides):
     settings = {
         "max_window_frames": 40,
@@ -548,19 +564,7 @@ def test_processor_save_and_load_round_trip(tokenizer, tmp_path):
     for loader in (RGNetProcessor, AutoProcessor):
         loaded = loader.from_pretrained(tmp_path)
         assert isinstance(loaded, RGNetProcessor)
-        for name in (
-            "max_window_frames",
-            "window_stride",
-            "max_text_tokens",
-            "seconds_per_frame",
-            "query_normalization",
-            "top_k_windows",
-            "nms_threshold",
-            "max_candidates_before_nms",
-            "max_predictions",
-            "matching_top_k_frames",
-            "scale_matching_by_window_score",
-        ):
+        for name in PROCESSOR_SETTINGS:
             assert getattr(loaded, name) == getattr(processor, name), name
         assert loaded.tokenizer("the cat").input_ids == tokenizer("the cat").input_ids
 
@@ -594,19 +598,7 @@ def test_saved_processor_loads_with_trust_remote_code_in_a_fresh_process(tokeniz
 def test_processor_from_config_copies_the_windowing_and_inference_fields(preset):
     config = RGNetConfig.from_preset(preset)
     processor = RGNetProcessor.from_config(config)
-    for name in (
-        "max_window_frames",
-        "window_stride",
-        "max_text_tokens",
-        "seconds_per_frame",
-        "query_normalization",
-        "top_k_windows",
-        "nms_threshold",
-        "max_candidates_before_nms",
-        "max_predictions",
-        "matching_top_k_frames",
-        "scale_matching_by_window_score",
-    ):
+    for name in PROCESSOR_SETTINGS:
         assert getattr(processor, name) == getattr(config, name), name
 
 
@@ -618,7 +610,8 @@ def test_feature_only_processor_rejects_text_and_round_trips_its_settings(tmp_pa
     assert not (tmp_path / "tokenizer_config.json").exists()
     reloaded = RGNetProcessor.from_pretrained(tmp_path)
     assert reloaded.tokenizer is None
-    for name in RGNetProcessor.SETTINGS:
+    assert RGNetProcessor.SETTINGS == PROCESSOR_SETTINGS
+    for name in PROCESSOR_SETTINGS:
         assert getattr(reloaded, name) == getattr(processor, name), name
     assert AutoProcessor.from_pretrained(tmp_path).top_k_windows == 7
 
