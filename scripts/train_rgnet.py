@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
         metrics.update(trainer.evaluate())
     if trainer.is_world_process_zero():
         Path(training_args.output_dir, "train_results.json").write_text(json.dumps(metrics, indent=2))
-    trainer.accelerator.end_training()  # tears the process group down (gloo aborts at exit otherwise)
+    # Every process waits until the main one has written its files, then the process group is torn down
+    # (gloo aborts at exit otherwise).
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return metrics
 
 
