@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import time
@@ -99,6 +100,27 @@ def get_recipe(name: str) -> RGNetRecipe:
 # ---- Arguments ----
 
 
+def retain_freed_host_memory(trim_threshold_bytes: int = 1 << 30) -> bool:
+    """Make glibc keep freed memory for reuse instead of handing it back to the kernel (whole process).
+
+    By default glibc maps every allocation above 32 MB separately and unmaps it when freed, so each CPU training
+    step faults all its large activations in again; on a 2-core VM that is about a quarter of a MAD step. With
+    `M_MMAP_MAX = 0` everything comes from the heap, and `M_TRIM_THRESHOLD` bounds what a free returns to the
+    kernel. The price is heap fragmentation (a higher resident set). The same effect from the shell:
+    `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824`.
+
+    Returns:
+        `bool`: whether it applied (`False` without glibc).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, trim_threshold_bytes))
+
+
 @dataclass
 class RGNetTrainingArguments(TrainingArguments):
     """`TrainingArguments` with RGNet's defaults and recipe knobs.
@@ -116,6 +138,9 @@ class RGNetTrainingArguments(TrainingArguments):
             metric module; `"auto"` follows the model's `query_normalization`.
         per_process_log (`bool`, *optional*, defaults to `False`): every process appends its logs to
             `output_dir/process_{rank}_log.jsonl` (to compare ranks).
+        retain_freed_cpu_memory (`bool`, *optional*, defaults to `False`): on CPU, make glibc keep freed memory
+            for reuse ([`retain_freed_host_memory`]): a MAD training step about 30% faster for about 1.5 GB more
+            resident memory. It changes the allocator of the whole process.
     """
 
     lr_drop_epochs: list[int] = field(default_factory=list)
@@ -124,6 +149,7 @@ class RGNetTrainingArguments(TrainingArguments):
     eval_pairs_per_batch: int = 256
     eval_metric_config: str = "auto"
     per_process_log: bool = False
+    retain_freed_cpu_memory: bool = False
     # RGNet defaults (spec §3.4, §6.5) in place of the Trainer's.
     weight_decay: float = 1e-4
     max_grad_norm: float = 0.1
@@ -500,6 +526,8 @@ class RGNetTrainer(Trainer):
         self.add_callback(_EpochCallback(self))
         if self.args.per_process_log:
             self.add_callback(_ProcessLogCallback(self.args.output_dir, self.args.process_index))
+        if self.args.retain_freed_cpu_memory and not retain_freed_host_memory():
+            logger.warning("`retain_freed_cpu_memory` needs glibc's `mallopt`; this process keeps its allocator.")
 
     # -- training --
 
@@ -615,5 +643,6 @@ __all__ = [
     "check_query_table",
     "get_recipe",
     "predict_long_videos",
+    "retain_freed_host_memory",
     "score_predictions",
 ]

@@ -23,7 +23,8 @@ before each measurement through `/proc/self/clear_refs`; the process-wide maximu
 
 CPU allocator: glibc unmaps every freed block above 32 MB, so each training step faults its large activations in
 again (about a quarter of a MAD step on the 2-core VM). `--cpu-allocator retain` keeps freed memory in the heap
-(`retain_freed_host_memory`) at the price of a higher resident set; both are reported.
+(`training_rgnet.retain_freed_host_memory`, the training option `retain_freed_cpu_memory`) at the price of a
+higher resident set; both are reported.
 
 Writes `benchmarks/results/model_<device-kind>.json` (`..._malloc-retain.json` with `--cpu-allocator retain`) unless
 `--output` is given.
@@ -74,6 +75,7 @@ from processing_rgnet import (  # noqa: E402
     gather_windows,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
+from training_rgnet import retain_freed_host_memory  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -186,23 +188,6 @@ def environment_info(device: torch.device) -> dict[str, Any]:
             tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         )
     return info
-
-
-def retain_freed_host_memory(trim_threshold_bytes: int = 1 << 30) -> bool:
-    """Make glibc keep freed memory for reuse instead of handing it back to the kernel (`--cpu-allocator retain`).
-
-    By default glibc maps every allocation above 32 MB separately and unmaps it when freed, so each training step
-    faults all its large activations in again; on the 2-core VM this costs about a quarter of a MAD step. With
-    `M_MMAP_MAX = 0` everything comes from the heap, and `M_TRIM_THRESHOLD` bounds what a free returns to the
-    kernel. The price is heap fragmentation (a higher resident set). The same effect from the shell:
-    `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824`. Returns whether it applied.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, trim_threshold_bytes))
 
 
 def _release_host_memory() -> None:

@@ -3,7 +3,7 @@
 * `_CPUDropoutAttention` (attention-probability dropout on CPU, pair by pair) against a float64 reference that
   uses the same keep masks;
 * `_ReluDropout` (feed-forward activation keeping only its output) and `_CPUDropout` against a mask drawn the
-  same way;
+  same way, and the masks themselves (`_CPUKeepMasks`: Bernoulli, governed by `torch.manual_seed`);
 * `grounding_pair_index` (decode only some pairs) against the full batch: outputs, loss terms and gradients;
 * `video_pair_index` (each window once) against windows repeated per pair.
 """
@@ -47,9 +47,10 @@ def test_cpu_dropout_attention_matches_a_reference_with_the_same_masks(block_ele
 
     # The same keep masks: one draw per (pair, heads) block, in block order.
     torch.manual_seed(1)
+    masks = modeling_rgnet._CPUKeepMasks(dropout)
     keep = torch.empty(num_pairs, heads, query_length, key_length, dtype=torch.bool)
     for block in modeling_rgnet._CPUDropoutAttention._blocks(num_pairs, heads, query_length * key_length):
-        keep[block] = torch.rand(keep[block].shape) >= dropout
+        keep[block] = masks.fill_(torch.empty(keep[block].shape, dtype=torch.bool))
     inputs64 = [tensor.detach().double().requires_grad_() for tensor in (query, key, value)]
     probs = (inputs64[0] @ inputs64[1].transpose(-1, -2) / 8**0.5 + bias.double()).softmax(-1)
     reference = (probs * keep / (1 - dropout)) @ inputs64[2]
@@ -58,6 +59,23 @@ def test_cpu_dropout_attention_matches_a_reference_with_the_same_masks(block_ele
     torch.testing.assert_close(output.double(), reference, atol=1e-5, rtol=1e-5)
     for grad, reference_grad in zip(grads, reference_grads, strict=True):
         torch.testing.assert_close(grad.double(), reference_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [0.1, 0.5, 0.9])
+def test_keep_masks_are_bernoulli_and_follow_the_torch_seed(dropout):
+    torch.manual_seed(3)
+    masks = modeling_rgnet._CPUKeepMasks(dropout)
+    first, second = (masks.fill_(torch.empty(1 << 21, dtype=torch.bool)) for _ in range(2))
+    assert not torch.equal(first, second)  # successive draws continue the stream
+    kept = first.double().mean().item()
+    assert abs(kept - (1 - dropout)) < 5 * (dropout * (1 - dropout) / first.numel()) ** 0.5
+    # Runs of kept elements as long as independent draws make them: P(two neighbours kept) = (1 − p)².
+    both = (first[1:] & first[:-1]).double().mean().item()
+    assert abs(both - (1 - dropout) ** 2) < 0.005
+    torch.manual_seed(3)
+    assert torch.equal(modeling_rgnet._CPUKeepMasks(dropout).fill_(torch.empty(1 << 21, dtype=torch.bool)), first)
+    torch.manual_seed(4)
+    assert not torch.equal(modeling_rgnet._CPUKeepMasks(dropout).fill_(torch.empty(1 << 21, dtype=torch.bool)), first)
 
 
 def test_cpu_dropout_attention_drops_the_configured_fraction():
@@ -79,7 +97,7 @@ def test_relu_dropout_matches_relu_then_mask(dropout):
     (grad,) = torch.autograd.grad(output, hidden, grad_output)
 
     torch.manual_seed(2)
-    keep = torch.rand(6, 10, 16) >= dropout
+    keep = modeling_rgnet._CPUKeepMasks(dropout).fill_(torch.empty(6, 10, 16, dtype=torch.bool))
     reference = torch.relu(hidden) * keep / (1 - dropout)
     (reference_grad,) = torch.autograd.grad(reference, hidden, grad_output)
     torch.testing.assert_close(output, reference)
@@ -96,7 +114,7 @@ def test_cpu_dropout_matches_a_mask_drawn_the_same_way(with_residual):
     inputs = (hidden, residual) if with_residual else (hidden,)
     grads = torch.autograd.grad(output, inputs, grad_output)
     torch.manual_seed(5)
-    keep = torch.rand(4, 7, 9) >= 0.3
+    keep = modeling_rgnet._CPUKeepMasks(0.3).fill_(torch.empty(4, 7, 9, dtype=torch.bool))
     expected = hidden * keep / 0.7
     torch.testing.assert_close(output, expected + residual if with_residual else expected)
     torch.testing.assert_close(grads[0], grad_output * keep / 0.7)

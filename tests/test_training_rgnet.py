@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import training_rgnet
 from configuration_rgnet import RGNetConfig
 from data_rgnet import load_rgnet_dataset
 from modeling_rgnet import RGNetForVideoGrounding
@@ -123,6 +124,24 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tiny_dataset,
     expected = full.model.state_dict()
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, expected[name], atol=1e-6, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_retain_freed_cpu_memory_option_sets_up_the_allocator(tiny_dataset, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(training_rgnet, "retain_freed_host_memory", lambda: calls.append(True) or True)
+    make_trainer(tiny_dataset, tmp_path / "plain")
+    assert calls == []
+    make_trainer(tiny_dataset, tmp_path / "retain", retain_freed_cpu_memory=True)
+    assert calls == [True]
+
+
+def test_retain_freed_host_memory_applies_on_glibc():
+    # In a child process: the setting is process-wide.
+    code = (
+        "import platform, sys; from training_rgnet import retain_freed_host_memory; "
+        "applied = retain_freed_host_memory(); sys.exit(0 if applied == (platform.libc_ver()[0] == 'glibc') else 1)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 
 def test_training_samples_are_reproducible_and_change_per_epoch(tiny_dataset):
