@@ -18,7 +18,9 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
 
 * attention runs PyTorch's fused `scaled_dot_product_attention` (no attention map is kept), except for dropout
   on CPU, which has its own kernel (`_CPUDropoutAttention`); dropout and the feed-forward activation keep boolean
-  masks or nothing (`_CPUDropout`, `_ReluDropout`) instead of float copies of the activations;
+  masks or nothing (`_CPUDropout`, `_ReluDropout`) instead of float copies of the activations; on CPU their masks
+  come from numpy's PCG64 seeded by torch's generator (`_CPUKeepMasks`), so the same seed gives the same masks but
+  not PyTorch's own dropout draws;
 * `grounding_pair_index` restricts the decoder, the fusion and the last retrieval-encoder layer's frame rows to the
   pairs whose moments are needed (in `cross_pairs` training, the `B` positives of the `B²` pairs);
 * `video_pair_index` lets `video_features` hold each distinct window once (many queries on one video), projected

@@ -718,6 +718,12 @@ def rank_windows(window_scores: torch.Tensor) -> torch.Tensor:
     return torch.sort(window_scores, descending=True, stable=True).indices
 
 
+def normalize_frames(video_features: torch.Tensor) -> torch.Tensor:
+    """L2-normalised frame features in float32, as the matching score uses them: `x / max(‖x‖, 1e-12)`."""
+    frames = video_features.float()
+    return frames / frames.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
+
+
 def matching_scores(
     video_features: torch.Tensor,
     sentence_embedding: torch.Tensor,
@@ -726,6 +732,8 @@ def matching_scores(
     frame_starts: torch.Tensor,
     frame_ends: torch.Tensor,
     top_k_frames: int,
+    *,
+    frames_normalized: bool = False,
 ) -> torch.Tensor:
     """Matching score of spec §7.4: sum of the `min(#frames, k)` best cosine similarities in each span's frames.
 
@@ -734,19 +742,20 @@ def matching_scores(
     where this differs from the original (whose padded frames gave NaN, spec §7.4). An empty range scores 0.
 
     Args:
-        video_features (`torch.Tensor` of shape `(T, Dv)`): The video's raw frame features.
+        video_features (`torch.Tensor` of shape `(T, Dv)`): The video's raw frame features, or the output of
+            [`normalize_frames`] with `frames_normalized=True` (normalising once serves every query of a video).
         sentence_embedding (`torch.Tensor` of shape `(Dc,)`): The query's sentence embedding, `Dc == Dv`.
         window_offsets (`torch.LongTensor` of shape `(K,)`): First frame of each window.
         window_lengths (`torch.LongTensor` of shape `(K,)`): Valid length of each window.
         frame_starts (`torch.LongTensor` of shape `(K, Q)`): First frame of each span, window-relative, `≥ 0`.
         frame_ends (`torch.LongTensor` of shape `(K, Q)`): End frame (exclusive), window-relative, `≤ n`.
         top_k_frames (`int`): `k`.
+        frames_normalized (`bool`, *optional*): `video_features` already went through [`normalize_frames`].
 
     Returns:
         `torch.FloatTensor` of shape `(K, Q)`.
     """
-    frames = video_features.float()
-    frames = frames / frames.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
+    frames = video_features if frames_normalized else normalize_frames(video_features)
     query = sentence_embedding.float()
     query = query / (query.norm() + TEXT_NORM_EPS)
     query = query / query.norm().clamp_min(FRAME_NORM_EPS)
@@ -858,6 +867,7 @@ def post_process_query(
     window_ranking: torch.Tensor | None = None,
     return_candidates: bool = False,
     return_single_score_rankings: bool = False,
+    frames_normalized: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Spec §7 steps 3-8 for one query over all windows of its video, vectorised across windows and slots.
 
@@ -881,6 +891,8 @@ def post_process_query(
         return_candidates (`bool`, *optional*): Also return the pooled candidates.
         return_single_score_rankings (`bool`, *optional*): Also return the rankings by proposal score only and by
             matching score only (spec §7.5).
+        frames_normalized (`bool`, *optional*): `video_features` is the output of [`normalize_frames`] (computed
+            once per video when several queries are post-processed).
 
     Returns:
         `dict[str, torch.Tensor]` with `predictions` `(K, 5)` float64 rows `[start_s, end_s, proposal, match,
@@ -921,7 +933,14 @@ def post_process_query(
     frame_starts = start_frames.floor().clamp_min(0).long()
     frame_ends = torch.minimum(end_frames.ceil().long(), lengths[:, None])
     matches = matching_scores(
-        video_features, sentence_embedding, offsets, lengths, frame_starts, frame_ends, matching_top_k_frames
+        video_features,
+        sentence_embedding,
+        offsets,
+        lengths,
+        frame_starts,
+        frame_ends,
+        matching_top_k_frames,
+        frames_normalized=frames_normalized,
     )
     if scale_matching_by_window_score:
         matches = matches * kept_scores[:, None]
@@ -1396,6 +1415,7 @@ class RGNetProcessor(ProcessorMixin):
                 f"(one per query, in the video feature space), got {tuple(embeddings.shape)}."
             )
 
+        frames = normalize_frames(video)  # once for every query of the video
         results = []
         for query in range(window_metadata.num_queries):  # per query: fusion, merge and NMS are sequential
             rows = np.flatnonzero(window_metadata.pair_query_index == query)
@@ -1409,12 +1429,13 @@ class RGNetProcessor(ProcessorMixin):
                     window_logits[rows, 0],
                     window_metadata.window_offsets,
                     window_metadata.window_lengths,
-                    video,
+                    frames,
                     embeddings[query],
                     seconds_per_frame=window_metadata.seconds_per_frame,
                     scale_matching_by_window_score=bool(scale_matching_by_window_score),
                     return_candidates=return_candidates,
                     return_single_score_rankings=return_single_score_rankings,
+                    frames_normalized=True,
                     **settings,
                 )
             )
@@ -1600,6 +1621,7 @@ __all__ = [
     "min_max_normalize",
     "moment_to_frames",
     "normalize_ego4d_query",
+    "normalize_frames",
     "normalize_mad_query",
     "normalize_query",
     "pair_selector_noise",

@@ -28,6 +28,7 @@ from processing_rgnet import (
     merge_identical_spans,
     moment_to_frames,
     normalize_ego4d_query,
+    normalize_frames,
     normalize_mad_query,
     normalize_query,
     positive_window_range,
@@ -899,6 +900,30 @@ def test_postprocess_replays_the_original_window_order_exactly(postprocess_fixtu
     assert_rows_equal(result["predictions"].numpy(), expected["fusion"], "fusion")
     assert_rows_equal(result["proposal_only"].numpy(), expected["proposal_only"], "proposal_only")
     assert_rows_equal(result["matching_only"].numpy(), expected["matching_only"], "matching_only")
+
+
+def test_frames_normalized_once_give_the_same_rankings(postprocess_fixture):
+    """The processor normalises a video's frames once for all its queries; per query that is bit for bit the same."""
+    _, inputs, queries = postprocess_fixture
+    index = queries["annA_0"]["index"]
+    offsets, lengths = enumerate_windows(queries["annA_0"]["num_frames"], 40, 20)
+    video = torch.from_numpy(inputs[f"q{index}.video_features"])
+    common = dict(
+        nms_threshold=0.5,
+        max_candidates_before_nms=200,
+        max_predictions=100,
+        matching_top_k_frames=3,
+        return_candidates=True,
+        **FIXTURE_SETTINGS[sorted(FIXTURE_SETTINGS)[0]],
+    )
+    arrays = [torch.from_numpy(inputs[f"q{index}.{name}"]) for name in ("logits", "pred_spans", "window_logits")]
+    sentence = torch.from_numpy(inputs[f"q{index}.sentence_embedding"])
+    raw = post_process_query(*arrays, offsets, lengths, video, sentence, **common)
+    normalized = post_process_query(
+        *arrays, offsets, lengths, normalize_frames(video), sentence, frames_normalized=True, **common
+    )
+    for name in ("predictions", "candidates"):
+        assert torch.equal(raw[name], normalized[name])
 
 
 @pytest.mark.parametrize("setting", sorted(FIXTURE_SETTINGS))
