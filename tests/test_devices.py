@@ -1,0 +1,97 @@
+"""The model on every available device: CPU always, CUDA when present (a GPU machine runs the CUDA cases).
+
+On CPU the training cases go through the CPU kernels (`_CPUDropoutAttention`, `_CPUDropout`, `_ReluDropout` with
+`_CPUKeepMasks`); on CUDA through `scaled_dot_product_attention` with dropout and PyTorch's fused dropout.
+"""
+
+import pytest
+import torch
+
+import modeling_rgnet
+from modeling_rgnet import RGNetForVideoGrounding
+from tests.test_modeling_rgnet import RGNetModelTester
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_rng():
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _cpu_kernels_for_every_map(monkeypatch):
+    # The tiny maps would otherwise stay on PyTorch's kernel on CPU.
+    monkeypatch.setattr(modeling_rgnet._CPUDropoutAttention, "min_map_elements", 1)
+
+
+@pytest.fixture
+def tester():
+    return RGNetModelTester()
+
+
+def to_device(batch, device):
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+
+
+def training_batch(tester, num_windows=3):
+    inputs = tester.cross_pairs_batch(num_windows)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    noise = torch.rand(num_windows**2, tester.num_frames + 1, generator=torch.Generator().manual_seed(5))
+    return inputs, labels, noise
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_eval_outputs_match_the_cpu_reference(tester, device):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(5)
+    with torch.no_grad():
+        reference = model(**inputs)
+        outputs = model.to(device)(**to_device(inputs, device))
+    for name in ("logits", "pred_spans", "window_logits", "saliency_scores"):
+        torch.testing.assert_close(getattr(outputs, name).cpu(), getattr(reference, name), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradients_without_dropout_match_the_cpu_reference(tester, device):
+    config = tester.get_config(dropout=0.0, input_dropout=0.0)
+    inputs, labels, noise = training_batch(tester)
+    model = RGNetForVideoGrounding(config).train()
+    on_device = RGNetForVideoGrounding(config).train()
+    on_device.load_state_dict(model.state_dict())
+    on_device.to(device)
+    model(**inputs, labels=labels, selector_noise=noise).loss.backward()
+    on_device(
+        **to_device(inputs, device), labels=to_device(labels, device), selector_noise=noise.to(device)
+    ).loss.backward()
+    for (name, param), other in zip(model.named_parameters(), on_device.parameters(), strict=True):
+        if param.grad is None:
+            assert other.grad is None, name
+            continue
+        torch.testing.assert_close(
+            other.grad.cpu(), param.grad, atol=1e-4, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
+# bf16 autocast on CPU is covered (more cheaply) by test_modeling_rgnet.py.
+@pytest.mark.parametrize(
+    ("device", "precision"), [(device, "fp32") for device in DEVICES] + [("cuda", "bf16")] * ("cuda" in DEVICES)
+)
+def test_training_with_dropout_fits_one_batch(tester, device, precision):
+    """Dropout on (attention, residual, feed-forward, input): the loss still falls on a repeated batch."""
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tester.get_config(dropout=0.1, input_dropout=0.1)).to(device).train()
+    inputs, labels, noise = training_batch(tester)
+    inputs, labels, noise = to_device(inputs, device), to_device(labels, device), noise.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(**inputs, labels=labels, selector_noise=noise).loss
+        optimizer.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses  # about 0.5 on CPU
