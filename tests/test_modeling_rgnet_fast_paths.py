@@ -298,24 +298,3 @@ def test_bad_video_pair_index_raises(tester, index):
     inputs = tester.prepare_inputs(2)  # two windows, two pairs
     with pytest.raises(ValueError, match="video_pair_index"):
         model(**inputs, video_pair_index=index)
-
-
-def test_activation_checkpointing_replays_the_cpu_dropout_masks(tester, monkeypatch):
-    # The recomputed forward must draw the masks it drew the first time: `_CPUKeepMasks` seeds from torch's global
-    # generator, whose state checkpointing restores.
-    monkeypatch.setattr(modeling_rgnet._CPUDropoutAttention, "min_map_elements", 1)
-    config = tester.get_config(dropout=0.2, input_dropout=0.3)
-    inputs = tester.cross_pairs_batch(2)
-    labels = tester.prepare_labels("cross_pairs", inputs)
-    noise = torch.rand(4, tester.num_frames + 1, generator=torch.Generator().manual_seed(3))
-    model = RGNetForVideoGrounding(config).train()
-    checkpointed = RGNetForVideoGrounding(config).train()
-    checkpointed.load_state_dict(model.state_dict())
-    checkpointed.activation_checkpointing_enable()
-    for candidate in (model, checkpointed):
-        torch.manual_seed(11)
-        candidate(**inputs, labels=labels, selector_noise=noise).loss.backward()
-    for (name, param), other in zip(model.named_parameters(), checkpointed.parameters(), strict=True):
-        assert (param.grad is None) == (other.grad is None), name
-        if param.grad is not None:
-            torch.testing.assert_close(other.grad, param.grad, atol=0, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
