@@ -1191,7 +1191,15 @@ class RGNetProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         """Keys `__call__` can return (all are `RGNetForVideoGrounding.forward` parameters)."""
-        return ["video_features", "video_mask", "text_features", "text_mask", "input_ids", "attention_mask"]
+        return [
+            "video_features",
+            "video_mask",
+            "video_pair_index",
+            "text_features",
+            "text_mask",
+            "input_ids",
+            "attention_mask",
+        ]
 
     # -- inputs --
 
@@ -1248,14 +1256,17 @@ class RGNetProcessor(ProcessorMixin):
         text: str | list[str] | None = None,
         video_features: Any = None,
         text_features: Any = None,
+        share_windows: bool = False,
         **kwargs,
     ) -> RGNetBatchFeature:
         """Pair every query with every window of one video (spec §7.1).
 
         Pairs are query-major: pair `p = q · W + w` holds query `q` and window `w`, so the outputs of query `q` are
         rows `q·W … q·W + W − 1`. The windows are cut with one gather, zero padded to the longest window.
-        The batch holds `Nq · W · Lv · Dv` video values (a 2-hour MAD movie: about 150 MB per query); the model may
-        be run on consecutive slices of the pairs and the outputs concatenated, since every pair is independent.
+        By default the batch holds `Nq · W · Lv · Dv` video values (a 2-hour MAD movie: about 150 MB per query); with
+        `share_windows=True` it holds each window once and `video_pair_index` says which window each pair reads
+        (the model takes both forms). The model may be run on consecutive slices of the pairs and the outputs
+        concatenated, since every pair is independent.
 
         Args:
             text (`str` or `list[str]`, *optional*): Raw queries (needs a tokenizer; the model must have a text
@@ -1263,14 +1274,19 @@ class RGNetProcessor(ProcessorMixin):
             video_features (`np.ndarray` or `torch.Tensor` of shape `(T, Dv)`): One video's per-frame features, not
                 normalised.
             text_features (*optional*): Precomputed query token features (see `prepare_queries`).
+            share_windows (`bool`, *optional*, defaults to `False`): Return each window once, with
+                `video_pair_index`, instead of one copy per pair.
 
         Returns:
-            [`RGNetBatchFeature`] with `video_features` `(N, Lv, Dv)`, `video_mask` `(N, Lv)` and either
-            `text_features` `(N, Lt, Dt)`/`text_mask` `(N, Lt)` or `input_ids`/`attention_mask`, `N = Nq · W`; the
-            attribute `window_metadata` ([`RGNetWindowMetadata`]) is needed by `post_process_video_grounding`.
+            [`RGNetBatchFeature`] with `video_features` `(N, Lv, Dv)`, `video_mask` `(N, Lv)` (with `share_windows`:
+            `(W, Lv, Dv)`, `(W, Lv)` and `video_pair_index` `(N,)`) and either `text_features` `(N, Lt, Dt)`/
+            `text_mask` `(N, Lt)` or `input_ids`/`attention_mask`, `N = Nq · W`; the attribute `window_metadata`
+            ([`RGNetWindowMetadata`]) is needed by `post_process_video_grounding`.
         """
         if kwargs:
-            raise ValueError(f"Unexpected argument(s) {sorted(kwargs)}; expected text, text_features, video_features.")
+            raise ValueError(
+                f"Unexpected argument(s) {sorted(kwargs)}; expected text, text_features, video_features, share_windows."
+            )
         if video_features is None:
             raise ValueError("`video_features` (T, Dv) of the video is required.")
         video = _as_float_tensor(video_features, "video_features")
@@ -1283,10 +1299,17 @@ class RGNetProcessor(ProcessorMixin):
         num_windows = len(offsets)
         pair_query = np.repeat(np.arange(num_queries), num_windows)
         pair_window = np.tile(np.arange(num_windows), num_queries)
-        data = {
-            "video_features": windows.repeat(num_queries, 1, 1),  # (Nq·W, Lv, Dv), query-major
-            "video_mask": window_mask.repeat(num_queries, 1),
-        }
+        if share_windows:
+            data = {
+                "video_features": windows,
+                "video_mask": window_mask,
+                "video_pair_index": torch.from_numpy(pair_window),
+            }
+        else:
+            data = {
+                "video_features": windows.repeat(num_queries, 1, 1),  # (Nq·W, Lv, Dv), query-major
+                "video_mask": window_mask.repeat(num_queries, 1),
+            }
         data.update({key: value.repeat_interleave(num_windows, dim=0) for key, value in queries.items()})
         metadata = RGNetWindowMetadata(
             window_offsets=offsets,

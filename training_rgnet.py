@@ -369,14 +369,22 @@ def predict_long_videos(
         queries_per_chunk = max(1, pairs_per_batch // num_windows)
         for start in range(0, len(members), queries_per_chunk):
             chunk = members[start : start + queries_per_chunk]
-            inputs = processor(video_features=frames, **_text_inputs(rows, chunk, processor, use_text))
+            # Each window once (`video_pair_index`): the video goes to the device once per chunk, not once per pair.
+            inputs = processor(
+                video_features=frames, share_windows=True, **_text_inputs(rows, chunk, processor, use_text)
+            )
             metadata = inputs.window_metadata
             tensors = {key: value.to(device) for key, value in inputs.items()}
-            num_pairs = tensors["video_mask"].shape[0]
+            windows, window_mask = tensors.pop("video_features"), tensors.pop("video_mask")
+            pair_window = tensors.pop("video_pair_index")
+            num_pairs = pair_window.shape[0]
             outputs = defaultdict(list)
             for first in range(0, num_pairs, pairs_per_batch):
                 piece = {key: value[first : first + pairs_per_batch] for key, value in tensors.items()}
-                predicted = model(**piece)
+                used, piece["video_pair_index"] = torch.unique(
+                    pair_window[first : first + pairs_per_batch], return_inverse=True
+                )
+                predicted = model(video_features=windows[used], video_mask=window_mask[used], **piece)
                 for name in ("logits", "pred_spans", "window_logits"):
                     outputs[name].append(getattr(predicted, name).float().cpu())
             outputs = {name: torch.cat(values) for name, values in outputs.items()}

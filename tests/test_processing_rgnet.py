@@ -538,6 +538,25 @@ def test_processor_pairs_are_query_major_and_hold_every_window():
         torch.testing.assert_close(batch["text_mask"][pair], text_mask[query])
 
 
+def test_processor_shares_windows_on_request():
+    rng = np.random.default_rng(7)
+    video = rng.normal(size=(57, 8)).astype(np.float32)
+    text = [rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)]
+    processor = make_processor()
+    repeated = processor(video_features=video, text_features=text)
+    shared = processor(video_features=video, text_features=text, share_windows=True)
+    assert set(shared.keys()) == set(repeated.keys()) | {"video_pair_index"}
+    assert set(shared.keys()) <= set(processor.model_input_names)
+    assert shared["video_features"].shape == (4, 40, 8) and shared["video_pair_index"].dtype == torch.int64
+    np.testing.assert_array_equal(shared["video_pair_index"].numpy(), shared.window_metadata.pair_window_index)
+    for name in ("video_features", "video_mask"):
+        assert torch.equal(shared[name][shared["video_pair_index"]], repeated[name])
+    for name in ("text_features", "text_mask"):
+        assert torch.equal(shared[name], repeated[name])
+    with pytest.raises(ValueError, match="share_windows"):
+        processor(video_features=video, text_features=text, share_window=True)
+
+
 def test_processor_accepts_torch_video_and_one_query_array():
     video = torch.randn(30, 8)
     batch = make_processor()(video_features=video, text_features=torch.randn(4, 16))

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from training_rgnet import (
     SameVideoBatchSampler,
     check_query_table,
     get_recipe,
+    predict_long_videos,
 )
 
 from .conftest import REPO_ROOT
@@ -142,6 +144,44 @@ def test_retain_freed_host_memory_applies_on_glibc():
         "applied = retain_freed_host_memory(); sys.exit(0 if applied == (platform.libc_ver()[0] == 'glibc') else 1)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+def test_long_video_inference_sends_each_window_once_and_matches_repeated_windows(tiny_dataset):
+    """`predict_long_videos` sends each window once and cuts the pairs into small pieces: every pair still reads its
+    own window and the model outputs equal those of one processor batch with a window copy per pair."""
+    queries, store = load_rgnet_dataset(tiny_dataset)
+    validation = queries["validation"]
+    torch.manual_seed(0)
+    config = RGNetConfig(**{**TINY_CONFIG, "query_normalization": "ego4d"})
+    model = RGNetForVideoGrounding(config).eval()
+    processor = RGNetProcessor.from_config(config)
+    seen = defaultdict(list)
+
+    def record(module, args, kwargs, outputs):
+        assert kwargs["video_features"].shape[0] == len(torch.unique(kwargs["video_pair_index"]))  # no unused window
+        seen["windows"].append(kwargs["video_features"][kwargs["video_pair_index"]])
+        for name in ("logits", "pred_spans", "window_logits"):
+            seen[name].append(getattr(outputs, name))
+
+    handle = model.register_forward_hook(record, with_kwargs=True)
+    predicted = predict_long_videos(model, processor, validation, store, pairs_per_batch=5, progress=False)
+    handle.remove()
+    assert [item["query_id"] for item in predicted] == list(validation["query_id"])
+    assert max(len(rows) for rows in seen["windows"]) == 5  # pieces of at most pairs_per_batch pairs
+
+    expected = defaultdict(list)
+    for video in dict.fromkeys(validation["video_id"]):  # table order, as predict_long_videos goes
+        rows = validation.filter(lambda row, video=video: row["video_id"] == video)
+        text = [np.asarray(features, dtype=np.float32) for features in rows["text_features"]]
+        inputs = processor(video_features=store.read_frames(video), text_features=text)
+        with torch.no_grad():
+            outputs = model(**inputs)
+        expected["windows"].append(inputs["video_features"])
+        for name in ("logits", "pred_spans", "window_logits"):
+            expected[name].append(getattr(outputs, name))
+    assert torch.equal(torch.cat(seen["windows"]), torch.cat(expected["windows"]))
+    for name in ("logits", "pred_spans", "window_logits"):
+        torch.testing.assert_close(torch.cat(seen[name]), torch.cat(expected[name]), atol=1e-5, rtol=1e-5)
 
 
 def test_training_samples_are_reproducible_and_change_per_epoch(tiny_dataset):
