@@ -512,10 +512,15 @@ def test_text_features_are_l2_normalised_and_truncated():
 # ---- processor ----
 
 
-def test_processor_pairs_are_query_major_and_hold_every_window():
-    rng = np.random.default_rng(6)
+def two_queries_and_a_video(seed):
+    """A 57-frame video (4 windows of the test processor) and two queries of 3 and 5 tokens."""
+    rng = np.random.default_rng(seed)
     video = rng.normal(size=(57, 8)).astype(np.float32)
-    text = [rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)]
+    return video, [rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)]
+
+
+def test_processor_pairs_are_query_major_and_hold_every_window():
+    video, text = two_queries_and_a_video(6)
     processor = make_processor()
     batch = processor(video_features=video, text_features=text)
     assert set(batch.keys()) == {"video_features", "video_mask", "text_features", "text_mask"}
@@ -539,9 +544,7 @@ def test_processor_pairs_are_query_major_and_hold_every_window():
 
 
 def test_processor_shares_windows_on_request():
-    rng = np.random.default_rng(7)
-    video = rng.normal(size=(57, 8)).astype(np.float32)
-    text = [rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)]
+    video, text = two_queries_and_a_video(7)
     processor = make_processor()
     repeated = processor(video_features=video, text_features=text)
     shared = processor(video_features=video, text_features=text, share_windows=True)
