@@ -330,7 +330,7 @@ class _CPUKeepMasks:
     """Dropout keep masks for the CPU training kernels: Bernoulli(1 − p), drawn fast and seeded by torch.
 
     PyTorch's CPU generator (one Mersenne-Twister call per element, on one core) made mask drawing about a fifth of a
-    MAD training step. Here each kernel call takes one 63-bit seed from torch's global generator (so
+    MAD training step. Here each kernel call takes one 62-bit seed from torch's global generator (so
     `torch.manual_seed` / `set_seed` still decide every mask, and per-rank seeding carries over) and draws 32-bit
     words from numpy's default bit generator (PCG64), about three times faster: an element is kept where its word
     is `≥ round(p · 2³²)`, so the drop probability is `p` to within `2⁻³³` (PyTorch's float32 `u ≥ p` has 24 bits).
@@ -344,6 +344,8 @@ class _CPUKeepMasks:
 
     def fill_(self, keep: torch.Tensor) -> torch.Tensor:
         """Fill a contiguous CPU boolean tensor with the next `keep.numel()` keep decisions, in place."""
+        if not keep.is_contiguous():
+            raise ValueError("`_CPUKeepMasks.fill_` needs a contiguous boolean tensor (it writes through a view).")
         flat = keep.numpy().reshape(-1)
         words = self._bits.random_raw((flat.size + 1) // 2).view(np.uint32)[: flat.size]
         np.greater_equal(words, self._threshold, out=flat)
@@ -362,7 +364,7 @@ class _CPUDropoutAttention(torch.autograd.Function):
     ([`_CPUKeepMasks`], drawn block after block): the function of PyTorch's math path. Each block (one pair, or a
     few heads of it) goes through reused scratch buffers small enough to stay in cache, reading the projections in
     their `(N, L, H, D)` layout without copies. The backward recomputes the block's `P` (the same kernels on the same
-    inputs give the same values) and keeps only `M`, packed 8 per byte (100 MB for a MAD encoder layer at 64 pairs,
+    inputs give the same values) and keeps only `M`, packed 8 per byte (52 MB for a MAD encoder layer at 64 pairs,
     where PyTorch's math path keeps several float maps of 1.7 GB each). It uses `rowsum(dP ⊙ P) = rowsum(dout ⊙
     out)`. Reduced-precision inputs are computed in float32.
     """
@@ -402,11 +404,11 @@ class _CPUDropoutAttention(torch.autograd.Function):
         # Written as (N, Lq, H, Dv) and returned as its (N, H, Lq, Dv) view: merging the heads is then free.
         output = value.new_empty(num_pairs, query_length, num_heads, value.shape[-1]).transpose(1, 2)
         map_elements = query_length * key_length
-        packed_keep = torch.empty(num_pairs, num_heads, (map_elements + 7) // 8, dtype=torch.uint8)
+        packed_keep = torch.empty(num_pairs, num_heads, (map_elements + 7) // 8, dtype=torch.uint8, device="cpu")
         blocks = _CPUDropoutAttention._blocks(num_pairs, num_heads, map_elements)
         block_elements = len(range(num_heads)[blocks[0][1]]) * map_elements
         probs_buffer = value.new_empty(block_elements)
-        keep_buffer = torch.empty(block_elements, dtype=torch.bool)
+        keep_buffer = torch.empty(block_elements, dtype=torch.bool, device="cpu")
         masks, packed = _CPUKeepMasks(dropout), packed_keep.numpy()
         for pair, heads in blocks:
             probs = _CPUDropoutAttention._probabilities(query, key, attention_bias, scale, (pair, heads), probs_buffer)
@@ -457,8 +459,8 @@ class _CPUDropout(torch.autograd.Function):
     def forward(ctx, hidden, residual, dropout):
         keep_scale = 1.0 / (1.0 - dropout)
         dtype = hidden.dtype if residual is None else torch.promote_types(hidden.dtype, residual.dtype)
-        keep = torch.empty(hidden.shape, dtype=torch.bool)
-        output = torch.empty(hidden.shape, dtype=dtype)
+        keep = torch.empty(hidden.shape, dtype=torch.bool, device="cpu")
+        output = torch.empty(hidden.shape, dtype=dtype, device="cpu")
         flat_hidden, flat_keep, flat_output = hidden.reshape(-1), keep.view(-1), output.view(-1)
         flat_residual = None if residual is None else residual.expand(hidden.shape).reshape(-1)
         masks = _CPUKeepMasks(dropout)
@@ -474,7 +476,7 @@ class _CPUDropout(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (keep,) = ctx.saved_tensors
-        grad_hidden = torch.empty(keep.shape, dtype=grad_output.dtype)
+        grad_hidden = torch.empty(keep.shape, dtype=grad_output.dtype, device="cpu")
         flat_grad, flat_keep, flat_hidden = grad_output.reshape(-1), keep.view(-1), grad_hidden.view(-1)
         for start, end in _slices(flat_keep.numel()):
             torch.mul(flat_grad[start:end], flat_keep[start:end], out=flat_hidden[start:end]).mul_(ctx.keep_scale)
@@ -509,10 +511,12 @@ class _ReluDropout(torch.autograd.Function):
         ctx.mark_dirty(output)
         keep_scale = 1.0 / (1.0 - dropout)
         if dropout > 0 and output.device.type != "cpu":
-            F.dropout(output, dropout, training=True, inplace=True)  # PyTorch's fused kernel
+            # A boolean mask, then the scale as a Python float: in-place `F.dropout` multiplies by a noise tensor of
+            # the activation's dtype, whose 1/(1 − p) is rounded to bf16 under autocast (the backward's is exact).
+            output.mul_(torch.empty_like(output, dtype=torch.bool).bernoulli_(1.0 - dropout)).mul_(keep_scale)
         elif dropout > 0:  # applied in place slice by slice, with a reused mask buffer
             flat, masks = output.view(-1), _CPUKeepMasks(dropout)
-            keep = torch.empty(min(flat.numel(), 1 << 20), dtype=torch.bool)
+            keep = torch.empty(min(flat.numel(), 1 << 20), dtype=torch.bool, device="cpu")
             for start, end in _slices(flat.numel()):
                 flat[start:end].mul_(masks.fill_(keep[: end - start])).mul_(keep_scale)
         ctx.save_for_backward(output)

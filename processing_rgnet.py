@@ -1266,7 +1266,8 @@ class RGNetProcessor(ProcessorMixin):
         By default the batch holds `Nq · W · Lv · Dv` video values (a 2-hour MAD movie: about 150 MB per query); with
         `share_windows=True` it holds each window once and `video_pair_index` says which window each pair reads
         (the model takes both forms). The model may be run on consecutive slices of the pairs and the outputs
-        concatenated, since every pair is independent.
+        concatenated, since every pair is independent (with `share_windows`, slice `video_pair_index` and pass the
+        windows it names, as `training_rgnet.predict_long_videos` does).
 
         Args:
             text (`str` or `list[str]`, *optional*): Raw queries (needs a tokenizer; the model must have a text
@@ -1297,8 +1298,8 @@ class RGNetProcessor(ProcessorMixin):
         offsets, lengths = enumerate_windows(video.shape[0], self.max_window_frames, self.window_stride)
         windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv), (W, Lv)
         num_windows = len(offsets)
-        pair_query = np.repeat(np.arange(num_queries), num_windows)
-        pair_window = np.tile(np.arange(num_windows), num_queries)
+        pair_query = np.repeat(np.arange(num_queries, dtype=np.int64), num_windows)
+        pair_window = np.tile(np.arange(num_windows, dtype=np.int64), num_queries)
         if share_windows:
             data = {
                 "video_features": windows,

@@ -112,13 +112,16 @@ def retain_freed_host_memory(trim_threshold_bytes: int = 1 << 30) -> bool:
     Returns:
         `bool`: whether it applied (`False` without glibc).
     """
+    if not 0 <= trim_threshold_bytes < 2**31:
+        raise ValueError(f"`trim_threshold_bytes` must be in [0, 2**31) (a C int), got {trim_threshold_bytes}.")
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, trim_threshold_bytes))
+    # The trim threshold first: if only it applies, the allocator still maps large blocks as before.
+    return bool(mallopt(m_trim_threshold, trim_threshold_bytes)) and bool(mallopt(m_mmap_max, 0))
 
 
 @dataclass
@@ -138,9 +141,9 @@ class RGNetTrainingArguments(TrainingArguments):
             metric module; `"auto"` follows the model's `query_normalization`.
         per_process_log (`bool`, *optional*, defaults to `False`): every process appends its logs to
             `output_dir/process_{rank}_log.jsonl` (to compare ranks).
-        retain_freed_cpu_memory (`bool`, *optional*, defaults to `False`): on CPU, make glibc keep freed memory
-            for reuse ([`retain_freed_host_memory`]): a MAD training step 20–30% faster for about 2 GB more
-            resident memory. It changes the allocator of the whole process.
+        retain_freed_cpu_memory (`bool`, *optional*, defaults to `False`): make glibc keep freed host memory
+            for reuse ([`retain_freed_host_memory`]): on CPU a MAD training step 20–30% faster for about 2 GB more
+            resident memory. It changes the allocator of the whole process, whatever the device.
     """
 
     lr_drop_epochs: list[int] = field(default_factory=list)

@@ -4,6 +4,7 @@
 # bf16 top-1 agreement over 128 queries per video). Logs and JSON go to $OUT when set, else benchmarks/results/.
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index.
 set -uo pipefail
+cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -17,6 +18,9 @@ fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     "$python" -c "import torch, transformers, datasets; print(torch.__version__, transformers.__version__, datasets.__version__)"
 } 2>&1 | tee "$out/gpu_environment.txt"
+# Stop before spending device time when a package is missing.
+"$python" -c "import torch, transformers, datasets, evaluate, scipy, einops, accelerate" || exit 1
+"$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'CUDA is not available')" || exit 1
 status=0
 "$python" -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_modeling_rgnet.py \
     tests/test_modeling_rgnet_fast_paths.py 2>&1 | tee "$out/gpu_tests.log" || status=1

@@ -352,8 +352,8 @@ def run_two_process_launch(launch, flags, *, output_dir, env, cwd):
         result = subprocess.run(command, env=env, cwd=cwd, timeout=600, capture_output=True, text=True)
         if result.returncode == 0:
             return
-        root_cause = result.stderr.rpartition("Root Cause")[2]
-        if attempt == 1 or not re.search(r"exitcode\s*:\s*-\d+", root_cause):
+        _, found, root_cause = result.stderr.rpartition("Root Cause")
+        if attempt == 1 or not found or not re.search(r"exitcode\s*:\s*-\d+", root_cause):
             break
     raise AssertionError(
         f"accelerate launch exited with {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
