@@ -352,9 +352,13 @@ class _CPUKeepMasks:
         return keep
 
 
-def _slices(numel: int, size: int = 1 << 20):
-    """`(start, end)` covering `[0, numel)` in pieces of `size` elements (4 MB of float32: they stay in cache)."""
-    return [(start, min(start + size, numel)) for start in range(0, numel, size)]
+# Elements per slice of the slice-wise dropout kernels (4 MB of float32: a slice stays in cache while it is used).
+_SLICE_ELEMENTS = 1 << 20
+
+
+def _slices(numel: int) -> list[tuple[int, int]]:
+    """`(start, end)` covering `[0, numel)` in pieces of `_SLICE_ELEMENTS`."""
+    return [(start, min(start + _SLICE_ELEMENTS, numel)) for start in range(0, numel, _SLICE_ELEMENTS)]
 
 
 class _CPUDropoutAttention(torch.autograd.Function):
@@ -417,6 +421,7 @@ class _CPUDropoutAttention(torch.autograd.Function):
             torch.bmm(probs.mul_(keep), value[pair, heads], out=output[pair, heads]).mul_(1.0 / (1.0 - dropout))
         ctx.save_for_backward(query, key, value, output, packed_keep, attention_bias)
         ctx.dropout, ctx.scale, ctx.blocks = dropout, scale, blocks
+        ctx.map_elements, ctx.block_elements = map_elements, block_elements
         return output
 
     @staticmethod
@@ -426,13 +431,11 @@ class _CPUDropoutAttention(torch.autograd.Function):
         keep_scale, scale = 1.0 / (1.0 - ctx.dropout), ctx.scale
         grad_output = grad_output.float()
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
-        map_elements = query.shape[2] * key.shape[2]
-        block_elements = len(range(query.shape[1])[ctx.blocks[0][1]]) * map_elements
-        probs_buffer, grad_buffer = value.new_empty(block_elements), value.new_empty(block_elements)
+        probs_buffer, grad_buffer = value.new_empty(ctx.block_elements), value.new_empty(ctx.block_elements)
         packed = packed_keep.numpy()
         for block in ctx.blocks:
             probs = _CPUDropoutAttention._probabilities(query, key, attention_bias, scale, block, probs_buffer)
-            unpacked = np.unpackbits(packed[block], axis=1, count=map_elements)  # (h, Lq·Lk) of 0/1 bytes
+            unpacked = np.unpackbits(packed[block], axis=1, count=ctx.map_elements)  # (h, Lq·Lk) of 0/1 bytes
             block_keep = torch.from_numpy(unpacked).view(torch.bool).view(probs.shape)
             grad_out = grad_output[block]
             row_dot = (grad_out * output[block]).sum(dim=-1, keepdim=True)  # rowsum(dP ⊙ P), (h, Lq, 1)
@@ -516,7 +519,7 @@ class _ReluDropout(torch.autograd.Function):
             output.mul_(torch.empty_like(output, dtype=torch.bool).bernoulli_(1.0 - dropout)).mul_(keep_scale)
         elif dropout > 0:  # applied in place slice by slice, with a reused mask buffer
             flat, masks = output.view(-1), _CPUKeepMasks(dropout)
-            keep = torch.empty(min(flat.numel(), 1 << 20), dtype=torch.bool, device="cpu")
+            keep = torch.empty(min(flat.numel(), _SLICE_ELEMENTS), dtype=torch.bool, device="cpu")
             for start, end in _slices(flat.numel()):
                 flat[start:end].mul_(masks.fill_(keep[: end - start])).mul_(keep_scale)
         ctx.save_for_backward(output)
