@@ -1019,6 +1019,29 @@ class RGNetWindowMetadata:
         return len(self.pair_query_index)
 
 
+def select_pairs(inputs: Mapping[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor]:
+    """The model inputs of pairs `rows` of a processor batch, for running the model on consecutive slices of pairs.
+
+    Per-pair tensors are sliced. A batch with shared windows (`video_pair_index`) keeps only the windows those pairs
+    read, with `video_pair_index` renumbered to them, so a slice never carries windows it does not use.
+
+    Args:
+        inputs (`Mapping[str, torch.Tensor]`): A processor batch (either form), on any device.
+        rows (`slice`): The pairs, e.g. `slice(first, first + pairs_per_forward)`.
+
+    Returns:
+        `dict[str, torch.Tensor]`: keyword arguments of the model's `forward`.
+    """
+    if "video_pair_index" not in inputs:
+        return {key: value[rows] for key, value in inputs.items()}
+    shared = ("video_features", "video_mask", "video_pair_index")
+    selected = {key: value[rows] for key, value in inputs.items() if key not in shared}
+    used, selected["video_pair_index"] = torch.unique(inputs["video_pair_index"][rows], return_inverse=True)
+    selected["video_features"] = inputs["video_features"][used]
+    selected["video_mask"] = inputs["video_mask"][used]
+    return selected
+
+
 class RGNetBatchFeature(BatchFeature):
     """A `BatchFeature` of model inputs that also carries the batch's [`RGNetWindowMetadata`].
 
@@ -1266,8 +1289,7 @@ class RGNetProcessor(ProcessorMixin):
         By default the batch holds `Nq · W · Lv · Dv` video values (a 2-hour MAD movie: about 150 MB per query); with
         `share_windows=True` it holds each window once and `video_pair_index` says which window each pair reads
         (the model takes both forms). The model may be run on consecutive slices of the pairs and the outputs
-        concatenated, since every pair is independent (with `share_windows`, slice `video_pair_index` and pass the
-        windows it names, as `training_rgnet.predict_long_videos` does).
+        concatenated, since every pair is independent ([`select_pairs`] cuts such slices of either form).
 
         Args:
             text (`str` or `list[str]`, *optional*): Raw queries (needs a tokenizer; the model must have a text
@@ -1657,6 +1679,7 @@ __all__ = [
     "read_training_example",
     "round_to_4_decimals",
     "sample_training_windows",
+    "select_pairs",
     "temporal_iou_matrix",
     "temporal_nms",
     "window_bounds",

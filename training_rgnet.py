@@ -42,6 +42,7 @@ try:
         moment_to_frames,
         positive_window_range,
         read_training_example,
+        select_pairs,
     )
 except ImportError:
     from processing_rgnet import (
@@ -51,6 +52,7 @@ except ImportError:
         moment_to_frames,
         positive_window_range,
         read_training_example,
+        select_pairs,
     )
 
 logger = logging.get_logger(__name__)
@@ -378,16 +380,9 @@ def predict_long_videos(
             )
             metadata = inputs.window_metadata
             tensors = {key: value.to(device) for key, value in inputs.items()}
-            windows, window_mask = tensors.pop("video_features"), tensors.pop("video_mask")
-            pair_window = tensors.pop("video_pair_index")
-            num_pairs = pair_window.shape[0]
             outputs = defaultdict(list)
-            for first in range(0, num_pairs, pairs_per_batch):
-                piece = {key: value[first : first + pairs_per_batch] for key, value in tensors.items()}
-                used, piece["video_pair_index"] = torch.unique(
-                    pair_window[first : first + pairs_per_batch], return_inverse=True
-                )
-                predicted = model(video_features=windows[used], video_mask=window_mask[used], **piece)
+            for first in range(0, metadata.num_pairs, pairs_per_batch):
+                predicted = model(**select_pairs(tensors, slice(first, first + pairs_per_batch)))
                 for name in ("logits", "pred_spans", "window_logits"):
                     outputs[name].append(getattr(predicted, name).float().cpu())
             outputs = {name: torch.cat(values) for name, values in outputs.items()}

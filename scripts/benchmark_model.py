@@ -73,6 +73,7 @@ from processing_rgnet import (  # noqa: E402
     RGNetWindowMetadata,
     enumerate_windows,
     gather_windows,
+    select_pairs,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
 from training_rgnet import retain_freed_host_memory  # noqa: E402
@@ -453,7 +454,7 @@ def run_processor_pipeline(model, processor, video, texts, embeddings, device, p
             args.chunk_pairs,
             device,
             precision,
-            lambda rows, tensors=tensors: {key: value[rows] for key, value in tensors.items()},
+            lambda rows, tensors=tensors: select_pairs(tensors, rows),
         )
         clock.lap("model_s")
         results += processor.post_process_video_grounding(
@@ -487,23 +488,22 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
             seconds_per_frame=processor.seconds_per_frame,
         )
         clock.lap("prepare_s")
-        text_features, text_mask = queries["text_features"].to(device), queries["text_mask"].to(device)
         pair_query = torch.as_tensor(metadata.pair_query_index, device=device)
-        pair_window = torch.as_tensor(metadata.pair_window_index, device=device)
-
-        def make_inputs(
-            rows, text_features=text_features, text_mask=text_mask, pair_query=pair_query, pair_window=pair_window
-        ):
-            used, video_pair_index = torch.unique(pair_window[rows], return_inverse=True)  # this chunk's windows
-            return {
-                "video_features": windows[used],
-                "video_mask": window_mask[used],
-                "text_features": text_features[pair_query[rows]],
-                "text_mask": text_mask[pair_query[rows]],
-                "video_pair_index": video_pair_index,
-            }
-
-        outputs = _forward_in_chunks(model, metadata.num_pairs, args.chunk_pairs, device, precision, make_inputs)
+        batch = {  # the processor's shared-window form, with the windows already on the device
+            "video_features": windows,
+            "video_mask": window_mask,
+            "video_pair_index": torch.as_tensor(metadata.pair_window_index, device=device),
+            "text_features": queries["text_features"].to(device)[pair_query],
+            "text_mask": queries["text_mask"].to(device)[pair_query],
+        }
+        outputs = _forward_in_chunks(
+            model,
+            metadata.num_pairs,
+            args.chunk_pairs,
+            device,
+            precision,
+            lambda rows, batch=batch: select_pairs(batch, rows),
+        )
         clock.lap("model_s")
         results += processor.post_process_video_grounding(
             outputs, metadata, video_features=video, sentence_embeddings=embeddings[group]

@@ -38,6 +38,7 @@ from processing_rgnet import (
     read_training_example,
     round_to_4_decimals,
     sample_training_windows,
+    select_pairs,
     temporal_nms,
     window_bounds,
     window_target_spans,
@@ -558,6 +559,21 @@ def test_processor_shares_windows_on_request():
         assert torch.equal(shared[name], repeated[name])
     with pytest.raises(ValueError, match="share_windows"):
         processor(video_features=video, text_features=text, share_window=True)
+
+
+@pytest.mark.parametrize("rows", [slice(0, 8), slice(3, 6), slice(5, 6)])
+def test_select_pairs_cuts_either_form_to_the_same_pairs(rows):
+    video, text = two_queries_and_a_video(8)
+    processor = make_processor()
+    repeated = select_pairs(processor(video_features=video, text_features=text), rows)
+    shared = select_pairs(processor(video_features=video, text_features=text, share_windows=True), rows)
+    num_windows = len(torch.unique(shared["video_pair_index"]))
+    assert shared["video_features"].shape[0] == num_windows  # only the windows these pairs read
+    for name in ("video_features", "video_mask"):
+        assert torch.equal(shared[name][shared["video_pair_index"]], repeated[name])
+    for name in ("text_features", "text_mask"):
+        assert torch.equal(shared[name], repeated[name])
+    assert repeated["video_features"].shape[0] == rows.stop - rows.start
 
 
 def test_processor_accepts_torch_video_and_one_query_array():
