@@ -165,6 +165,17 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
+def run_head_in_float32(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Run a small prediction head outside autocast, in its weights' dtype (float32 for a float32 model).
+
+    Moments are read to a fraction of a frame and scores to 4 decimals: a bfloat16 output (8-bit mantissa) would
+    quantise a span centre to about two frames of a 900-frame window and tie close window scores. The heads see
+    `(pairs, queries, D)` or `(pairs, D)` inputs, so float32 costs nothing measurable next to the trunk.
+    """
+    with torch.autocast(hidden.device.type, enabled=False):
+        return head(hidden.to(next(head.parameters()).dtype))
+
+
 def video_sine_position_encoding(video_mask: torch.Tensor, hidden_size: int, temperature: float) -> torch.Tensor:
     """Fixed sine encoding of frame positions normalised by each window's valid length (spec §5.2).
 
@@ -232,6 +243,10 @@ def build_selector_attention_bias(
     but itself. `"hard_mask"` (the paper): the row of every non-selected frame may attend only to itself. The
     global token (position 0) is always treated as selected. Padded keys are excluded in both modes.
 
+    Softmax ignores a constant added to a whole row, so the additive mode is built as `−1` on the diagonal of each
+    non-selected row (same attention weights): the bias is then the keys' padding written once plus a diagonal,
+    instead of an `(N, S, S)` boolean mask and two passes over the bias, which dominated long-window inference.
+
     Args:
         frame_gate (`torch.Tensor` of shape `(N, 1 + Lv)`): hard 0/1 gate, global token first (no gradient used).
         sequence_mask (`torch.Tensor` of shape `(N, 1 + Lv)`): 1 = valid position.
@@ -245,16 +260,23 @@ def build_selector_attention_bias(
         raise ValueError(f"Unknown `selector_attention_mode` {mode!r}.")
     not_selected = frame_gate.detach() < 0.5
     not_selected[:, 0] = False  # the global token counts as selected
+    valid = sequence_mask.bool()
     num_pairs, length = not_selected.shape
-    off_diagonal = ~torch.eye(length, dtype=torch.bool, device=not_selected.device)  # (S, S)
-    affected = not_selected[:, :, None] & off_diagonal  # (N, S, S)
+    minimum = torch.finfo(dtype).min
+    key_bias = torch.zeros(num_pairs, 1, length, dtype=dtype, device=valid.device).masked_fill_(
+        ~valid[:, None], minimum
+    )
     # Rows padded to a multiple of 8 elements: CUDA's memory-efficient attention then reads the bias in place
     # instead of copying it into an aligned buffer in every layer.
     padded_length = -(-length // 8) * 8
-    bias = torch.zeros(num_pairs, length, padded_length, dtype=dtype, device=affected.device)[..., :length]
-    value = 1.0 if mode == "additive_unit_bias" else torch.finfo(dtype).min
-    bias.masked_fill_(affected, value)
-    bias.masked_fill_(~sequence_mask.bool()[:, None, :], torch.finfo(dtype).min)
+    bias = torch.empty(num_pairs, length, padded_length, dtype=dtype, device=valid.device)[..., :length]
+    own_key_valid = not_selected & valid  # rows whose own (valid) key gets the diagonal term
+    if mode == "additive_unit_bias":
+        bias.copy_(key_bias.expand(-1, length, -1))
+        bias.diagonal(dim1=1, dim2=2).sub_(own_key_valid.to(dtype))
+    else:
+        bias.copy_(torch.where(not_selected[:, :, None], minimum, key_bias))
+        bias.diagonal(dim1=1, dim2=2).masked_fill_(own_key_valid, 0.0)
     return bias[:, None]
 
 
@@ -944,7 +966,8 @@ class RGNetAnchorDecoder(nn.Module):
             content = layer(content, query_position, query_sine, memory, memory_position, memory_bias)
             hidden_states.append(self.layernorm(content))
             if index < len(self.anchor_update_heads):
-                updated = (self.anchor_update_heads[index](content) + inverse_sigmoid(anchors)).sigmoid()
+                offsets = run_head_in_float32(self.anchor_update_heads[index], content)
+                updated = (offsets + inverse_sigmoid(anchors)).sigmoid()
                 reference_anchors.append(updated)
                 anchors = updated.detach()
         return torch.stack(hidden_states), torch.stack(reference_anchors)
@@ -1366,12 +1389,13 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             video_pair_index=video_pair_index,
         )
         decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, G, Q, D)
-        all_logits = self.class_head(decoder_hidden_states)  # (L, G, Q, 2)
-        span_offsets = self.span_head(decoder_hidden_states)
-        all_spans = (span_offsets + inverse_sigmoid(model_outputs.reference_anchors).to(span_offsets.dtype)).sigmoid()
+        # The prediction heads and the span arithmetic run in float32 under autocast (see `run_head_in_float32`).
+        all_logits = run_head_in_float32(self.class_head, decoder_hidden_states)  # (L, G, Q, 2)
+        span_offsets = run_head_in_float32(self.span_head, decoder_hidden_states).float()
+        all_spans = (span_offsets + inverse_sigmoid(model_outputs.reference_anchors.float())).sigmoid()
         global_hidden = model_outputs.global_hidden_state
         frame_hidden = model_outputs.encoder_last_hidden_state
-        window_logits = self.retrieval_head(global_hidden)  # (N, 1)
+        window_logits = run_head_in_float32(self.retrieval_head, global_hidden)  # (N, 1)
         grounded_global = global_hidden if grounding_pair_index is None else global_hidden[grounding_pair_index]
         saliency_scores = (
             self.saliency_frame_proj(frame_hidden) * self.saliency_global_proj(grounded_global)[:, None]
@@ -1416,5 +1440,6 @@ __all__ = [
     "anchor_sine_embedding",
     "build_selector_attention_bias",
     "inverse_sigmoid",
+    "run_head_in_float32",
     "video_sine_position_encoding",
 ]

@@ -353,17 +353,30 @@ def test_trainer_scales_the_loss_for_gradient_accumulation():
 
 
 def test_selector_bias_modes():
-    gate = torch.tensor([[0.0, 1.0, 0.0, 1.0]])  # the global token's value is ignored (always selected)
-    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    additive = build_selector_attention_bias(gate, mask, "additive_unit_bias", torch.float32)[0, 0]
+    gate = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0]])  # the global token's value is ignored (always selected)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0]])
     minimum = torch.finfo(torch.float32).min
-    expected = torch.tensor(
-        [[0, 0, 0, minimum], [0, 0, 0, minimum], [1, 1, 0, minimum], [0, 0, 0, minimum]], dtype=torch.float32
+    # The released checkpoints' rule as written: +1 on every key but itself in non-selected rows, padding excluded.
+    original = torch.tensor(
+        [
+            [0, 0, 0, minimum, minimum],
+            [0, 0, 0, minimum, minimum],
+            [1, 1, 0, minimum, minimum],
+            [0, 0, 0, minimum, minimum],
+            [1, 1, 1, minimum, minimum],
+        ]
     )
-    torch.testing.assert_close(additive, expected)
+    additive = build_selector_attention_bias(gate, mask, "additive_unit_bias", torch.float32)[0, 0]
+    # Built as -1 on the row's own key instead: a per-row constant, so the attention weights are the same.
+    scores = torch.randn(7, 5, 5, generator=torch.Generator().manual_seed(0)) * 3
+    torch.testing.assert_close((scores + additive).softmax(-1), (scores + original).softmax(-1))
+    assert additive[2, 2] == -1 and additive[4, 4] == minimum and (additive[:2, :3] == 0).all()
     hard = build_selector_attention_bias(gate, mask, "hard_mask", torch.float32)[0, 0]
     assert hard[2, 2] == 0 and hard[2, 0] == minimum and hard[2, 1] == minimum
-    assert (hard[:2, :3] == 0).all()
+    assert (hard[:2, :3] == 0).all() and (hard[:, 3:] == minimum).all() and (hard[4] == minimum).all()
+    for mode in ("additive_unit_bias", "hard_mask"):  # the bias is a view into rows padded to 8 elements
+        bias = build_selector_attention_bias(gate, mask, mode, torch.bfloat16)
+        assert bias.shape == (1, 1, 5, 5) and bias.dtype == torch.bfloat16 and bias.stride(-2) == 8
 
 
 def test_hard_mask_mode_changes_outputs(tester):
