@@ -38,8 +38,10 @@ from transformers.utils import logging
 
 try:
     from .configuration_rgnet import PAIR_MODES, QUERY_NORMALIZATIONS, RGNetConfig
+    from .modeling_rgnet import _all_finite
 except ImportError:
     from configuration_rgnet import PAIR_MODES, QUERY_NORMALIZATIONS, RGNetConfig
+    from modeling_rgnet import _all_finite
 
 logger = logging.get_logger(__name__)
 
@@ -133,15 +135,16 @@ def l2_normalize_text_features(features: torch.Tensor) -> torch.Tensor:
     return features / (features.norm(dim=-1, keepdim=True) + TEXT_NORM_EPS)
 
 
-def _as_float_tensor(value: Any, name: str) -> torch.Tensor:
+def _as_float_tensor(value: Any, name: str, *, keep_device: bool = False) -> torch.Tensor:
+    """`value` as a float32 tensor, on the CPU unless `keep_device` (a tensor then stays where it is)."""
     if isinstance(value, torch.Tensor):
-        tensor = value.detach().to(dtype=torch.float32, device="cpu")
+        tensor = value.detach().to(dtype=torch.float32, device=None if keep_device else "cpu")
     else:
         try:
             tensor = torch.as_tensor(np.asarray(value, dtype=np.float32))
         except (TypeError, ValueError) as error:
             raise ValueError(f"`{name}` must be a numeric array, got {type(value).__name__}.") from error
-    if not torch.isfinite(tensor).all():
+    if not _all_finite(tensor):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
     return tensor
 
@@ -724,6 +727,55 @@ def normalize_frames(video_features: torch.Tensor) -> torch.Tensor:
     return frames / frames.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
 
 
+def normalize_sentence_embeddings(sentence_embeddings: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings as the matching score uses them: first `x/(‖x‖ + 1e-5)` as the loader does, then exactly
+    L2-normalised (`x / max(‖x‖, 1e-12)`), in float32, along the last dimension."""
+    query = sentence_embeddings.float()
+    query = query / (query.norm(dim=-1, keepdim=True) + TEXT_NORM_EPS)
+    return query / query.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
+
+
+def frame_query_similarities(
+    video_features: torch.Tensor, sentence_embeddings: torch.Tensor, *, frames_normalized: bool = False
+) -> torch.Tensor:
+    """Cosine similarity of every frame with every query: one matrix product for all queries of a video.
+
+    Products are accumulated in float64 and rounded to float32 once, so a query's column does not depend on which
+    other queries share the product (a float32 product's summation order may change with the number of columns).
+
+    Args:
+        video_features (`torch.Tensor` of shape `(T, Dv)`): Raw frame features, or the output of
+            [`normalize_frames`] with `frames_normalized=True`.
+        sentence_embeddings (`torch.Tensor` of shape `(Nq, Dc)` or `(Dc,)`): Sentence embeddings, `Dc == Dv`.
+        frames_normalized (`bool`, *optional*): `video_features` already went through [`normalize_frames`].
+
+    Returns:
+        `torch.FloatTensor` of shape `(T, Nq)`, or `(T,)` for a single `(Dc,)` embedding.
+    """
+    frames = video_features if frames_normalized else normalize_frames(video_features)
+    queries = normalize_sentence_embeddings(sentence_embeddings)
+    queries = queries.double()
+    return (frames.double() @ (queries.T if queries.ndim == 2 else queries)).float()
+
+
+def _span_top_k_sum(
+    cosine: torch.Tensor,
+    window_offsets: torch.Tensor,
+    window_lengths: torch.Tensor,
+    frame_starts: torch.Tensor,
+    frame_ends: torch.Tensor,
+    top_k_frames: int,
+) -> torch.Tensor:
+    """Sum of the `min(#frames, k)` largest `cosine` values inside each span's frames; 0 for an empty span."""
+    local = torch.arange(int(window_lengths.max()))
+    frame_index = (window_offsets[:, None] + local[None, :]).clamp(max=cosine.shape[0] - 1)  # (K, Lv)
+    window_cosine = cosine[frame_index]  # (K, Lv)
+    in_span = (local >= frame_starts[..., None]) & (local < frame_ends[..., None])  # (K, Q, Lv)
+    masked = torch.where(in_span, window_cosine[:, None, :], torch.tensor(-math.inf))
+    best = masked.topk(min(top_k_frames, local.numel()), dim=-1).values  # (K, Q, k)
+    return torch.where(torch.isfinite(best), best, torch.zeros(())).sum(dim=-1)
+
+
 def matching_scores(
     video_features: torch.Tensor,
     sentence_embedding: torch.Tensor,
@@ -755,18 +807,8 @@ def matching_scores(
     Returns:
         `torch.FloatTensor` of shape `(K, Q)`.
     """
-    frames = video_features if frames_normalized else normalize_frames(video_features)
-    query = sentence_embedding.float()
-    query = query / (query.norm() + TEXT_NORM_EPS)
-    query = query / query.norm().clamp_min(FRAME_NORM_EPS)
-    cosine = frames @ query  # (T,)
-    local = torch.arange(int(window_lengths.max()))
-    frame_index = (window_offsets[:, None] + local[None, :]).clamp(max=frames.shape[0] - 1)  # (K, Lv)
-    window_cosine = cosine[frame_index]  # (K, Lv)
-    in_span = (local >= frame_starts[..., None]) & (local < frame_ends[..., None])  # (K, Q, Lv)
-    masked = torch.where(in_span, window_cosine[:, None, :], torch.tensor(-math.inf))
-    best = masked.topk(min(top_k_frames, local.numel()), dim=-1).values  # (K, Q, k)
-    return torch.where(torch.isfinite(best), best, torch.zeros(())).sum(dim=-1)
+    cosine = frame_query_similarities(video_features, sentence_embedding, frames_normalized=frames_normalized)  # (T,)
+    return _span_top_k_sum(cosine, window_offsets, window_lengths, frame_starts, frame_ends, top_k_frames)
 
 
 def min_max_normalize(values: np.ndarray) -> np.ndarray:
@@ -843,9 +885,9 @@ def temporal_nms(spans: np.ndarray, threshold: float, max_keep: int) -> np.ndarr
 
 
 def _rank_and_suppress(rows: np.ndarray, score_column: int, settings: dict[str, Any]) -> np.ndarray:
+    """Indices of the `rows` kept, best first: stable sort by the score column, cut, then NMS."""
     order = np.argsort(-rows[:, score_column], kind="stable")[: settings["max_candidates_before_nms"]]
-    ranked = rows[order]
-    return ranked[temporal_nms(ranked[:, :2], settings["nms_threshold"], settings["max_predictions"])]
+    return order[temporal_nms(rows[order, :2], settings["nms_threshold"], settings["max_predictions"])]
 
 
 def post_process_query(
@@ -854,8 +896,8 @@ def post_process_query(
     window_logits: torch.Tensor,
     window_offsets: np.ndarray,
     window_lengths: np.ndarray,
-    video_features: torch.Tensor,
-    sentence_embedding: torch.Tensor,
+    video_features: torch.Tensor | None,
+    sentence_embedding: torch.Tensor | None,
     *,
     seconds_per_frame: float,
     top_k_windows: int,
@@ -867,7 +909,7 @@ def post_process_query(
     window_ranking: torch.Tensor | None = None,
     return_candidates: bool = False,
     return_single_score_rankings: bool = False,
-    frames_normalized: bool = False,
+    frame_similarities: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Spec §7 steps 3-8 for one query over all windows of its video, vectorised across windows and slots.
 
@@ -877,8 +919,10 @@ def post_process_query(
         window_logits (`torch.Tensor` of shape `(W,)` or `(W, 1)`): Retrieval logits `ρ`.
         window_offsets (`np.ndarray` of shape `(W,)`): First frame `w0` of each window.
         window_lengths (`np.ndarray` of shape `(W,)`): Valid length `n` of each window.
-        video_features (`torch.Tensor` of shape `(T, Dv)`): The video's raw frame features (matching score).
-        sentence_embedding (`torch.Tensor` of shape `(Dc,)`): The query's sentence embedding (raw or normalised).
+        video_features (`torch.Tensor` of shape `(T, Dv)`): The video's raw frame features (matching score); may be
+            `None` when `frame_similarities` is given.
+        sentence_embedding (`torch.Tensor` of shape `(Dc,)`): The query's sentence embedding (raw or normalised); may
+            be `None` when `frame_similarities` is given.
         seconds_per_frame (`float`): `δ`.
         top_k_windows (`int`): Windows whose proposals are pooled.
         nms_threshold (`float`): NMS suppresses IoU strictly above this.
@@ -891,13 +935,16 @@ def post_process_query(
         return_candidates (`bool`, *optional*): Also return the pooled candidates.
         return_single_score_rankings (`bool`, *optional*): Also return the rankings by proposal score only and by
             matching score only (spec §7.5).
-        frames_normalized (`bool`, *optional*): `video_features` is the output of [`normalize_frames`] (computed
-            once per video when several queries are post-processed).
+        frame_similarities (`torch.Tensor` of shape `(T,)`, *optional*): This query's column of
+            [`frame_query_similarities`], computed for all queries of a video at once; replaces `video_features` and
+            `sentence_embedding`.
 
     Returns:
         `dict[str, torch.Tensor]` with `predictions` `(K, 5)` float64 rows `[start_s, end_s, proposal, match,
         fusion]` ranked; `spans` `(K, 2)`, `scores` (fusion), `proposal_scores`, `matching_scores` `(K,)` (views of
-        `predictions`); `window_ranking` `(W,)` int64 and `window_scores` `(W,)` float32 (`σ(ρ)` in rank order);
+        `predictions`); `prediction_sources` `(K, 2)` int64 `[window, slot]`: the window id and decoder slot (moment
+        query) each prediction comes from (for a span several candidates share, the one whose scores it carries);
+        `window_ranking` `(W,)` int64 and `window_scores` `(W,)` float32 (`σ(ρ)` in rank order);
         optionally `candidates` `(P, 5)` float64 rows `[window, start_s, end_s, proposal, match]` in pool order, and
         `proposal_only` / `matching_only` `(K', 5)` in the `predictions` format.
     """
@@ -932,16 +979,11 @@ def post_process_query(
     # Matching score over the span's frames, clipped to the window's valid frames (spec §7.4, corrected).
     frame_starts = start_frames.floor().clamp_min(0).long()
     frame_ends = torch.minimum(end_frames.ceil().long(), lengths[:, None])
-    matches = matching_scores(
-        video_features,
-        sentence_embedding,
-        offsets,
-        lengths,
-        frame_starts,
-        frame_ends,
-        matching_top_k_frames,
-        frames_normalized=frames_normalized,
-    )
+    if frame_similarities is None:
+        if video_features is None or sentence_embedding is None:
+            raise ValueError("`video_features` and `sentence_embedding` are needed when `frame_similarities` is None.")
+        frame_similarities = frame_query_similarities(video_features, sentence_embedding)
+    matches = _span_top_k_sum(frame_similarities, offsets, lengths, frame_starts, frame_ends, matching_top_k_frames)
     if scale_matching_by_window_score:
         matches = matches * kept_scores[:, None]
 
@@ -963,21 +1005,26 @@ def post_process_query(
         "max_candidates_before_nms": max_candidates_before_nms,
         "max_predictions": max_predictions,
     }
-    predictions = torch.from_numpy(_rank_and_suppress(merged, 4, settings))
+    ranked = _rank_and_suppress(merged, 4, settings)
+    predictions = torch.from_numpy(merged[ranked])
+    # Where each prediction comes from: its window and decoder slot (of the candidate whose values it carries).
+    pool_sources = torch.stack([kept[:, None].expand_as(slot_order), slot_order], dim=-1).reshape(-1, 2)
+    prediction_sources = pool_sources[torch.from_numpy(last[ranked])]
     result = {
         "predictions": predictions,
         "spans": predictions[:, :2],
         "scores": predictions[:, 4],
         "proposal_scores": predictions[:, 2],
         "matching_scores": predictions[:, 3],
+        "prediction_sources": prediction_sources,
         "window_ranking": window_ranking.clone(),
         "window_scores": window_scores[window_ranking],
     }
     if return_candidates:
         result["candidates"] = torch.from_numpy(np.column_stack([pooled_windows, pool[:, :4]]))
     if return_single_score_rankings:
-        result["proposal_only"] = torch.from_numpy(_rank_and_suppress(merged, 2, settings))
-        result["matching_only"] = torch.from_numpy(_rank_and_suppress(merged, 3, settings))
+        result["proposal_only"] = torch.from_numpy(merged[_rank_and_suppress(merged, 2, settings)])
+        result["matching_only"] = torch.from_numpy(merged[_rank_and_suppress(merged, 3, settings)])
     return result
 
 
@@ -1390,7 +1437,9 @@ class RGNetProcessor(ProcessorMixin):
             outputs: Model outputs with `logits` `(N, Q, 2)`, `pred_spans` `(N, Q, 2)` and `window_logits` `(N, 1)`
                 (an `RGNetVideoGroundingOutput` or a mapping).
             window_metadata ([`RGNetWindowMetadata`]): `inputs.window_metadata` of the processor call.
-            video_features (`np.ndarray` or `torch.Tensor` of shape `(T, Dv)`): The same video features.
+            video_features (`np.ndarray` or `torch.Tensor` of shape `(T, Dv)`): The same video features. A tensor on
+                an accelerator stays there: the frame-query product of the matching score (one for all queries) runs
+                there, the rest on the CPU.
             sentence_embeddings (array of shape `(Nq, Dc)` or `(Dc,)`): Sentence embedding of each query, in the
                 video feature space (`Dc == Dv`).
             return_candidates (`bool`, *optional*): Add each query's pooled candidates.
@@ -1433,7 +1482,7 @@ class RGNetProcessor(ProcessorMixin):
                     f"`outputs.{name}` has {value.shape[0]} rows but `window_metadata` describes "
                     f"{window_metadata.num_pairs} pairs."
                 )
-            if not torch.isfinite(value).all():
+            if not _all_finite(value):
                 raise ValueError(f"`outputs.{name}` contains NaN or infinite values.")
             return value
 
@@ -1446,13 +1495,13 @@ class RGNetProcessor(ProcessorMixin):
             )
         if window_logits.shape[1] != 1:
             raise ValueError(f"`outputs.window_logits` must have shape (N, 1), got {tuple(window_logits.shape)}.")
-        video = _as_float_tensor(video_features, "video_features")
+        video = _as_float_tensor(video_features, "video_features", keep_device=True)
         if video.ndim != 2 or video.shape[0] != window_metadata.num_frames:
             raise ValueError(
                 f"`video_features` must have shape ({window_metadata.num_frames}, Dv) like the processed video, "
                 f"got {tuple(video.shape)}."
             )
-        embeddings = _as_float_tensor(sentence_embeddings, "sentence_embeddings")
+        embeddings = _as_float_tensor(sentence_embeddings, "sentence_embeddings").to(video.device)
         if embeddings.ndim == 1:
             embeddings = embeddings[None, :]
         if embeddings.shape != (window_metadata.num_queries, video.shape[1]):
@@ -1461,13 +1510,26 @@ class RGNetProcessor(ProcessorMixin):
                 f"(one per query, in the video feature space), got {tuple(embeddings.shape)}."
             )
 
-        frames = normalize_frames(video)  # once for every query of the video
+        # Pairs grouped by query, windows in order; every query must hold every window exactly once.
+        num_queries, num_windows = window_metadata.num_queries, window_metadata.num_windows
+        if window_metadata.num_pairs != num_queries * num_windows:
+            raise ValueError(
+                f"`window_metadata` must hold every window exactly once for every query: {window_metadata.num_pairs} "
+                f"pairs for {num_queries} queries and {num_windows} windows."
+            )
+        order = np.lexsort((window_metadata.pair_window_index, window_metadata.pair_query_index))
+        grouped_windows = window_metadata.pair_window_index[order].reshape(num_queries, num_windows)
+        grouped_queries = window_metadata.pair_query_index[order].reshape(num_queries, num_windows)
+        complete = (grouped_windows == np.arange(num_windows)) & (grouped_queries == np.arange(num_queries)[:, None])
+        if not complete.all():
+            query = int(np.flatnonzero(~complete.all(axis=1))[0])
+            raise ValueError(f"`window_metadata` must hold every window exactly once for query {query}.")
+        rows_of_query = torch.from_numpy(order.reshape(num_queries, num_windows))
+        # One product for all queries (the per-frame cosine of the matching score); frames normalised once.
+        similarities = frame_query_similarities(video, embeddings).cpu()  # (T, Nq), on the video's device
         results = []
-        for query in range(window_metadata.num_queries):  # per query: fusion, merge and NMS are sequential
-            rows = np.flatnonzero(window_metadata.pair_query_index == query)
-            rows = rows[np.argsort(window_metadata.pair_window_index[rows], kind="stable")]
-            if not np.array_equal(window_metadata.pair_window_index[rows], np.arange(window_metadata.num_windows)):
-                raise ValueError(f"`window_metadata` must hold every window exactly once for query {query}.")
+        for query in range(num_queries):  # per query: fusion, merge and NMS are sequential
+            rows = rows_of_query[query]
             results.append(
                 post_process_query(
                     logits[rows],
@@ -1475,13 +1537,13 @@ class RGNetProcessor(ProcessorMixin):
                     window_logits[rows, 0],
                     window_metadata.window_offsets,
                     window_metadata.window_lengths,
-                    frames,
-                    embeddings[query],
+                    None,
+                    None,
                     seconds_per_frame=window_metadata.seconds_per_frame,
                     scale_matching_by_window_score=bool(scale_matching_by_window_score),
                     return_candidates=return_candidates,
                     return_single_score_rankings=return_single_score_rankings,
-                    frames_normalized=True,
+                    frame_similarities=similarities[:, query],
                     **settings,
                 )
             )
@@ -1660,6 +1722,7 @@ __all__ = [
     "draw_positive_windows",
     "draw_saliency_frames",
     "enumerate_windows",
+    "frame_query_similarities",
     "gather_windows",
     "l2_normalize_text_features",
     "matching_scores",
@@ -1670,6 +1733,7 @@ __all__ = [
     "normalize_frames",
     "normalize_mad_query",
     "normalize_query",
+    "normalize_sentence_embeddings",
     "pair_selector_noise",
     "positive_window_range",
     "positive_window_weights",

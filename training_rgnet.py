@@ -346,7 +346,8 @@ def predict_long_videos(
 
     Returns:
         `list[dict]` in table order (restricted to `video_ids`): `query_id`, `video_id`, `predictions` (rows
-        `[start, end, proposal, match, fusion]` in seconds) and `window_ranking` (window indices, best first).
+        `[start, end, proposal, match, fusion]` in seconds), `prediction_sources` (`[window, slot]` of each
+        prediction) and `window_ranking` (window indices, best first).
     """
     use_text = getattr(model.config, "text_config", None) is not None
     check_query_table(
@@ -369,6 +370,8 @@ def predict_long_videos(
     results: dict[int, dict[str, Any]] = {}
     for video in tqdm(selected, desc="long-video inference", unit="video", disable=not progress):
         frames = feature_store.read_frames(video)
+        # Post-processing's frame-query product runs where the video is: once per video on the model's device.
+        device_frames = torch.as_tensor(frames).to(device)
         num_windows = int(compute_num_windows(len(frames), processor.window_stride))
         members = by_video[video]
         queries_per_chunk = max(1, pairs_per_batch // num_windows)
@@ -395,7 +398,7 @@ def predict_long_videos(
             processed = processor.post_process_video_grounding(
                 outputs,
                 metadata,
-                video_features=frames,
+                video_features=device_frames,
                 sentence_embeddings=sentences,
                 max_predictions=max_predictions,
             )
@@ -404,6 +407,7 @@ def predict_long_videos(
                     "query_id": str(rows["query_id"][index]),
                     "video_id": video,
                     "predictions": np.asarray(result["predictions"]).tolist(),
+                    "prediction_sources": np.asarray(result["prediction_sources"]).tolist(),
                     "window_ranking": np.asarray(result["window_ranking"]).tolist(),
                 }
     model.train(was_training)

@@ -25,6 +25,7 @@ from processing_rgnet import (
     draw_negative_windows,
     draw_saliency_frames,
     enumerate_windows,
+    frame_query_similarities,
     merge_identical_spans,
     moment_to_frames,
     normalize_ego4d_query,
@@ -940,8 +941,9 @@ def test_postprocess_replays_the_original_window_order_exactly(postprocess_fixtu
     assert_rows_equal(result["matching_only"].numpy(), expected["matching_only"], "matching_only")
 
 
-def test_frames_normalized_once_give_the_same_rankings(postprocess_fixture):
-    """The processor normalises a video's frames once for all its queries; per query that is bit for bit the same."""
+def test_frame_similarities_of_all_queries_give_the_same_rankings(postprocess_fixture):
+    """The processor computes the frame cosines of all a video's queries in one product (frames normalised once);
+    per query that is bit for bit the same as computing them alone, whatever the other queries are."""
     _, inputs, queries = postprocess_fixture
     index = queries["annA_0"]["index"]
     offsets, lengths = enumerate_windows(queries["annA_0"]["num_frames"], 40, 20)
@@ -957,11 +959,74 @@ def test_frames_normalized_once_give_the_same_rankings(postprocess_fixture):
     arrays = [torch.from_numpy(inputs[f"q{index}.{name}"]) for name in ("logits", "pred_spans", "window_logits")]
     sentence = torch.from_numpy(inputs[f"q{index}.sentence_embedding"])
     raw = post_process_query(*arrays, offsets, lengths, video, sentence, **common)
-    normalized = post_process_query(
-        *arrays, offsets, lengths, normalize_frames(video), sentence, frames_normalized=True, **common
+    others = torch.randn(37, sentence.shape[0], generator=torch.Generator().manual_seed(0))
+    for position in (0, 20, 37):
+        embeddings = torch.cat([others[:position], sentence[None], others[position:]])
+        similarities = frame_query_similarities(normalize_frames(video), embeddings, frames_normalized=True)
+        shared = post_process_query(
+            *arrays, offsets, lengths, None, None, frame_similarities=similarities[:, position], **common
+        )
+        for name in ("predictions", "candidates"):
+            assert torch.equal(raw[name], shared[name])
+
+
+def test_prediction_sources_name_the_window_and_slot_of_each_moment(postprocess_fixture):
+    """Each prediction's `[window, slot]` recomputes its seconds and proposal score from the raw outputs."""
+    _, inputs, queries = postprocess_fixture
+    index = queries["annA_0"]["index"]
+    offsets, lengths = enumerate_windows(queries["annA_0"]["num_frames"], 40, 20)
+    logits, pred_spans, window_logits = (
+        torch.from_numpy(inputs[f"q{index}.{name}"]) for name in ("logits", "pred_spans", "window_logits")
     )
-    for name in ("predictions", "candidates"):
-        assert torch.equal(raw[name], normalized[name])
+    video = torch.from_numpy(inputs[f"q{index}.video_features"])
+    sentence = torch.from_numpy(inputs[f"q{index}.sentence_embedding"])
+    result = post_process_query(
+        logits,
+        pred_spans,
+        window_logits,
+        offsets,
+        lengths,
+        video,
+        sentence,
+        nms_threshold=0.5,
+        max_candidates_before_nms=200,
+        max_predictions=100,
+        matching_top_k_frames=3,
+        **FIXTURE_SETTINGS[sorted(FIXTURE_SETTINGS)[0]],
+    )
+    sources = result["prediction_sources"]
+    assert sources.dtype == torch.int64 and sources.shape == (len(result["predictions"]), 2)
+    window_scores = torch.sigmoid(window_logits.reshape(-1).float())
+    delta = np.float32(FIXTURE_SETTINGS[sorted(FIXTURE_SETTINGS)[0]]["seconds_per_frame"])
+    for (start, end, proposal, _, _), (window, slot) in zip(
+        result["predictions"].numpy(), sources.tolist(), strict=True
+    ):
+        center, width = pred_spans[window, slot].numpy()
+        n, w0 = np.float32(lengths[window]), np.float32(offsets[window])
+        assert start == round(float(((center - width / 2) * n + w0) * delta), 4)
+        assert end == round(float(((center + width / 2) * n + w0) * delta), 4)
+        expected = logits[window, slot].float().softmax(-1)[0] * window_scores[window]
+        assert proposal == round(float(expected), 4)
+
+
+def test_post_process_query_needs_video_or_similarities(postprocess_fixture):
+    _, inputs, queries = postprocess_fixture
+    index = queries["annA_0"]["index"]
+    offsets, lengths = enumerate_windows(queries["annA_0"]["num_frames"], 40, 20)
+    arrays = [torch.from_numpy(inputs[f"q{index}.{name}"]) for name in ("logits", "pred_spans", "window_logits")]
+    with pytest.raises(ValueError, match="frame_similarities"):
+        post_process_query(
+            *arrays,
+            offsets,
+            lengths,
+            None,
+            None,
+            nms_threshold=0.5,
+            max_candidates_before_nms=200,
+            max_predictions=100,
+            matching_top_k_frames=3,
+            **FIXTURE_SETTINGS[sorted(FIXTURE_SETTINGS)[0]],
+        )
 
 
 @pytest.mark.parametrize("setting", sorted(FIXTURE_SETTINGS))
