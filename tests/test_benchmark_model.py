@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from scripts.benchmark_model import WORKLOADS, main
+from scripts.benchmark_model import WORKLOADS, main, top1_agreement
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,8 @@ def test_tiny_benchmark_writes_every_workload(tmp_path):
             measured = entry[f"{pipeline}_fp32"]
             assert measured["queries_per_s"] > 0 and measured["peak_memory_gb"] > 0, (name, pipeline)
             assert {"prepare_s", "model_s", "post_process_s"} <= measured.keys()
-        assert entry["pipelines_top1_agreement"]["fp32"]["fraction"] == 1.0
+        exact = entry["pipelines_top1_agreement"]["fp32"]
+        assert exact["fraction"] == 1.0 and exact["identical_seconds"] == exact["queries"]
     cross_pairs = report["workloads"]["mad-train"]["fp32"]
     assert cross_pairs["grounded_pairs"] == cross_pairs["num_queries"] < cross_pairs["num_pairs"]
 
@@ -66,3 +67,22 @@ def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):
         agreement = entry[f"{pipeline}_bf16_top1_agreement"]
         assert agreement["queries"] == 2 and 0.0 <= agreement["fraction"] <= 1.0
     assert entry["pipelines_top1_agreement"]["fp32"]["fraction"] == 1.0
+
+
+def test_top1_agreement_counts_the_same_proposal_with_overlapping_seconds():
+    def top1(start, end, window, slot):
+        return {"span": [start, end], "source": [window, slot], "window": window}
+
+    reference = [top1(10.0, 20.0, 3, 1), top1(10.0, 20.0, 3, 1), top1(10.0, 20.0, 3, 1), top1(0.0, 4.0, 0, 2), None]
+    other = [
+        top1(10.0, 20.0, 3, 1),  # identical
+        top1(10.2, 20.1, 3, 1),  # same proposal, IoU 0.97
+        top1(10.0, 20.0, 4, 1),  # the same seconds from another window: a different proposal
+        top1(0.0, 3.0, 0, 2),  # same proposal, IoU 0.75
+        None,  # no prediction in either
+    ]
+    report = top1_agreement(reference, other)
+    assert report["queries"] == 5 and report["kept"] == 3 and report["fraction"] == 0.6
+    assert report["same_top1_source"] == 3 and report["same_top1_window"] == 3
+    assert report["identical_seconds"] == 3 and report["iou_at_least_0.5"] == 4
+    assert report["iou_min"] == 0.75

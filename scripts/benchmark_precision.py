@@ -1,0 +1,109 @@
+"""Reduced-precision agreement of a trained RGNet: long-video predictions under bf16 autocast against fp32.
+
+`scripts/benchmark_model.py` measures agreement with random weights, whose moment scores are nearly tied, so there
+the fraction mostly counts near-ties that any rounding reorders. This script measures it where it matters: a trained
+model (e.g. the quickstart's `<output_dir>/model`) on a dataset split in the project's layout, every query through
+`predict_long_videos` (all windows of its video, full post-processing) in fp32 and under bf16 autocast. It reports
+the top-1 agreement (`benchmark_model.top1_agreement`: the same proposal ranked first, temporal IoU ≥ 0.9 between
+the two moments; the exact and IoU statistics beside it), the test metrics under each precision, and the time of
+each pass.
+
+```
+python scripts/quickstart.py --output_dir runs/quickstart
+python scripts/benchmark_precision.py --model_dir runs/quickstart/model --dataset_dir runs/synthetic-0 --device cuda
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import concatenate_datasets
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_rgnet import load_rgnet_dataset  # noqa: E402
+from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
+from processing_rgnet import RGNetProcessor  # noqa: E402
+from scripts.benchmark_model import environment_info, top1_agreement  # noqa: E402
+from training_rgnet import predict_long_videos, score_predictions  # noqa: E402
+
+
+def _top1(prediction: dict[str, Any]) -> dict[str, Any] | None:
+    if not prediction["predictions"]:
+        return None
+    return {
+        "span": prediction["predictions"][0][:2],
+        "source": prediction["prediction_sources"][0],
+        "window": prediction["window_ranking"][0],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_dir", type=Path, required=True, help="A saved RGNetForVideoGrounding + processor.")
+    parser.add_argument("--dataset_dir", type=Path, required=True, help="An RGNet dataset directory.")
+    parser.add_argument("--split", default="test", help="Split(s) to run, comma-separated (e.g. `test,validation`).")
+    parser.add_argument("--metric_config", default="ego4d", help="`mad` or `ego4d` Recall@K conventions.")
+    parser.add_argument("--device", default="auto", help="`cpu`, `cuda`, or `auto` (CUDA when available).")
+    parser.add_argument("--pairs_per_batch", type=int, default=1024, help="(query, window) pairs per forward.")
+    parser.add_argument("--output", type=Path, default=None, help="JSON report (default: print only).")
+    args = parser.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was requested but CUDA is not available.")
+
+    model = RGNetForVideoGrounding.from_pretrained(args.model_dir).to(device).eval()
+    processor = RGNetProcessor.from_pretrained(args.model_dir)
+    queries, store = load_rgnet_dataset(args.dataset_dir)
+    splits = [name.strip() for name in args.split.split(",") if name.strip()]
+    missing = [name for name in splits if name not in queries]
+    if not splits or missing:
+        raise SystemExit(f"--split must name splits of the dataset ({sorted(queries)}), got {args.split!r}.")
+    table = concatenate_datasets([queries[name] for name in splits])
+    report: dict[str, Any] = {
+        "benchmark": "rgnet-precision-agreement",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "environment": environment_info(device),
+        "model_dir": str(args.model_dir),
+        "dataset_dir": str(args.dataset_dir),
+        "split": splits,
+        "queries": len(table),
+        "videos": len(set(table["video_id"])),
+    }
+    top1 = {}
+    for precision in ("fp32", "bf16"):
+        for _ in ("warmup", "timed"):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                predictions = predict_long_videos(
+                    model, processor, table, store, pairs_per_batch=args.pairs_per_batch, progress=False
+                )
+            seconds = time.perf_counter() - start
+        report[precision] = {
+            "seconds": round(seconds, 3),
+            "queries_per_s": round(len(table) / seconds, 2),
+            "metrics": score_predictions(predictions, table, processor, args.metric_config),
+        }
+        top1[precision] = [_top1(prediction) for prediction in predictions]
+    report["bf16_top1_agreement"] = top1_agreement(top1["fp32"], top1["bf16"])
+    print(json.dumps(report, indent=2))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+
+from configuration_rgnet import RGNetConfig
+from modeling_rgnet import RGNetForVideoGrounding
+from processing_rgnet import RGNetProcessor
+from scripts.benchmark_precision import main
+
+from .tiny_data import build_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def saved_model_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision")
+    data = build_tiny_dataset(root / "data", num_videos=3, queries_per_video=3, splits=("validation", "test"))
+    config = RGNetConfig(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_text_to_video_layers=1,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        ffn_dim=64,
+        video_feature_dim=16,
+        pooled_text_dim=16,
+        text_feature_dim=24,
+        max_window_frames=20,
+        window_stride=10,
+        max_text_tokens=6,
+        top_k_windows=3,
+        seconds_per_frame=0.5,
+    )
+    torch.manual_seed(0)
+    model_dir = root / "model"
+    RGNetForVideoGrounding(config).save_pretrained(model_dir)
+    RGNetProcessor.from_config(config).save_pretrained(model_dir)
+    return model_dir, data
+
+
+def test_precision_report_compares_bf16_with_fp32_on_every_query(saved_model_and_data, tmp_path):
+    model_dir, data = saved_model_and_data
+    output = tmp_path / "precision.json"
+    argv = ["--model_dir", str(model_dir), "--dataset_dir", str(data), "--split", "validation,test"]
+    report = main([*argv, "--device", "cpu", "--output", str(output)])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(report))
+    assert report["queries"] == 18 and report["videos"] == 6 and report["split"] == ["validation", "test"]
+    for precision in ("fp32", "bf16"):
+        assert report[precision]["metrics"]["num_queries"] == 18 and report[precision]["seconds"] > 0
+    agreement = report["bf16_top1_agreement"]
+    assert agreement["queries"] == 18 and 0.0 <= agreement["fraction"] <= 1.0
+    assert agreement["same_top1_source"] <= agreement["queries"] and agreement["iou_min"] <= agreement["iou_mean"]
+
+
+def test_precision_report_names_a_missing_split(saved_model_and_data):
+    model_dir, data = saved_model_and_data
+    with pytest.raises(SystemExit, match="--split"):
+        main(["--model_dir", str(model_dir), "--dataset_dir", str(data), "--split", "train", "--device", "cpu"])
