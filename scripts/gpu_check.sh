@@ -1,32 +1,61 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, in one run from the repository root: the model tests on CUDA (tests/test_devices.py
-# runs each case on CPU and CUDA) and the CUDA benchmarks (fp32 and bf16 training steps and long-video inference;
-# bf16 top-1 agreement over 128 queries per video). Logs and JSON go to $OUT when set, else benchmarks/results/.
-# Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index.
+# The checks that need a GPU, in one run from the repository root, most important first:
+#   1. the model tests on CUDA (tests/test_devices.py runs each case on CPU and CUDA);
+#   2. the CUDA benchmarks: fp32 and bf16 training steps and long-video inference (model_cuda.json);
+#   3. bf16 top-1 agreement with random weights over 128 queries per video, with a profile of the bf16 pass
+#      (model_cuda_agreement.json, gpu_profile.txt);
+#   4. with RGNET_TRAINED_MODEL=<a saved quickstart model>: bf16 agreement and metrics of that trained model on the
+#      synthetic test and validation videos, regenerated from RGNET_TRAINED_SEED (default 0)
+#      (model_cuda_precision_trained.json);
+#   5. torch.compile: bf16 inference (model_cuda_compiled.json), then a bf16 MAD training step (log only).
+# Logs and JSON go to $OUT when set, else benchmarks/results/.
+# Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
+# in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 python=${PYTHON:-python3}
+install() { "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@"; }
 if compgen -G ".whl/*.whl" > /dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || exit 1
+    install .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+imports="import datasets, evaluate, scipy, einops, accelerate, modeling_rgnet, processing_rgnet, training_rgnet"
+imports+=", scripts.benchmark_model"
+if ! "$python" -c "$imports"; then  # one fallback wheel at a time (pyarrow sorts first), until the imports work
+    for wheel in .whl/fallback/*.whl; do
+        echo "installing fallback $wheel"
+        install "$wheel" && "$python" -c "$imports" && break
+    done
 fi
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    "$python" -c "import torch, transformers, datasets; print(torch.__version__, transformers.__version__, datasets.__version__)"
+    "$python" -c "import torch, transformers, datasets, pyarrow; print(torch.__version__, transformers.__version__, \
+datasets.__version__, pyarrow.__version__)"
 } 2>&1 | tee "$out/gpu_environment.txt"
 # Stop before spending device time when a package is missing.
-"$python" -c "import torch, transformers, datasets, evaluate, scipy, einops, accelerate" || exit 1
+"$python" -c "$imports" || exit 1
 "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'CUDA is not available')" || exit 1
 status=0
-"$python" -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_modeling_rgnet.py \
+timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_modeling_rgnet.py \
     tests/test_modeling_rgnet_fast_paths.py 2>&1 | tee "$out/gpu_tests.log" || status=1
-"$python" scripts/benchmark_model.py --device cuda --steps 5 --warmup 2 --output "$out/model_cuda.json" 2>&1 \
-    | tee "$out/gpu_benchmark.log" || status=1
-"$python" scripts/benchmark_model.py --device cuda --workloads mad-inference,ego4d-inference --inference-queries 128 \
-    --queries-per-batch 16 --steps 3 --output "$out/model_cuda_agreement.json" 2>&1 | tee -a "$out/gpu_benchmark.log" \
-    || status=1
+benchmark() { "$python" scripts/benchmark_model.py --device cuda "$@" 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1; }
+benchmark --steps 5 --warmup 2 --output "$out/model_cuda.json"
+# Agreement: 128 queries per video, one forward per 16 queries (16 × 81 MAD windows = 1296 pairs).
+many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1296)
+benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \
+    --output "$out/model_cuda_agreement.json"
+if [[ -n "${RGNET_TRAINED_MODEL:-}" ]]; then
+    "$python" scripts/make_synthetic_dataset.py --seed "${RGNET_TRAINED_SEED:-0}" --output /tmp/rgnet-synthetic \
+        --no-progress --reuse 2>&1 | tee -a "$out/gpu_benchmark.log"
+    "$python" scripts/benchmark_precision.py --model_dir "$RGNET_TRAINED_MODEL" --dataset_dir /tmp/rgnet-synthetic \
+        --split test,validation --device cuda --output "$out/model_cuda_precision_trained.json" 2>&1 \
+        | tee -a "$out/gpu_benchmark.log" || status=1
+fi
+benchmark --compile --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16 --steps 3 \
+    --warmup 2 --output "$out/model_cuda_compiled.json"
+benchmark --compile --workloads mad-train,ego4d-pretrain-train --precisions bf16 --steps 5 --warmup 2 \
+    --output /tmp/model_cuda_compiled_train.json
 exit $status
