@@ -8,29 +8,14 @@ from modeling_rgnet import RGNetForVideoGrounding
 from processing_rgnet import RGNetProcessor
 from scripts.benchmark_precision import main
 
-from .tiny_data import build_tiny_dataset
+from .tiny_data import TINY_CONFIG, build_tiny_dataset
 
 
 @pytest.fixture(scope="module")
 def saved_model_and_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("precision")
     data = build_tiny_dataset(root / "data", num_videos=3, queries_per_video=3, splits=("validation", "test"))
-    config = RGNetConfig(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_text_to_video_layers=1,
-        num_encoder_layers=1,
-        num_decoder_layers=2,
-        ffn_dim=64,
-        video_feature_dim=16,
-        pooled_text_dim=16,
-        text_feature_dim=24,
-        max_window_frames=20,
-        window_stride=10,
-        max_text_tokens=6,
-        top_k_windows=3,
-        seconds_per_frame=0.5,
-    )
+    config = RGNetConfig(**TINY_CONFIG)
     torch.manual_seed(0)
     model_dir = root / "model"
     RGNetForVideoGrounding(config).save_pretrained(model_dir)

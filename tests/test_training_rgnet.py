@@ -31,23 +31,7 @@ from training_rgnet import (
 )
 
 from .conftest import REPO_ROOT
-from .tiny_data import build_tiny_dataset
-
-TINY_CONFIG = {
-    "hidden_size": 32,
-    "num_attention_heads": 4,
-    "ffn_dim": 64,
-    "num_decoder_layers": 2,
-    "num_text_to_video_layers": 1,
-    "num_encoder_layers": 1,
-    "video_feature_dim": 16,
-    "pooled_text_dim": 16,
-    "text_feature_dim": 24,
-    "max_window_frames": 16,
-    "max_text_tokens": 8,
-    "seconds_per_frame": 0.5,
-    "top_k_windows": 5,
-}
+from .tiny_data import TINY_CONFIG, build_tiny_dataset
 
 
 @pytest.fixture(scope="module")
