@@ -165,12 +165,13 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
-def run_head_in_float32(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Run a small prediction head outside autocast, in its weights' dtype (float32 for a float32 model).
+def run_head_without_autocast(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Run a small prediction head outside autocast, in its weights' dtype: float32 for a float32 model under autocast.
 
     Moments are read to a fraction of a frame and scores to 4 decimals: a bfloat16 output (8-bit mantissa) would
     quantise a span centre to about two frames of a 900-frame window and tie close window scores. The heads see
-    `(pairs, queries, D)` or `(pairs, D)` inputs, so float32 costs nothing measurable next to the trunk.
+    `(..., Q, D)` or `(N, D)` inputs, so float32 costs nothing measurable next to the trunk. A model whose weights
+    are themselves bfloat16 (no autocast) runs its heads in bfloat16.
     """
     with torch.autocast(hidden.device.type, enabled=False):
         return head(hidden.to(next(head.parameters()).dtype))
@@ -966,7 +967,7 @@ class RGNetAnchorDecoder(nn.Module):
             content = layer(content, query_position, query_sine, memory, memory_position, memory_bias)
             hidden_states.append(self.layernorm(content))
             if index < len(self.anchor_update_heads):
-                offsets = run_head_in_float32(self.anchor_update_heads[index], content)
+                offsets = run_head_without_autocast(self.anchor_update_heads[index], content)
                 updated = (offsets + inverse_sigmoid(anchors)).sigmoid()
                 reference_anchors.append(updated)
                 anchors = updated.detach()
@@ -1389,13 +1390,14 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             video_pair_index=video_pair_index,
         )
         decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, G, Q, D)
-        # The prediction heads and the span arithmetic run in float32 under autocast (see `run_head_in_float32`).
-        all_logits = run_head_in_float32(self.class_head, decoder_hidden_states)  # (L, G, Q, 2)
-        span_offsets = run_head_in_float32(self.span_head, decoder_hidden_states).float()
+        # The prediction heads run outside autocast (float32 for float32 weights, see `run_head_without_autocast`) and
+        # the span arithmetic in float32.
+        all_logits = run_head_without_autocast(self.class_head, decoder_hidden_states)  # (L, G, Q, 2)
+        span_offsets = run_head_without_autocast(self.span_head, decoder_hidden_states).float()
         all_spans = (span_offsets + inverse_sigmoid(model_outputs.reference_anchors.float())).sigmoid()
         global_hidden = model_outputs.global_hidden_state
         frame_hidden = model_outputs.encoder_last_hidden_state
-        window_logits = run_head_in_float32(self.retrieval_head, global_hidden)  # (N, 1)
+        window_logits = run_head_without_autocast(self.retrieval_head, global_hidden)  # (N, 1)
         grounded_global = global_hidden if grounding_pair_index is None else global_hidden[grounding_pair_index]
         saliency_scores = (
             self.saliency_frame_proj(frame_hidden) * self.saliency_global_proj(grounded_global)[:, None]
@@ -1440,6 +1442,6 @@ __all__ = [
     "anchor_sine_embedding",
     "build_selector_attention_bias",
     "inverse_sigmoid",
-    "run_head_in_float32",
+    "run_head_without_autocast",
     "video_sine_position_encoding",
 ]

@@ -740,8 +740,9 @@ def frame_query_similarities(
 ) -> torch.Tensor:
     """Cosine similarity of every frame with every query: one matrix product for all queries of a video.
 
-    Products are accumulated in float64 and rounded to float32 once, so a query's column does not depend on which
-    other queries share the product (a float32 product's summation order may change with the number of columns).
+    Raw frames are normalised and the products accumulated in float64, then rounded to float32 once, so a query's
+    column does not depend on which other queries share the product or on the device that computed it (a float32
+    product's summation order changes with the number of columns and between CPU and GPU kernels).
 
     Args:
         video_features (`torch.Tensor` of shape `(T, Dv)`): Raw frame features, or the output of
@@ -752,10 +753,13 @@ def frame_query_similarities(
     Returns:
         `torch.FloatTensor` of shape `(T, Nq)`, or `(T,)` for a single `(Dc,)` embedding.
     """
-    frames = video_features if frames_normalized else normalize_frames(video_features)
-    queries = normalize_sentence_embeddings(sentence_embeddings)
-    queries = queries.double()
-    return (frames.double() @ (queries.T if queries.ndim == 2 else queries)).float()
+    if frames_normalized:
+        frames = video_features.double()
+    else:  # normalize_frames in float64 (float32 values, float64 arithmetic)
+        frames = video_features.float().double()
+        frames = frames / frames.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
+    queries = normalize_sentence_embeddings(sentence_embeddings).double()
+    return (frames @ (queries.T if queries.ndim == 2 else queries)).float()
 
 
 def _span_top_k_sum(
@@ -983,6 +987,13 @@ def post_process_query(
         if video_features is None or sentence_embedding is None:
             raise ValueError("`video_features` and `sentence_embedding` are needed when `frame_similarities` is None.")
         frame_similarities = frame_query_similarities(video_features, sentence_embedding)
+    frame_similarities = torch.as_tensor(frame_similarities).detach().cpu().float()
+    needed = int(np.max(np.asarray(window_offsets, dtype=np.int64) + np.asarray(window_lengths, dtype=np.int64)))
+    if frame_similarities.ndim != 1 or frame_similarities.shape[0] < needed:
+        raise ValueError(
+            f"`frame_similarities` must be one query's cosines for every frame, shape (T,) with T >= {needed}, got "
+            f"{tuple(frame_similarities.shape)}."
+        )
     matches = _span_top_k_sum(frame_similarities, offsets, lengths, frame_starts, frame_ends, matching_top_k_frames)
     if scale_matching_by_window_score:
         matches = matches * kept_scores[:, None]
@@ -1496,6 +1507,8 @@ class RGNetProcessor(ProcessorMixin):
         if window_logits.shape[1] != 1:
             raise ValueError(f"`outputs.window_logits` must have shape (N, 1), got {tuple(window_logits.shape)}.")
         video = _as_float_tensor(video_features, "video_features", keep_device=True)
+        if video.device.type == "mps":  # no float64 there
+            video = video.cpu()
         if video.ndim != 2 or video.shape[0] != window_metadata.num_frames:
             raise ValueError(
                 f"`video_features` must have shape ({window_metadata.num_frames}, Dv) like the processed video, "
@@ -1526,7 +1539,7 @@ class RGNetProcessor(ProcessorMixin):
             raise ValueError(f"`window_metadata` must hold every window exactly once for query {query}.")
         rows_of_query = torch.from_numpy(order.reshape(num_queries, num_windows))
         # One product for all queries (the per-frame cosine of the matching score); frames normalised once.
-        similarities = frame_query_similarities(video, embeddings).cpu()  # (T, Nq), on the video's device
+        similarities = frame_query_similarities(video, embeddings).cpu()  # (T, Nq): computed where the video is
         results = []
         for query in range(num_queries):  # per query: fusion, merge and NMS are sequential
             rows = rows_of_query[query]

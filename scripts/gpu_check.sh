@@ -18,13 +18,14 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 python=${PYTHON:-python3}
 install() { "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@"; }
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}  # where the carried wheels go
 if compgen -G ".whl/*.whl" > /dev/null; then
     install .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 imports="import datasets, evaluate, scipy, einops, accelerate, modeling_rgnet, processing_rgnet, training_rgnet"
 imports+=", scripts.benchmark_model"
-if ! "$python" -c "$imports"; then  # one fallback wheel at a time (pyarrow sorts first), until the imports work
+if ! "$python" -c "$imports" && compgen -G ".whl/fallback/*.whl" > /dev/null; then
+    # One fallback wheel at a time (pyarrow sorts first), until the imports work.
     for wheel in .whl/fallback/*.whl; do
         echo "installing fallback $wheel"
         install "$wheel" && "$python" -c "$imports" && break
@@ -41,7 +42,10 @@ datasets.__version__, pyarrow.__version__)"
 status=0
 timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_modeling_rgnet.py \
     tests/test_modeling_rgnet_fast_paths.py 2>&1 | tee "$out/gpu_tests.log" || status=1
-benchmark() { "$python" scripts/benchmark_model.py --device cuda "$@" 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1; }
+benchmark() {  # each run at most ${RGNET_STEP_TIMEOUT:-400} s, so that a hung one leaves the later ones their time
+    timeout "${RGNET_STEP_TIMEOUT:-400}" "$python" scripts/benchmark_model.py --device cuda "$@" 2>&1 \
+        | tee -a "$out/gpu_benchmark.log" || status=1
+}
 benchmark --steps 5 --warmup 2 --output "$out/model_cuda.json"
 # Agreement: 128 queries per video, one forward per 16 queries (16 × 81 MAD windows = 1296 pairs).
 many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1296)
@@ -49,8 +53,8 @@ benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps
     --output "$out/model_cuda_agreement.json"
 if [[ -n "${RGNET_TRAINED_MODEL:-}" ]]; then
     "$python" scripts/make_synthetic_dataset.py --seed "${RGNET_TRAINED_SEED:-0}" --output /tmp/rgnet-synthetic \
-        --no-progress --reuse 2>&1 | tee -a "$out/gpu_benchmark.log"
-    "$python" scripts/benchmark_precision.py --model_dir "$RGNET_TRAINED_MODEL" --dataset_dir /tmp/rgnet-synthetic \
+        --no-progress --reuse 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1
+    timeout 300 "$python" scripts/benchmark_precision.py --model_dir "$RGNET_TRAINED_MODEL" --dataset_dir /tmp/rgnet-synthetic \
         --split test,validation --device cuda --output "$out/model_cuda_precision_trained.json" 2>&1 \
         | tee -a "$out/gpu_benchmark.log" || status=1
 fi

@@ -86,3 +86,8 @@ def test_top1_agreement_counts_the_same_proposal_with_overlapping_seconds():
     assert report["same_top1_source"] == 3 and report["same_top1_window"] == 3
     assert report["identical_seconds"] == 3 and report["iou_at_least_0.5"] == 4
     assert report["iou_min"] == 0.75
+
+
+def test_top1_agreement_needs_queries():
+    with pytest.raises(ValueError, match="at least one query"):
+        top1_agreement([], [])

@@ -9,6 +9,7 @@ import torch
 
 import modeling_rgnet
 from modeling_rgnet import RGNetForVideoGrounding
+from processing_rgnet import RGNetProcessor
 from tests.test_modeling_rgnet import RGNetModelTester
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -95,3 +96,30 @@ def test_training_with_dropout_fits_one_batch(tester, device, precision):
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses  # about 0.5 on CPU
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_post_processing_with_the_video_on_the_device_matches_the_cpu(device):
+    """The matching score's frame-query product runs where the video is; float64 accumulation keeps every ranking
+    the same as on the CPU."""
+    generator = torch.Generator().manual_seed(3)
+    processor = RGNetProcessor(max_window_frames=20, window_stride=10, top_k_windows=4, max_predictions=10)
+    video = torch.randn(95, 8, generator=generator)
+    batch = processor(video_features=video, text_features=[torch.randn(4, 6, generator=generator) for _ in range(3)])
+    num_pairs = batch.window_metadata.num_pairs
+    outputs = {
+        "logits": torch.randn(num_pairs, 5, 2, generator=generator),
+        "pred_spans": 0.1 + 0.5 * torch.rand(num_pairs, 5, 2, generator=generator),
+        "window_logits": torch.randn(num_pairs, 1, generator=generator),
+    }
+    sentences = torch.randn(3, 8, generator=generator)
+    metadata = batch.window_metadata
+    reference = processor.post_process_video_grounding(
+        outputs, metadata, video_features=video, sentence_embeddings=sentences
+    )
+    on_device = processor.post_process_video_grounding(
+        to_device(outputs, device), metadata, video_features=video.to(device), sentence_embeddings=sentences
+    )
+    for expected, result in zip(reference, on_device, strict=True):
+        for name in ("predictions", "prediction_sources", "window_ranking"):
+            assert torch.equal(result[name], expected[name]), name

@@ -29,7 +29,6 @@ from processing_rgnet import (
     merge_identical_spans,
     moment_to_frames,
     normalize_ego4d_query,
-    normalize_frames,
     normalize_mad_query,
     normalize_query,
     positive_window_range,
@@ -962,7 +961,7 @@ def test_frame_similarities_of_all_queries_give_the_same_rankings(postprocess_fi
     others = torch.randn(37, sentence.shape[0], generator=torch.Generator().manual_seed(0))
     for position in (0, 20, 37):
         embeddings = torch.cat([others[:position], sentence[None], others[position:]])
-        similarities = frame_query_similarities(normalize_frames(video), embeddings, frames_normalized=True)
+        similarities = frame_query_similarities(video, embeddings)
         shared = post_process_query(
             *arrays, offsets, lengths, None, None, frame_similarities=similarities[:, position], **common
         )
@@ -1007,6 +1006,24 @@ def test_prediction_sources_name_the_window_and_slot_of_each_moment(postprocess_
         assert end == round(float(((center + width / 2) * n + w0) * delta), 4)
         expected = logits[window, slot].float().softmax(-1)[0] * window_scores[window]
         assert proposal == round(float(expected), 4)
+
+
+def test_frame_similarities_must_be_one_query_over_every_frame(postprocess_fixture):
+    _, inputs, queries = postprocess_fixture
+    index = queries["annA_0"]["index"]
+    offsets, lengths = enumerate_windows(queries["annA_0"]["num_frames"], 40, 20)
+    arrays = [torch.from_numpy(inputs[f"q{index}.{name}"]) for name in ("logits", "pred_spans", "window_logits")]
+    settings = dict(
+        nms_threshold=0.5,
+        max_candidates_before_nms=200,
+        max_predictions=100,
+        matching_top_k_frames=3,
+        **FIXTURE_SETTINGS[sorted(FIXTURE_SETTINGS)[0]],
+    )
+    num_frames = int((offsets + lengths).max())
+    for wrong in (torch.zeros(num_frames, 2), torch.zeros(num_frames - 1)):
+        with pytest.raises(ValueError, match="frame_similarities"):
+            post_process_query(*arrays, offsets, lengths, None, None, frame_similarities=wrong, **settings)
 
 
 def test_post_process_query_needs_video_or_similarities(postprocess_fixture):
