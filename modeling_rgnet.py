@@ -264,9 +264,7 @@ def build_selector_attention_bias(
     valid = sequence_mask.bool()
     num_pairs, length = not_selected.shape
     minimum = torch.finfo(dtype).min
-    key_bias = torch.zeros(num_pairs, 1, length, dtype=dtype, device=valid.device).masked_fill_(
-        ~valid[:, None], minimum
-    )
+    key_bias = padding_bias(valid, dtype)[:, 0]  # (N, 1, S)
     # Rows padded to a multiple of 8 elements: CUDA's memory-efficient attention then reads the bias in place
     # instead of copying it into an aligned buffer in every layer.
     padded_length = -(-length // 8) * 8
