@@ -721,44 +721,33 @@ def rank_windows(window_scores: torch.Tensor) -> torch.Tensor:
     return torch.sort(window_scores, descending=True, stable=True).indices
 
 
-def normalize_frames(video_features: torch.Tensor) -> torch.Tensor:
-    """L2-normalised frame features in float32, as the matching score uses them: `x / max(‖x‖, 1e-12)`."""
-    frames = video_features.float()
-    return frames / frames.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
-
-
 def normalize_sentence_embeddings(sentence_embeddings: torch.Tensor) -> torch.Tensor:
     """Sentence embeddings as the matching score uses them: first `x/(‖x‖ + 1e-5)` as the loader does, then exactly
     L2-normalised (`x / max(‖x‖, 1e-12)`), in float32, along the last dimension."""
-    query = sentence_embeddings.float()
-    query = query / (query.norm(dim=-1, keepdim=True) + TEXT_NORM_EPS)
+    query = l2_normalize_text_features(sentence_embeddings.float())
     return query / query.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
 
 
-def frame_query_similarities(
-    video_features: torch.Tensor, sentence_embeddings: torch.Tensor, *, frames_normalized: bool = False
-) -> torch.Tensor:
+def frame_query_similarities(video_features: torch.Tensor, sentence_embeddings: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of every frame with every query: one matrix product for all queries of a video.
 
-    Raw frames are normalised and the products accumulated in float64, then rounded to float32 once, so a query's
-    column does not depend on which other queries share the product or on the device that computed it (a float32
-    product's summation order changes with the number of columns and between CPU and GPU kernels).
+    Frames (`x / max(‖x‖, 1e-12)`) are normalised and the products accumulated in float64, then rounded to float32
+    once, so a query's column does not depend on which other queries share the product or on the device that
+    computed it (a float32 product's summation order changes with the number of columns and between CPU and GPU
+    kernels). It runs on the device of `video_features`, except on MPS (no float64 there), where it runs on the CPU.
 
     Args:
-        video_features (`torch.Tensor` of shape `(T, Dv)`): Raw frame features, or the output of
-            [`normalize_frames`] with `frames_normalized=True`.
+        video_features (`torch.Tensor` of shape `(T, Dv)`): Raw frame features.
         sentence_embeddings (`torch.Tensor` of shape `(Nq, Dc)` or `(Dc,)`): Sentence embeddings, `Dc == Dv`.
-        frames_normalized (`bool`, *optional*): `video_features` already went through [`normalize_frames`].
 
     Returns:
         `torch.FloatTensor` of shape `(T, Nq)`, or `(T,)` for a single `(Dc,)` embedding.
     """
-    if frames_normalized:
-        frames = video_features.double()
-    else:  # normalize_frames in float64 (float32 values, float64 arithmetic)
-        frames = video_features.float().double()
-        frames = frames / frames.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
-    queries = normalize_sentence_embeddings(sentence_embeddings).double()
+    if video_features.device.type == "mps":
+        video_features = video_features.cpu()
+    frames = video_features.float().double()  # float32 values, float64 arithmetic
+    frames = frames / frames.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
+    queries = normalize_sentence_embeddings(sentence_embeddings.to(frames.device)).double()
     return (frames @ (queries.T if queries.ndim == 2 else queries)).float()
 
 
@@ -788,8 +777,6 @@ def matching_scores(
     frame_starts: torch.Tensor,
     frame_ends: torch.Tensor,
     top_k_frames: int,
-    *,
-    frames_normalized: bool = False,
 ) -> torch.Tensor:
     """Matching score of spec §7.4: sum of the `min(#frames, k)` best cosine similarities in each span's frames.
 
@@ -798,20 +785,18 @@ def matching_scores(
     where this differs from the original (whose padded frames gave NaN, spec §7.4). An empty range scores 0.
 
     Args:
-        video_features (`torch.Tensor` of shape `(T, Dv)`): The video's raw frame features, or the output of
-            [`normalize_frames`] with `frames_normalized=True` (normalising once serves every query of a video).
+        video_features (`torch.Tensor` of shape `(T, Dv)`): The video's raw frame features.
         sentence_embedding (`torch.Tensor` of shape `(Dc,)`): The query's sentence embedding, `Dc == Dv`.
         window_offsets (`torch.LongTensor` of shape `(K,)`): First frame of each window.
         window_lengths (`torch.LongTensor` of shape `(K,)`): Valid length of each window.
         frame_starts (`torch.LongTensor` of shape `(K, Q)`): First frame of each span, window-relative, `≥ 0`.
         frame_ends (`torch.LongTensor` of shape `(K, Q)`): End frame (exclusive), window-relative, `≤ n`.
         top_k_frames (`int`): `k`.
-        frames_normalized (`bool`, *optional*): `video_features` already went through [`normalize_frames`].
 
     Returns:
         `torch.FloatTensor` of shape `(K, Q)`.
     """
-    cosine = frame_query_similarities(video_features, sentence_embedding, frames_normalized=frames_normalized)  # (T,)
+    cosine = frame_query_similarities(video_features, sentence_embedding)  # (T,)
     return _span_top_k_sum(cosine, window_offsets, window_lengths, frame_starts, frame_ends, top_k_frames)
 
 
@@ -1507,14 +1492,12 @@ class RGNetProcessor(ProcessorMixin):
         if window_logits.shape[1] != 1:
             raise ValueError(f"`outputs.window_logits` must have shape (N, 1), got {tuple(window_logits.shape)}.")
         video = _as_float_tensor(video_features, "video_features", keep_device=True)
-        if video.device.type == "mps":  # no float64 there
-            video = video.cpu()
         if video.ndim != 2 or video.shape[0] != window_metadata.num_frames:
             raise ValueError(
                 f"`video_features` must have shape ({window_metadata.num_frames}, Dv) like the processed video, "
                 f"got {tuple(video.shape)}."
             )
-        embeddings = _as_float_tensor(sentence_embeddings, "sentence_embeddings").to(video.device)
+        embeddings = _as_float_tensor(sentence_embeddings, "sentence_embeddings")
         if embeddings.ndim == 1:
             embeddings = embeddings[None, :]
         if embeddings.shape != (window_metadata.num_queries, video.shape[1]):
@@ -1538,7 +1521,7 @@ class RGNetProcessor(ProcessorMixin):
             query = int(np.flatnonzero(~complete.all(axis=1))[0])
             raise ValueError(f"`window_metadata` must hold every window exactly once for query {query}.")
         rows_of_query = torch.from_numpy(order.reshape(num_queries, num_windows))
-        # One product for all queries (the per-frame cosine of the matching score); frames normalised once.
+        # One product for all queries (the per-frame cosine of the matching score).
         similarities = frame_query_similarities(video, embeddings).cpu()  # (T, Nq): computed where the video is
         results = []
         for query in range(num_queries):  # per query: fusion, merge and NMS are sequential
@@ -1743,7 +1726,6 @@ __all__ = [
     "min_max_normalize",
     "moment_to_frames",
     "normalize_ego4d_query",
-    "normalize_frames",
     "normalize_mad_query",
     "normalize_query",
     "normalize_sentence_embeddings",
