@@ -54,6 +54,7 @@ import re
 import resource
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -542,7 +543,7 @@ def benchmark_inference(
         "chunk_pairs": args.chunk_pairs,
         "compiled": args.compile,
     }
-    top1: dict[tuple[str, str], list] = {}
+    top1_moments: dict[tuple[str, str], list] = {}
     for pipeline in args.pipelines:
         for precision in precisions:
             runs = []
@@ -553,7 +554,7 @@ def benchmark_inference(
                     )
                     if index >= args.warmup:
                         runs.append({**stages, "total_s": sum(stages.values())})
-            top1[pipeline, precision] = [_top1(query) for query in results]
+            top1_moments[pipeline, precision] = [top1(query) for query in results]
             total = [run["total_s"] for run in runs]
             median = float(np.median(total))
             model_s = float(np.median([run["model_s"] for run in runs]))
@@ -581,10 +582,10 @@ def benchmark_inference(
         )
 
     def agreement(first, second):
-        return top1_agreement(top1[first], top1[second])
+        return top1_agreement(top1_moments[first], top1_moments[second])
 
     for pipeline in args.pipelines:  # reduced precision against fp32 (target: >= 0.99 kept)
-        if (pipeline, "fp32") in top1 and (pipeline, "bf16") in top1:
+        if (pipeline, "fp32") in top1_moments and (pipeline, "bf16") in top1_moments:
             result[f"{pipeline}_bf16_top1_agreement"] = agreement((pipeline, "fp32"), (pipeline, "bf16"))
     if len(args.pipelines) == 2:  # the two pipelines compute the same predictions
         result["pipelines_top1_agreement"] = {
@@ -615,14 +616,15 @@ def _write_profile(path: Path, title: str, device: torch.device, run) -> None:
         file.write(events.table(sort_by="self_cpu_time_total", row_limit=30) + "\n")
 
 
-def _top1(query: dict[str, torch.Tensor]) -> dict[str, Any] | None:
-    """A query's first moment: its seconds, its source `[window, slot]`, and the top-ranked window."""
-    if not len(query["spans"]):
+def top1(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A query's first moment: its seconds, its source `[window, slot]`, and the top-ranked window, from a
+    post-processing result (tensors) or a `predict_long_videos` record (lists); `None` without predictions."""
+    if not len(result["predictions"]):
         return None
     return {
-        "span": query["spans"][0].tolist(),
-        "source": query["prediction_sources"][0].tolist(),
-        "window": int(query["window_ranking"][0]),
+        "span": [float(value) for value in result["predictions"][0][:2]],
+        "source": [int(value) for value in result["prediction_sources"][0]],
+        "window": int(result["window_ranking"][0]),
     }
 
 

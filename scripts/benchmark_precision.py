@@ -34,18 +34,8 @@ if str(REPO_ROOT) not in sys.path:
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
-from scripts.benchmark_model import environment_info, top1_agreement  # noqa: E402
+from scripts.benchmark_model import environment_info, top1, top1_agreement  # noqa: E402
 from training_rgnet import predict_long_videos, score_predictions  # noqa: E402
-
-
-def _top1(prediction: dict[str, Any]) -> dict[str, Any] | None:
-    if not prediction["predictions"]:
-        return None
-    return {
-        "span": prediction["predictions"][0][:2],
-        "source": prediction["prediction_sources"][0],
-        "window": prediction["window_ranking"][0],
-    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -80,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "queries": len(table),
         "videos": len(set(table["video_id"])),
     }
-    top1 = {}
+    top1_moments = {}
     for precision in ("fp32", "bf16"):
         for _ in ("warmup", "timed"):
             if device.type == "cuda":
@@ -96,8 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "queries_per_s": round(len(table) / seconds, 2),
             "metrics": score_predictions(predictions, table, processor, args.metric_config),
         }
-        top1[precision] = [_top1(prediction) for prediction in predictions]
-    report["bf16_top1_agreement"] = top1_agreement(top1["fp32"], top1["bf16"])
+        top1_moments[precision] = [top1(prediction) for prediction in predictions]
+    report["bf16_top1_agreement"] = top1_agreement(top1_moments["fp32"], top1_moments["bf16"])
     print(json.dumps(report, indent=2))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
