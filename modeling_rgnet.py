@@ -22,7 +22,8 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
   come from numpy's PCG64 seeded by torch's generator (`_CPUKeepMasks`), so the same seed gives the same masks but
   not PyTorch's own dropout draws;
 * `grounding_pair_index` restricts the decoder, the fusion and the last retrieval-encoder layer's frame rows to the
-  pairs whose moments are needed (in `cross_pairs` training, the `B` positives of the `B²` pairs);
+  pairs whose moments are needed (in `cross_pairs` training, the `B` positives of the `B²` pairs); at inference
+  `top_k_windows` chooses them from the window scores (each query's best windows, the ones post-processing keeps);
 * `video_pair_index` lets `video_features` hold each distinct window once (many queries on one video), projected
   once outside training.
 """
@@ -30,6 +31,7 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +63,8 @@ class RGNetModelOutput(ModelOutput):
     """Hidden states of [`RGNetModel`] for a batch of `N` (query, window) pairs.
 
     The per-frame and decoder fields cover the `G` grounded pairs: all `N` pairs (`G = N`) unless `forward` was given
-    a `grounding_pair_index`, in which case row `g` belongs to pair `grounding_pair_index[g]`.
+    a `grounding_pair_index` or `choose_grounding_pairs`, in which case row `g` belongs to pair
+    `grounding_pair_index[g]`.
 
     Args:
         decoder_hidden_states (`torch.FloatTensor` of shape `(L, G, Q, D)`):
@@ -104,8 +107,9 @@ class RGNetVideoGroundingOutput(ModelOutput):
     """Predictions of [`RGNetForVideoGrounding`] for a batch of `N` (query, window) pairs.
 
     Moment predictions, saliency and decoder states cover the `G` grounded pairs: all `N` pairs (`G = N`) unless
-    `forward` was given a `grounding_pair_index`, in which case row `g` belongs to pair `grounding_pair_index[g]`.
-    `window_logits`, `frame_selection`, `selector_logits` and `global_hidden_state` always cover all `N` pairs.
+    `forward` was given a `grounding_pair_index` or `top_k_windows`, in which case row `g` belongs to pair
+    `grounding_pair_index[g]`. `window_logits`, `frame_selection`, `selector_logits` and `global_hidden_state` always
+    cover all `N` pairs.
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
@@ -799,31 +803,49 @@ class RGNetRetrievalEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(RGNetRetrievalEncoderLayer(config) for _ in range(config.num_encoder_layers))
 
-    def forward(self, sequence_hidden, sequence_position, attention_bias, grounding_pair_index=None):
+    def forward(
+        self,
+        sequence_hidden,
+        sequence_position,
+        attention_bias,
+        grounding_pair_index=None,
+        choose_grounding_pairs=None,
+    ):
         """
         Args:
             sequence_hidden, sequence_position, attention_bias: see [`RGNetRetrievalEncoderLayer`].
             grounding_pair_index (`torch.LongTensor` of shape `(G,)`, *optional*): pairs whose frame states are
                 needed; for the others the last layer computes only the global token's row. `None` = all pairs.
+            choose_grounding_pairs (`Callable`, *optional*): instead of `grounding_pair_index`, a function of the
+                global states `(N, D)` of every pair (from the last layer's global row alone) returning the pairs to
+                ground; the returned global states are then those rows for every pair.
 
         Returns:
-            `(sequence_hidden (G, 1 + Lv, D), global_hidden (N, D))`, `G = N` without `grounding_pair_index`.
+            `(sequence_hidden (G, 1 + Lv, D), global_hidden (N, D), grounding_pair_index (G,) or None)`, `G = N`
+            when neither `grounding_pair_index` nor `choose_grounding_pairs` is given.
         """
         *first_layers, last_layer = self.layers
         for layer in first_layers:
             sequence_hidden = layer(sequence_hidden, sequence_position, attention_bias)
-        if grounding_pair_index is None:
+        if grounding_pair_index is None and choose_grounding_pairs is None:
             sequence_hidden = last_layer(sequence_hidden, sequence_position, attention_bias)
-            return sequence_hidden, sequence_hidden[:, 0]
-        grounded_hidden = last_layer(
-            sequence_hidden[grounding_pair_index],
-            sequence_position[grounding_pair_index],
-            attention_bias[grounding_pair_index],
-        )  # (G, 1 + Lv, D)
-        # The global row of every pair (cheaper than gathering the others; the G grounded rows are recomputed
-        # and replaced by the full layer's own, so each pair's global state and frames come from one computation).
-        global_rows = last_layer(sequence_hidden, sequence_position, attention_bias, global_only=True)  # (N, 1, D)
-        return grounded_hidden, global_rows[:, 0].index_copy(0, grounding_pair_index, grounded_hidden[:, 0])
+            return sequence_hidden, sequence_hidden[:, 0], None
+
+        def last_layer_on(index):  # (G, 1 + Lv, D): the full last layer on the chosen pairs
+            return last_layer(sequence_hidden[index], sequence_position[index], attention_bias[index])
+
+        def global_rows():  # (N, D): the last layer's global row alone, for every pair (far cheaper than all rows)
+            return last_layer(sequence_hidden, sequence_position, attention_bias, global_only=True)[:, 0]
+
+        if choose_grounding_pairs is not None:  # chosen pairs keep the global rows they were chosen by
+            global_hidden = global_rows()
+            grounding_pair_index = choose_grounding_pairs(global_hidden)
+            return last_layer_on(grounding_pair_index), global_hidden, grounding_pair_index
+        # Given pairs take their global rows from the full layer, so each pair's global state and frames come from
+        # one computation.
+        grounded_hidden = last_layer_on(grounding_pair_index)
+        global_hidden = global_rows().index_copy(0, grounding_pair_index, grounded_hidden[:, 0])
+        return grounded_hidden, global_hidden, grounding_pair_index
 
 
 # ---- Anchor decoder (spec §5.7) ----
@@ -1146,19 +1168,7 @@ class RGNetModel(RGNetPreTrainedModel):
             if tuple(selector_noise.shape) != expected:
                 raise ValueError(f"`selector_noise` must have shape {expected}; got {tuple(selector_noise.shape)}.")
         if grounding_pair_index is not None:
-            index = grounding_pair_index
-            if (
-                not isinstance(index, torch.Tensor)
-                or index.dtype != torch.int64
-                or index.ndim != 1
-                or index.numel() == 0
-                or bool(((index < 0) | (index >= num_pairs)).any())
-                or index.unique().numel() != index.numel()
-            ):
-                raise ValueError(
-                    f"`grounding_pair_index` must be a 1-D int64 tensor of distinct pair indices in [0, {num_pairs}); "
-                    f"got {index!r}."
-                )
+            _check_grounding_pair_index(grounding_pair_index, num_pairs)
 
     def forward(
         self,
@@ -1171,6 +1181,7 @@ class RGNetModel(RGNetPreTrainedModel):
         selector_noise: torch.Tensor | None = None,
         grounding_pair_index: torch.Tensor | None = None,
         video_pair_index: torch.Tensor | None = None,
+        choose_grounding_pairs: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> RGNetModelOutput:
         r"""
         Args:
@@ -1198,8 +1209,16 @@ class RGNetModel(RGNetPreTrainedModel):
                 Window of each pair when `video_features` holds each of `W` distinct windows once (many queries on one
                 video; `"cross_pairs"` batches, whose pair `i·B + j` uses window `j`). Outside training with input
                 dropout, each window is then projected once. `None` (default): `video_features` is per pair.
+            choose_grounding_pairs (`Callable`, *optional*):
+                Chooses the grounded pairs from the pairs' global states instead of `grounding_pair_index`: called
+                with the global token state `(N, D)` of every pair after the retrieval encoder (its last layer run on
+                the global row alone), it returns the `grounding_pair_index`; those global states are the ones
+                returned. [`RGNetForVideoGrounding`] uses it to ground only each query's best windows
+                (`top_k_windows`).
         """
         config = self.config
+        if grounding_pair_index is not None and choose_grounding_pairs is not None:
+            raise ValueError("Pass either `grounding_pair_index` or `choose_grounding_pairs`, not both.")
         if input_ids is not None:
             if text_features is not None:
                 raise ValueError("Pass either `text_features` or `input_ids`, not both.")
@@ -1256,9 +1275,11 @@ class RGNetModel(RGNetPreTrainedModel):
         selector_bias = build_selector_attention_bias(
             gate, sequence_mask, config.selector_attention_mode, compute_dtype
         )
-        sequence_hidden, global_hidden = self.encoder(
-            sequence_hidden, sequence_position, selector_bias, grounding_pair_index
-        )  # (G, 1 + Lv, D), (N, D)
+        sequence_hidden, global_hidden, grounding_pair_index = self.encoder(
+            sequence_hidden, sequence_position, selector_bias, grounding_pair_index, choose_grounding_pairs
+        )  # (G, 1 + Lv, D), (N, D), (G,) or None
+        if choose_grounding_pairs is not None:
+            _check_grounding_pair_index(grounding_pair_index, num_pairs)
         frame_gate = gate[:, 1:]  # (N, Lv)
 
         # Fusion of the global context into the selected frames (§5.6); the selector's only gradient path.
@@ -1289,6 +1310,21 @@ class RGNetModel(RGNetPreTrainedModel):
         )
 
 
+def _check_grounding_pair_index(index, num_pairs: int) -> None:
+    if (
+        not isinstance(index, torch.Tensor)
+        or index.dtype != torch.int64
+        or index.ndim != 1
+        or index.numel() == 0
+        or bool(((index < 0) | (index >= num_pairs)).any())
+        or index.unique().numel() != index.numel()
+    ):
+        raise ValueError(
+            f"`grounding_pair_index` must be a 1-D int64 tensor of distinct pair indices in [0, {num_pairs}); "
+            f"got {index!r}."
+        )
+
+
 def _all_finite(tensor: torch.Tensor) -> bool:
     """Whether every value is finite, in one reading pass (NaN and ±inf reach the extremes; no mask of the input's
     size is built, unlike `isfinite(x).all()`)."""
@@ -1306,6 +1342,40 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 
 
 # ---- Heads and loss (spec §5.8, §6) ----
+
+
+# Window scores within this distance of a query's k-th best are grounded too: post-processing ranks windows by
+# float32 `σ(ρ)` on the CPU (spec §7.5), which may differ from the float64 score here by a few float32 ulps (< 1e-6),
+# so every window it keeps is among the grounded ones, ties at the cut included.
+TOP_WINDOW_SCORE_TOLERANCE = 1e-6
+
+
+def select_top_windows(window_logits: torch.Tensor, pair_query_index: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Pairs holding each query's `top_k` best windows by score `σ(ρ)`, plus windows within 1e-6 of its k-th score.
+
+    The windows that inference post-processing pools (spec §7 step 3) are always among them, whatever the device
+    and batching, so grounding only these pairs changes no prediction. Vectorised over queries (two stable sorts).
+
+    Args:
+        window_logits (`torch.Tensor` of shape `(N, 1)` or `(N,)`): Retrieval logits `ρ` of the pairs.
+        pair_query_index (`torch.LongTensor` of shape `(N,)`): Query of each pair (any integer labels).
+        top_k (`int`): Windows kept per query.
+
+    Returns:
+        `torch.LongTensor` of shape `(G,)`: the chosen pairs, ascending.
+    """
+    logits = window_logits.detach().reshape(-1)
+    if logits.device.type == "mps":  # no float64 there
+        logits = logits.cpu()
+    scores = logits.double().sigmoid()  # (N,)
+    queries = torch.unique(pair_query_index.to(scores.device), return_inverse=True)[1]  # (N,) in 0 … Nq − 1
+    order = torch.sort(scores, descending=True, stable=True).indices
+    order = order[torch.sort(queries[order], stable=True).indices]  # grouped by query, best window first
+    counts = torch.bincount(queries)  # (Nq,)
+    kth_position = counts.cumsum(0) - counts + counts.clamp(max=top_k) - 1
+    kth_score = scores[order[kth_position]]  # (Nq,)
+    chosen = (scores >= kth_score[queries] - TOP_WINDOW_SCORE_TOLERANCE).nonzero().flatten()
+    return chosen.to(window_logits.device)
 
 
 class RGNetForVideoGrounding(RGNetPreTrainedModel):
@@ -1342,6 +1412,8 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         selector_noise: torch.Tensor | None = None,
         grounding_pair_index: torch.Tensor | None = None,
         video_pair_index: torch.Tensor | None = None,
+        top_k_windows: int | None = None,
+        pair_query_index: torch.Tensor | None = None,
     ) -> RGNetVideoGroundingOutput:
         r"""
         Args:
@@ -1357,6 +1429,17 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
                 `batch_mode` (`"cross_pairs"` or `"paired_negative"`), `spans` `(B, 2)` target `(center, width)`
                 per positive window, `saliency_positive_frames` / `saliency_negative_frames` `(B, K)` frame indices
                 inside / outside the target. The pair count must follow the batch mode (see the class docstring).
+            top_k_windows (`int`, *optional*):
+                Inference on long videos: ground only each query's `top_k_windows` best-scored windows (and windows
+                tied with the last of them, see [`select_top_windows`]), the ones post-processing pools (spec §7
+                step 3; pass the processor's `top_k_windows`). Window logits are computed for every pair first (the
+                last retrieval-encoder layer on the global row alone); the last layer's frame rows, the fusion and the
+                decoder then run on the chosen pairs only, about 40 % less work on a 2-hour MAD movie (81 windows,
+                30 kept). Every window of a query must be in the same call. The `G`-row outputs then carry
+                `grounding_pair_index`, which post-processing reads. Not with `labels` or `grounding_pair_index`.
+            pair_query_index (`torch.LongTensor` of shape `(N,)`, *optional*):
+                Query of each pair, for `top_k_windows` (the processor's `window_metadata.pair_query_index`).
+                `None`: all pairs belong to one query.
 
         Example:
 
@@ -1376,6 +1459,13 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         num_pairs = video_features.shape[0] if video_pair_index is None else video_pair_index.shape[0]
         if labels is not None:
             validate_labels(labels, num_pairs=num_pairs, num_frames=video_features.shape[1])
+        choose_grounding_pairs = None
+        if top_k_windows is not None:
+            choose_grounding_pairs = self._top_windows_chooser(
+                top_k_windows, pair_query_index, num_pairs, labels, grounding_pair_index
+            )
+        elif pair_query_index is not None:
+            raise ValueError("`pair_query_index` is only used with `top_k_windows`.")
         model_outputs = self.model(
             video_features,
             video_mask,
@@ -1386,7 +1476,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             selector_noise=selector_noise,
             grounding_pair_index=grounding_pair_index,
             video_pair_index=video_pair_index,
+            choose_grounding_pairs=choose_grounding_pairs,
         )
+        grounding_pair_index = model_outputs.grounding_pair_index
         decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, G, Q, D)
         # The prediction heads run outside autocast (float32 for float32 weights, see `run_head_without_autocast`) and
         # the span arithmetic in float32.
@@ -1424,6 +1516,30 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             outputs.loss_dict = {**loss_terms, **metrics}
         return outputs
 
+    def _top_windows_chooser(self, top_k_windows, pair_query_index, num_pairs, labels, grounding_pair_index):
+        """The `choose_grounding_pairs` function of `top_k_windows` inference, after checking its arguments."""
+        if labels is not None or grounding_pair_index is not None:
+            raise ValueError("`top_k_windows` is for inference: pass neither `labels` nor `grounding_pair_index`.")
+        if isinstance(top_k_windows, bool) or not isinstance(top_k_windows, int) or top_k_windows < 1:
+            raise ValueError(f"`top_k_windows` must be a positive integer, got {top_k_windows!r}.")
+        if pair_query_index is None:
+            pair_query_index = torch.zeros(num_pairs, dtype=torch.int64)
+        elif (
+            not isinstance(pair_query_index, torch.Tensor)
+            or pair_query_index.dtype != torch.int64
+            or tuple(pair_query_index.shape) != (num_pairs,)
+        ):
+            raise ValueError(
+                f"`pair_query_index` must be an int64 tensor of shape ({num_pairs},) (the query of each pair); "
+                f"got {pair_query_index!r}."
+            )
+
+        def choose(global_hidden: torch.Tensor) -> torch.Tensor:
+            window_logits = run_head_without_autocast(self.retrieval_head, global_hidden)  # the values returned
+            return select_top_windows(window_logits, pair_query_index, top_k_windows)
+
+        return choose
+
 
 AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
 AutoModel.register(RGNetConfig, RGNetModel, exist_ok=True)
@@ -1441,5 +1557,6 @@ __all__ = [
     "build_selector_attention_bias",
     "inverse_sigmoid",
     "run_head_without_autocast",
+    "select_top_windows",
     "video_sine_position_encoding",
 ]

@@ -1431,7 +1431,9 @@ class RGNetProcessor(ProcessorMixin):
 
         Args:
             outputs: Model outputs with `logits` `(N, Q, 2)`, `pred_spans` `(N, Q, 2)` and `window_logits` `(N, 1)`
-                (an `RGNetVideoGroundingOutput` or a mapping).
+                (an `RGNetVideoGroundingOutput` or a mapping). With `grounding_pair_index` `(G,)` (the model run
+                with `top_k_windows`), `logits` and `pred_spans` hold only those `G` pairs, which must include every
+                window kept (`top_k_windows` here no larger than the model's).
             window_metadata ([`RGNetWindowMetadata`]): `inputs.window_metadata` of the processor call.
             video_features (`np.ndarray` or `torch.Tensor` of shape `(T, Dv)`): The same video features. A tensor on
                 an accelerator stays there: the frame-query product of the matching score (one for all queries) runs
@@ -1468,27 +1470,46 @@ class RGNetProcessor(ProcessorMixin):
         if scale_matching_by_window_score is None:
             scale_matching_by_window_score = self.scale_matching_by_window_score
 
-        def read_output(name: str) -> torch.Tensor:
-            value = outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
-            if value is None:
+        def field(name: str) -> Any:
+            return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
+
+        def read_output(name: str, rows: int) -> torch.Tensor:
+            if field(name) is None:
                 raise ValueError(f"`outputs` has no `{name}`.")
-            value = torch.as_tensor(value).detach().cpu().float()
-            if value.shape[0] != window_metadata.num_pairs:
-                raise ValueError(
-                    f"`outputs.{name}` has {value.shape[0]} rows but `window_metadata` describes "
-                    f"{window_metadata.num_pairs} pairs."
-                )
+            value = torch.as_tensor(field(name)).detach().cpu().float()
+            if value.shape[0] != rows:
+                raise ValueError(f"`outputs.{name}` has {value.shape[0]} rows for {rows} pairs.")
             if not _all_finite(value):
                 raise ValueError(f"`outputs.{name}` contains NaN or infinite values.")
             return value
 
-        logits, pred_spans = read_output("logits"), read_output("pred_spans")
-        window_logits = read_output("window_logits").reshape(window_metadata.num_pairs, -1)
+        # Moments of only some pairs (`top_k_windows` inference) are rows of `grounding_pair_index`; the other pairs
+        # get NaN moments, and every query's kept windows must be grounded (checked below).
+        num_pairs, index, grounded = window_metadata.num_pairs, field("grounding_pair_index"), None
+        if index is not None:
+            index = torch.as_tensor(index).detach().cpu()
+            if (
+                index.dtype != torch.int64
+                or index.ndim != 1
+                or not ((index >= 0) & (index < num_pairs)).all()
+                or index.unique().numel() != index.numel()
+            ):
+                raise ValueError(
+                    f"`outputs.grounding_pair_index` must hold distinct int64 pair indices in [0, {num_pairs}) "
+                    f"(`window_metadata` describes {num_pairs} pairs), got {index!r}."
+                )
+            grounded = torch.zeros(num_pairs, dtype=torch.bool).index_fill_(0, index, True)
+        moment_rows = num_pairs if index is None else len(index)
+        logits, pred_spans = read_output("logits", moment_rows), read_output("pred_spans", moment_rows)
+        window_logits = read_output("window_logits", num_pairs).reshape(num_pairs, -1)
         if logits.ndim != 3 or logits.shape[-1] != 2 or pred_spans.shape != logits.shape:
             raise ValueError(
                 f"`outputs.logits` and `outputs.pred_spans` must both have shape (N, Q, 2), got "
                 f"{tuple(logits.shape)} and {tuple(pred_spans.shape)}."
             )
+        if index is not None:
+            logits = logits.new_full((num_pairs, *logits.shape[1:]), float("nan")).index_copy_(0, index, logits)
+            pred_spans = torch.full_like(logits, float("nan")).index_copy_(0, index, pred_spans)
         if window_logits.shape[1] != 1:
             raise ValueError(f"`outputs.window_logits` must have shape (N, 1), got {tuple(window_logits.shape)}.")
         video = _as_float_tensor(video_features, "video_features", keep_device=True)
@@ -1526,6 +1547,17 @@ class RGNetProcessor(ProcessorMixin):
         results = []
         for query in range(num_queries):  # per query: fusion, merge and NMS are sequential
             rows = rows_of_query[query]
+            window_ranking = None
+            if grounded is not None:  # the windows kept must have been grounded
+                window_ranking = rank_windows(torch.sigmoid(window_logits[rows, 0]))
+                kept = window_ranking[: settings["top_k_windows"]]
+                missing = kept[~grounded[rows[kept]]]
+                if len(missing):
+                    raise ValueError(
+                        f"Query {query} keeps window(s) {missing.tolist()} among its `top_k_windows` = "
+                        f"{settings['top_k_windows']} best, but `outputs` has no moments for them "
+                        "(`outputs.grounding_pair_index`): run the model with `top_k_windows` at least as large."
+                    )
             results.append(
                 post_process_query(
                     logits[rows],
@@ -1540,6 +1572,7 @@ class RGNetProcessor(ProcessorMixin):
                     return_candidates=return_candidates,
                     return_single_score_rankings=return_single_score_rankings,
                     frame_similarities=similarities[:, query],
+                    window_ranking=window_ranking,
                     **settings,
                 )
             )

@@ -42,7 +42,6 @@ try:
         moment_to_frames,
         positive_window_range,
         read_training_example,
-        select_pairs,
     )
 except ImportError:
     from processing_rgnet import (
@@ -52,7 +51,6 @@ except ImportError:
         moment_to_frames,
         positive_window_range,
         read_training_example,
-        select_pairs,
     )
 
 logger = logging.get_logger(__name__)
@@ -327,11 +325,14 @@ def predict_long_videos(
     max_predictions: int | None = None,
     video_ids: Sequence[str] | None = None,
     progress: bool = True,
+    ground_all_windows: bool = False,
 ) -> list[dict[str, Any]]:
     """Ranked moments for every query of a table, from all windows of its video (spec §7).
 
-    Queries are grouped by video; each group is cut into chunks whose (query, window) pairs fit `pairs_per_batch`
-    forward passes, so memory stays bounded on hour-long videos. The model runs in eval mode on its own device.
+    Queries are grouped by video; each group is cut into chunks of whole queries whose (query, window) pairs fit
+    one forward pass of `pairs_per_batch` pairs (one query per pass when its video has more windows), so memory stays
+    bounded on hour-long videos. The model runs in eval mode on its own device and grounds only each query's
+    `processor.top_k_windows` best windows, the ones post-processing keeps (the model's `top_k_windows`).
 
     Args:
         model ([`RGNetForVideoGrounding`]): the model.
@@ -339,10 +340,12 @@ def predict_long_videos(
         queries (`datasets.Dataset`): rows with `query_id`, `video_id`, `text_features` (or `query` with a text
             encoder) and optionally `sentence_embedding` (without it the matching score is 0 for every span).
         feature_store: frames of each video (`read_frames`, `num_frames`).
-        pairs_per_batch (`int`, *optional*, defaults to 256): pairs per forward pass.
+        pairs_per_batch (`int`, *optional*, defaults to 256): pairs per forward pass (at least one query's windows).
         max_predictions (`int`, *optional*): moments kept per query (the processor's default otherwise).
         video_ids (`Sequence[str]`, *optional*): only these videos (e.g. one process's share).
         progress (`bool`, *optional*, defaults to `True`): show a progress bar over videos.
+        ground_all_windows (`bool`, *optional*, defaults to `False`): run the decoder on every window, not only the
+            kept ones (same predictions up to float32 rounding of the window scores; slower).
 
     Returns:
         `list[dict]` in table order (restricted to `video_ids`): `query_id`, `video_id`, `predictions` (rows
@@ -383,12 +386,15 @@ def predict_long_videos(
             )
             metadata = inputs.window_metadata
             tensors = {key: value.to(device) for key, value in inputs.items()}
-            outputs = defaultdict(list)
-            for first in range(0, metadata.num_pairs, pairs_per_batch):
-                predicted = model(**select_pairs(tensors, slice(first, first + pairs_per_batch)))
-                for name in ("logits", "pred_spans", "window_logits"):
-                    outputs[name].append(getattr(predicted, name).float().cpu())
-            outputs = {name: torch.cat(values) for name, values in outputs.items()}
+            if not ground_all_windows:  # every window of a query is ranked in the same pass
+                tensors["top_k_windows"] = processor.top_k_windows
+                tensors["pair_query_index"] = torch.from_numpy(metadata.pair_query_index).to(device)
+            predicted = model(**tensors)
+            outputs = {
+                name: getattr(predicted, name).float().cpu() for name in ("logits", "pred_spans", "window_logits")
+            }
+            if predicted.grounding_pair_index is not None:
+                outputs["grounding_pair_index"] = predicted.grounding_pair_index.cpu()
             if has_sentence:
                 sentences = np.stack(
                     [np.array(rows["sentence_embedding"][index], dtype=np.float32) for index in chunk]

@@ -10,8 +10,9 @@ Workloads (the shapes of `shared/docs/benchmarks.md`, random weights, synthetic 
 
 A training step is forward + loss + backward + gradient clipping (0.1) + AdamW. `cross_pairs` steps decode only
 the `B` positive pairs (`grounding_pair_index`, the other pairs only feed the retrieval loss) unless
-`--ground-all-pairs`. Inference runs the whole pipeline per video: windows and pairs → model (eval,
-`--inference-chunk-pairs` pairs per forward) → `processor.post_process_video_grounding` (window top-k, matching
+`--ground-all-pairs`. Inference runs the whole pipeline per video: windows and pairs → model (eval, whole
+queries in `--inference-chunk-pairs` pairs per forward, decoding only each query's `top_k_windows` best windows
+unless `--ground-all-windows`) → `processor.post_process_video_grounding` (window top-k, matching
 score, fusion, NMS), reporting each stage, through two routes (`--pipelines`): `processor`, the processor's
 `__call__` (every window repeated for every query, all of it sent to the device), and `shared_windows`, the
 processor's window enumeration with each window cut and sent once (`video_pair_index`), post-processed once per
@@ -422,15 +423,31 @@ def inference_inputs(config: RGNetConfig, workload: Workload, num_queries: int, 
     return video, texts, sentence_embeddings
 
 
-def _forward_in_chunks(model, num_pairs, chunk_pairs, device, precision, make_inputs) -> dict[str, torch.Tensor]:
-    """The outputs post-processing reads, for pairs `0 … N−1` in chunks of `chunk_pairs`, gathered on the CPU."""
-    collected = {"logits": [], "pred_spans": [], "window_logits": []}
+def _forward_in_chunks(model, num_queries, num_windows, device, precision, make_inputs, args) -> dict[str, Any]:
+    """The outputs post-processing reads for `num_queries` queries' query-major pairs, gathered on the CPU.
+
+    Each forward holds whole queries (`args.chunk_pairs // num_windows` of them, at least one) and grounds only each
+    query's `args.top_k_windows` best windows, unless `args.ground_all_windows`.
+    """
+    queries_per_forward = max(1, args.chunk_pairs // num_windows)
+    collected = {"logits": [], "pred_spans": [], "window_logits": [], "grounding_pair_index": []}
     with torch.no_grad(), _autocast(device, precision):
-        for first in range(0, num_pairs, chunk_pairs):
-            outputs = model(**make_inputs(slice(first, min(first + chunk_pairs, num_pairs))))
-            for key in collected:
+        for first in range(0, num_queries, queries_per_forward):
+            count = min(queries_per_forward, num_queries - first)
+            inputs = make_inputs(slice(first * num_windows, (first + count) * num_windows))
+            if not args.ground_all_windows:
+                inputs["top_k_windows"] = args.top_k_windows
+                inputs["pair_query_index"] = torch.arange(count, device=device).repeat_interleave(num_windows)
+            outputs = model(**inputs)
+            for key in ("logits", "pred_spans", "window_logits"):
                 collected[key].append(outputs[key].float())
-    return {key: torch.cat(values).cpu() for key, values in collected.items()}
+            if outputs.grounding_pair_index is not None:
+                collected["grounding_pair_index"].append(outputs.grounding_pair_index + first * num_windows)
+    grounding_pair_index = collected.pop("grounding_pair_index")
+    gathered = {key: torch.cat(values).cpu() for key, values in collected.items()}
+    if grounding_pair_index:
+        gathered["grounding_pair_index"] = torch.cat(grounding_pair_index).cpu()
+    return gathered
 
 
 class _StageClock:
@@ -458,11 +475,12 @@ def run_processor_pipeline(model, processor, video, texts, embeddings, device, p
         tensors = {key: value.to(device) for key, value in inputs.items()}
         outputs = _forward_in_chunks(
             model,
-            inputs.window_metadata.num_pairs,
-            args.chunk_pairs,
+            inputs.window_metadata.num_queries,
+            inputs.window_metadata.num_windows,
             device,
             precision,
             lambda rows, tensors=tensors: select_pairs(tensors, rows),
+            args,
         )
         clock.lap("model_s")
         results += processor.post_process_video_grounding(
@@ -497,15 +515,23 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
         collected.append(
             _forward_in_chunks(
                 model,
-                num_queries * num_windows,
-                args.chunk_pairs,
+                num_queries,
+                num_windows,
                 device,
                 precision,
                 lambda rows, batch=batch: select_pairs(batch, rows),
+                args,
             )
         )
         clock.lap("model_s")
-    outputs = {key: torch.cat([chunk[key] for chunk in collected]) for key in collected[0]}
+    outputs = {
+        key: torch.cat([chunk[key] for chunk in collected]) for key in ("logits", "pred_spans", "window_logits")
+    }
+    if "grounding_pair_index" in collected[0]:  # pair indices of each group, shifted to the whole video's pairs
+        first_pairs = np.cumsum([0] + [len(chunk["window_logits"]) for chunk in collected[:-1]])
+        outputs["grounding_pair_index"] = torch.cat(
+            [chunk["grounding_pair_index"] + int(first) for chunk, first in zip(collected, first_pairs, strict=True)]
+        )
     metadata = RGNetWindowMetadata(  # pairs query-major, as the processor lays them out
         window_offsets=offsets,
         window_lengths=lengths,
@@ -535,12 +561,14 @@ def benchmark_inference(
     if args.compile:  # the warm-up passes compile (one graph per pair count, so keep the groups equal)
         model = torch.compile(model, dynamic=False)
     processor = RGNetProcessor.from_config(config)
+    args.top_k_windows = processor.top_k_windows
     video, texts, embeddings = inference_inputs(config, workload, num_queries, args.seed)
     result: dict[str, Any] = {
         "num_queries": num_queries,
         "num_video_frames": workload.num_video_frames,
         "queries_per_batch": args.queries_per_batch,
         "chunk_pairs": args.chunk_pairs,
+        "top_k_windows_grounded": None if args.ground_all_windows else args.top_k_windows,
         "compiled": args.compile,
     }
     top1_moments: dict[tuple[str, str], list] = {}
@@ -698,13 +726,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--inference-chunk-pairs",
         type=int,
         default=0,
-        help="(query, window) pairs per inference forward (default: 1024 on CUDA, 16 on CPU).",
+        help="(query, window) pairs per inference forward, rounded down to whole queries, at least one "
+        "(default: 1024 on CUDA, 16 on CPU).",
     )
     parser.add_argument(
         "--pipelines",
         default=",".join(PIPELINES),
         help="Inference pipelines, comma-separated: `processor` (`processor(...)` repeats every window for every "
         "query) and/or `shared_windows` (each window cut and sent once, `video_pair_index`). Default: both.",
+    )
+    parser.add_argument(
+        "--ground-all-windows",
+        action="store_true",
+        help="Inference: decode every window of a query, not only the processor's `top_k_windows` best (the model's "
+        "`top_k_windows`).",
     )
     parser.add_argument(
         "--ground-all-pairs",
@@ -781,6 +816,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "tiny": args.tiny,
             "compile": args.compile,
             "ground_all_pairs": args.ground_all_pairs,
+            "ground_all_windows": args.ground_all_windows,
             "cpu_allocator": allocator,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
             "seed": args.seed,

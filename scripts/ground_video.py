@@ -340,7 +340,8 @@ def ground(
         queries (sequence of `str`): Raw queries.
         query_encoder ([`CLIPQueryEncoder`], *optional*): Token features when the model has no text encoder, and
             the sentence embedding of the matching score (see the module docstring).
-        batch_size (`int`, *optional*, defaults to 16): (query, window) pairs per forward pass.
+        batch_size (`int`, *optional*, defaults to 16): (query, window) pairs per forward pass, rounded down to whole
+            queries (at least one: a query's windows are ranked together).
         progress (`bool`, *optional*, defaults to `True`): Progress bar over forward passes.
 
     Returns:
@@ -411,15 +412,24 @@ def ground(
     inputs = processor(video_features=video_features, **query_inputs)
     metadata = inputs.window_metadata
     device = next(model.parameters()).device
+    # Whole queries per forward pass: the model decodes only each query's windows that post-processing keeps.
+    pairs_per_forward = max(1, batch_size // metadata.num_windows) * metadata.num_windows
+    pair_query_index = torch.from_numpy(metadata.pair_query_index)
     collected: dict[str, list[torch.Tensor]] = {"logits": [], "pred_spans": [], "window_logits": []}
-    starts = range(0, metadata.num_pairs, batch_size)
+    grounded = []
+    starts = range(0, metadata.num_pairs, pairs_per_forward)
     with torch.inference_mode():
         for start in tqdm(starts, desc="grounding", unit="batch", disable=not progress or len(starts) < 2):
-            chunk = {key: value[start : start + batch_size].to(device) for key, value in inputs.items()}
-            outputs = model(**chunk)
+            rows = slice(start, start + pairs_per_forward)
+            chunk = {key: value[rows].to(device) for key, value in inputs.items()}
+            outputs = model(
+                **chunk, top_k_windows=processor.top_k_windows, pair_query_index=pair_query_index[rows].to(device)
+            )
             for key, values in collected.items():
                 values.append(getattr(outputs, key).float().cpu())
+            grounded.append(outputs.grounding_pair_index.cpu() + start)
     outputs = {key: torch.cat(values) for key, values in collected.items()}
+    outputs["grounding_pair_index"] = torch.cat(grounded)
     predictions = processor.post_process_video_grounding(
         outputs, metadata, video_features=video_features, sentence_embeddings=sentence_embeddings
     )
@@ -480,7 +490,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--text_encoder", default=None, help="CLIP checkpoint folder (token features, sentence emb.)")
     parser.add_argument("--top_k", type=int, default=5, help="moments printed and plotted per query")
     parser.add_argument("--output_dir", default=".", help="where <name>_grounding.json and <name>_timeline.png go")
-    parser.add_argument("--batch_size", type=int, default=16, help="(query, window) pairs per forward pass")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=16,
+        help="(query, window) pairs per forward pass (whole queries, at least one)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--no_plot", action="store_true", help="skip the timeline PNG")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")

@@ -166,8 +166,8 @@ def run_demo(model_dir: Path, dataset_dir: Path, query_id: str, output_dir: Path
     row = table[table["query_id"].index(query_id)]
     frames = store.read_frames(row["video_id"])
     inputs = processor(text=row["query"], video_features=frames)
-    with torch.no_grad():
-        outputs = model(**inputs)
+    with torch.no_grad():  # decode only the windows post-processing keeps
+        outputs = model(**inputs, top_k_windows=processor.top_k_windows)
     # The sentence embedding of the matching score lives in the frame-feature space; the dataset stores it.
     (result,) = processor.post_process_video_grounding(
         outputs, inputs.window_metadata, video_features=frames, sentence_embeddings=row["sentence_embedding"]

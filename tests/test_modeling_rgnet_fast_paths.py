@@ -298,3 +298,74 @@ def test_bad_video_pair_index_raises(tester, index):
     inputs = tester.prepare_inputs(2)  # two windows, two pairs
     with pytest.raises(ValueError, match="video_pair_index"):
         model(**inputs, video_pair_index=index)
+
+
+# ---- top_k_windows: decode only each query's best windows ----
+
+
+def _reference_top_windows(window_logits, pair_query_index, top_k, tolerance=1e-6):
+    """Per query, in Python: every pair whose float64 score is within `tolerance` of the query's k-th best."""
+    scores = torch.sigmoid(window_logits.reshape(-1).double()).tolist()
+    chosen = []
+    for query in set(pair_query_index.tolist()):
+        pairs = [p for p, q in enumerate(pair_query_index.tolist()) if q == query]
+        kth = sorted((scores[p] for p in pairs), reverse=True)[min(top_k, len(pairs)) - 1]
+        chosen += [p for p in pairs if scores[p] >= kth - tolerance]
+    return sorted(chosen)
+
+
+def test_select_top_windows_matches_a_per_query_reference_and_covers_post_processing():
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(40, 1, generator=generator) * 4
+    logits[[3, 7]] = logits[11].clone()  # exact ties
+    logits[20:25] = torch.tensor([[30.0], [30.0], [17.0], [17.5], [18.0]])  # equal (saturated) float32 scores
+    logits[25:27] = torch.tensor([[6.0], [6.0 + 2e-6]])  # distinct logits, float32 scores one ulp apart or equal
+    pair_query_index = torch.randint(0, 5, (40,), generator=generator) * 7  # interleaved, non-contiguous labels
+    pair_query_index[35:] = 99  # one query with fewer windows than k
+    for top_k in (1, 2, 3, 8):
+        chosen = modeling_rgnet.select_top_windows(logits, pair_query_index, top_k)
+        assert chosen.tolist() == _reference_top_windows(logits, pair_query_index, top_k)
+        for query in pair_query_index.unique():  # post-processing's kept windows (float32 scores) are all chosen
+            pairs = (pair_query_index == query).nonzero().flatten()
+            kept = pairs[torch.sort(torch.sigmoid(logits[pairs, 0]), descending=True, stable=True).indices[:top_k]]
+            assert set(kept.tolist()) <= set(chosen.tolist())
+            assert len(set(pairs.tolist()) & set(chosen.tolist())) >= min(top_k, len(pairs))
+
+
+def test_top_k_windows_outputs_match_the_full_batch(tester):
+    config = tester.get_config(num_encoder_layers=2)
+    model = RGNetForVideoGrounding(config).eval()
+    inputs = tester.prepare_inputs(9)
+    pair_query_index = torch.arange(3).repeat_interleave(3)
+    with torch.no_grad():
+        full = model(**inputs)
+        top = model(**inputs, top_k_windows=2, pair_query_index=pair_query_index)
+        alone = model(**{key: value[:3] for key, value in inputs.items()}, top_k_windows=2)  # one query
+    index = top.grounding_pair_index
+    assert index.tolist() == modeling_rgnet.select_top_windows(top.window_logits, pair_query_index, 2).tolist()
+    assert len(index) == 6 and alone.grounding_pair_index.tolist() == [i for i in index.tolist() if i < 3]
+    torch.testing.assert_close(top.window_logits, full.window_logits, atol=1e-5, rtol=1e-5)
+    for name in ("logits", "pred_spans", "saliency_scores", "encoder_last_hidden_state"):
+        torch.testing.assert_close(top[name], full[name][index], atol=1e-5, rtol=1e-5, msg=name)
+    for name in ("frame_selection", "global_hidden_state"):
+        assert top[name].shape[0] == 9
+
+
+def test_top_k_windows_rejects_bad_arguments(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(4)
+    cases = [
+        ({"top_k_windows": 0}, "top_k_windows"),
+        ({"top_k_windows": 2.0}, "top_k_windows"),
+        ({"top_k_windows": 2, "pair_query_index": torch.zeros(3, dtype=torch.long)}, "pair_query_index"),
+        ({"top_k_windows": 2, "pair_query_index": torch.zeros(4)}, "pair_query_index"),
+        ({"pair_query_index": torch.zeros(4, dtype=torch.long)}, "only used with `top_k_windows`"),
+        ({"top_k_windows": 2, "grounding_pair_index": torch.tensor([0])}, "for inference"),
+    ]
+    for extra, match in cases:
+        with pytest.raises(ValueError, match=match):
+            model(**inputs, **extra)
+    training_inputs = tester.cross_pairs_batch(2)
+    labels = tester.prepare_labels("cross_pairs", training_inputs)
+    with pytest.raises(ValueError, match="for inference"):
+        model(**training_inputs, labels=labels, top_k_windows=1)

@@ -17,6 +17,7 @@ from safetensors.numpy import load_file
 from transformers import AutoProcessor, CLIPTokenizer
 
 from configuration_rgnet import RGNetConfig
+from modeling_rgnet import select_top_windows
 from processing_rgnet import (
     RGNetBatchFeature,
     RGNetDataCollator,
@@ -1113,6 +1114,34 @@ def test_postprocess_results_do_not_depend_on_query_batching():
         for key, value in together[query].items():
             torch.testing.assert_close(value, alone[query][key], rtol=0, atol=0, msg=key)
             torch.testing.assert_close(value, reversed_[query][key], rtol=0, atol=0, msg=key)
+
+
+def test_postprocess_reads_outputs_of_only_the_grounded_pairs():
+    """Outputs of the model run with `top_k_windows` (moments for `grounding_pair_index` only) post-process to the
+    same results as full outputs; a kept window without moments is an error, not a NaN."""
+    rng = np.random.default_rng(14)
+    video = rng.normal(size=(233, 8)).astype(np.float32)
+    processor = make_processor(top_k_windows=4)
+    batch = processor(video_features=video, text_features=rng.normal(size=(3, 5, 16)).astype(np.float32))
+    outputs = FakeGroundingModel(8, 16)(**batch)
+    metadata = batch.window_metadata
+    outputs["window_logits"][[1, 2]] = outputs["window_logits"][5].clone()  # ties
+    kwargs = {"video_features": video, "sentence_embeddings": rng.normal(size=(3, 8)), "return_candidates": True}
+    expected = processor.post_process_video_grounding(outputs, metadata, **kwargs)
+    pair_query_index = torch.from_numpy(metadata.pair_query_index)
+    index = select_top_windows(outputs["window_logits"], pair_query_index, 4)
+    grounded = {**outputs, "logits": outputs["logits"][index], "pred_spans": outputs["pred_spans"][index]}
+    results = processor.post_process_video_grounding({**grounded, "grounding_pair_index": index}, metadata, **kwargs)
+    for result, reference in zip(results, expected, strict=True):
+        for key, value in reference.items():
+            torch.testing.assert_close(result[key], value, rtol=0, atol=0, msg=key)
+    narrow = select_top_windows(outputs["window_logits"], pair_query_index, 3)
+    too_few = {**outputs, "logits": outputs["logits"][narrow], "pred_spans": outputs["pred_spans"][narrow]}
+    with pytest.raises(ValueError, match="no moments for them"):
+        processor.post_process_video_grounding({**too_few, "grounding_pair_index": narrow}, metadata, **kwargs)
+    for bad_index, match in ((index[:-1], "logits"), (index * 100, "grounding_pair_index"), (index.float(), "int64")):
+        with pytest.raises(ValueError, match=match):
+            processor.post_process_video_grounding({**grounded, "grounding_pair_index": bad_index}, metadata, **kwargs)
 
 
 def test_postprocess_keyword_settings_override_the_processor_defaults():

@@ -18,7 +18,7 @@ import training_rgnet
 from configuration_rgnet import RGNetConfig
 from data_rgnet import load_rgnet_dataset
 from modeling_rgnet import RGNetForVideoGrounding
-from processing_rgnet import RGNetProcessor
+from processing_rgnet import RGNetProcessor, compute_num_windows
 from scripts import evaluate_rgnet, train_rgnet
 from training_rgnet import (
     RGNetTrainer,
@@ -131,27 +131,32 @@ def test_retain_freed_host_memory_applies_on_glibc():
 
 
 def test_long_video_inference_sends_each_window_once_and_matches_repeated_windows(tiny_dataset):
-    """`predict_long_videos` sends each window once and cuts the pairs into small pieces: every pair still reads its
-    own window and the model outputs equal those of one processor batch with a window copy per pair."""
+    """`predict_long_videos` runs whole queries per forward, sends each window once and decodes only each query's kept
+    windows: its model outputs equal those of one processor batch per video with a window copy per pair, and its
+    predictions those of decoding every window."""
     queries, store = load_rgnet_dataset(tiny_dataset)
     validation = queries["validation"]
     torch.manual_seed(0)
-    config = RGNetConfig(**{**TINY_CONFIG, "query_normalization": "ego4d"})
+    config = RGNetConfig(**{**TINY_CONFIG, "query_normalization": "ego4d", "top_k_windows": 2})
     model = RGNetForVideoGrounding(config).eval()
     processor = RGNetProcessor.from_config(config)
     seen = defaultdict(list)
 
     def record(module, args, kwargs, outputs):
         assert kwargs["video_features"].shape[0] == len(torch.unique(kwargs["video_pair_index"]))  # no unused window
+        assert kwargs["top_k_windows"] == 2
+        seen["pairs"].append(len(kwargs["video_pair_index"]))
         seen["windows"].append(kwargs["video_features"][kwargs["video_pair_index"]])
-        for name in ("logits", "pred_spans", "window_logits"):
+        for name in ("logits", "pred_spans", "window_logits", "grounding_pair_index"):
             seen[name].append(getattr(outputs, name))
 
     handle = model.register_forward_hook(record, with_kwargs=True)
-    predicted = predict_long_videos(model, processor, validation, store, pairs_per_batch=5, progress=False)
+    predicted = predict_long_videos(model, processor, validation, store, pairs_per_batch=17, progress=False)
     handle.remove()
     assert [item["query_id"] for item in predicted] == list(validation["query_id"])
-    assert max(len(rows) for rows in seen["windows"]) == 5  # pieces of at most pairs_per_batch pairs
+    num_windows = compute_num_windows(store.num_frames(validation[0]["video_id"]), processor.window_stride)
+    assert all(pairs % num_windows == 0 and pairs <= 17 for pairs in seen["pairs"])  # whole queries per forward
+    assert max(seen["pairs"]) == 17 // num_windows * num_windows
 
     expected = defaultdict(list)
     for video in dict.fromkeys(validation["video_id"]):  # table order, as predict_long_videos goes
@@ -164,8 +169,26 @@ def test_long_video_inference_sends_each_window_once_and_matches_repeated_window
         for name in ("logits", "pred_spans", "window_logits"):
             expected[name].append(getattr(outputs, name))
     assert torch.equal(torch.cat(seen["windows"]), torch.cat(expected["windows"]))
+    first_pairs = np.cumsum([0] + seen["pairs"][:-1])
+    for index, pairs in zip(seen["grounding_pair_index"], seen["pairs"], strict=True):
+        assert len(index) >= 2 * pairs // num_windows  # at least top_k_windows per query
+    grounded = torch.cat(
+        [index + int(first) for index, first in zip(seen["grounding_pair_index"], first_pairs, strict=True)]
+    )
     for name in ("logits", "pred_spans", "window_logits"):
-        torch.testing.assert_close(torch.cat(seen[name]), torch.cat(expected[name]), atol=1e-5, rtol=1e-5)
+        reference = torch.cat(expected[name])
+        reference = reference if name == "window_logits" else reference[grounded]
+        torch.testing.assert_close(torch.cat(seen[name]), reference, atol=1e-5, rtol=1e-5, msg=name)
+
+    # Fewer pairs per forward than a query has windows: still one whole query per forward, the same predictions.
+    assert predict_long_videos(model, processor, validation, store, pairs_per_batch=5, progress=False) == predicted
+    every_window = predict_long_videos(
+        model, processor, validation, store, pairs_per_batch=17, progress=False, ground_all_windows=True
+    )
+    for item, reference in zip(predicted, every_window, strict=True):
+        assert item["window_ranking"] == reference["window_ranking"]
+        assert item["prediction_sources"] == reference["prediction_sources"]
+        np.testing.assert_allclose(item["predictions"], reference["predictions"], atol=2e-4)
 
 
 def test_training_samples_are_reproducible_and_change_per_epoch(tiny_dataset):
