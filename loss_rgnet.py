@@ -161,11 +161,11 @@ class RGNetHungarianMatcher:
     with `p_fg` the softmax foreground probability. Same construction as DETR's matcher; differs: 1-D spans, and
     each window is its own assignment problem (targets never compete across windows).
 
-    The cost is computed for all windows at once as a `(B, Q, T)` tensor. The assignment then calls
-    `scipy.optimize.linear_sum_assignment` once per window: scipy solves one matrix per call, so that loop is
-    unavoidable if the matcher is to stay a true Hungarian matching. With RGNet's one target per window
-    (`T = 1`) the result equals an argmin over slots, but the scipy path keeps a multi-target generalisation
-    correct.
+    The cost is computed for all windows (and all decoder layers, given stacked `(L, B, Q, 2)` outputs) at once and
+    copied to the host once. The assignment then calls `scipy.optimize.linear_sum_assignment` once per window and
+    layer: scipy solves one matrix per call, so that loop is unavoidable if the matcher is to stay a true Hungarian
+    matching. With RGNet's one target per window (`T = 1`) the result equals an argmin over slots, but the scipy
+    path keeps a multi-target generalisation correct.
 
     Args:
         config ([`RGNetConfig`]): reads `matcher_span_l1_cost`, `matcher_giou_cost`, `matcher_class_cost`.
@@ -186,16 +186,17 @@ class RGNetHungarianMatcher:
         """Matching cost of every (slot, target) pair of every window, non-finite entries made finite.
 
         Args:
-            logits (`torch.Tensor` of shape `(B, Q, 2)`): class logits of the positive windows.
-            pred_spans (`torch.Tensor` of shape `(B, Q, 2)`): predicted `(center, width)` spans.
+            logits (`torch.Tensor` of shape `(..., B, Q, 2)`): class logits of the positive windows (leading
+                dimensions, e.g. decoder layers, are batch dimensions).
+            pred_spans (`torch.Tensor` of shape `(..., B, Q, 2)`): predicted `(center, width)` spans.
             target_spans (`torch.Tensor` of shape `(B, T, 2)`): target `(center, width)` spans.
 
         Returns:
-            `torch.Tensor` of shape `(B, Q, T)`: NaN and `+inf` replaced by a large cost, `-inf` by its negative.
+            `torch.Tensor` of shape `(..., B, Q, T)`: NaN and `+inf` replaced by a large cost, `-inf` by its negative.
         """
-        foreground_probability = logits.softmax(-1)[..., FOREGROUND_CLASS]  # (B, Q)
-        span_l1 = (pred_spans[:, :, None, :] - target_spans[:, None, :, :]).abs().sum(-1)  # (B, Q, T)
-        giou = generalized_temporal_iou(span_cxw_to_xx(pred_spans), span_cxw_to_xx(target_spans))  # (B, Q, T)
+        foreground_probability = logits.softmax(-1)[..., FOREGROUND_CLASS]  # (..., B, Q)
+        span_l1 = (pred_spans[..., :, None, :] - target_spans[:, None, :, :]).abs().sum(-1)  # (..., B, Q, T)
+        giou = generalized_temporal_iou(span_cxw_to_xx(pred_spans), span_cxw_to_xx(target_spans))  # (..., B, Q, T)
         cost = (
             self.span_l1_cost * span_l1 - self.giou_cost * giou - self.class_cost * foreground_probability[..., None]
         )
@@ -205,32 +206,32 @@ class RGNetHungarianMatcher:
 
     @torch.no_grad()
     def __call__(self, logits: torch.Tensor, pred_spans: torch.Tensor, target_spans: torch.Tensor) -> torch.Tensor:
-        """Matched slot of each positive window.
+        """Matched slot of each positive window (of each decoder layer, given stacked outputs).
 
         Args:
-            logits (`torch.Tensor` of shape `(B, Q, 2)`): class logits of the positive windows.
-            pred_spans (`torch.Tensor` of shape `(B, Q, 2)`): predicted `(center, width)` spans.
+            logits (`torch.Tensor` of shape `(B, Q, 2)` or `(L, B, Q, 2)`): class logits of the positive windows.
+            pred_spans (`torch.Tensor` of the shape of `logits`): predicted `(center, width)` spans.
             target_spans (`torch.Tensor` of shape `(B, 2)`): the one target `(center, width)` of each window.
 
         Returns:
-            `torch.LongTensor` of shape `(B,)` on the device of `logits`: the slot assigned to each target.
+            `torch.LongTensor` of shape `(B,)` or `(L, B)` on the device of `logits`: the slot assigned to each target.
         """
-        if logits.ndim != 3 or pred_spans.shape != logits.shape or logits.shape[-1] != 2:
+        if logits.ndim not in (3, 4) or pred_spans.shape != logits.shape or logits.shape[-1] != 2:
             raise ValueError(
-                f"`logits` and `pred_spans` must both have shape (B, Q, 2), got {tuple(logits.shape)} and "
-                f"{tuple(pred_spans.shape)}."
+                f"`logits` and `pred_spans` must both have shape (B, Q, 2) or (L, B, Q, 2), got "
+                f"{tuple(logits.shape)} and {tuple(pred_spans.shape)}."
             )
-        if target_spans.shape != (logits.shape[0], 2):
+        if target_spans.shape != (logits.shape[-3], 2):
             raise ValueError(
-                f"`target_spans` must have shape ({logits.shape[0]}, 2), got {tuple(target_spans.shape)}."
+                f"`target_spans` must have shape ({logits.shape[-3]}, 2), got {tuple(target_spans.shape)}."
             )
-        cost = self.cost_matrix(logits, pred_spans, target_spans[:, None, :]).cpu()  # (B, Q, 1)
+        cost = self.cost_matrix(logits, pred_spans, target_spans[:, None, :]).cpu()  # (..., B, Q, 1), one copy
         matched_slots = []
-        for window_cost in cost.numpy():
+        for window_cost in cost.reshape(-1, *cost.shape[-2:]).numpy():
             slot_indices, target_indices = linear_sum_assignment(window_cost)
             # One target per window: the slot paired with target 0.
             matched_slots.append(int(slot_indices[target_indices == 0][0]))
-        return torch.tensor(matched_slots, dtype=torch.long, device=logits.device)
+        return torch.tensor(matched_slots, dtype=torch.long).reshape(cost.shape[:-2]).to(logits.device)
 
 
 def _float32_outputs(outputs: Mapping) -> dict:
@@ -375,8 +376,11 @@ def _windows_per_process(num_windows: int, device: torch.device) -> float:
 def weighted_loss_sum(loss_dict: Mapping[str, torch.Tensor], loss_weights: Mapping[str, float]) -> torch.Tensor:
     """Total loss `Σ weight[term] · value[term]` over every term of `loss_dict`, in its order.
 
+    A term may hold one value per decoder layer (shape `(L,)`, layers sharing the term's weight): its values are
+    summed first.
+
     Args:
-        loss_dict (`Mapping[str, torch.Tensor]`): unweighted 0-d terms.
+        loss_dict (`Mapping[str, torch.Tensor]`): unweighted terms, 0-d or `(L,)`.
         loss_weights (`Mapping[str, float]`): the weight of every term.
 
     Returns:
@@ -391,7 +395,7 @@ def weighted_loss_sum(loss_dict: Mapping[str, torch.Tensor], loss_weights: Mappi
         raise ValueError(f"`loss_weights` has no weight for the term(s) {unweighted} of `loss_dict`.")
     if not loss_dict:
         raise ValueError("`loss_dict` is empty: every loss weight is 0.")
-    return sum(loss_weights[name] * value for name, value in loss_dict.items())
+    return sum(loss_weights[name] * (value.sum() if value.ndim else value) for name, value in loss_dict.items())
 
 
 # ---- Loss (spec §6.4) ----
@@ -418,7 +422,9 @@ class RGNetLoss:
     * `loss_retrieval`: `"cross_pairs"`: symmetric InfoNCE over `Z[i, j] = ρ(pair i·B + j) / temperature`;
       `"paired_negative"`: `(2/B) Σ max(0, retrieval_margin + ρ_neg − ρ_pos)` on the raw logits.
     * `loss_span_{l}`, `loss_giou_{l}`, `loss_label_{l}` for decoder layers `l = 0..L−2` (matched independently)
-      when `use_auxiliary_loss`.
+      when `use_auxiliary_loss`. All layers are matched and scored together on their stacked `(L, B, Q, 2)` outputs:
+      one matching cost and one host copy per step, and one kernel per operation for all layers (a training step
+      on a GPU is bound by kernel launches; this removes about a third of a MAD step's operators).
 
     A term whose weight is 0 is not computed (e.g. `loss_retrieval` in Ego4D finetuning). Logging-only metrics:
     `class_error` and `class_error_{l}` = 100 × fraction of matched slots whose argmax class is not foreground.
@@ -455,29 +461,33 @@ class RGNetLoss:
         """L1 loss of matched spans.
 
         Args:
-            matched_spans (`torch.Tensor` of shape `(B, 2)`): `(center, width)` of each window's matched slot.
+            matched_spans (`torch.Tensor` of shape `(B, 2)` or `(L, B, 2)`): `(center, width)` of each window's
+                matched slot (of each decoder layer).
             target_spans (`torch.Tensor` of shape `(B, 2)`): target `(center, width)`.
             num_windows (`float`): window count to divide by (see `_windows_per_process`).
 
         Returns:
-            `torch.Tensor`: 0-d mean over the `B×2` coordinates.
+            `torch.Tensor` of shape `()` or `(L,)`: mean over the `B×2` coordinates.
         """
-        return (matched_spans - target_spans).abs().sum() / (num_windows * 2)
+        return (matched_spans - target_spans).abs().sum(dim=(-2, -1)) / (num_windows * 2)
 
     def loss_giou(self, matched_spans: torch.Tensor, target_spans: torch.Tensor, num_windows: float) -> torch.Tensor:
         """`1 − GIoU` of matched spans.
 
         Args:
-            matched_spans (`torch.Tensor` of shape `(B, 2)`): `(center, width)` of each window's matched slot.
+            matched_spans (`torch.Tensor` of shape `(B, 2)` or `(L, B, 2)`): `(center, width)` of each window's
+                matched slot (of each decoder layer).
             target_spans (`torch.Tensor` of shape `(B, 2)`): target `(center, width)`.
             num_windows (`float`): window count to divide by.
 
         Returns:
-            `torch.Tensor`: 0-d mean over `B`.
+            `torch.Tensor` of shape `()` or `(L,)`: mean over `B`.
         """
-        # Each window against its own target: a batch of 1×1 pairwise problems, (B, 1, 2) -> (B, 1, 1).
-        giou = generalized_temporal_iou(span_cxw_to_xx(matched_spans)[:, None], span_cxw_to_xx(target_spans)[:, None])
-        return (1 - giou).sum() / num_windows
+        # Each window against its own target: a batch of 1×1 pairwise problems, (..., B, 1, 2) -> (..., B, 1, 1).
+        giou = generalized_temporal_iou(
+            span_cxw_to_xx(matched_spans)[..., None, :], span_cxw_to_xx(target_spans)[:, None]
+        )
+        return (1 - giou).sum(dim=(-3, -2, -1)) / num_windows
 
     def loss_label(
         self,
@@ -489,30 +499,35 @@ class RGNetLoss:
         """Foreground/background cross-entropy over all slots, plain mean (not divided by the sum of weights).
 
         Args:
-            positive_logits (`torch.Tensor` of shape `(B, Q, 2)`): class logits of the positive windows.
-            matched_slots (`torch.LongTensor` of shape `(B,)`): the foreground slot of each positive window.
+            positive_logits (`torch.Tensor` of shape `(B, Q, 2)` or `(L, B, Q, 2)`): class logits of the positive
+                windows (of each decoder layer).
+            matched_slots (`torch.LongTensor` of shape `(B,)` or `(L, B)`): the foreground slot of each positive window.
             negative_logits (`torch.Tensor` of shape `(B, Q, 2)`, *optional*): class logits of the negative windows
-                (`"paired_negative"`), all background.
+                (`"paired_negative"`), all background; the same for every layer.
             num_windows (`float`): window count to divide by.
 
         Returns:
-            `torch.Tensor`: 0-d mean over the `B×Q` (or `B×2Q`) slots.
+            `torch.Tensor` of shape `()` or `(L,)`: mean over the `B×Q` (or `B×2Q`) slots.
         """
-        num_positive, num_slots = positive_logits.shape[:2]
+        leading, num_slots = positive_logits.shape[:-3], positive_logits.shape[-2]
         target_classes = torch.full(
-            (num_positive, num_slots), BACKGROUND_CLASS, dtype=torch.long, device=positive_logits.device
-        )
-        target_classes[torch.arange(num_positive, device=positive_logits.device), matched_slots] = FOREGROUND_CLASS
+            positive_logits.shape[:-1], BACKGROUND_CLASS, dtype=torch.long, device=positive_logits.device
+        ).scatter_(-1, matched_slots[..., None], FOREGROUND_CLASS)  # (..., B, Q)
         slot_logits, windows_per_query = positive_logits, 1
         if negative_logits is not None:
-            slot_logits = torch.cat([positive_logits, negative_logits])  # (2B, Q, 2)
-            target_classes = torch.cat([target_classes, torch.full_like(target_classes, BACKGROUND_CLASS)])
+            slot_logits = torch.cat([positive_logits, negative_logits.expand_as(positive_logits)], dim=-3)
+            target_classes = torch.cat([target_classes, torch.full_like(target_classes, BACKGROUND_CLASS)], dim=-2)
             windows_per_query = 2
         class_weights = torch.ones(2, dtype=slot_logits.dtype, device=slot_logits.device)
         class_weights[BACKGROUND_CLASS] = self.background_class_weight
         # cross_entropy wants the class axis second: (windows, 2, Q) logits against (windows, Q) targets.
-        slot_losses = F.cross_entropy(slot_logits.transpose(1, 2), target_classes, class_weights, reduction="none")
-        return slot_losses.sum() / (num_windows * windows_per_query * num_slots)
+        slot_losses = F.cross_entropy(
+            slot_logits.reshape(-1, num_slots, 2).transpose(1, 2),
+            target_classes.reshape(-1, num_slots),
+            class_weights,
+            reduction="none",
+        )
+        return slot_losses.reshape(*leading, -1).sum(-1) / (num_windows * windows_per_query * num_slots)
 
     def loss_saliency(
         self,
@@ -593,17 +608,18 @@ class RGNetLoss:
         """Percentage of matched slots whose argmax class is not foreground (logging only).
 
         Args:
-            positive_logits (`torch.Tensor` of shape `(B, Q, 2)`): class logits of the positive windows.
-            matched_slots (`torch.LongTensor` of shape `(B,)`): matched slot of each window.
+            positive_logits (`torch.Tensor` of shape `(B, Q, 2)` or `(L, B, Q, 2)`): class logits of the positive
+                windows (of each decoder layer).
+            matched_slots (`torch.LongTensor` of shape `(B,)` or `(L, B)`): matched slot of each window.
 
         Returns:
-            `torch.Tensor`: 0-d, detached, in percent.
+            `torch.Tensor` of shape `()` or `(L,)`: detached, in percent.
         """
-        window_index = torch.arange(positive_logits.shape[0], device=positive_logits.device)
-        matched_logits = positive_logits.detach()[window_index, matched_slots]  # (B, 2)
+        index = matched_slots[..., None, None].expand(*matched_slots.shape, 1, 2)
+        matched_logits = positive_logits.detach().gather(-2, index)[..., 0, :]  # (..., B, 2)
         correct = (matched_logits.argmax(-1) == FOREGROUND_CLASS).to(matched_logits.dtype)
         # Same float order as the original's accuracy: 100 − (#correct × 100/B).
-        return 100.0 - correct.sum() * (100.0 / positive_logits.shape[0])
+        return 100.0 - correct.sum(-1) * (100.0 / positive_logits.shape[-3])
 
     # ---- helpers ----
 
@@ -629,6 +645,15 @@ class RGNetLoss:
             if layer_outputs["pred_spans"].shape != outputs["logits"].shape:
                 raise ValueError(f"`{where}['pred_spans']` must have shape {tuple(outputs['logits'].shape)}.")
         return layers
+
+    @staticmethod
+    def _stacked_layer_outputs(
+        layers: list[tuple[str, Mapping]], rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`logits` and `pred_spans` of `rows` for every layer of `layers`, stacked in that order: `(L, B, Q, 2)` each."""
+        logits = torch.stack([layer["logits"] for _, layer in layers])[:, rows]
+        pred_spans = torch.stack([layer["pred_spans"] for _, layer in layers])[:, rows]
+        return logits, pred_spans
 
     def _check_outputs(self, outputs: Mapping, video_mask: torch.Tensor) -> None:
         """Keys and shapes of the model outputs this loss reads."""
@@ -687,12 +712,9 @@ class RGNetLoss:
         )
         target_spans = labels["spans"].to(device=logits.device, dtype=logits.dtype)
         layers = self._decoder_layer_outputs(outputs, include_auxiliary=bool(outputs.get("auxiliary_outputs")))
-        slots_by_layer = [
-            self.matcher(layer["logits"][positive_rows], layer["pred_spans"][positive_rows], target_spans)
-            for _, layer in layers
-        ]
+        slots_by_layer = self.matcher(*self._stacked_layer_outputs(layers, positive_rows), target_spans)
         # Layers were listed last-first; put the last layer in the last row.
-        return torch.stack(slots_by_layer[1:] + slots_by_layer[:1])
+        return torch.cat([slots_by_layer[1:], slots_by_layer[:1]])
 
     def __call__(
         self, outputs: Mapping, labels: RGNetLabels, video_mask: torch.Tensor
@@ -739,44 +761,49 @@ class RGNetLoss:
         num_windows = _windows_per_process(num_queries, device)
         weights = self.loss_weights
 
+        # Every decoder layer at once (one matching cost, one host copy, one kernel per operation for all layers):
+        # outputs stacked `(L, B, Q, 2)` in the order of `layers`, the last layer first.
+        layer_logits, layer_spans = self._stacked_layer_outputs(layers, positive_rows)
+        matched_slots = self.matcher(layer_logits, layer_spans, target_spans)  # (L, B)
+        matched_spans = layer_spans.gather(2, matched_slots[:, :, None, None].expand(-1, -1, 1, 2))[:, :, 0]
+        layer_terms: dict[str, torch.Tensor] = {}  # term -> (L,) values
+        if weights["loss_span"] != 0:
+            layer_terms["loss_span"] = self.loss_span(matched_spans, target_spans, num_windows)
+        if weights["loss_giou"] != 0:
+            layer_terms["loss_giou"] = self.loss_giou(matched_spans, target_spans, num_windows)
+        if weights["loss_label"] != 0:
+            # Original quirk, kept for parity (the fixtures confirm it): every decoder layer's label loss appends the
+            # negative windows' LAST-layer logits, not that layer's own negative-window logits.
+            negative_logits = logits[negative_rows] if paired_negative else None
+            layer_terms["loss_label"] = self.loss_label(layer_logits, matched_slots, negative_logits, num_windows)
+        class_errors = self.class_error(layer_logits, matched_slots)  # (L,)
+
+        # Window-level terms once, listed after the last layer's terms (the original's order).
+        window_terms: dict[str, torch.Tensor] = {}
+        if weights["loss_saliency"] != 0:
+            saliency_scores = outputs["saliency_scores"]
+            window_terms["loss_saliency"] = self.loss_saliency(
+                saliency_scores[positive_rows],
+                labels["saliency_positive_frames"].to(device),
+                labels["saliency_negative_frames"].to(device),
+                saliency_scores[negative_rows] if paired_negative else None,
+                video_mask[negative_pairs] if paired_negative else None,
+                num_windows,
+            )
+        if weights["loss_retrieval"] != 0:
+            window_terms["loss_retrieval"] = self.loss_retrieval(
+                outputs["window_logits"], batch_mode, num_queries, num_windows
+            )
+
         loss_dict: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
-        # Original quirk, kept for parity (the fixtures confirm it): every decoder layer's label loss appends the
-        # negative windows' LAST-layer logits, not that layer's own negative-window logits.
-        negative_logits = logits[negative_rows] if paired_negative else None
-        for suffix, layer_outputs in layers:
-            positive_logits = layer_outputs["logits"][positive_rows]  # (B, Q, 2)
-            positive_spans = layer_outputs["pred_spans"][positive_rows]  # (B, Q, 2)
-            matched_slots = self.matcher(positive_logits, positive_spans, target_spans)  # (B,)
-            matched_spans = positive_spans[torch.arange(num_queries, device=device), matched_slots]  # (B, 2)
-            if weights["loss_span"] != 0:
-                loss_dict[f"loss_span{suffix}"] = self.loss_span(matched_spans, target_spans, num_windows)
-            if weights["loss_giou"] != 0:
-                loss_dict[f"loss_giou{suffix}"] = self.loss_giou(matched_spans, target_spans, num_windows)
-            if weights["loss_label"] != 0:
-                loss_dict[f"loss_label{suffix}"] = self.loss_label(
-                    positive_logits, matched_slots, negative_logits, num_windows
-                )
-            metrics[f"class_error{suffix}"] = self.class_error(positive_logits, matched_slots)
-            if suffix:
-                continue
-            # Window-level terms once, after the last layer's terms (the original's order).
-            if weights["loss_saliency"] != 0:
-                saliency_scores = outputs["saliency_scores"]
-                loss_dict["loss_saliency"] = self.loss_saliency(
-                    saliency_scores[positive_rows],
-                    labels["saliency_positive_frames"].to(device),
-                    labels["saliency_negative_frames"].to(device),
-                    saliency_scores[negative_rows] if paired_negative else None,
-                    video_mask[negative_pairs] if paired_negative else None,
-                    num_windows,
-                )
-            if weights["loss_retrieval"] != 0:
-                loss_dict["loss_retrieval"] = self.loss_retrieval(
-                    outputs["window_logits"], batch_mode, num_queries, num_windows
-                )
-
-        loss = weighted_loss_sum(loss_dict, weights)
+        for position, (suffix, _) in enumerate(layers):
+            loss_dict.update({f"{term}{suffix}": values[position] for term, values in layer_terms.items()})
+            metrics[f"class_error{suffix}"] = class_errors[position]
+            if not suffix:
+                loss_dict.update(window_terms)
+        # A layer's term has the weight of its last-layer term, so the total weights each term's sum over layers.
+        loss = weighted_loss_sum({**layer_terms, **window_terms}, weights)
         return loss, loss_dict, metrics
 
 

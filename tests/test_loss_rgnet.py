@@ -162,6 +162,17 @@ def test_matcher_breaks_ties_towards_the_lowest_slot_and_ignores_batching():
     assert batched.dtype == torch.long
 
 
+def test_matcher_on_stacked_decoder_layers_matches_each_layer_alone():
+    matcher = RGNetHungarianMatcher(make_config(num_moment_queries=4))
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 5, 4, 2, generator=generator)  # (L, B, Q, 2)
+    pred_spans = torch.rand(3, 5, 4, 2, generator=generator)
+    target_spans = torch.rand(5, 2, generator=generator)
+    stacked = matcher(logits, pred_spans, target_spans)
+    assert stacked.shape == (3, 5)
+    assert stacked.tolist() == [matcher(logits[i], pred_spans[i], target_spans).tolist() for i in range(3)]
+
+
 def test_matcher_rejects_all_zero_costs():
     with pytest.raises(ValueError, match="config"):
         RGNetHungarianMatcher(make_config(matcher_span_l1_cost=0, matcher_giou_cost=0, matcher_class_cost=0))
@@ -334,6 +345,37 @@ def test_total_is_the_weighted_sum_of_every_term():
     expected = sum(weight_of[name.split("_")[1]] * value for name, value in loss_dict.items())
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(loss_dict) <= set(criterion.loss_weights)
+
+
+@pytest.mark.parametrize("batch", [_cross_pairs_batch, _paired_negative_batch])
+def test_each_auxiliary_layer_gets_the_terms_of_that_layer_alone(batch):
+    """All decoder layers are matched and scored at once; each layer's terms equal a last-layer-only criterion run on
+    that layer's outputs (with the last layer's negative-window logits, the original's label-loss quirk)."""
+    layered = RGNetLoss(make_config(use_auxiliary_loss=True, num_decoder_layers=4))
+    alone = RGNetLoss(make_config(use_auxiliary_loss=False))
+    outputs, labels, video_mask = batch()
+    generator = torch.Generator().manual_seed(2)
+    auxiliary = [
+        {"logits": torch.randn(outputs["logits"].shape, generator=generator), "pred_spans": torch.rand(4, 2, 2) * 0.5}
+        for _ in range(3)
+    ]
+    positives = [0, 3] if batch is _cross_pairs_batch else [0, 1]
+    loss, loss_dict, metrics = layered({**outputs, "auxiliary_outputs": auxiliary}, labels, video_mask)
+    for layer, layer_outputs in enumerate(auxiliary):
+        own = {**outputs, "pred_spans": layer_outputs["pred_spans"]}
+        own["logits"] = outputs["logits"].clone()
+        own["logits"][positives] = layer_outputs["logits"][positives]  # negatives keep the last layer's logits
+        _, expected_dict, expected_metrics = alone(own, labels, video_mask)
+        for term in ("loss_span", "loss_giou", "loss_label"):
+            torch.testing.assert_close(loss_dict[f"{term}_{layer}"], expected_dict[term], msg=f"{term}_{layer}")
+        torch.testing.assert_close(metrics[f"class_error_{layer}"], expected_metrics["class_error"])
+    expected_total = weighted_loss_sum(loss_dict, layered.loss_weights)
+    torch.testing.assert_close(loss, expected_total)
+
+
+def test_weighted_loss_sum_sums_per_layer_values_under_the_term_weight():
+    terms = {"loss_span": torch.tensor([1.0, 2.0, 3.0]), "loss_retrieval": torch.tensor(0.5)}
+    assert weighted_loss_sum(terms, {"loss_span": 2.0, "loss_retrieval": 4.0}).item() == 2.0 * 6.0 + 4.0 * 0.5
 
 
 def test_zero_weight_terms_are_not_computed():
