@@ -16,6 +16,7 @@ import torch
 from safetensors.numpy import load_file
 from transformers import AutoProcessor, CLIPTokenizer
 
+import processing_rgnet
 from configuration_rgnet import RGNetConfig
 from modeling_rgnet import select_top_windows
 from processing_rgnet import (
@@ -1142,6 +1143,35 @@ def test_postprocess_reads_outputs_of_only_the_grounded_pairs():
     for bad_index, match in ((index[:-1], "logits"), (index * 100, "grounding_pair_index"), (index.float(), "int64")):
         with pytest.raises(ValueError, match=match):
             processor.post_process_video_grounding({**grounded, "grounding_pair_index": bad_index}, metadata, **kwargs)
+
+
+def test_postprocess_runs_its_per_query_operators_on_one_thread_and_restores_the_count():
+    threads = torch.get_num_threads()
+    seen = []
+    original = processing_rgnet.post_process_query
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    rng = np.random.default_rng(15)
+    video = rng.normal(size=(90, 8)).astype(np.float32)
+    processor = make_processor()
+    batch = processor(video_features=video, text_features=rng.normal(size=(2, 3, 16)).astype(np.float32))
+    outputs = FakeGroundingModel(8, 16)(**batch)
+    torch.set_num_threads(2)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(processing_rgnet, "post_process_query", spy)
+            processor.post_process_video_grounding(
+                outputs, batch.window_metadata, video_features=video, sentence_embeddings=rng.normal(size=(2, 8))
+            )
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), processing_rgnet.single_intra_op_thread():
+            raise RuntimeError("restored on errors too")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_postprocess_keyword_settings_override_the_processor_defaults():
