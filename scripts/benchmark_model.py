@@ -8,18 +8,18 @@ Workloads (the shapes of `shared/docs/benchmarks.md`, random weights, synthetic 
 * `mad-inference`: every window of a 2-hour MAD-like video (36,000 frames) per query;
 * `ego4d-inference`: every window (21) of an 8-minute Ego4D-like clip (900 frames) per query.
 
-A training step is forward + loss + backward + gradient clipping (0.1) + AdamW. `cross_pairs` steps decode only
-the `B` positive pairs (`grounding_pair_index`, the other pairs only feed the retrieval loss) unless
-`--ground-all-pairs`. Inference runs the whole pipeline per video: windows and pairs → model (eval, whole
-queries in `--inference-chunk-pairs` pairs per forward, decoding only each query's `top_k_windows` best windows
-unless `--ground-all-windows`) → `processor.post_process_video_grounding` (window top-k, matching
-score, fusion, NMS), reporting each stage, through two routes (`--pipelines`): `processor`, the processor's
-`__call__` (every window repeated for every query, all of it sent to the device), and `shared_windows`, the
-processor's window enumeration with each window cut and sent once (`video_pair_index`), post-processed once per
-video. With both `fp32` and `bf16` in `--precisions`, the report gives the fraction of queries that keep their top-1
-moment under bf16 autocast (`top1_agreement`: the same window and decoder slot ranked first, temporal IoU ≥ 0.9;
-target ≥ 0.99; use `--inference-queries 100` or more). With random weights a window's proposals score almost
-equally, so this counts near-ties too; `scripts/benchmark_precision.py` measures it on a trained model.
+A training step is forward + loss + backward + gradient clipping (0.1) + AdamW (fused, as the Trainer runs it).
+`cross_pairs` steps decode only the `B` positive pairs (`grounding_pair_index`, the other pairs only feed the
+retrieval loss) unless `--ground-all-pairs`. Inference runs the whole pipeline per video: windows and pairs → model
+(eval, whole queries in `--inference-chunk-pairs` pairs per forward, decoding only each query's `top_k_windows` best
+windows unless `--ground-all-windows`) → `processor.post_process_video_grounding` (window top-k, matching score,
+fusion, NMS), reporting each stage, through two routes (`--pipelines`): `processor`, the processor's `__call__`
+(every window repeated for every query, all of it sent to the device), and `shared_windows`, the processor's window
+enumeration with each window cut and sent once (`video_pair_index`), post-processed once per video. With both `fp32`
+and `bf16` in `--precisions`, the report gives the fraction of queries that keep their top-1 moment under bf16
+autocast (`top1_agreement`: the same window and decoder slot ranked first, temporal IoU ≥ 0.9; target ≥ 0.99; use
+`--inference-queries 100` or more). With random weights a window's proposals score almost equally, so this counts
+near-ties too; `scripts/benchmark_precision.py` measures it on a trained model.
 
 Peak memory: `torch.cuda.max_memory_allocated` on CUDA; on CPU the process's peak resident set (`VmHWM`, reset
 before each measurement through `/proc/self/clear_refs`; the process-wide maximum where that is not available).
@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -361,6 +362,48 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 # ---- Training ----
 
 
+class OperatorCounter(TorchDispatchMode):
+    """Counts the operators dispatched inside the block, views and uninitialised allocations excluded: on a GPU each
+    is (at least) one kernel launch, the cost that bounds a training step there (about 4,000 launches for 31 ms of
+    GPU work in the MAD step on an H100)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func.overloadpacket.__name__ not in ("empty", "empty_strided", "empty_like"):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_step_operators(model, batch, grounding_pair_index, device, precision) -> dict[str, int]:
+    """Operators of one training step (optimizer excluded), and of its loss alone (forward and backward).
+
+    The loss runs the same code on every device, so its counts hold for a GPU too; the model's differ on a CPU,
+    whose dropout and attention have their own kernels.
+    """
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    with OperatorCounter() as model_forward, _autocast(device, precision):
+        outputs = model(**inputs, grounding_pair_index=grounding_pair_index)
+    pair_mask = batch["video_mask"]
+    with OperatorCounter() as loss_forward:
+        loss, _, _ = model.criterion(outputs, batch["labels"], video_mask=pair_mask)
+    read = [outputs.logits, outputs.pred_spans, outputs.window_logits, outputs.saliency_scores]
+    read += [tensor for layer in outputs.auxiliary_outputs for tensor in layer.values()]
+    with OperatorCounter() as loss_backward:  # the loss's own backward: gradients of the outputs it reads
+        gradients = torch.autograd.grad(loss, read, retain_graph=True, allow_unused=True)
+    del gradients
+    with OperatorCounter() as backward:
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return {
+        "step_forward_and_backward": model_forward.count + loss_forward.count + backward.count,
+        "loss_forward": loss_forward.count,
+        "loss_backward": loss_backward.count,
+    }
+
+
 def benchmark_training(
     workload: Workload, config: RGNetConfig, device: torch.device, precision: str, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -372,7 +415,8 @@ def benchmark_training(
     if workload.batch_mode == "cross_pairs" and not args.ground_all_pairs:
         grounding_pair_index = torch.arange(num_queries, device=device) * (num_queries + 1)
     model = RGNetForVideoGrounding(config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    # Fused AdamW, as `RGNetTrainer` runs it (transformers' default optimizer `adamw_torch_fused` with torch >= 2.8).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     if args.compile:  # the warm-up steps compile
         model = torch.compile(model, dynamic=False)
 
@@ -397,6 +441,7 @@ def benchmark_training(
                 losses.append(round(loss, 4))
     if args.profile:
         _write_profile(args.profile, f"{workload.preset} training step, {precision}", device, step)
+    operators = None if args.compile else count_step_operators(model, batch, grounding_pair_index, device, precision)
     median = float(np.median(seconds))
     result = {
         "num_pairs": num_pairs,
@@ -408,6 +453,7 @@ def benchmark_training(
         "queries_per_s": round(num_queries / median, 3),
         "losses": losses,
         **memory.report(),
+        "operators": operators,
     }
     return result
 
