@@ -55,6 +55,23 @@ def test_eval_outputs_match_the_cpu_reference(tester, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_top_k_window_inference_matches_the_cpu_reference(tester, device):
+    """Each query's best windows are chosen on the device (float64 scores) and the same pairs as on the CPU."""
+    model = RGNetForVideoGrounding(tester.get_config(num_encoder_layers=2)).eval()
+    inputs = tester.prepare_inputs(12)
+    pair_query_index = torch.arange(3).repeat_interleave(4)
+    with torch.no_grad():
+        reference = model(**inputs, top_k_windows=2, pair_query_index=pair_query_index)
+        outputs = model.to(device)(
+            **to_device(inputs, device), top_k_windows=2, pair_query_index=pair_query_index.to(device)
+        )
+    assert outputs.grounding_pair_index.device.type == device
+    assert torch.equal(outputs.grounding_pair_index.cpu(), reference.grounding_pair_index)
+    for name in ("logits", "pred_spans", "window_logits"):
+        torch.testing.assert_close(getattr(outputs, name).cpu(), getattr(reference, name), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_gradients_without_dropout_match_the_cpu_reference(tester, device):
     config = tester.get_config(dropout=0.0, input_dropout=0.0)
     inputs, labels, noise = training_batch(tester)
