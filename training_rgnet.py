@@ -136,7 +136,7 @@ class RGNetTrainingArguments(TrainingArguments):
             so the cross-pair negatives are windows of the same video (the paper's description; the released
             recipes use random batches).
         eval_pairs_per_batch (`int`, *optional*, defaults to 256): (query, window) pairs per forward pass during
-            long-video evaluation; bounds memory on hour-long videos.
+            long-video evaluation, rounded down to whole queries (at least one); bounds memory on hour-long videos.
         eval_metric_config (`str`, *optional*, defaults to `"auto"`): `"mad"` or `"ego4d"` conventions of the
             metric module; `"auto"` follows the model's `query_normalization`.
         per_process_log (`bool`, *optional*, defaults to `False`): every process appends its logs to
