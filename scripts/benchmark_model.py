@@ -46,6 +46,7 @@ python scripts/benchmark_model.py --tiny --output /tmp/benchmark.json  # seconds
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -64,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -792,6 +794,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="Decode every pair of a cross_pairs training batch, not only the positives.",
     )
+    parser.add_argument(
+        "--sdpa-backends",
+        default="",
+        help="Restrict scaled_dot_product_attention to these backends, comma-separated, of flash, efficient, cudnn, "
+        "math (default: PyTorch's choice; e.g. `flash,efficient,math` rules cuDNN attention out).",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on CPU (default: unchanged).")
     parser.add_argument(
         "--cpu-allocator",
@@ -821,6 +829,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.workloads) - set(WORKLOADS))
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    args.sdpa_backends = [name.strip() for name in args.sdpa_backends.split(",") if name.strip()]
+    if set(args.sdpa_backends) - set(SDPA_BACKENDS):
+        parser.error(f"--sdpa-backends must name some of {list(SDPA_BACKENDS)}")
     args.pipelines = [name.strip() for name in args.pipelines.split(",") if name.strip()]
     if not args.pipelines or set(args.pipelines) - set(PIPELINES):
         parser.error(f"--pipelines must name some of {list(PIPELINES)}")
@@ -863,6 +874,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "compile": args.compile,
             "ground_all_pairs": args.ground_all_pairs,
             "ground_all_windows": args.ground_all_windows,
+            "sdpa_backends": args.sdpa_backends or "default",
             "cpu_allocator": allocator,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
             "seed": args.seed,
@@ -872,21 +884,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workloads": {},
     }
     for name in args.workloads:
-        workload = workloads[name]
-        config = build_config(workload, args.tiny)
-        entry: dict[str, Any] = {"kind": workload.kind, "preset": workload.preset, "config": config.to_diff_dict()}
-        print(f"[benchmark_model] {name} on {device} ...", flush=True)
-        if workload.kind == "train":
-            entry["batch_mode"] = workload.batch_mode
-            for precision in precisions:
-                entry[precision] = benchmark_training(workload, config, device, precision, args)
-                print(f"  {precision}: {json.dumps(entry[precision])}", flush=True)
-        else:
-            entry.update(benchmark_inference(workload, config, device, precisions, args))
-            print(f"  {json.dumps({key: entry[key] for key in entry if key != 'config'})}", flush=True)
-        if not args.tiny:
-            entry["ratios_to_original"] = _ratios(name, entry, device)
-        report["workloads"][name] = entry
+        with _attention_backends(args.sdpa_backends):
+            report["workloads"][name] = _run_workload(name, workloads[name], device, precisions, args)
         _release_host_memory()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -897,6 +896,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"[benchmark_model] wrote {output}")
     return report
+
+
+SDPA_BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
+def _attention_backends(names: list[str] | None):
+    """`scaled_dot_product_attention` restricted to the named backends (`--sdpa-backends`), else PyTorch's choice."""
+    return sdpa_kernel([SDPA_BACKENDS[name] for name in names]) if names else contextlib.nullcontext()
+
+
+def _run_workload(name: str, workload: Workload, device: torch.device, precisions: list[str], args) -> dict[str, Any]:
+    config = build_config(workload, args.tiny)
+    entry: dict[str, Any] = {"kind": workload.kind, "preset": workload.preset, "config": config.to_diff_dict()}
+    print(f"[benchmark_model] {name} on {device} ...", flush=True)
+    if workload.kind == "train":
+        entry["batch_mode"] = workload.batch_mode
+        for precision in precisions:
+            entry[precision] = benchmark_training(workload, config, device, precision, args)
+            print(f"  {precision}: {json.dumps(entry[precision])}", flush=True)
+    else:
+        entry.update(benchmark_inference(workload, config, device, precisions, args))
+        print(f"  {json.dumps({key: entry[key] for key in entry if key != 'config'})}", flush=True)
+    if not args.tiny:
+        entry["ratios_to_original"] = _ratios(name, entry, device)
+    return entry
 
 
 def _ratios(name: str, entry: dict[str, Any], device: torch.device) -> dict[str, Any]:

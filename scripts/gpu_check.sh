@@ -7,7 +7,9 @@
 #   4. with RGNET_TRAINED_MODEL=<a saved quickstart model>: bf16 agreement and metrics of that trained model on the
 #      synthetic test and validation videos, regenerated from RGNET_TRAINED_SEED (default 0)
 #      (model_cuda_precision_trained.json);
-#   5. torch.compile: bf16 inference (model_cuda_compiled.json), then a bf16 MAD training step (log only).
+#   5. the MAD training step and inference with cuDNN attention ruled out (model_cuda_no_cudnn_attention.json): under
+#      bf16, PyTorch picks cuDNN for the retrieval encoder's biased attention, which the profile shows slow;
+#   6. torch.compile: bf16 inference (model_cuda_compiled.json), then a bf16 MAD training step (log only).
 # Logs and JSON go to $OUT when set, else benchmarks/results/.
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
@@ -58,6 +60,8 @@ if [[ -n "${RGNET_TRAINED_MODEL:-}" ]]; then
         --split test,validation --device cuda --output "$out/model_cuda_precision_trained.json" 2>&1 \
         | tee -a "$out/gpu_benchmark.log" || status=1
 fi
+benchmark --workloads mad-train,mad-inference,ego4d-inference "${many_queries[@]}" --sdpa-backends flash,efficient,math \
+    --steps 3 --output "$out/model_cuda_no_cudnn_attention.json"
 benchmark --compile --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16 --steps 3 \
     --warmup 2 --output "$out/model_cuda_compiled.json"
 benchmark --compile --workloads mad-train,ego4d-pretrain-train --precisions bf16 --steps 5 --warmup 2 \
