@@ -1434,7 +1434,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
                 tied with the last of them, see [`select_top_windows`]), the ones post-processing pools (spec §7
                 step 3; pass the processor's `top_k_windows`). Window logits are computed for every pair first (the
                 last retrieval-encoder layer on the global row alone); the last layer's frame rows, the fusion and the
-                decoder then run on the chosen pairs only, about 40 % less work on a 2-hour MAD movie (81 windows,
+                decoder then run on the chosen pairs only, about 30 % less model time on a 2-hour MAD movie (81 windows,
                 30 kept). Every window of a query must be in the same call. The `G`-row outputs then carry
                 `grounding_pair_index`, which post-processing reads. Not with `labels` or `grounding_pair_index`.
             pair_query_index (`torch.LongTensor` of shape `(N,)`, *optional*):
