@@ -8,7 +8,9 @@
   reproducible across worker counts, processes and resumes.
 * `SameVideoBatchSampler`: optional batches of queries from one video (the paper's negatives).
 * `predict_long_videos`: full long-video inference: every window of each query's video, batched across queries in
-  bounded chunks, post-processed by `RGNetProcessor` into ranked moments in seconds.
+  bounded chunks, post-processed by `RGNetProcessor` into ranked moments in seconds; `forward_whole_queries` runs
+  the model on a processor batch in passes of whole queries (also used by `scripts/ground_video.py` and the
+  benchmarks).
 * `RGNetTrainer`: the custom loss over both batch modes with its terms logged, AdamW with per-epoch step LR, and an
   `evaluate` that runs `predict_long_videos` and scores it with the `evaluate` metric module
   (`metrics/long_video_grounding`).
@@ -42,6 +44,7 @@ try:
         moment_to_frames,
         positive_window_range,
         read_training_example,
+        select_pairs,
     )
 except ImportError:
     from processing_rgnet import (
@@ -51,6 +54,7 @@ except ImportError:
         moment_to_frames,
         positive_window_range,
         read_training_example,
+        select_pairs,
     )
 
 logger = logging.get_logger(__name__)
@@ -314,6 +318,53 @@ def _text_inputs(rows: Mapping[str, Any], indices: Sequence[int], processor: RGN
     return {"text_features": [np.array(rows["text_features"][index], dtype=np.float32) for index in indices]}
 
 
+def forward_whole_queries(
+    model,
+    inputs: Mapping[str, torch.Tensor],
+    num_windows: int,
+    *,
+    queries_per_forward: int,
+    top_k_windows: int | None = None,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The model outputs post-processing reads, for a query-major processor batch, whole queries per forward pass.
+
+    Pairs `q·W … q·W + W − 1` belong to query `q`. Each forward pass holds `queries_per_forward` queries (at least one;
+    cut with `select_pairs`, either batch form) and runs on the model's device, so a query's windows are ranked
+    together. With `top_k_windows` the model grounds only each query's best windows (its `top_k_windows`) and the
+    result carries their `grounding_pair_index` over the batch's pairs. Grad mode and autocast are the caller's.
+
+    Args:
+        model ([`RGNetForVideoGrounding`]): the model.
+        inputs (`Mapping[str, torch.Tensor]`): a processor batch (`processor(...)`, with or without shared windows).
+        num_windows (`int`): `W`, windows per query.
+        queries_per_forward (`int`): queries per forward pass.
+        top_k_windows (`int`, *optional*): windows grounded per query; `None` grounds every window.
+        progress (`bool`, *optional*, defaults to `False`): a progress bar over forward passes (when more than one).
+
+    Returns:
+        `dict[str, torch.Tensor]` on the CPU: float32 `logits`, `pred_spans` (`(N, Q, 2)`, or `(G, Q, 2)` with
+        `top_k_windows`) and `window_logits` `(N, 1)`, plus `grounding_pair_index` `(G,)` with `top_k_windows`.
+    """
+    device = next(model.parameters()).device
+    num_pairs = len(inputs["video_pair_index"] if "video_pair_index" in inputs else inputs["video_mask"])
+    pairs_per_forward = max(1, queries_per_forward) * num_windows
+    collected: dict[str, list[torch.Tensor]] = defaultdict(list)
+    starts = range(0, num_pairs, pairs_per_forward)
+    for start in tqdm(starts, desc="grounding", unit="batch", disable=not progress or len(starts) < 2):
+        rows = slice(start, min(start + pairs_per_forward, num_pairs))
+        chunk = {key: value.to(device) for key, value in select_pairs(inputs, rows).items()}
+        if top_k_windows is not None:
+            chunk["top_k_windows"] = top_k_windows
+            chunk["pair_query_index"] = torch.arange(rows.stop - start, device=device) // num_windows
+        outputs = model(**chunk)
+        for name in ("logits", "pred_spans", "window_logits"):
+            collected[name].append(outputs[name].float().cpu())
+        if outputs.grounding_pair_index is not None:
+            collected["grounding_pair_index"].append(outputs.grounding_pair_index.cpu() + start)
+    return {name: torch.cat(values) for name, values in collected.items()}
+
+
 @torch.no_grad()
 def predict_long_videos(
     model,
@@ -385,16 +436,13 @@ def predict_long_videos(
                 video_features=frames, share_windows=True, **_text_inputs(rows, chunk, processor, use_text)
             )
             metadata = inputs.window_metadata
-            tensors = {key: value.to(device) for key, value in inputs.items()}
-            if not ground_all_windows:  # every window of a query is ranked in the same pass
-                tensors["top_k_windows"] = processor.top_k_windows
-                tensors["pair_query_index"] = torch.from_numpy(metadata.pair_query_index).to(device)
-            predicted = model(**tensors)
-            outputs = {
-                name: getattr(predicted, name).float().cpu() for name in ("logits", "pred_spans", "window_logits")
-            }
-            if predicted.grounding_pair_index is not None:
-                outputs["grounding_pair_index"] = predicted.grounding_pair_index.cpu()
+            outputs = forward_whole_queries(  # one forward pass for the chunk
+                model,
+                inputs,
+                num_windows,
+                queries_per_forward=len(chunk),
+                top_k_windows=None if ground_all_windows else processor.top_k_windows,
+            )
             if has_sentence:
                 sentences = np.stack(
                     [np.array(rows["sentence_embedding"][index], dtype=np.float32) for index in chunk]
@@ -657,6 +705,7 @@ __all__ = [
     "RGNetTrainingDataset",
     "SameVideoBatchSampler",
     "check_query_table",
+    "forward_whole_queries",
     "get_recipe",
     "predict_long_videos",
     "retain_freed_host_memory",

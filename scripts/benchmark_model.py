@@ -81,10 +81,9 @@ from processing_rgnet import (  # noqa: E402
     RGNetWindowMetadata,
     enumerate_windows,
     gather_windows,
-    select_pairs,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
-from training_rgnet import retain_freed_host_memory  # noqa: E402
+from training_rgnet import forward_whole_queries, retain_freed_host_memory  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -471,31 +470,18 @@ def inference_inputs(config: RGNetConfig, workload: Workload, num_queries: int, 
     return video, texts, sentence_embeddings
 
 
-def _forward_in_chunks(model, num_queries, num_windows, device, precision, make_inputs, args) -> dict[str, Any]:
-    """The outputs post-processing reads for `num_queries` queries' query-major pairs, gathered on the CPU.
-
-    Each forward holds whole queries (`args.chunk_pairs // num_windows` of them, at least one) and grounds only each
-    query's `args.top_k_windows` best windows, unless `args.ground_all_windows`.
-    """
-    queries_per_forward = max(1, args.chunk_pairs // num_windows)
-    collected = {"logits": [], "pred_spans": [], "window_logits": [], "grounding_pair_index": []}
+def _forward_in_chunks(model, batch, num_windows, device, precision, args) -> dict[str, Any]:
+    """The outputs post-processing reads for a query-major batch, gathered on the CPU: `forward_whole_queries` with
+    `args.chunk_pairs // num_windows` queries per forward (at least one), grounding only each query's
+    `args.top_k_windows` best windows unless `args.ground_all_windows`."""
     with torch.no_grad(), _autocast(device, precision):
-        for first in range(0, num_queries, queries_per_forward):
-            count = min(queries_per_forward, num_queries - first)
-            inputs = make_inputs(slice(first * num_windows, (first + count) * num_windows))
-            if not args.ground_all_windows:
-                inputs["top_k_windows"] = args.top_k_windows
-                inputs["pair_query_index"] = torch.arange(count, device=device).repeat_interleave(num_windows)
-            outputs = model(**inputs)
-            for key in ("logits", "pred_spans", "window_logits"):
-                collected[key].append(outputs[key].float())
-            if outputs.grounding_pair_index is not None:
-                collected["grounding_pair_index"].append(outputs.grounding_pair_index + first * num_windows)
-    grounding_pair_index = collected.pop("grounding_pair_index")
-    gathered = {key: torch.cat(values).cpu() for key, values in collected.items()}
-    if grounding_pair_index:
-        gathered["grounding_pair_index"] = torch.cat(grounding_pair_index).cpu()
-    return gathered
+        return forward_whole_queries(
+            model,
+            batch,
+            num_windows,
+            queries_per_forward=args.chunk_pairs // num_windows,
+            top_k_windows=None if args.ground_all_windows else args.top_k_windows,
+        )
 
 
 class _StageClock:
@@ -521,15 +507,7 @@ def run_processor_pipeline(model, processor, video, texts, embeddings, device, p
         inputs = processor(text_features=texts[group], video_features=video)
         clock.lap("prepare_s")
         tensors = {key: value.to(device) for key, value in inputs.items()}
-        outputs = _forward_in_chunks(
-            model,
-            inputs.window_metadata.num_queries,
-            inputs.window_metadata.num_windows,
-            device,
-            precision,
-            lambda rows, tensors=tensors: select_pairs(tensors, rows),
-            args,
-        )
+        outputs = _forward_in_chunks(model, tensors, inputs.window_metadata.num_windows, device, precision, args)
         clock.lap("model_s")
         results += processor.post_process_video_grounding(
             outputs, inputs.window_metadata, video_features=video, sentence_embeddings=embeddings[group]
@@ -560,17 +538,7 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
             "text_mask": queries["text_mask"].to(device)[pair_query],
         }
         clock.lap("prepare_s")
-        collected.append(
-            _forward_in_chunks(
-                model,
-                num_queries,
-                num_windows,
-                device,
-                precision,
-                lambda rows, batch=batch: select_pairs(batch, rows),
-                args,
-            )
-        )
+        collected.append(_forward_in_chunks(model, batch, num_windows, device, precision, args))
         clock.lap("model_s")
     outputs = {
         key: torch.cat([chunk[key] for chunk in collected]) for key in ("logits", "pred_spans", "window_logits")

@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -63,6 +62,7 @@ from data_rgnet import RGNetFeatureStore  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor, normalize_query  # noqa: E402
 from scripts.extract_features import build_frame_encoder, extract_video_features, quiet_transformers  # noqa: E402
+from training_rgnet import forward_whole_queries  # noqa: E402
 from visualization_rgnet import plot_timelines  # noqa: E402
 
 logger = logging.getLogger("ground_video")
@@ -411,25 +411,16 @@ def ground(
 
     inputs = processor(video_features=video_features, **query_inputs)
     metadata = inputs.window_metadata
-    device = next(model.parameters()).device
     # Whole queries per forward pass: the model decodes only each query's windows that post-processing keeps.
-    pairs_per_forward = max(1, batch_size // metadata.num_windows) * metadata.num_windows
-    pair_query_index = torch.from_numpy(metadata.pair_query_index)
-    collected: dict[str, list[torch.Tensor]] = {"logits": [], "pred_spans": [], "window_logits": []}
-    grounded = []
-    starts = range(0, metadata.num_pairs, pairs_per_forward)
     with torch.inference_mode():
-        for start in tqdm(starts, desc="grounding", unit="batch", disable=not progress or len(starts) < 2):
-            rows = slice(start, start + pairs_per_forward)
-            chunk = {key: value[rows].to(device) for key, value in inputs.items()}
-            outputs = model(
-                **chunk, top_k_windows=processor.top_k_windows, pair_query_index=pair_query_index[rows].to(device)
-            )
-            for key, values in collected.items():
-                values.append(getattr(outputs, key).float().cpu())
-            grounded.append(outputs.grounding_pair_index.cpu() + start)
-    outputs = {key: torch.cat(values) for key, values in collected.items()}
-    outputs["grounding_pair_index"] = torch.cat(grounded)
+        outputs = forward_whole_queries(
+            model,
+            inputs,
+            metadata.num_windows,
+            queries_per_forward=batch_size // metadata.num_windows,
+            top_k_windows=processor.top_k_windows,
+            progress=progress,
+        )
     predictions = processor.post_process_video_grounding(
         outputs, metadata, video_features=video_features, sentence_embeddings=sentence_embeddings
     )
