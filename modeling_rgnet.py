@@ -18,9 +18,10 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
 
 * attention runs PyTorch's fused `scaled_dot_product_attention` (no attention map is kept), except for dropout
   on CPU, which has its own kernel (`_CPUDropoutAttention`); dropout and the feed-forward activation keep boolean
-  masks or nothing (`_CPUDropout`, `_ReluDropout`) instead of float copies of the activations; on CPU their masks
-  come from numpy's PCG64 seeded by torch's generator (`_CPUKeepMasks`), so the same seed gives the same masks but
-  not PyTorch's own dropout draws;
+  masks or nothing (`_CPUDropout`, `_ReluDropout`) instead of float copies of the activations; on CPU the
+  feed-forward block runs a block of rows at a time without activation-sized gradients (`_CPUFeedForward`), and
+  masks come from numpy's PCG64 seeded by torch's generator (`_CPUKeepMasks`), so the same seed gives the same
+  masks but not PyTorch's own dropout draws;
 * `grounding_pair_index` restricts the decoder, the fusion and the last retrieval-encoder layer's frame rows to the
   pairs whose moments are needed (in `cross_pairs` training, the `B` positives of the `B²` pairs); at inference
   `top_k_windows` chooses them from the window scores (each query's best windows, the ones post-processing keeps);
@@ -558,6 +559,77 @@ class _ReluDropout(torch.autograd.Function):
         return grad_hidden.mul_(ctx.keep_scale) if ctx.keep_scale != 1.0 else grad_hidden, None
 
 
+class _CPUFeedForward(torch.autograd.Function):
+    """`fc2(dropout(relu(fc1(x))))` for CPU training in float32, computed block of rows by block of rows.
+
+    The forward writes each block's `(rows, ffn_dim)` activation once and uses it while it is in cache (ReLU,
+    dropout, `fc2`); it is kept for the backward (as `fc2` needs it anyway). The backward runs block by block too,
+    through one reused `(rows, ffn_dim)` buffer: autograd's version allocates two fresh `(N·L, ffn_dim)` gradients
+    per layer (472 MB each for a MAD encoder layer), and on a CPU every fresh page costs a kernel page fault.
+    Weight and bias gradients accumulate over the blocks. The dropout mask is drawn block after block from one
+    [`_CPUKeepMasks`] (blocks hold a multiple of 4 elements, so it equals one draw over the whole activation).
+    """
+
+    # Activation elements per block (4 MB of float32), rounded to a multiple of 4 rows.
+    _block_elements = _SLICE_ELEMENTS
+
+    @staticmethod
+    def _row_blocks(num_rows: int, ffn_dim: int) -> list[slice]:
+        step = max(4, (_CPUFeedForward._block_elements // ffn_dim) // 4 * 4)
+        return [slice(start, min(start + step, num_rows)) for start in range(0, num_rows, step)]
+
+    @staticmethod
+    def forward(ctx, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, dropout):
+        num_rows, ffn_dim = hidden.shape[0], fc1_weight.shape[0]
+        hidden = hidden.contiguous()
+        activation = hidden.new_empty(num_rows, ffn_dim)
+        output = hidden.new_empty(num_rows, fc2_weight.shape[0])
+        blocks = _CPUFeedForward._row_blocks(num_rows, ffn_dim)
+        keep_scale = 1.0 / (1.0 - dropout)
+        masks = _CPUKeepMasks(dropout) if dropout > 0 else None
+        keep = torch.empty(blocks[0].stop * ffn_dim if blocks else 0, dtype=torch.bool, device="cpu")
+        for rows in blocks:
+            block = torch.addmm(fc1_bias, hidden[rows], fc1_weight.t(), out=activation[rows]).relu_()
+            if masks is not None:
+                block.mul_(masks.fill_(keep[: block.numel()]).view(block.shape)).mul_(keep_scale)
+            torch.addmm(fc2_bias, block, fc2_weight.t(), out=output[rows])
+        ctx.save_for_backward(hidden, activation, fc1_weight, fc2_weight)
+        ctx.keep_scale, ctx.blocks = keep_scale, blocks
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        hidden, activation, fc1_weight, fc2_weight = ctx.saved_tensors
+        needs_hidden, needs_fc1_weight, needs_fc1_bias, needs_fc2_weight, needs_fc2_bias, _ = ctx.needs_input_grad
+        grad_output = grad_output.contiguous()
+        grad_hidden = torch.empty_like(hidden) if needs_hidden else None
+        grad_fc1_weight = torch.zeros_like(fc1_weight) if needs_fc1_weight else None
+        grad_fc1_bias = fc1_weight.new_zeros(fc1_weight.shape[0]) if needs_fc1_bias else None
+        grad_fc2_weight = torch.zeros_like(fc2_weight) if needs_fc2_weight else None
+        grad_fc2_bias = grad_output.sum(0) if needs_fc2_bias else None
+        buffer = activation.new_empty(ctx.blocks[0].stop if ctx.blocks else 0, activation.shape[1])
+        for rows in ctx.blocks:
+            block_grad, block_activation = grad_output[rows], activation[rows]
+            if grad_fc2_weight is not None:
+                grad_fc2_weight.addmm_(block_grad.t(), block_activation)
+            if not (needs_hidden or needs_fc1_weight or needs_fc1_bias):
+                continue
+            # Through fc2, then ReLU and dropout: an activation is positive exactly where its unit passed both.
+            grad_activation = torch.mm(block_grad, fc2_weight, out=buffer[: block_activation.shape[0]])
+            torch.ops.aten.threshold_backward.grad_input(
+                grad_activation, block_activation, 0, grad_input=grad_activation
+            )
+            if ctx.keep_scale != 1.0:
+                grad_activation.mul_(ctx.keep_scale)
+            if grad_fc1_weight is not None:
+                grad_fc1_weight.addmm_(grad_activation.t(), hidden[rows])
+            if grad_fc1_bias is not None:
+                grad_fc1_bias.add_(grad_activation.sum(0))
+            if grad_hidden is not None:
+                torch.mm(grad_activation, fc1_weight, out=grad_hidden[rows])
+        return grad_hidden, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias, None
+
+
 # ---- Input projections (spec §5.1) ----
 
 
@@ -647,11 +719,23 @@ class RGNetFeedForward(nn.Module):
         self.fc2 = RGNetXavierLinear(config.ffn_dim, config.hidden_size)
         self.dropout = RGNetDropout(config.dropout)
 
+    def _runs_cpu_training_kernel(self, hidden: torch.Tensor) -> bool:
+        """[`_CPUFeedForward`] computes gradients on CPU in float32 (autocast off); elsewhere autograd does."""
+        if hidden.device.type != "cpu" or not torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
+            return False
+        tensors = (hidden, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        return all(tensor.dtype == torch.float32 for tensor in tensors) and any(t.requires_grad for t in tensors)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         shape = hidden.shape
-        hidden = self.fc1(hidden.reshape(-1, shape[-1]))  # (N·L, ffn_dim)
+        hidden = hidden.reshape(-1, shape[-1])  # (N·L, D)
+        dropout = self.dropout.p if self.training else 0.0
+        if self._runs_cpu_training_kernel(hidden):
+            weights = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+            return _CPUFeedForward.apply(hidden, *weights, dropout).reshape(shape)
+        hidden = self.fc1(hidden)  # (N·L, ffn_dim)
         if torch.is_grad_enabled() and hidden.requires_grad:  # keeps only the activation fc2 needs anyway
-            hidden = _ReluDropout.apply(hidden, self.dropout.p if self.training else 0.0)
+            hidden = _ReluDropout.apply(hidden, dropout)
         else:
             hidden = self.dropout(F.relu(hidden))
         return self.fc2(hidden).reshape(shape)  # (..., D)

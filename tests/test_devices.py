@@ -1,6 +1,6 @@
 """The model on every available device: CPU always, CUDA when present (a GPU machine runs the CUDA cases).
 
-On CPU the training cases go through the CPU kernels (`_CPUDropoutAttention`, `_CPUDropout`, `_ReluDropout` with
+On CPU the training cases go through the CPU kernels (`_CPUDropoutAttention`, `_CPUDropout`, `_CPUFeedForward` with
 `_CPUKeepMasks`); on CUDA through `scaled_dot_product_attention` with dropout and PyTorch's dropout.
 """
 

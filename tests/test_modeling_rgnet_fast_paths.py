@@ -2,8 +2,8 @@
 
 * `_CPUDropoutAttention` (attention-probability dropout on CPU, pair by pair) against a float64 reference that
   uses the same keep masks;
-* `_ReluDropout` (feed-forward activation keeping only its output) and `_CPUDropout` against a mask drawn the
-  same way, and the masks themselves (`_CPUKeepMasks`: Bernoulli, governed by `torch.manual_seed`);
+* `_ReluDropout` (feed-forward activation keeping only its output), `_CPUFeedForward` (the CPU feed-forward block,
+  row block by row block) and `_CPUDropout` against a mask drawn the same way, and the masks themselves (`_CPUKeepMasks`: Bernoulli, governed by `torch.manual_seed`);
 * `grounding_pair_index` (decode only some pairs) against the full batch: outputs, loss terms and gradients;
 * `video_pair_index` (each window once) against windows repeated per pair.
 """
@@ -102,6 +102,64 @@ def test_relu_dropout_matches_relu_then_mask(dropout):
     (reference_grad,) = torch.autograd.grad(reference, hidden, grad_output)
     torch.testing.assert_close(output, reference)
     torch.testing.assert_close(grad, reference_grad)
+
+
+@pytest.mark.parametrize(
+    ("dropout", "block_elements", "frozen"),
+    [(0.0, 1 << 20, ()), (0.4, 1 << 20, ()), (0.4, 5 * 12, ()), (0.4, 1, ()), (0.3, 8 * 12, ("fc1", "fc2"))],
+)
+def test_cpu_feed_forward_matches_autograd_with_the_same_mask(dropout, block_elements, frozen, monkeypatch):
+    # One block, blocks of 4 rows (the last one of 1: 21 rows), the 4-row minimum, and frozen weights.
+    monkeypatch.setattr(modeling_rgnet._CPUFeedForward, "_block_elements", block_elements)
+    generator = torch.Generator().manual_seed(0)
+    fc1 = torch.nn.Linear(6, 12).requires_grad_("fc1" not in frozen)
+    fc2 = torch.nn.Linear(12, 6).requires_grad_("fc2" not in frozen)
+    hidden = torch.randn(21, 6, generator=generator, requires_grad=True)
+    grad_output = torch.randn(21, 6, generator=generator)
+    weights = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    trainable = [tensor for tensor in weights if tensor.requires_grad]
+
+    torch.manual_seed(2)
+    output = modeling_rgnet._CPUFeedForward.apply(hidden, *weights, dropout)
+    grads = torch.autograd.grad(output, [hidden, *trainable], grad_output)
+
+    torch.manual_seed(2)  # the mask as one draw over the whole (21, 12) activation
+    keep = modeling_rgnet._CPUKeepMasks(dropout).fill_(torch.empty(21, 12, dtype=torch.bool))
+    inputs64 = [tensor.detach().double().requires_grad_() for tensor in (hidden, *weights)]
+    activation = torch.relu(inputs64[0] @ inputs64[1].T + inputs64[2]) * keep / (1 - dropout)
+    reference = activation @ inputs64[3].T + inputs64[4]
+    trainable64 = [inputs64[0]]
+    trainable64 += [tensor64 for tensor64, tensor in zip(inputs64[1:], weights, strict=True) if tensor.requires_grad]
+    reference_grads = torch.autograd.grad(reference, trainable64, grad_output.double())
+
+    torch.testing.assert_close(output.double(), reference, atol=1e-5, rtol=1e-5)
+    assert len(grads) == len(reference_grads) == 1 + len(trainable)
+    for grad, reference_grad in zip(grads, reference_grads, strict=True):
+        torch.testing.assert_close(grad.double(), reference_grad, atol=1e-5, rtol=1e-5)
+
+
+def test_feed_forward_uses_the_cpu_kernel_only_for_float32_cpu_gradients(monkeypatch):
+    config = RGNetModelTester().get_config()
+    assert config.dropout > 0
+    feed_forward = modeling_rgnet.RGNetFeedForward(config).train()
+    calls = []
+    original_apply = modeling_rgnet._CPUFeedForward.apply
+    monkeypatch.setattr(
+        modeling_rgnet._CPUFeedForward, "apply", lambda *args: calls.append(1) or original_apply(*args)
+    )
+    hidden = torch.randn(2, 5, config.hidden_size)
+    torch.manual_seed(0)
+    kernel_output = feed_forward(hidden)
+    assert len(calls) == 1 and kernel_output.shape == hidden.shape
+    with torch.no_grad():
+        feed_forward(hidden)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feed_forward(hidden)
+    assert len(calls) == 1
+    # The plain path (autograd's relu and dropout) with the same seed draws the same mask and computes the same.
+    monkeypatch.setattr(modeling_rgnet.RGNetFeedForward, "_runs_cpu_training_kernel", lambda self, hidden: False)
+    torch.manual_seed(0)
+    torch.testing.assert_close(feed_forward(hidden), kernel_output)
 
 
 @pytest.mark.parametrize("with_residual", [False, True])
@@ -226,7 +284,7 @@ def test_bad_grounding_index_raises(tester, index):
 
 
 def test_cpu_training_kernels_under_dropout_are_reproducible_with_gradient_checkpointing(tester, monkeypatch):
-    # Every attention through `_CPUDropoutAttention` and every dropout through `_CPUDropout` / `_ReluDropout`;
+    # Every attention through `_CPUDropoutAttention` and every dropout through `_CPUDropout` / `_CPUFeedForward`;
     # checkpointing replays the same random draws, so both runs must agree.
     monkeypatch.setattr(modeling_rgnet._CPUDropoutAttention, "min_map_elements", 1)
     config = tester.get_config(dropout=0.2, input_dropout=0.3, num_encoder_layers=2)
