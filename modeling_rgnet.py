@@ -357,23 +357,24 @@ class _CPUKeepMasks:
 
     PyTorch's CPU generator (one Mersenne-Twister call per element, on one core) made mask drawing about a fifth of a
     MAD training step. Here each kernel call takes one 62-bit seed from torch's global generator (so
-    `torch.manual_seed` / `set_seed` still decide every mask, and per-rank seeding carries over) and draws 32-bit
-    words from numpy's default bit generator (PCG64), about three times faster: an element is kept where its word
-    is `≥ round(p · 2³²)`, so the drop probability is `p` to within `2⁻³³` (PyTorch's float32 `u ≥ p` has 24 bits).
-    Masks come out in call order, so a kernel that draws block by block gets the same masks for the same seed.
+    `torch.manual_seed` / `set_seed` still decide every mask, and per-rank seeding carries over) and draws 16-bit
+    words from numpy's default bit generator (PCG64), four per 64-bit output, about six times faster: an element is
+    kept where its word is `≥ round(p · 2¹⁶)`, so the drop probability is `p` to within `2⁻¹⁷` (PyTorch's float32
+    `u ≥ p` has 24 bits; either is far below the sampling noise of one mask). Masks come out in call order, so a
+    kernel that draws block by block (blocks of a multiple of 4 elements) gets the same masks for the same seed.
     """
 
     def __init__(self, dropout: float):
         seed = int(torch.randint(0, 1 << 62, (1,)).item())  # the global CPU generator
         self._bits = np.random.PCG64(seed)
-        self._threshold = np.uint32(min(round(dropout * 2**32), 2**32 - 1))
+        self._threshold = np.uint16(min(round(dropout * 2**16), 2**16 - 1))
 
     def fill_(self, keep: torch.Tensor) -> torch.Tensor:
         """Fill a contiguous CPU boolean tensor with the next `keep.numel()` keep decisions, in place."""
         if not keep.is_contiguous():
             raise ValueError("`_CPUKeepMasks.fill_` needs a contiguous boolean tensor (it writes through a view).")
         flat = keep.numpy().reshape(-1)
-        words = self._bits.random_raw((flat.size + 1) // 2).view(np.uint32)[: flat.size]
+        words = self._bits.random_raw((flat.size + 3) // 4).view(np.uint16)[: flat.size]
         np.greater_equal(words, self._threshold, out=flat)
         return keep
 
