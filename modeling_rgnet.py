@@ -170,16 +170,20 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
-def run_head_without_autocast(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Run a small prediction head outside autocast, in its weights' dtype: float32 for a float32 model under autocast.
+def run_head_in_float32(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Run a small prediction head in float32, outside autocast and with its weights upcast if they are narrower.
 
     Moments are read to a fraction of a frame and scores to 4 decimals: a bfloat16 output (8-bit mantissa) would
     quantise a span centre to about two frames of a 900-frame window and tie close window scores. The heads see
-    `(..., Q, D)` or `(N, D)` inputs, so float32 costs nothing measurable next to the trunk. A model whose weights
-    are themselves bfloat16 (no autocast) runs its heads in bfloat16.
+    `(..., Q, D)` or `(N, D)` inputs, so float32 costs nothing measurable next to the trunk, whether the trunk runs
+    under bf16 autocast or has bfloat16 weights itself (gradients reach those weights through the cast).
     """
     with torch.autocast(hidden.device.type, enabled=False):
-        return head(hidden.to(next(head.parameters()).dtype))
+        parameters = dict(head.named_parameters())
+        if all(parameter.dtype == torch.float32 for parameter in parameters.values()):
+            return head(hidden.float())
+        upcast = {name: parameter.float() for name, parameter in parameters.items()}
+        return torch.func.functional_call(head, upcast, (hidden.float(),))
 
 
 def video_sine_position_encoding(video_mask: torch.Tensor, hidden_size: int, temperature: float) -> torch.Tensor:
@@ -343,7 +347,8 @@ def multi_head_attention(
         attention_bias = attention_bias.to(query.dtype)
     large_maps = num_heads * query.shape[2] * key.shape[2] >= _CPUDropoutAttention.min_map_elements
     if dropout > 0 and query.device.type == "cpu" and large_maps:
-        attended = _CPUDropoutAttention.apply(query, key, value, attention_bias, dropout)
+        # Computed in float32; returned in the inputs' dtype (a model with bfloat16 weights reads it next).
+        attended = _CPUDropoutAttention.apply(query, key, value, attention_bias, dropout).to(value.dtype)
     else:
         attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_bias, dropout_p=dropout)
     return rearrange(attended, "n h l d -> n l (h d)")
@@ -1068,11 +1073,11 @@ class RGNetAnchorDecoder(nn.Module):
             query_position = self.anchor_position_head(sine)
             query_sine = sine if index == 0 else sine * self.query_scale(content)
             width_scale = self.width_modulation_head(content).sigmoid()[..., 0] / anchors[..., 1]  # (N, Q)
-            query_sine = query_sine * width_scale[..., None]
+            query_sine = (query_sine * width_scale[..., None]).to(memory.dtype)
             content = layer(content, query_position, query_sine, memory, memory_position, memory_bias)
             hidden_states.append(self.layernorm(content))
             if index < len(self.anchor_update_heads):
-                offsets = run_head_without_autocast(self.anchor_update_heads[index], content)
+                offsets = run_head_in_float32(self.anchor_update_heads[index], content)
                 updated = (offsets + inverse_sigmoid(anchors)).sigmoid()
                 reference_anchors.append(updated)
                 anchors = updated.detach()
@@ -1319,6 +1324,9 @@ class RGNetModel(RGNetPreTrainedModel):
             grounding_pair_index,
             video_pair_index,
         )
+        # Features in the weights' dtype: float32 features run through a model loaded with `dtype=torch.bfloat16`.
+        video_features = video_features.to(self.video_projection.blocks[0].norm.weight.dtype)
+        text_features = text_features.to(self.text_projection.blocks[0].norm.weight.dtype)
         video_mask = video_mask.to(video_features.dtype)
         text_mask = text_mask.to(video_features.dtype)
         compute_dtype = _compute_dtype(video_features)
@@ -1377,7 +1385,8 @@ class RGNetModel(RGNetPreTrainedModel):
         )  # (G, Lv, D)
 
         # Anchor decoder over the fused frames (§5.7); the gate is not a mask here.
-        anchors = self.anchor_embeddings.sigmoid().expand(frame_hidden.shape[0], -1, -1)  # (G, Q, 2)
+        # Anchors stay float32 whatever the weights' dtype (a bfloat16 centre would be off by frames).
+        anchors = self.anchor_embeddings.float().sigmoid().expand(frame_hidden.shape[0], -1, -1)  # (G, Q, 2)
         decoder_hidden_states, reference_anchors = self.decoder(
             anchors, frame_hidden, video_position, padding_bias(video_mask, compute_dtype)
         )
@@ -1565,14 +1574,13 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         )
         grounding_pair_index = model_outputs.grounding_pair_index
         decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, G, Q, D)
-        # The prediction heads run outside autocast (float32 for float32 weights, see `run_head_without_autocast`) and
-        # the span arithmetic in float32.
-        all_logits = run_head_without_autocast(self.class_head, decoder_hidden_states)  # (L, G, Q, 2)
-        span_offsets = run_head_without_autocast(self.span_head, decoder_hidden_states).float()
+        # The prediction heads and the span arithmetic run in float32 (see `run_head_in_float32`).
+        all_logits = run_head_in_float32(self.class_head, decoder_hidden_states)  # (L, G, Q, 2)
+        span_offsets = run_head_in_float32(self.span_head, decoder_hidden_states)
         all_spans = (span_offsets + inverse_sigmoid(model_outputs.reference_anchors.float())).sigmoid()
         global_hidden = model_outputs.global_hidden_state
         frame_hidden = model_outputs.encoder_last_hidden_state
-        window_logits = run_head_without_autocast(self.retrieval_head, global_hidden)  # (N, 1)
+        window_logits = run_head_in_float32(self.retrieval_head, global_hidden)  # (N, 1)
         grounded_global = global_hidden if grounding_pair_index is None else global_hidden[grounding_pair_index]
         saliency_scores = (
             self.saliency_frame_proj(frame_hidden) * self.saliency_global_proj(grounded_global)[:, None]
@@ -1620,7 +1628,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             )
 
         def choose(global_hidden: torch.Tensor) -> torch.Tensor:
-            window_logits = run_head_without_autocast(self.retrieval_head, global_hidden)  # the values returned
+            window_logits = run_head_in_float32(self.retrieval_head, global_hidden)  # the values returned
             return select_top_windows(window_logits, pair_query_index, top_k_windows)
 
         return choose
@@ -1641,7 +1649,7 @@ __all__ = [
     "anchor_sine_embedding",
     "build_selector_attention_bias",
     "inverse_sigmoid",
-    "run_head_without_autocast",
+    "run_head_in_float32",
     "select_top_windows",
     "video_sine_position_encoding",
 ]

@@ -16,8 +16,9 @@ windows unless `--ground-all-windows`) → `processor.post_process_video_groundi
 fusion, NMS), reporting each stage, through two routes (`--pipelines`): `processor`, the processor's `__call__`
 (every window repeated for every query, all of it sent to the device), and `shared_windows`, the processor's window
 enumeration with each window cut and sent once (`video_pair_index`), post-processed once per video. With both `fp32`
-and `bf16` in `--precisions`, the report gives the fraction of queries that keep their top-1 moment under bf16
-autocast (`top1_agreement`: the same window and decoder slot ranked first, temporal IoU ≥ 0.9; target ≥ 0.99; use
+and a reduced precision in `--precisions` (`bf16`: bf16 autocast; `bf16-weights`: the model cast to bfloat16, for
+inference), the report gives the fraction of queries that keep their top-1 moment under it
+(`top1_agreement`: the same window and decoder slot ranked first, temporal IoU ≥ 0.9; target ≥ 0.99; use
 `--inference-queries 100` or more). With random weights a window's proposals score almost equally, so this counts
 near-ties too; `scripts/benchmark_precision.py` measures it on a trained model.
 
@@ -37,7 +38,7 @@ Examples:
 ```
 python scripts/benchmark_model.py --device cpu --workloads mad-train --steps 2
 python scripts/benchmark_model.py --device cpu --workloads mad-train --steps 4 --cpu-allocator retain
-python scripts/benchmark_model.py --device cuda                        # every workload, fp32 and bf16
+python scripts/benchmark_model.py --device cuda                        # every workload, every precision
 python scripts/benchmark_model.py --device cuda --workloads mad-inference --inference-queries 128
 python scripts/benchmark_model.py --tiny --output /tmp/benchmark.json  # seconds-long smoke run
 ```
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import gc
 import json
@@ -280,6 +282,13 @@ def _peak_rss() -> int:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# `bf16`: float32 weights under bf16 autocast; `bf16-weights`: the model cast to bfloat16 (as loaded with
+# `from_pretrained(..., dtype=torch.bfloat16)`), no autocast: no casts at run time and half the activation traffic.
+# Its heads, anchors and spans still compute in float32. Inference only (training keeps float32 master weights).
+PRECISIONS = ("fp32", "bf16", "bf16-weights")
+INFERENCE_ONLY_PRECISIONS = ("bf16-weights",)
 
 
 def _autocast(device: torch.device, precision: str):
@@ -574,8 +583,12 @@ def benchmark_inference(
     args.chunk_pairs = args.inference_chunk_pairs or (1024 if device.type == "cuda" else 16)
     torch.manual_seed(args.seed)
     model = RGNetForVideoGrounding(config).to(device).eval()
+    models = {precision: model for precision in precisions}
+    if "bf16-weights" in precisions:  # the same weights, rounded to bfloat16
+        models["bf16-weights"] = copy.deepcopy(model).to(torch.bfloat16)
     if args.compile:  # the warm-up passes compile (one graph per pair count, so keep the groups equal)
-        model = torch.compile(model, dynamic=False)
+        compiled = {id(module): torch.compile(module, dynamic=False) for module in models.values()}
+        models = {precision: compiled[id(module)] for precision, module in models.items()}
     processor = RGNetProcessor.from_config(config)
     args.top_k_windows = processor.top_k_windows
     video, texts, embeddings = inference_inputs(config, workload, num_queries, args.seed)
@@ -594,7 +607,7 @@ def benchmark_inference(
             with PeakMemory(device) as memory:
                 for index in range(args.warmup + args.steps):
                     results, stages, num_windows = PIPELINES[pipeline](
-                        model, processor, video, texts, embeddings, device, precision, args
+                        models[precision], processor, video, texts, embeddings, device, precision, args
                     )
                     if index >= args.warmup:
                         runs.append({**stages, "total_s": sum(stages.values())})
@@ -621,7 +634,15 @@ def benchmark_inference(
             f"{workload.preset}: {args.pipelines[-1]} pipeline, {precisions[-1]}, {num_queries} queries",
             device,
             partial(
-                PIPELINES[args.pipelines[-1]], model, processor, video, texts, embeddings, device, precisions[-1], args
+                PIPELINES[args.pipelines[-1]],
+                models[precisions[-1]],
+                processor,
+                video,
+                texts,
+                embeddings,
+                device,
+                precisions[-1],
+                args,
             ),
         )
 
@@ -629,14 +650,15 @@ def benchmark_inference(
         return top1_agreement(top1_moments[first], top1_moments[second])
 
     for pipeline in args.pipelines:  # reduced precision against fp32 (target: >= 0.99 kept)
-        if (pipeline, "fp32") in top1_moments and (pipeline, "bf16") in top1_moments:
-            result[f"{pipeline}_bf16_top1_agreement"] = agreement((pipeline, "fp32"), (pipeline, "bf16"))
+        for precision in precisions:
+            if precision != "fp32" and (pipeline, "fp32") in top1_moments:
+                result[f"{pipeline}_{precision}_top1_agreement"] = agreement((pipeline, "fp32"), (pipeline, precision))
     if len(args.pipelines) == 2:  # the two pipelines compute the same predictions
         result["pipelines_top1_agreement"] = {
             precision: agreement((args.pipelines[0], precision), (args.pipelines[1], precision))
             for precision in precisions
         }
-    del model
+    del model, models
     return result
 
 
@@ -722,7 +744,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precisions",
         default=None,
-        help="Comma-separated `fp32`, `bf16` (autocast). Default: fp32 on CPU, fp32,bf16 on CUDA.",
+        help="Comma-separated `fp32`, `bf16` (autocast), `bf16-weights` (the model cast to bfloat16; inference only). "
+        "Default: fp32 on CPU, fp32,bf16,bf16-weights on CUDA.",
     )
     parser.add_argument("--steps", type=int, default=3, help="Timed repetitions per measurement (default 3).")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed repetitions first (default 1).")
@@ -824,10 +847,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if allocator == "retain" and not retain_freed_host_memory():
         allocator = "default (retain unavailable: not glibc)"
     precisions = (
-        args.precisions.split(",") if args.precisions else (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+        [name.strip() for name in args.precisions.split(",") if name.strip()]
+        if args.precisions
+        else (list(PRECISIONS) if device.type == "cuda" else ["fp32"])
     )
-    if set(precisions) - {"fp32", "bf16"}:
-        raise SystemExit(f"--precisions must be fp32 and/or bf16, got {precisions}.")
+    if not precisions or set(precisions) - set(PRECISIONS):
+        raise SystemExit(f"--precisions must name some of {', '.join(PRECISIONS)}; got {args.precisions!r}.")
     workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
     report: dict[str, Any] = {
         "benchmark": "rgnet-model",
@@ -885,7 +910,7 @@ def _run_workload(name: str, workload: Workload, device: torch.device, precision
     print(f"[benchmark_model] {name} on {device} ...", flush=True)
     if workload.kind == "train":
         entry["batch_mode"] = workload.batch_mode
-        for precision in precisions:
+        for precision in (name for name in precisions if name not in INFERENCE_ONLY_PRECISIONS):
             entry[precision] = benchmark_training(workload, config, device, precision, args)
             print(f"  {precision}: {json.dumps(entry[precision])}", flush=True)
     else:

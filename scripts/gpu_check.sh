@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one run from the repository root, most important first:
 #   1. the model tests on CUDA (tests/test_devices.py runs each case on CPU and CUDA);
-#   2. the CUDA benchmarks: fp32 and bf16 training steps and long-video inference (model_cuda.json);
-#   3. bf16 top-1 agreement with random weights over 128 queries per video, with a profile of the bf16 pass
-#      (model_cuda_agreement.json, gpu_profile.txt);
+#   2. the CUDA benchmarks: fp32 and bf16-autocast training steps, and long-video inference in fp32, under bf16
+#      autocast and with bfloat16 weights (model_cuda.json);
+#   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
+#      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
 #   4. with RGNET_TRAINED_MODEL=<a saved quickstart model>: bf16 agreement and metrics of that trained model on the
 #      synthetic test and validation videos, regenerated from RGNET_TRAINED_SEED (default 0)
 #      (model_cuda_precision_trained.json);
 #   5. the MAD training step and inference with cuDNN attention ruled out (model_cuda_no_cudnn_attention.json): under
 #      bf16, PyTorch picks cuDNN for the retrieval encoder's biased attention, which the profile shows slow;
-#   6. torch.compile: bf16 inference (model_cuda_compiled.json), then a bf16 MAD training step (log only).
+#   6. torch.compile: bf16 inference, both forms (model_cuda_compiled.json), then a bf16 MAD training step (log only).
 # Logs and JSON go to $OUT when set, else benchmarks/results/.
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
@@ -62,7 +63,7 @@ if [[ -n "${RGNET_TRAINED_MODEL:-}" ]]; then
 fi
 benchmark --workloads mad-train,mad-inference,ego4d-inference "${many_queries[@]}" --sdpa-backends flash,efficient,math \
     --steps 3 --output "$out/model_cuda_no_cudnn_attention.json"
-benchmark --compile --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16 --steps 3 \
+benchmark --compile --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16,bf16-weights --steps 3 \
     --warmup 2 --output "$out/model_cuda_compiled.json"
 benchmark --compile --workloads mad-train,ego4d-pretrain-train --precisions bf16 --steps 5 --warmup 2 \
     --output /tmp/model_cuda_compiled_train.json

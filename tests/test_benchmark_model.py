@@ -49,9 +49,9 @@ def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):
             "--device",
             "cpu",
             "--workloads",
-            "ego4d-inference",
+            "ego4d-finetune-train,ego4d-inference",
             "--precisions",
-            "fp32,bf16",
+            "fp32,bf16,bf16-weights",
             "--queries-per-batch",
             "1",
             "--steps",
@@ -64,9 +64,19 @@ def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):
     )
     entry = report["workloads"]["ego4d-inference"]
     for pipeline in ("processor", "shared_windows"):
-        agreement = entry[f"{pipeline}_bf16_top1_agreement"]
-        assert agreement["queries"] == 2 and 0.0 <= agreement["fraction"] <= 1.0
+        for precision in ("bf16", "bf16-weights"):
+            assert entry[f"{pipeline}_{precision}"]["queries_per_s"] > 0
+            agreement = entry[f"{pipeline}_{precision}_top1_agreement"]
+            assert agreement["queries"] == 2 and 0.0 <= agreement["fraction"] <= 1.0
     assert entry["pipelines_top1_agreement"]["fp32"]["fraction"] == 1.0
+    # bfloat16 weights are an inference precision: training steps run fp32 and autocast only.
+    training = report["workloads"]["ego4d-finetune-train"]
+    assert "fp32" in training and "bf16" in training and "bf16-weights" not in training
+
+
+def test_benchmark_rejects_unknown_precisions(tmp_path):
+    with pytest.raises(SystemExit, match="--precisions must name some of fp32, bf16, bf16-weights"):
+        main(["--tiny", "--device", "cpu", "--precisions", "fp16", "--output", str(tmp_path / "out.json")])
 
 
 def test_top1_agreement_counts_the_same_proposal_with_overlapping_seconds():

@@ -30,11 +30,13 @@ def test_precision_report_compares_bf16_with_fp32_on_every_query(saved_model_and
     report = main([*argv, "--device", "cpu", "--output", str(output)])
     assert json.loads(output.read_text()) == json.loads(json.dumps(report))
     assert report["queries"] == 18 and report["videos"] == 6 and report["split"] == ["validation", "test"]
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "bf16-weights"):
         assert report[precision]["metrics"]["num_queries"] == 18 and report[precision]["seconds"] > 0
-    agreement = report["bf16_top1_agreement"]
-    assert agreement["queries"] == 18 and 0.0 <= agreement["fraction"] <= 1.0
-    assert agreement["same_top1_source"] <= agreement["queries"] and agreement["iou_min"] <= agreement["iou_mean"]
+    for key in ("bf16_top1_agreement", "bf16_weights_top1_agreement"):
+        agreement = report[key]
+        assert agreement["queries"] == 18 and 0.0 <= agreement["fraction"] <= 1.0
+        assert agreement["same_top1_source"] <= agreement["queries"]
+        assert agreement["iou_min"] <= agreement["iou_mean"]
 
 
 def test_precision_report_names_a_missing_split(saved_model_and_data):

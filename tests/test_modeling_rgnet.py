@@ -344,6 +344,44 @@ def test_eval_predictions_under_bf16_autocast_stay_close_to_fp32(tester):
     assert torch.isfinite(reduced.window_logits).all()
 
 
+def test_bfloat16_weights_take_float32_features_and_keep_float32_moments(tester, monkeypatch):
+    # `from_pretrained(..., dtype=torch.bfloat16)` / `.to(torch.bfloat16)`: the processor's float32 features are cast
+    # to the weights' dtype; anchors, spans and the heads' outputs stay float32.
+    monkeypatch.setattr(modeling_rgnet._CPUDropoutAttention, "min_map_elements", 1)  # its float32 kernel in training
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(4)
+    reference = outputs_of(model, inputs)
+    reduced = outputs_of(model.to(torch.bfloat16), inputs)
+    for name in ("logits", "pred_spans", "window_logits", "reference_anchors"):
+        assert reduced[name].dtype == torch.float32, name
+    assert reduced.encoder_last_hidden_state.dtype == torch.bfloat16
+    torch.testing.assert_close(reduced.pred_spans, reference.pred_spans, atol=0.05, rtol=0)
+    torch.testing.assert_close(reduced.window_logits, reference.window_logits, atol=0.1, rtol=0)
+    # The same with bfloat16 features, and a training step's gradients reach the bfloat16 weights.
+    bf16_inputs = {key: value.to(torch.bfloat16) for key, value in inputs.items()}
+    torch.testing.assert_close(outputs_of(model, bf16_inputs).pred_spans, reduced.pred_spans)
+    model.train()
+    batch = tester.cross_pairs_batch(2)
+    model(**batch, labels=tester.prepare_labels("cross_pairs", batch)).loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.dtype == torch.bfloat16, name
+        assert torch.isfinite(parameter.grad).all(), name
+
+
+def test_heads_run_in_float32_with_bfloat16_weights():
+    head = modeling_rgnet.RGNetMLP(8, 8, 2, 3, xavier=False)
+    hidden = torch.randn(5, 8)
+    expected = head(hidden.bfloat16().float())  # float32 arithmetic on the bfloat16-rounded weights and inputs
+    head.to(torch.bfloat16)
+    output = modeling_rgnet.run_head_in_float32(head, hidden.bfloat16())
+    assert output.dtype == torch.float32
+    rounded = {name: parameter.float() for name, parameter in head.named_parameters()}
+    torch.testing.assert_close(output, torch.func.functional_call(head, rounded, (hidden.bfloat16().float(),)))
+    assert not torch.equal(output, expected.detach())  # not the float32 head: its weights were rounded
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast does not narrow it again
+        assert modeling_rgnet.run_head_in_float32(head, hidden).dtype == torch.float32
+
+
 def test_trainer_scales_the_loss_for_gradient_accumulation():
     # The loss is a mean over targets: Trainer must divide it by the accumulation steps itself.
     assert RGNetForVideoGrounding.accepts_loss_kwargs is False
