@@ -592,8 +592,9 @@ class _CPUFeedForward(torch.autograd.Function):
         output = hidden.new_empty(num_rows, fc2_weight.shape[0])
         blocks = _CPUFeedForward._row_blocks(num_rows, ffn_dim)
         keep_scale = 1.0 / (1.0 - dropout)
-        masks = _CPUKeepMasks(dropout) if dropout > 0 else None
-        keep = torch.empty(blocks[0].stop * ffn_dim if blocks else 0, dtype=torch.bool, device="cpu")
+        masks = _CPUKeepMasks(dropout) if dropout > 0 and blocks else None
+        if masks is not None:  # one mask buffer for every block
+            keep = torch.empty(blocks[0].stop * ffn_dim, dtype=torch.bool, device="cpu")
         for rows in blocks:
             block = torch.addmm(fc1_bias, hidden[rows], fc1_weight.t(), out=activation[rows]).relu_()
             if masks is not None:

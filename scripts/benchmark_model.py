@@ -910,7 +910,9 @@ def _run_workload(name: str, workload: Workload, device: torch.device, precision
     print(f"[benchmark_model] {name} on {device} ...", flush=True)
     if workload.kind == "train":
         entry["batch_mode"] = workload.batch_mode
-        for precision in (name for name in precisions if name not in INFERENCE_ONLY_PRECISIONS):
+        for precision in precisions:
+            if precision in INFERENCE_ONLY_PRECISIONS:
+                continue
             entry[precision] = benchmark_training(workload, config, device, precision, args)
             print(f"  {precision}: {json.dumps(entry[precision])}", flush=True)
     else:

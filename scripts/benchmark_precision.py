@@ -5,9 +5,9 @@ the fraction mostly counts near-ties that any rounding reorders. This script mea
 model (e.g. the quickstart's `<output_dir>/model`) on a dataset split in the project's layout, every query through
 `predict_long_videos` (all windows of its video, full post-processing) in fp32, under bf16 autocast (`bf16`) and with
 the model's weights cast to bfloat16 (`bf16-weights`, as `from_pretrained(..., dtype=torch.bfloat16)` loads it). It
-reports, for each reduced precision, the top-1 agreement (`benchmark_model.top1_agreement`: the same proposal ranked first, temporal IoU ≥ 0.9 between
-the two moments; the exact and IoU statistics beside it), the test metrics under each precision, and the time of
-each pass.
+reports, for each reduced precision, the top-1 agreement (`benchmark_model.top1_agreement`: the same proposal ranked
+first, temporal IoU ≥ 0.9 between the two moments; the exact and IoU statistics beside it), the test metrics under
+each precision, and the time of each pass.
 
 ```
 python scripts/quickstart.py --output_dir runs/quickstart

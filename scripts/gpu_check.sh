@@ -5,8 +5,8 @@
 #      autocast and with bfloat16 weights (model_cuda.json);
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
-#   4. with RGNET_TRAINED_MODEL=<a saved quickstart model>: bf16 agreement and metrics of that trained model on the
-#      synthetic test and validation videos, regenerated from RGNET_TRAINED_SEED (default 0)
+#   4. with RGNET_TRAINED_MODEL=<a saved quickstart model>: agreement of both bf16 forms and metrics of that model
+#      on the synthetic test and validation videos, regenerated from RGNET_TRAINED_SEED (default 0)
 #      (model_cuda_precision_trained.json);
 #   5. the MAD training step and inference with cuDNN attention ruled out (model_cuda_no_cudnn_attention.json): under
 #      bf16, PyTorch picks cuDNN for the retrieval encoder's biased attention, which the profile shows slow;
