@@ -186,6 +186,21 @@ def run_head_in_float32(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(head, upcast, (hidden.float(),))
 
 
+def linear_relu(hidden: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """`relu(linear(hidden))` for 2-D `hidden` without a gradient, the ReLU inside the matrix product where the BLAS
+    library can fuse it (cuBLASLt's bias + ReLU epilogue on CUDA).
+
+    The feed-forward block's `(N·L, ffn_dim)` activation is the largest tensor of inference (8× the hidden states):
+    a separate ReLU reads and writes it once more, 14% of the memory traffic of a MAD query. Under autocast the
+    operands are cast as autocast would cast a linear layer's (the fused operator has no autocast rule of its own).
+    """
+    weight, bias = linear.weight, linear.bias
+    if torch.is_autocast_enabled(hidden.device.type):
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+        hidden, weight, bias = hidden.to(dtype), weight.to(dtype), bias.to(dtype)
+    return torch._addmm_activation(bias, hidden, weight.t())
+
+
 def video_sine_position_encoding(video_mask: torch.Tensor, hidden_size: int, temperature: float) -> torch.Tensor:
     """Fixed sine encoding of frame positions normalised by each window's valid length (spec §5.2).
 
@@ -321,11 +336,12 @@ def multi_head_attention(
     attention_bias: torch.Tensor | None,
     num_heads: int,
     dropout: float,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention over already projected inputs; the one attention kernel of the model.
 
     Query and key may be wider than value (the decoder's conditional cross-attention concatenates content and
-    sine parts per head); the scale is `1/sqrt(query head width)`. Runs PyTorch's `scaled_dot_product_attention`
+    sine parts per head); the scale is `1/sqrt(query head width)` unless `scale` is given. Runs PyTorch's `scaled_dot_product_attention`
     (fused flash / memory-efficient kernels that keep no attention map), except for dropout on CPU: PyTorch's only
     CPU kernel with dropout keeps several float maps per layer (about 5 GB per MAD encoder layer at 64 pairs), so
     there [`_CPUDropoutAttention`] computes the same function pair by pair (all but tiny maps).
@@ -336,6 +352,7 @@ def multi_head_attention(
             it receives no gradient (it is built from masks and the detached gate).
         num_heads (`int`): `H`.
         dropout (`float`): dropout on attention probabilities (pass 0 in eval mode).
+        scale (`float`, *optional*): factor of the logits; defaults to `1/sqrt(Dqk)`.
 
     Returns:
         `torch.Tensor` of shape `(N, Lq, H·Dv)`.
@@ -348,9 +365,11 @@ def multi_head_attention(
     large_maps = num_heads * query.shape[2] * key.shape[2] >= _CPUDropoutAttention.min_map_elements
     if dropout > 0 and query.device.type == "cpu" and large_maps:
         # Computed in float32; returned in the inputs' dtype (a model with bfloat16 weights reads it next).
-        attended = _CPUDropoutAttention.apply(query, key, value, attention_bias, dropout).to(value.dtype)
+        attended = _CPUDropoutAttention.apply(query, key, value, attention_bias, dropout, scale).to(value.dtype)
     else:
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_bias, dropout_p=dropout)
+        attended = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_bias, dropout_p=dropout, scale=scale
+        )
     return rearrange(attended, "n h l d -> n l (h d)")
 
 
@@ -430,10 +449,10 @@ class _CPUDropoutAttention(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, query, key, value, attention_bias, dropout):
+    def forward(ctx, query, key, value, attention_bias, dropout, scale=None):
         num_pairs, num_heads, query_length, _ = query.shape
         key_length = key.shape[2]
-        scale = query.shape[-1] ** -0.5
+        scale = query.shape[-1] ** -0.5 if scale is None else scale
         query, key, value = query.float(), key.float(), value.float()
         if attention_bias is not None:
             attention_bias = attention_bias.float().expand(num_pairs, num_heads, query_length, key_length)
@@ -479,7 +498,7 @@ class _CPUDropoutAttention(torch.autograd.Function):
             torch.bmm(kept_probs.transpose(1, 2), grad_out, out=grad_value[block]).mul_(keep_scale)
             torch.bmm(grad_scores, key[block], out=grad_query[block]).mul_(scale)
             torch.bmm(grad_scores.transpose(1, 2), query[block], out=grad_key[block]).mul_(scale)
-        return grad_query, grad_key, grad_value, None, None
+        return grad_query, grad_key, grad_value, None, None, None
 
 
 class _CPUDropout(torch.autograd.Function):
@@ -740,11 +759,10 @@ class RGNetFeedForward(nn.Module):
         if self._runs_cpu_training_kernel(hidden):
             weights = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
             return _CPUFeedForward.apply(hidden, *weights, dropout).reshape(shape)
-        hidden = self.fc1(hidden)  # (N·L, ffn_dim)
-        if torch.is_grad_enabled() and hidden.requires_grad:  # keeps only the activation fc2 needs anyway
-            hidden = _ReluDropout.apply(hidden, dropout)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, self.fc1.weight, self.fc1.bias)):
+            hidden = _ReluDropout.apply(self.fc1(hidden), dropout)  # keeps only the activation fc2 needs anyway
         else:
-            hidden = self.dropout(F.relu(hidden))
+            hidden = self.dropout(linear_relu(hidden, self.fc1))  # (N·L, ffn_dim)
         return self.fc2(hidden).reshape(shape)  # (..., D)
 
 
@@ -974,6 +992,15 @@ class RGNetDecoderCrossAttention(nn.Module):
     Per head, the query is `[content + position ; sine]` and the key `[content + position ; position]`, so q/k are
     twice as wide as v and the scale is `1/sqrt(2D/H)`. The query position term is added in every layer (the
     original's `keep_query_pos`, on in every recipe). Frame keys carry the video sine encoding; padding is masked.
+
+    Inference (`memory_keys` given) runs the same function with the frame-side projections folded into the few
+    moment queries, so that no layer projects the frames. With `W_k, W_p, W_v` the key-content, key-position and
+    value weights of head `h`, `q_h, s_h` its query and sine parts, and `m_j, p_j` a frame's state and position:
+    `logit = (W_kᵀ q_h)·m_j + (W_pᵀ (q_h + s_h))·p_j` + terms constant over frames (the key biases, which softmax
+    ignores), and `out_h = W_v (Σ_j a_j m_j) + b_v` (the weights sum to 1). One attention over the keys
+    `[m ; p]`, built once for all layers, with `Q·H` query rows replaces six `(G·Lv, D)` projections and two
+    concatenations per layer: a seventh of a MAD query's memory traffic. Training keeps the projected form, whose
+    key biases get their (vanishing) gradients and whose dropout acts on the projected values.
     """
 
     def __init__(self, config: RGNetConfig):
@@ -991,11 +1018,21 @@ class RGNetDecoderCrossAttention(nn.Module):
         self.dropout = RGNetDropout(config.dropout)
         self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
 
-    def forward(self, content, query_position, query_sine, memory, memory_position, memory_bias):
+    def forward(self, content, query_position, query_sine, memory, memory_position, memory_bias, memory_keys=None):
+        """
+        Args:
+            content, query_position, query_sine (`torch.Tensor` of shape `(N, Q, D)`): moment queries.
+            memory, memory_position (`torch.Tensor` of shape `(N, Lv, D)`), memory_bias (`(N, 1, 1, Lv)`): frames.
+            memory_keys (`torch.Tensor` of shape `(N, Lv, 2D)`, *optional*): `[memory ; memory_position]` in
+                `memory`'s dtype: selects the folded form (inference only: no dropout, no gradients).
+        """
         heads = self.num_heads
-        key_position = self.k_pos(memory_position)
         query = rearrange(self.q_content(content) + self.q_pos(query_position), "n q (h d) -> n q h d", h=heads)
         sine = rearrange(self.q_sine(query_sine), "n q (h d) -> n q h d", h=heads)
+        if memory_keys is not None:
+            attended = self._folded_attention(query, sine, memory, memory_keys, memory_bias)
+            return self.norm(self.dropout(self.out_proj(attended), residual=content))
+        key_position = self.k_pos(memory_position)
         key = rearrange(self.k_content(memory) + key_position, "n l (h d) -> n l h d", h=heads)
         key_position = rearrange(key_position, "n l (h d) -> n l h d", h=heads)
         query = torch.cat([query, sine], dim=-1).flatten(2)  # (N, Q, H·2D/H)
@@ -1004,6 +1041,31 @@ class RGNetDecoderCrossAttention(nn.Module):
             query, key, self.v(memory), memory_bias, heads, self.attention_dropout if self.training else 0.0
         )
         return self.norm(self.dropout(self.out_proj(attended), residual=content))
+
+    def _folded_attention(self, query, sine, memory, memory_keys, memory_bias):
+        """Attention of `query`, `sine` (`(N, Q, H, D/H)`) with the frame projections folded in; `(N, Q, D)`."""
+        heads, head_width = query.shape[-2:]
+        content_key = self.k_content.weight.unflatten(0, (heads, head_width))  # (H, D/H, D)
+        position_key = self.k_pos.weight.unflatten(0, (heads, head_width))
+        folded_query = torch.cat(
+            [
+                torch.einsum("nqhd,hdc->nqhc", query, content_key),
+                torch.einsum("nqhd,hdc->nqhc", query + sine, position_key),
+            ],
+            dim=-1,
+        )  # (N, Q, H, 2D): one query row per (moment query, head)
+        mixed = multi_head_attention(
+            folded_query.flatten(1, 2).to(memory.dtype),
+            memory_keys,
+            memory,
+            memory_bias,
+            1,
+            0.0,
+            (2 * head_width) ** -0.5,
+        )  # (N, Q·H, D): Σ_j a_j m_j per head
+        value_weight = self.v.weight.unflatten(0, (heads, head_width))  # (H, D/H, D)
+        attended = torch.einsum("nqhc,hdc->nqhd", mixed.unflatten(1, (-1, heads)), value_weight)
+        return attended.flatten(2) + self.v.bias
 
 
 class RGNetDecoderFeedForward(nn.Module):
@@ -1024,9 +1086,11 @@ class RGNetDecoderLayer(GradientCheckpointingLayer):
         self.cross_attn = RGNetDecoderCrossAttention(config)
         self.ffn = RGNetDecoderFeedForward(config)
 
-    def forward(self, content, query_position, query_sine, memory, memory_position, memory_bias):
+    def forward(self, content, query_position, query_sine, memory, memory_position, memory_bias, memory_keys=None):
         content = self.self_attn(content, query_position)
-        content = self.cross_attn(content, query_position, query_sine, memory, memory_position, memory_bias)
+        content = self.cross_attn(
+            content, query_position, query_sine, memory, memory_position, memory_bias, memory_keys
+        )
         return self.ffn(content)
 
 
@@ -1067,6 +1131,11 @@ class RGNetAnchorDecoder(nn.Module):
             `(decoder_hidden_states (L, N, Q, D), reference_anchors (L, N, Q, 2))`.
         """
         content = memory.new_zeros(anchors.shape[:2] + (self.hidden_size,))  # (N, Q, D)
+        memory_keys, layer_memory = None, memory
+        if not self.training and not torch.is_grad_enabled():  # the folded cross-attention (inference)
+            if torch.is_autocast_enabled(memory.device.type):  # cast once here, not in each layer's attention
+                layer_memory = memory.to(torch.get_autocast_dtype(memory.device.type))
+            memory_keys = torch.cat([layer_memory, memory_position.to(layer_memory.dtype)], dim=-1)  # (N, Lv, 2D)
         reference_anchors = [anchors]
         hidden_states = []
         for index, layer in enumerate(self.layers):
@@ -1075,7 +1144,9 @@ class RGNetAnchorDecoder(nn.Module):
             query_sine = sine if index == 0 else sine * self.query_scale(content)
             width_scale = self.width_modulation_head(content).sigmoid()[..., 0] / anchors[..., 1]  # (N, Q)
             query_sine = (query_sine * width_scale[..., None]).to(memory.dtype)
-            content = layer(content, query_position, query_sine, memory, memory_position, memory_bias)
+            content = layer(
+                content, query_position, query_sine, layer_memory, memory_position, memory_bias, memory_keys
+            )
             hidden_states.append(self.layernorm(content))
             if index < len(self.anchor_update_heads):
                 offsets = run_head_in_float32(self.anchor_update_heads[index], content)

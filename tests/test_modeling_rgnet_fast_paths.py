@@ -5,7 +5,9 @@
 * `_ReluDropout` (feed-forward activation keeping only its output), `_CPUFeedForward` (the CPU feed-forward block,
   row block by row block) and `_CPUDropout` against a mask drawn the same way, and the masks themselves (`_CPUKeepMasks`: Bernoulli, governed by `torch.manual_seed`);
 * `grounding_pair_index` (decode only some pairs) against the full batch: outputs, loss terms and gradients;
-* `video_pair_index` (each window once) against windows repeated per pair.
+* `video_pair_index` (each window once) against windows repeated per pair;
+* inference forms: `linear_relu` (the feed-forward ReLU fused into `fc1`) and the decoder's folded
+  cross-attention against the projected form that training runs.
 """
 
 import pytest
@@ -160,6 +162,91 @@ def test_feed_forward_uses_the_cpu_kernel_only_for_float32_cpu_gradients(monkeyp
     monkeypatch.setattr(modeling_rgnet.RGNetFeedForward, "_runs_cpu_training_kernel", lambda self, hidden: False)
     torch.manual_seed(0)
     torch.testing.assert_close(feed_forward(hidden), kernel_output)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_relu_matches_relu_of_the_linear_layer(dtype):
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(8, 24).to(dtype)
+    hidden = torch.randn(30, 8, generator=generator).to(dtype)
+    fused = modeling_rgnet.linear_relu(hidden, linear)
+    assert fused.dtype == dtype and (fused >= 0).all() and (fused == 0).any()
+    torch.testing.assert_close(fused, torch.relu(linear(hidden)))
+
+
+def test_linear_relu_under_autocast_casts_like_a_linear_layer():
+    linear = torch.nn.Linear(8, 24)
+    hidden = torch.randn(30, 8, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = modeling_rgnet.linear_relu(hidden, linear)
+        expected = torch.relu(linear(hidden))
+    assert fused.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(fused, expected)
+
+
+def test_feed_forward_fuses_the_relu_only_without_gradients(monkeypatch):
+    config = RGNetModelTester().get_config()
+    feed_forward = modeling_rgnet.RGNetFeedForward(config).eval()
+    calls = []
+    original = modeling_rgnet.linear_relu
+    monkeypatch.setattr(modeling_rgnet, "linear_relu", lambda *args: calls.append(1) or original(*args))
+    hidden = torch.randn(2, 5, config.hidden_size)
+    with_gradients = feed_forward(hidden)
+    assert not calls
+    with torch.no_grad():
+        fused = feed_forward(hidden)
+    assert len(calls) == 1
+    torch.testing.assert_close(fused, with_gradients)
+
+
+def _count_calls(module, calls):
+    return module.register_forward_hook(lambda *args: calls.append(1))
+
+
+def test_folded_cross_attention_matches_the_projected_form(tester):
+    torch.manual_seed(0)
+    config = tester.get_config()
+    cross_attention = modeling_rgnet.RGNetDecoderCrossAttention(config).eval()
+    for linear in (cross_attention.k_content, cross_attention.k_pos, cross_attention.v):  # biases matter or cancel
+        torch.nn.init.normal_(linear.bias)
+    num_pairs, num_queries, length, hidden = 3, 4, 7, config.hidden_size
+    generator = torch.Generator().manual_seed(1)
+    content, query_position, query_sine = (
+        torch.randn(num_pairs, num_queries, hidden, generator=generator) for _ in "abc"
+    )
+    memory, memory_position = (torch.randn(num_pairs, length, hidden, generator=generator) for _ in "ab")
+    valid = torch.arange(length)[None] < torch.tensor([[7], [4], [1]])  # a full, a padded and a one-frame window
+    bias = modeling_rgnet.padding_bias(valid, torch.float32)
+    projected = cross_attention(content, query_position, query_sine, memory, memory_position, bias)
+    keys = torch.cat([memory, memory_position], dim=-1)
+    folded = cross_attention(content, query_position, query_sine, memory, memory_position, bias, memory_keys=keys)
+    torch.testing.assert_close(folded, projected, atol=1e-5, rtol=1e-5)
+    # Padded frames are ignored: changing them changes nothing.
+    noisy = torch.where(valid[..., None], memory, torch.randn_like(memory))
+    noisy_keys = torch.cat([noisy, memory_position], dim=-1)
+    again = cross_attention(content, query_position, query_sine, noisy, memory_position, bias, memory_keys=noisy_keys)
+    torch.testing.assert_close(again, folded, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_folds_the_cross_attention_only_for_inference(tester):
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(5)
+    calls = []
+    handles = [_count_calls(layer.cross_attn.k_content, calls) for layer in model.model.decoder.layers]
+    projected = model(**inputs)
+    assert len(calls) == model.config.num_decoder_layers
+    with torch.no_grad():
+        folded = model(**inputs)
+    assert len(calls) == model.config.num_decoder_layers  # no frame projection in the folded form
+    for name in ("logits", "pred_spans", "window_logits"):
+        torch.testing.assert_close(folded[name], projected[name], atol=1e-5, rtol=1e-5, msg=name)
+    model.train()
+    with torch.no_grad():  # training mode (attention dropout) keeps the projected form
+        model(**inputs)
+    assert len(calls) == 2 * model.config.num_decoder_layers
+    for handle in handles:
+        handle.remove()
 
 
 @pytest.mark.parametrize("with_residual", [False, True])

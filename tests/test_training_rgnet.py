@@ -188,7 +188,14 @@ def test_long_video_inference_sends_each_window_once_and_matches_repeated_window
     for item, reference in zip(predicted, every_window, strict=True):
         assert item["window_ranking"] == reference["window_ranking"]
         assert item["prediction_sources"] == reference["prediction_sources"]
-        np.testing.assert_allclose(item["predictions"], reference["predictions"], atol=2e-4)
+        # Scores are rounded to 4 decimals (spec §7), so outputs a few ulps apart (other pairs share the forward) may
+        # round one step apart; fusion min-max normalises the rounded scores, which scales a step by 1 / range.
+        predictions, expected_predictions = np.asarray(item["predictions"]), np.asarray(reference["predictions"])
+        np.testing.assert_allclose(predictions[:, :4], expected_predictions[:, :4], atol=1.5e-4)
+        score_ranges = np.ptp(expected_predictions[:, 2:4], axis=0)
+        np.testing.assert_allclose(
+            predictions[:, 4], expected_predictions[:, 4], atol=1.5e-4 * np.sum(1 / score_ranges)
+        )
 
 
 def test_training_samples_are_reproducible_and_change_per_epoch(tiny_dataset):
