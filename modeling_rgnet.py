@@ -1410,13 +1410,13 @@ class RGNetModel(RGNetPreTrainedModel):
             video_hidden = self.video_projection(video_features[video_pair_index])
         else:  # the projection depends on the window only
             video_hidden = self.video_projection(video_features)[video_pair_index]
-        if video_pair_index is not None:
-            video_mask = video_mask[video_pair_index]  # (N, Lv)
-        num_pairs = video_hidden.shape[0]
-        text_hidden = self.text_projection(text_features)  # (N, Lt, D)
         video_position = video_sine_position_encoding(
             video_mask, config.hidden_size, config.video_position_temperature
-        ).to(video_hidden.dtype)
+        ).to(video_hidden.dtype)  # (N, Lv, D), or (W, Lv, D): once per window, like the projection
+        if video_pair_index is not None:
+            video_mask, video_position = video_mask[video_pair_index], video_position[video_pair_index]
+        num_pairs = video_hidden.shape[0]
+        text_hidden = self.text_projection(text_features)  # (N, Lt, D)
 
         # Text-to-video encoder (§5.3): frames attend to the query's own tokens.
         if config.emulate_text_mask_head_ordering:

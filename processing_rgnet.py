@@ -1431,8 +1431,9 @@ class RGNetProcessor(ProcessorMixin):
         outputs: Any,
         window_metadata: RGNetWindowMetadata,
         *,
-        video_features: Any,
-        sentence_embeddings: Any,
+        video_features: Any = None,
+        sentence_embeddings: Any = None,
+        frame_similarities: Any = None,
         top_k_windows: int | None = None,
         nms_threshold: float | None = None,
         max_predictions: int | None = None,
@@ -1460,6 +1461,10 @@ class RGNetProcessor(ProcessorMixin):
                 there, the rest on the CPU.
             sentence_embeddings (array of shape `(Nq, Dc)` or `(Dc,)`): Sentence embedding of each query, in the
                 video feature space (`Dc == Dv`).
+            frame_similarities (`torch.Tensor` of shape `(T, Nq)`, *optional*): The matching score's cosines,
+                [`frame_query_similarities`]`(video_features, sentence_embeddings)`, computed beforehand (e.g. on the
+                model's device while this call runs on a worker thread); replaces `video_features` and
+                `sentence_embeddings`.
             return_candidates (`bool`, *optional*): Add each query's pooled candidates.
             return_single_score_rankings (`bool`, *optional*): Add the rankings by one score only.
 
@@ -1532,19 +1537,32 @@ class RGNetProcessor(ProcessorMixin):
             pred_spans = torch.full_like(logits, float("nan")).index_copy_(0, index, pred_spans)
         if window_logits.shape[1] != 1:
             raise ValueError(f"`outputs.window_logits` must have shape (N, 1), got {tuple(window_logits.shape)}.")
-        video = _as_float_tensor(video_features, "video_features", keep_device=True)
-        if video.ndim != 2 or video.shape[0] != window_metadata.num_frames:
+        if frame_similarities is None:
+            if video_features is None or sentence_embeddings is None:
+                raise ValueError("Pass `video_features` and `sentence_embeddings`, or `frame_similarities`.")
+            video = _as_float_tensor(video_features, "video_features", keep_device=True)
+            if video.ndim != 2 or video.shape[0] != window_metadata.num_frames:
+                raise ValueError(
+                    f"`video_features` must have shape ({window_metadata.num_frames}, Dv) like the processed video, "
+                    f"got {tuple(video.shape)}."
+                )
+            embeddings = _as_float_tensor(sentence_embeddings, "sentence_embeddings")
+            if embeddings.ndim == 1:
+                embeddings = embeddings[None, :]
+            if embeddings.shape != (window_metadata.num_queries, video.shape[1]):
+                raise ValueError(
+                    f"`sentence_embeddings` must have shape ({window_metadata.num_queries}, {video.shape[1]}) "
+                    f"(one per query, in the video feature space), got {tuple(embeddings.shape)}."
+                )
+            # One product for all queries (the per-frame cosine of the matching score), where the video is.
+            frame_similarities = frame_query_similarities(video, embeddings)
+        elif video_features is not None or sentence_embeddings is not None:
+            raise ValueError("Pass `frame_similarities` or `video_features` and `sentence_embeddings`, not both.")
+        similarities = _as_float_tensor(frame_similarities, "frame_similarities")  # on the CPU
+        if similarities.shape != (window_metadata.num_frames, window_metadata.num_queries):
             raise ValueError(
-                f"`video_features` must have shape ({window_metadata.num_frames}, Dv) like the processed video, "
-                f"got {tuple(video.shape)}."
-            )
-        embeddings = _as_float_tensor(sentence_embeddings, "sentence_embeddings")
-        if embeddings.ndim == 1:
-            embeddings = embeddings[None, :]
-        if embeddings.shape != (window_metadata.num_queries, video.shape[1]):
-            raise ValueError(
-                f"`sentence_embeddings` must have shape ({window_metadata.num_queries}, {video.shape[1]}) "
-                f"(one per query, in the video feature space), got {tuple(embeddings.shape)}."
+                f"`frame_similarities` must have shape ({window_metadata.num_frames}, {window_metadata.num_queries}) "
+                f"(frames, queries), got {tuple(similarities.shape)}."
             )
 
         # Pairs grouped by query, windows in order; every query must hold every window exactly once.
@@ -1562,8 +1580,6 @@ class RGNetProcessor(ProcessorMixin):
             query = int(np.flatnonzero(~complete.all(axis=1))[0])
             raise ValueError(f"`window_metadata` must hold every window exactly once for query {query}.")
         rows_of_query = torch.from_numpy(order.reshape(num_queries, num_windows))
-        # One product for all queries (the per-frame cosine of the matching score).
-        similarities = frame_query_similarities(video, embeddings).cpu()  # (T, Nq): computed where the video is
         results = []
         with single_intra_op_thread():  # a few hundred values per query: threads would only wait
             for query in range(num_queries):  # per query: fusion, merge and NMS are sequential

@@ -82,10 +82,11 @@ from processing_rgnet import (  # noqa: E402
     RGNetProcessor,
     RGNetWindowMetadata,
     enumerate_windows,
+    frame_query_similarities,
     gather_windows,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
-from training_rgnet import forward_whole_queries, retain_freed_host_memory  # noqa: E402
+from training_rgnet import PostProcessingWorker, forward_whole_queries, retain_freed_host_memory  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -526,49 +527,49 @@ def run_processor_pipeline(model, processor, video, texts, embeddings, device, p
 
 
 def run_shared_windows_pipeline(model, processor, video, texts, embeddings, device, precision, args):
-    """The processor's windows cut and sent to the device once per video (`video_pair_index`), the model run per group
-    of queries, then one post-processing call for all the video's queries, the video on the device (the frame-query
-    product of the matching score runs there, once for all queries)."""
-    clock, collected = _StageClock(device), []
+    """The processor's windows cut and sent to the device once per video (`video_pair_index`), then per group of
+    queries: the model, the matching score's frame-query product on the device, and post-processing, which runs on a
+    worker thread while the device computes the next group when `args.overlap_post_processing` (as
+    `predict_long_videos` does on an accelerator); the clock's `post_process_s` is then the wait for the last."""
+    clock, pending = _StageClock(device), []
     offsets, lengths = enumerate_windows(video.shape[0], processor.max_window_frames, processor.window_stride)
     windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv), each window once
     num_windows = len(offsets)
     windows, window_mask, device_video = windows.to(device), window_mask.to(device), video.to(device)
     clock.lap("prepare_s")
-    for first in range(0, len(texts), args.queries_per_batch):
-        queries = processor.prepare_queries(text_features=texts[first : first + args.queries_per_batch])
-        num_queries = queries["text_mask"].shape[0]
-        pair_query = torch.arange(num_queries, device=device).repeat_interleave(num_windows)  # query-major pairs
-        batch = {  # the processor's shared-window form, with the windows already on the device
-            "video_features": windows,
-            "video_mask": window_mask,
-            "video_pair_index": torch.arange(num_windows, device=device).repeat(num_queries),
-            "text_features": queries["text_features"].to(device)[pair_query],
-            "text_mask": queries["text_mask"].to(device)[pair_query],
-        }
-        clock.lap("prepare_s")
-        collected.append(_forward_in_chunks(model, batch, num_windows, device, precision, args))
-        clock.lap("model_s")
-    outputs = {
-        key: torch.cat([chunk[key] for chunk in collected]) for key in ("logits", "pred_spans", "window_logits")
-    }
-    if "grounding_pair_index" in collected[0]:  # pair indices of each group, shifted to the whole video's pairs
-        first_pairs = np.cumsum([0] + [len(chunk["window_logits"]) for chunk in collected[:-1]])
-        outputs["grounding_pair_index"] = torch.cat(
-            [chunk["grounding_pair_index"] + int(first) for chunk, first in zip(collected, first_pairs, strict=True)]
-        )
-    metadata = RGNetWindowMetadata(  # pairs query-major, as the processor lays them out
-        window_offsets=offsets,
-        window_lengths=lengths,
-        pair_query_index=np.repeat(np.arange(len(texts)), num_windows),
-        pair_window_index=np.tile(np.arange(num_windows), len(texts)),
-        num_queries=len(texts),
-        num_frames=int(video.shape[0]),
-        seconds_per_frame=processor.seconds_per_frame,
-    )
-    results = processor.post_process_video_grounding(
-        outputs, metadata, video_features=device_video, sentence_embeddings=embeddings
-    )
+    with PostProcessingWorker(background=args.overlap_post_processing) as worker:
+        for first in range(0, len(texts), args.queries_per_batch):
+            group = slice(first, first + args.queries_per_batch)
+            queries = processor.prepare_queries(text_features=texts[group])
+            num_queries = queries["text_mask"].shape[0]
+            pair_query = torch.arange(num_queries, device=device).repeat_interleave(num_windows)  # query-major
+            batch = {  # the processor's shared-window form, with the windows already on the device
+                "video_features": windows,
+                "video_mask": window_mask,
+                "video_pair_index": torch.arange(num_windows, device=device).repeat(num_queries),
+                "text_features": queries["text_features"].to(device)[pair_query],
+                "text_mask": queries["text_mask"].to(device)[pair_query],
+            }
+            clock.lap("prepare_s")
+            outputs = _forward_in_chunks(model, batch, num_windows, device, precision, args)
+            similarities = frame_query_similarities(device_video, embeddings[group]).cpu()  # (T, group)
+            clock.lap("model_s")
+            metadata = RGNetWindowMetadata(  # pairs query-major, as the processor lays them out
+                window_offsets=offsets,
+                window_lengths=lengths,
+                pair_query_index=np.repeat(np.arange(num_queries), num_windows),
+                pair_window_index=np.tile(np.arange(num_windows), num_queries),
+                num_queries=num_queries,
+                num_frames=int(video.shape[0]),
+                seconds_per_frame=processor.seconds_per_frame,
+            )
+            pending.append(
+                worker.submit(
+                    processor.post_process_video_grounding, outputs, metadata, frame_similarities=similarities
+                )
+            )
+            clock.lap("post_process_s")
+        results = [result for future in pending for result in future.result()]
     clock.lap("post_process_s")
     return results, clock.seconds, num_windows
 
@@ -581,6 +582,10 @@ def benchmark_inference(
 ) -> dict[str, Any]:
     num_queries = workload.num_queries or args.inference_queries or (8 if device.type == "cuda" else 1)
     args.chunk_pairs = args.inference_chunk_pairs or (1024 if device.type == "cuda" else 16)
+    if not isinstance(args.overlap_post_processing, bool):  # `auto`: where predict_long_videos overlaps
+        args.overlap_post_processing = {"on": True, "off": False}.get(
+            args.overlap_post_processing, device.type != "cpu"
+        )
     torch.manual_seed(args.seed)
     model = RGNetForVideoGrounding(config).to(device).eval()
     models = {precision: model for precision in precisions}
@@ -598,6 +603,7 @@ def benchmark_inference(
         "queries_per_batch": args.queries_per_batch,
         "chunk_pairs": args.chunk_pairs,
         "top_k_windows_grounded": None if args.ground_all_windows else args.top_k_windows,
+        "overlap_post_processing": args.overlap_post_processing,
         "compiled": args.compile,
     }
     top1_moments: dict[tuple[str, str], list] = {}
@@ -811,6 +817,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Append to this file torch.profiler tables (operators by device time on CUDA and by CPU time, with the "
         "kernel launch count) of one more training step per training precision and one more inference pass per "
         "inference workload (the last pipeline and precision).",
+    )
+    parser.add_argument(
+        "--overlap-post-processing",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="`shared_windows` pipeline: post-process each group of queries on a worker thread while the device runs "
+        "the next group (`auto`: on CUDA, as `predict_long_videos` does).",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="Tiny config and batches: a seconds-long smoke run.")

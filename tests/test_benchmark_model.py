@@ -54,6 +54,8 @@ def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):
             "fp32,bf16,bf16-weights",
             "--queries-per-batch",
             "1",
+            "--overlap-post-processing",  # the worker thread, as on CUDA: two groups, one in flight
+            "on",
             "--steps",
             "1",
             "--warmup",
@@ -68,6 +70,7 @@ def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):
             assert entry[f"{pipeline}_{precision}"]["queries_per_s"] > 0
             agreement = entry[f"{pipeline}_{precision}_top1_agreement"]
             assert agreement["queries"] == 2 and 0.0 <= agreement["fraction"] <= 1.0
+    assert entry["overlap_post_processing"] is True
     assert entry["pipelines_top1_agreement"]["fp32"]["fraction"] == 1.0
     # bfloat16 weights are an inference precision: training steps run fp32 and autocast only.
     training = report["workloads"]["ego4d-finetune-train"]

@@ -1238,3 +1238,29 @@ def test_postprocess_rejects_bad_inputs():
     )
     with pytest.raises(ValueError, match="every window"):
         processor.post_process_video_grounding(outputs, broken, **good)
+
+
+def test_postprocess_takes_precomputed_frame_similarities():
+    rng = np.random.default_rng(21)
+    video = rng.normal(size=(120, 8)).astype(np.float32)
+    sentences = rng.normal(size=(3, 8)).astype(np.float32)
+    processor = make_processor()
+    batch = processor(video_features=video, text_features=rng.normal(size=(3, 4, 16)).astype(np.float32))
+    outputs = FakeGroundingModel(8, 16)(**batch)
+    metadata = batch.window_metadata
+    expected = processor.post_process_video_grounding(
+        outputs, metadata, video_features=video, sentence_embeddings=sentences
+    )
+    similarities = frame_query_similarities(torch.from_numpy(video), torch.from_numpy(sentences))
+    results = processor.post_process_video_grounding(outputs, metadata, frame_similarities=similarities)
+    for result, reference in zip(results, expected, strict=True):
+        for key, value in reference.items():
+            assert torch.equal(result[key], value), key
+    with pytest.raises(ValueError, match="or `frame_similarities`"):
+        processor.post_process_video_grounding(outputs, metadata, video_features=video)
+    with pytest.raises(ValueError, match="not both"):
+        processor.post_process_video_grounding(
+            outputs, metadata, frame_similarities=similarities, video_features=video, sentence_embeddings=sentences
+        )
+    with pytest.raises(ValueError, match=r"`frame_similarities` must have shape \(120, 3\)"):
+        processor.post_process_video_grounding(outputs, metadata, frame_similarities=similarities.T)

@@ -21,6 +21,7 @@ from modeling_rgnet import RGNetForVideoGrounding
 from processing_rgnet import RGNetProcessor, compute_num_windows
 from scripts import evaluate_rgnet, train_rgnet
 from training_rgnet import (
+    PostProcessingWorker,
     RGNetTrainer,
     RGNetTrainingArguments,
     RGNetTrainingDataset,
@@ -182,6 +183,11 @@ def test_long_video_inference_sends_each_window_once_and_matches_repeated_window
 
     # Fewer pairs per forward than a query has windows: still one whole query per forward, the same predictions.
     assert predict_long_videos(model, processor, validation, store, pairs_per_batch=5, progress=False) == predicted
+    # Post-processing on a worker thread while the next chunk runs (the default on accelerators): the same results.
+    overlapped = predict_long_videos(
+        model, processor, validation, store, pairs_per_batch=5, progress=False, overlap_post_processing=True
+    )
+    assert overlapped == predicted
     every_window = predict_long_videos(
         model, processor, validation, store, pairs_per_batch=17, progress=False, ground_all_windows=True
     )
@@ -432,3 +438,13 @@ def test_two_process_training_matches_single_process_with_the_same_global_batch(
     ddp_weights = load_file(tmp_path / "ddp" / "model.safetensors")
     for name, value in load_file(tmp_path / "single" / "model.safetensors").items():
         torch.testing.assert_close(ddp_weights[name], value, atol=2e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_post_processing_worker_keeps_submission_order_and_raises_errors():
+    for background in (False, True):
+        with PostProcessingWorker(background=background) as worker:
+            futures = [worker.submit(lambda value: value * value, value) for value in range(20)]
+            failed = worker.submit(lambda: 1 / 0)
+        assert [future.result() for future in futures] == [value * value for value in range(20)]
+        with pytest.raises(ZeroDivisionError):
+            failed.result()
