@@ -1,0 +1,46 @@
+"""The memory-traffic counter: bytes per operator on known operators, and a tiny end-to-end report."""
+
+import json
+
+import pytest
+import torch
+
+from scripts.benchmark_traffic import TrafficCounter, main, tensor_bytes
+
+
+def test_tensor_bytes_counts_elements_and_caps_broadcasts_at_the_storage():
+    matrix = torch.zeros(4, 8)
+    assert tensor_bytes(matrix) == 4 * 8 * 4
+    assert tensor_bytes(matrix[:2]) == 2 * 8 * 4  # a slice: its own elements
+    assert tensor_bytes(torch.zeros(8, dtype=torch.bfloat16).expand(100, 8)) == 8 * 2  # stored once
+    assert tensor_bytes({"a": [matrix, 3], "b": (matrix.half(),)}) == 128 + 64
+
+
+def test_counter_records_reads_and_writes_per_operator_and_module():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU())
+    hidden = torch.randn(10, 8)
+    with torch.no_grad(), TrafficCounter(model) as counter:
+        model(hidden)
+        hidden + hidden
+    calls, read, written = counter.by_operator["addmm"]
+    assert calls == 1 and read == (16 + 10 * 8 + 16 * 8) * 4 and written == 10 * 16 * 4
+    assert counter.by_operator["add"] == [1, 2 * 10 * 8 * 4, 10 * 8 * 4]
+    assert counter.by_module["0"][1] == read + written
+    assert counter.by_module["(outside the model)"][0] == 1
+    assert "t" not in counter.by_operator  # views move nothing
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-weights"])
+def test_tiny_report(tmp_path, precision):
+    output = tmp_path / "traffic.json"
+    report = main(["--tiny", "--precision", precision, "--queries", "2", "--output", str(output)])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(report))
+    assert report["settings"]["queries_per_forward"] == 2 and report["bytes_per_forward"] > 0
+    moved = sum(entry["read_bytes"] + entry["written_bytes"] for entry in report["by_operator"].values())
+    assert moved == report["bytes_per_forward"]
+    assert any(name.startswith("model.decoder.layers.0") for name in report["top_modules"])
+
+
+def test_rejects_bad_arguments(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--queries", "0", "--output", str(tmp_path / "out.json")])
