@@ -27,7 +27,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -1082,6 +1082,38 @@ class RGNetWindowMetadata:
         return len(self.pair_query_index)
 
 
+@dataclass(frozen=True)
+class RGNetVideoWindows:
+    """One video cut into the processor's windows, to pair with any number of queries.
+
+    [`RGNetProcessor.cut_windows`] once per video (and `.to(device)` to keep them on the model's device), then
+    `processor(video_windows=..., text_features=...)` for each group of queries: the windows are cut and sent to the
+    device once instead of once per group (a 2-hour MAD movie's windows hold 150 MB).
+
+    Attributes:
+        windows (`torch.Tensor` of shape `(W, Lv, Dv)`): Each window's frames, zero padded to the longest window.
+        window_mask (`torch.Tensor` of shape `(W, Lv)`): 1 = real frame.
+        window_offsets (`np.ndarray` of shape `(W,)`, int64), window_lengths (`(W,)`, int64): See
+            [`RGNetWindowMetadata`].
+        num_frames (`int`): Frames `T` of the video.
+    """
+
+    windows: torch.Tensor
+    window_mask: torch.Tensor
+    window_offsets: np.ndarray
+    window_lengths: np.ndarray
+    num_frames: int
+
+    @property
+    def num_windows(self) -> int:
+        """Windows `W` of the video."""
+        return len(self.window_offsets)
+
+    def to(self, device: torch.device | str) -> RGNetVideoWindows:
+        """The same windows with their tensors on `device`."""
+        return replace(self, windows=self.windows.to(device), window_mask=self.window_mask.to(device))
+
+
 def select_pairs(inputs: Mapping[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor]:
     """The model inputs of pairs `rows` of a processor batch, for running the model on consecutive slices of pairs.
 
@@ -1337,12 +1369,29 @@ class RGNetProcessor(ProcessorMixin):
         features, mask = prepare_text_features(items, self.max_text_tokens)
         return {"text_features": features, "text_mask": mask}
 
+    def cut_windows(self, video_features: Any) -> RGNetVideoWindows:
+        """Cut one video into this processor's windows (spec §7.1), to pair with many groups of queries.
+
+        Args:
+            video_features (`np.ndarray` or `torch.Tensor` of shape `(T, Dv)`): One video's per-frame features.
+
+        Returns:
+            [`RGNetVideoWindows`] on the CPU, for `__call__(video_windows=...)`.
+        """
+        video = _as_float_tensor(video_features, "video_features")
+        if video.ndim != 2 or video.shape[0] == 0:
+            raise ValueError(f"`video_features` must have shape (T >= 1, Dv) for one video, got {tuple(video.shape)}.")
+        offsets, lengths = enumerate_windows(video.shape[0], self.max_window_frames, self.window_stride)
+        windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv), (W, Lv)
+        return RGNetVideoWindows(windows, window_mask, offsets, lengths, int(video.shape[0]))
+
     def __call__(
         self,
         text: str | list[str] | None = None,
         video_features: Any = None,
         text_features: Any = None,
         share_windows: bool = False,
+        video_windows: RGNetVideoWindows | None = None,
         **kwargs,
     ) -> RGNetBatchFeature:
         """Pair every query with every window of one video (spec §7.1).
@@ -1362,6 +1411,8 @@ class RGNetProcessor(ProcessorMixin):
             text_features (*optional*): Precomputed query token features (see `prepare_queries`).
             share_windows (`bool`, *optional*, defaults to `False`): Return each window once, with
                 `video_pair_index`, instead of one copy per pair.
+            video_windows ([`RGNetVideoWindows`], *optional*): The video already cut by [`cut_windows`], instead of
+                `video_features`; its tensors go into the batch as they are (on their device).
 
         Returns:
             [`RGNetBatchFeature`] with `video_features` `(N, Lv, Dv)`, `video_mask` `(N, Lv)` (with `share_windows`:
@@ -1371,17 +1422,22 @@ class RGNetProcessor(ProcessorMixin):
         """
         if kwargs:
             raise ValueError(
-                f"Unexpected argument(s) {sorted(kwargs)}; expected text, text_features, video_features, share_windows."
+                f"Unexpected argument(s) {sorted(kwargs)}; expected text, text_features, video_features, "
+                "share_windows, video_windows."
             )
-        if video_features is None:
-            raise ValueError("`video_features` (T, Dv) of the video is required.")
-        video = _as_float_tensor(video_features, "video_features")
-        if video.ndim != 2 or video.shape[0] == 0:
-            raise ValueError(f"`video_features` must have shape (T >= 1, Dv) for one video, got {tuple(video.shape)}.")
+        if (video_features is None) == (video_windows is None):
+            raise ValueError("Pass one of `video_features` (T, Dv) of the video or its `video_windows`.")
+        if video_windows is None:
+            video_windows = self.cut_windows(video_features)
+        elif not isinstance(video_windows, RGNetVideoWindows):
+            raise ValueError(
+                f"`video_windows` must be an RGNetVideoWindows (`processor.cut_windows(...)`), "
+                f"got {type(video_windows).__name__}."
+            )
         queries = self.prepare_queries(text=text, text_features=text_features)
         num_queries = next(iter(queries.values())).shape[0]
-        offsets, lengths = enumerate_windows(video.shape[0], self.max_window_frames, self.window_stride)
-        windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv), (W, Lv)
+        windows, window_mask = video_windows.windows, video_windows.window_mask
+        offsets, lengths = video_windows.window_offsets, video_windows.window_lengths
         num_windows = len(offsets)
         pair_query = np.repeat(np.arange(num_queries, dtype=np.int64), num_windows)
         pair_window = np.tile(np.arange(num_windows, dtype=np.int64), num_queries)
@@ -1403,7 +1459,7 @@ class RGNetProcessor(ProcessorMixin):
             pair_query_index=pair_query,
             pair_window_index=pair_window,
             num_queries=num_queries,
-            num_frames=int(video.shape[0]),
+            num_frames=video_windows.num_frames,
             seconds_per_frame=self.seconds_per_frame,
         )
         return RGNetBatchFeature(data, window_metadata=metadata)
@@ -1781,6 +1837,7 @@ __all__ = [
     "RGNetBatchFeature",
     "RGNetDataCollator",
     "RGNetProcessor",
+    "RGNetVideoWindows",
     "RGNetWindowMetadata",
     "RGNetWindowSample",
     "compute_num_windows",

@@ -419,7 +419,7 @@ def predict_long_videos(
 
     Queries are grouped by video; each group is cut into chunks of whole queries whose (query, window) pairs fit
     one forward pass of `pairs_per_batch` pairs (one query per pass when its video has more windows), so memory stays
-    bounded on hour-long videos. The model runs in eval mode on its own device and grounds only each query's
+    bounded on hour-long videos. A video's windows are cut and sent to the model's device once, for all its chunks. The model runs in eval mode on its own device and grounds only each query's
     `processor.top_k_windows` best windows, the ones post-processing keeps (the model's `top_k_windows`).
 
     Args:
@@ -469,14 +469,15 @@ def predict_long_videos(
             frames = feature_store.read_frames(video)
             # The matching score's frame-query product runs where the model is, once per chunk for all its queries.
             device_frames = torch.as_tensor(frames).to(device)
-            num_windows = int(compute_num_windows(len(frames), processor.window_stride))
+            # Windows cut and sent to the device once per video; each chunk's pairs read them (`video_pair_index`).
+            video_windows = processor.cut_windows(frames).to(device)
+            num_windows = video_windows.num_windows
             members = by_video[video]
             queries_per_chunk = max(1, pairs_per_batch // num_windows)
             for start in range(0, len(members), queries_per_chunk):
                 chunk = members[start : start + queries_per_chunk]
-                # Each window once (`video_pair_index`): the video goes to the device once per chunk, not per pair.
                 inputs = processor(
-                    video_features=frames, share_windows=True, **_text_inputs(rows, chunk, processor, use_text)
+                    video_windows=video_windows, share_windows=True, **_text_inputs(rows, chunk, processor, use_text)
                 )
                 outputs = forward_whole_queries(  # one forward pass for the chunk
                     model,

@@ -81,9 +81,7 @@ from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import (  # noqa: E402
     RGNetProcessor,
     RGNetWindowMetadata,
-    enumerate_windows,
     frame_query_similarities,
-    gather_windows,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
 from training_rgnet import PostProcessingWorker, forward_whole_queries, retain_freed_host_memory  # noqa: E402
@@ -532,10 +530,9 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
     worker thread while the device computes the next group when `args.overlap_post_processing` (as
     `predict_long_videos` does on an accelerator); the clock's `post_process_s` is then the wait for the last."""
     clock, pending = _StageClock(device), []
-    offsets, lengths = enumerate_windows(video.shape[0], processor.max_window_frames, processor.window_stride)
-    windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv), each window once
-    num_windows = len(offsets)
-    windows, window_mask, device_video = windows.to(device), window_mask.to(device), video.to(device)
+    video_windows = processor.cut_windows(video).to(device)  # (W, Lv, Dv), each window once
+    windows, window_mask, num_windows = video_windows.windows, video_windows.window_mask, video_windows.num_windows
+    device_video = video.to(device)
     clock.lap("prepare_s")
     with PostProcessingWorker(background=args.overlap_post_processing) as worker:
         for first in range(0, len(texts), args.queries_per_batch):
@@ -555,8 +552,8 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
             similarities = frame_query_similarities(device_video, embeddings[group]).cpu()  # (T, group)
             clock.lap("model_s")
             metadata = RGNetWindowMetadata(  # pairs query-major, as the processor lays them out
-                window_offsets=offsets,
-                window_lengths=lengths,
+                window_offsets=video_windows.window_offsets,
+                window_lengths=video_windows.window_lengths,
                 pair_query_index=np.repeat(np.arange(num_queries), num_windows),
                 pair_window_index=np.tile(np.arange(num_windows), num_queries),
                 num_queries=num_queries,

@@ -41,7 +41,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
-from processing_rgnet import RGNetProcessor, enumerate_windows, gather_windows  # noqa: E402
+from processing_rgnet import RGNetProcessor  # noqa: E402
 from scripts.benchmark_model import (  # noqa: E402
     TINY_WORKLOADS,
     WORKLOADS,
@@ -113,14 +113,13 @@ def inference_batch(config, workload, num_queries: int, ground_all_windows: bool
     """The `shared_windows` batch of `num_queries` queries × every window of the workload's synthetic video."""
     processor = RGNetProcessor.from_config(config)
     video, texts, _ = inference_inputs(config, workload, num_queries, seed)
-    offsets, lengths = enumerate_windows(video.shape[0], processor.max_window_frames, processor.window_stride)
-    windows, window_mask = gather_windows(video, offsets, lengths)
-    num_windows = len(offsets)
+    video_windows = processor.cut_windows(video)
+    num_windows = video_windows.num_windows
     queries = processor.prepare_queries(text_features=texts)
     pair_query = torch.arange(num_queries).repeat_interleave(num_windows)
     batch = {
-        "video_features": windows,
-        "video_mask": window_mask,
+        "video_features": video_windows.windows,
+        "video_mask": video_windows.window_mask,
         "video_pair_index": torch.arange(num_windows).repeat(num_queries),
         "text_features": queries["text_features"][pair_query],
         "text_mask": queries["text_mask"][pair_query],

@@ -8,9 +8,13 @@ import pytest
 import torch
 
 import modeling_rgnet
+from configuration_rgnet import RGNetConfig
+from data_rgnet import load_rgnet_dataset
 from modeling_rgnet import RGNetForVideoGrounding
 from processing_rgnet import RGNetProcessor
 from tests.test_modeling_rgnet import RGNetModelTester
+from tests.tiny_data import TINY_CONFIG, build_tiny_dataset
+from training_rgnet import predict_long_videos
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -140,3 +144,23 @@ def test_post_processing_with_the_video_on_the_device_matches_the_cpu(device):
     for expected, result in zip(reference, on_device, strict=True):
         for name in ("predictions", "prediction_sources", "window_ranking"):
             assert torch.equal(result[name], expected[name]), name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_long_video_inference_on_the_device_matches_the_cpu(device, tmp_path):
+    """`predict_long_videos` with the model on the device (windows sent once per video; on an accelerator,
+    post-processing on a worker thread beside the next forward) ranks the windows like the CPU run and predicts the
+    same spans (an untrained head's near-tied proposals may come in another order)."""
+    queries, store = load_rgnet_dataset(build_tiny_dataset(tmp_path / "tiny"))
+    torch.manual_seed(0)
+    config = RGNetConfig(**{**TINY_CONFIG, "query_normalization": "ego4d", "top_k_windows": 2})
+    model = RGNetForVideoGrounding(config).eval()
+    processor = RGNetProcessor.from_config(config)
+    validation = queries["validation"]
+    reference = predict_long_videos(model, processor, validation, store, pairs_per_batch=17, progress=False)
+    predicted = predict_long_videos(model.to(device), processor, validation, store, pairs_per_batch=17, progress=False)
+    for item, expected in zip(predicted, reference, strict=True):
+        assert item["window_ranking"] == expected["window_ranking"]
+        spans, expected_spans = torch.tensor(item["predictions"])[:, :2], torch.tensor(expected["predictions"])[:, :2]
+        assert len(spans) == len(expected_spans)
+        assert torch.cdist(spans, expected_spans, p=float("inf")).min(dim=1).values.max() < 2e-3

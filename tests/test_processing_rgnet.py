@@ -1264,3 +1264,33 @@ def test_postprocess_takes_precomputed_frame_similarities():
         )
     with pytest.raises(ValueError, match=r"`frame_similarities` must have shape \(120, 3\)"):
         processor.post_process_video_grounding(outputs, metadata, frame_similarities=similarities.T)
+
+
+def test_precut_video_windows_give_the_same_batch():
+    rng = np.random.default_rng(22)
+    video = rng.normal(size=(130, 8)).astype(np.float32)
+    text = [rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)]
+    processor = make_processor()
+    cut = processor.cut_windows(video)
+    offsets, lengths = enumerate_windows(130, processor.max_window_frames, processor.window_stride)
+    assert np.array_equal(cut.window_offsets, offsets) and np.array_equal(cut.window_lengths, lengths)
+    assert cut.num_windows == len(offsets) and cut.num_frames == 130
+    for share_windows in (False, True):
+        expected = processor(video_features=video, text_features=text, share_windows=share_windows)
+        batch = processor(video_windows=cut, text_features=text, share_windows=share_windows)
+        assert batch.keys() == expected.keys()
+        for key in expected:
+            assert torch.equal(batch[key], expected[key]), key
+        for name in ("window_offsets", "window_lengths", "pair_query_index", "pair_window_index"):
+            assert np.array_equal(getattr(batch.window_metadata, name), getattr(expected.window_metadata, name))
+        assert batch.window_metadata.num_frames == expected.window_metadata.num_frames == 130
+    moved = cut.to("meta")
+    assert moved.windows.device.type == "meta" and cut.windows.device.type == "cpu"
+    with pytest.raises(ValueError, match="one of `video_features`"):
+        processor(video_features=video, video_windows=cut, text_features=text)
+    with pytest.raises(ValueError, match="one of `video_features`"):
+        processor(text_features=text)
+    with pytest.raises(ValueError, match="must be an RGNetVideoWindows"):
+        processor(video_windows=video, text_features=text)
+    with pytest.raises(ValueError, match=r"shape \(T >= 1, Dv\)"):
+        processor.cut_windows(video[0])
