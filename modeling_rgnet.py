@@ -186,14 +186,34 @@ def run_head_in_float32(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(head, upcast, (hidden.float(),))
 
 
+def computes_plain_linear(linear: nn.Module) -> bool:
+    """Whether `linear` computes exactly `F.linear(x, weight, bias)`, so that its weights may be used directly.
+
+    Inference forms that read a layer's weights instead of calling it (`linear_relu`, the decoder's folded
+    cross-attention) are used only then: a PEFT adapter or quantised layer replaces the module, accelerate wraps its
+    `forward`, a forward hook changes its output.
+    """
+    return (
+        type(linear) in (nn.Linear, RGNetXavierLinear)
+        and linear.bias is not None
+        and not linear._forward_hooks
+        and not linear._forward_pre_hooks
+        and "forward" not in vars(linear)
+        and not hasattr(linear, "_hf_hook")
+    )
+
+
 def linear_relu(hidden: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """`relu(linear(hidden))` for 2-D `hidden` without a gradient, the ReLU inside the matrix product where the BLAS
-    library can fuse it (cuBLASLt's bias + ReLU epilogue on CUDA).
+    library can fuse it (cuBLASLt's bias + ReLU epilogue on CUDA); a plain `relu(linear(hidden))` unless
+    [`computes_plain_linear`].
 
     The feed-forward block's `(N·L, ffn_dim)` activation is the largest tensor of inference (8× the hidden states):
-    a separate ReLU reads and writes it once more, 14% of the memory traffic of a MAD query. Under autocast the
-    operands are cast as autocast would cast a linear layer's (the fused operator has no autocast rule of its own).
+    a separate ReLU reads and writes it once more, 12% of the memory traffic of a MAD query. Under autocast the
+    operands are cast as autocast casts a linear layer's, whether or not it lists the fused operator.
     """
+    if not computes_plain_linear(linear):
+        return F.relu(linear(hidden))
     weight, bias = linear.weight, linear.bias
     if torch.is_autocast_enabled(hidden.device.type):
         dtype = torch.get_autocast_dtype(hidden.device.type)
@@ -340,11 +360,12 @@ def multi_head_attention(
 ) -> torch.Tensor:
     """Scaled dot-product attention over already projected inputs; the one attention kernel of the model.
 
-    Query and key may be wider than value (the decoder's conditional cross-attention concatenates content and
-    sine parts per head); the scale is `1/sqrt(query head width)` unless `scale` is given. Runs PyTorch's `scaled_dot_product_attention`
-    (fused flash / memory-efficient kernels that keep no attention map), except for dropout on CPU: PyTorch's only
-    CPU kernel with dropout keeps several float maps per layer (about 5 GB per MAD encoder layer at 64 pairs), so
-    there [`_CPUDropoutAttention`] computes the same function pair by pair (all but tiny maps).
+    Query and key may be wider than value (the decoder's conditional cross-attention concatenates content and sine
+    parts per head); the scale is `1/sqrt(query head width)` unless `scale` is given. Runs PyTorch's
+    `scaled_dot_product_attention` (fused flash / memory-efficient kernels that keep no attention map), except for
+    dropout on CPU: PyTorch's only CPU kernel with dropout keeps several float maps per layer (about 5 GB per MAD
+    encoder layer at 64 pairs), so there [`_CPUDropoutAttention`] computes the same function pair by pair (all but
+    tiny maps).
 
     Args:
         query (`torch.Tensor` of shape `(N, Lq, H·Dqk)`), key (`(N, Lk, H·Dqk)`), value (`(N, Lk, H·Dv)`).
@@ -746,8 +767,11 @@ class RGNetFeedForward(nn.Module):
         self.dropout = RGNetDropout(config.dropout)
 
     def _runs_cpu_training_kernel(self, hidden: torch.Tensor) -> bool:
-        """[`_CPUFeedForward`] computes gradients on CPU in float32 (autocast off); elsewhere autograd does."""
+        """[`_CPUFeedForward`] computes gradients on CPU in float32 (autocast off) with plain linear layers
+        ([`computes_plain_linear`]: it reads their weights); elsewhere autograd does."""
         if hidden.device.type != "cpu" or not torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
+            return False
+        if not (computes_plain_linear(self.fc1) and computes_plain_linear(self.fc2)):
             return False
         tensors = (hidden, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         return all(tensor.dtype == torch.float32 for tensor in tensors) and any(t.requires_grad for t in tensors)
@@ -998,9 +1022,10 @@ class RGNetDecoderCrossAttention(nn.Module):
     value weights of head `h`, `q_h, s_h` its query and sine parts, and `m_j, p_j` a frame's state and position:
     `logit = (W_kᵀ q_h)·m_j + (W_pᵀ (q_h + s_h))·p_j` + terms constant over frames (the key biases, which softmax
     ignores), and `out_h = W_v (Σ_j a_j m_j) + b_v` (the weights sum to 1). One attention over the keys
-    `[m ; p]`, built once for all layers, with `Q·H` query rows replaces six `(G·Lv, D)` projections and two
-    concatenations per layer: a seventh of a MAD query's memory traffic. Training keeps the projected form, whose
-    key biases get their (vanishing) gradients and whose dropout acts on the projected values.
+    `[m ; p]`, built once for all layers, with `Q·H` query rows replaces three `(G·Lv, D)` projections, an addition
+    and two concatenations per layer. Training keeps the projected form, whose key biases get their (vanishing)
+    gradients and whose dropout acts on the projected values; so do layers whose projections are not plain linear
+    layers ([`computes_plain_linear`]: adapters, hooks).
     """
 
     def __init__(self, config: RGNetConfig):
@@ -1018,18 +1043,25 @@ class RGNetDecoderCrossAttention(nn.Module):
         self.dropout = RGNetDropout(config.dropout)
         self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
 
+    def can_fold(self) -> bool:
+        """Whether the folded form computes this layer: eval mode and plain frame-side projections."""
+        return not self.training and all(
+            computes_plain_linear(linear) for linear in (self.k_content, self.k_pos, self.v)
+        )
+
     def forward(self, content, query_position, query_sine, memory, memory_position, memory_bias, memory_keys=None):
         """
         Args:
             content, query_position, query_sine (`torch.Tensor` of shape `(N, Q, D)`): moment queries.
             memory, memory_position (`torch.Tensor` of shape `(N, Lv, D)`), memory_bias (`(N, 1, 1, Lv)`): frames.
             memory_keys (`torch.Tensor` of shape `(N, Lv, 2D)`, *optional*): `[memory ; memory_position]` in
-                `memory`'s dtype: selects the folded form (inference only: no dropout, no gradients).
+                `memory`'s dtype: selects the folded form where [`can_fold`] (the caller checks that no gradient is
+                needed).
         """
         heads = self.num_heads
         query = rearrange(self.q_content(content) + self.q_pos(query_position), "n q (h d) -> n q h d", h=heads)
         sine = rearrange(self.q_sine(query_sine), "n q (h d) -> n q h d", h=heads)
-        if memory_keys is not None:
+        if memory_keys is not None and self.can_fold():
             attended = self._folded_attention(query, sine, memory, memory_keys, memory_bias)
             return self.norm(self.dropout(self.out_proj(attended), residual=content))
         key_position = self.k_pos(memory_position)
@@ -1059,9 +1091,9 @@ class RGNetDecoderCrossAttention(nn.Module):
             memory_keys,
             memory,
             memory_bias,
-            1,
-            0.0,
-            (2 * head_width) ** -0.5,
+            num_heads=1,
+            dropout=0.0,
+            scale=(2 * head_width) ** -0.5,
         )  # (N, Q·H, D): Σ_j a_j m_j per head
         value_weight = self.v.weight.unflatten(0, (heads, head_width))  # (H, D/H, D)
         attended = torch.einsum("nqhc,hdc->nqhd", mixed.unflatten(1, (-1, heads)), value_weight)
@@ -1132,7 +1164,7 @@ class RGNetAnchorDecoder(nn.Module):
         """
         content = memory.new_zeros(anchors.shape[:2] + (self.hidden_size,))  # (N, Q, D)
         memory_keys, layer_memory = None, memory
-        if not self.training and not torch.is_grad_enabled():  # the folded cross-attention (inference)
+        if not torch.is_grad_enabled() and any(layer.cross_attn.can_fold() for layer in self.layers):  # folded form
             if torch.is_autocast_enabled(memory.device.type):  # cast once here, not in each layer's attention
                 layer_memory = memory.to(torch.get_autocast_dtype(memory.device.type))
             memory_keys = torch.cat([layer_memory, memory_position.to(layer_memory.dtype)], dim=-1)  # (N, Lv, 2D)
@@ -1720,7 +1752,9 @@ __all__ = [
     "RGNetVideoGroundingOutput",
     "anchor_sine_embedding",
     "build_selector_attention_bias",
+    "computes_plain_linear",
     "inverse_sigmoid",
+    "linear_relu",
     "run_head_in_float32",
     "select_top_windows",
     "video_sine_position_encoding",

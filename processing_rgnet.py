@@ -744,6 +744,16 @@ def frame_query_similarities(video_features: torch.Tensor, sentence_embeddings: 
     Returns:
         `torch.FloatTensor` of shape `(T, Nq)`, or `(T,)` for a single `(Dc,)` embedding.
     """
+    if video_features.ndim != 2 or sentence_embeddings.ndim not in (1, 2):
+        raise ValueError(
+            f"`video_features` must have shape (T, Dv) and `sentence_embeddings` (Nq, Dv) or (Dv,); got "
+            f"{tuple(video_features.shape)} and {tuple(sentence_embeddings.shape)}."
+        )
+    if sentence_embeddings.shape[-1] != video_features.shape[-1]:
+        raise ValueError(
+            f"`sentence_embeddings` must live in the video feature space: width {video_features.shape[-1]} like "
+            f"`video_features`, got {sentence_embeddings.shape[-1]}."
+        )
     if video_features.device.type == "mps":
         video_features = video_features.cpu()
     frames = video_features.float().double()  # float32 values, float64 arithmetic
@@ -1082,7 +1092,7 @@ class RGNetWindowMetadata:
         return len(self.pair_query_index)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RGNetVideoWindows:
     """One video cut into the processor's windows, to pair with any number of queries.
 
@@ -1108,6 +1118,20 @@ class RGNetVideoWindows:
     def num_windows(self) -> int:
         """Windows `W` of the video."""
         return len(self.window_offsets)
+
+    def __post_init__(self):
+        num_windows = len(self.window_offsets)
+        if (
+            self.windows.ndim != 3
+            or tuple(self.window_mask.shape) != tuple(self.windows.shape[:2])
+            or self.windows.shape[0] != num_windows
+            or len(self.window_lengths) != num_windows
+        ):
+            raise ValueError(
+                f"RGNetVideoWindows needs windows (W, Lv, Dv), window_mask (W, Lv) and W offsets and lengths; got "
+                f"{tuple(self.windows.shape)}, {tuple(self.window_mask.shape)}, {num_windows} and "
+                f"{len(self.window_lengths)}."
+            )
 
     def to(self, device: torch.device | str) -> RGNetVideoWindows:
         """The same windows with their tensors on `device`."""
@@ -1517,10 +1541,10 @@ class RGNetProcessor(ProcessorMixin):
                 there, the rest on the CPU.
             sentence_embeddings (array of shape `(Nq, Dc)` or `(Dc,)`): Sentence embedding of each query, in the
                 video feature space (`Dc == Dv`).
-            frame_similarities (`torch.Tensor` of shape `(T, Nq)`, *optional*): The matching score's cosines,
-                [`frame_query_similarities`]`(video_features, sentence_embeddings)`, computed beforehand (e.g. on the
-                model's device while this call runs on a worker thread); replaces `video_features` and
-                `sentence_embeddings`.
+            frame_similarities (array of shape `(T, Nq)`, or `(T,)` for one query, *optional*): The matching score's
+                cosines, [`frame_query_similarities`]`(video_features, sentence_embeddings)` computed beforehand (on
+                the model's device, then brought to the CPU, when this call runs on a worker thread); replaces
+                `video_features` and `sentence_embeddings`.
             return_candidates (`bool`, *optional*): Add each query's pooled candidates.
             return_single_score_rankings (`bool`, *optional*): Add the rankings by one score only.
 
@@ -1615,6 +1639,8 @@ class RGNetProcessor(ProcessorMixin):
         elif video_features is not None or sentence_embeddings is not None:
             raise ValueError("Pass `frame_similarities` or `video_features` and `sentence_embeddings`, not both.")
         similarities = _as_float_tensor(frame_similarities, "frame_similarities")  # on the CPU
+        if similarities.ndim == 1 and window_metadata.num_queries == 1:
+            similarities = similarities[:, None]
         if similarities.shape != (window_metadata.num_frames, window_metadata.num_queries):
             raise ValueError(
                 f"`frame_similarities` must have shape ({window_metadata.num_frames}, {window_metadata.num_queries}) "

@@ -369,12 +369,13 @@ def forward_whole_queries(
 
 
 class PostProcessingWorker:
-    """Runs post-processing calls one after another on a worker thread, or inline.
+    """Runs post-processing calls in submission order, on one worker thread beside the caller or inline.
 
     On an accelerator the forward pass is queued work and the host waits for it; post-processing one chunk of
-    queries on the host while the device computes the next chunk hides its time (about 1 ms per MAD query) instead
-    of adding it. Calls run in submission order, on one thread, so results are those of the inline run. Use as a
-    context manager; `submit` returns a `Future`.
+    queries on the host while the device computes the next one overlaps the two instead of adding them. At most one
+    call is in flight: `submit` first collects the call before (waiting for it if it is not done), so memory stays
+    bounded and an error is raised one chunk after it happened, not at the end. Calls run one at a time in order, so
+    results are those of the inline run. Use as a context manager.
 
     Args:
         background (`bool`): use the worker thread; `False` runs each call when submitted.
@@ -382,16 +383,23 @@ class PostProcessingWorker:
 
     def __init__(self, background: bool):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rgnet-post") if background else None
+        self._in_flight: tuple[Any, Future] | None = None
 
-    def submit(self, function, *args, **kwargs) -> Future:
-        if self._executor is not None:
-            return self._executor.submit(function, *args, **kwargs)
-        future: Future = Future()
-        try:
-            future.set_result(function(*args, **kwargs))
-        except Exception as error:  # raised by `result()`, as from the worker thread
-            future.set_exception(error)
-        return future
+    def submit(self, key: Any, function, *args, **kwargs) -> list[tuple[Any, Any]]:
+        """Run `function(*args, **kwargs)`; returns the `(key, result)` pairs of the calls finished since the last
+        `submit` (this call's own when inline), raising a call's exception."""
+        finished = self.finish()
+        if self._executor is None:
+            return finished + [(key, function(*args, **kwargs))]
+        self._in_flight = (key, self._executor.submit(function, *args, **kwargs))
+        return finished
+
+    def finish(self) -> list[tuple[Any, Any]]:
+        """Wait for the call in flight; its `(key, result)` (or nothing), raising its exception."""
+        if self._in_flight is None:
+            return []
+        (key, future), self._in_flight = self._in_flight, None
+        return [(key, future.result())]
 
     def __enter__(self) -> PostProcessingWorker:
         return self
@@ -417,10 +425,11 @@ def predict_long_videos(
 ) -> list[dict[str, Any]]:
     """Ranked moments for every query of a table, from all windows of its video (spec §7).
 
-    Queries are grouped by video; each group is cut into chunks of whole queries whose (query, window) pairs fit
-    one forward pass of `pairs_per_batch` pairs (one query per pass when its video has more windows), so memory stays
-    bounded on hour-long videos. A video's windows are cut and sent to the model's device once, for all its chunks. The model runs in eval mode on its own device and grounds only each query's
-    `processor.top_k_windows` best windows, the ones post-processing keeps (the model's `top_k_windows`).
+    Queries are grouped by video; each group is cut into chunks of whole queries whose (query, window) pairs fit one
+    forward pass of `pairs_per_batch` pairs (one query per pass when its video has more windows), so memory stays
+    bounded on hour-long videos. A video's windows are cut and sent to the model's device once, for all its chunks.
+    The model runs in eval mode on its own device and grounds only each query's `processor.top_k_windows` best
+    windows, the ones post-processing keeps (the model's `top_k_windows`).
 
     Args:
         model ([`RGNetForVideoGrounding`]): the model.
@@ -463,7 +472,19 @@ def predict_long_videos(
     device = next(model.parameters()).device
     if overlap_post_processing is None:
         overlap_post_processing = device.type != "cpu"
-    pending: list[tuple[list[int], str, Future]] = []
+    results: dict[int, dict[str, Any]] = {}
+
+    def collect(finished: list[tuple[Any, Any]]) -> None:
+        for (chunk, video), processed in finished:
+            for index, result in zip(chunk, processed, strict=True):
+                results[index] = {
+                    "query_id": str(rows["query_id"][index]),
+                    "video_id": video,
+                    "predictions": np.asarray(result["predictions"]).tolist(),
+                    "prediction_sources": np.asarray(result["prediction_sources"]).tolist(),
+                    "window_ranking": np.asarray(result["window_ranking"]).tolist(),
+                }
+
     with PostProcessingWorker(background=overlap_post_processing) as worker:
         for video in tqdm(selected, desc="long-video inference", unit="video", disable=not progress):
             frames = feature_store.read_frames(video)
@@ -493,24 +514,16 @@ def predict_long_videos(
                 else:
                     sentences = np.zeros((len(chunk), frames.shape[1]), dtype=np.float32)
                 similarities = frame_query_similarities(device_frames, torch.from_numpy(sentences)).cpu()
-                future = worker.submit(
+                finished = worker.submit(
+                    (chunk, video),
                     processor.post_process_video_grounding,
                     outputs,
                     inputs.window_metadata,
                     frame_similarities=similarities,
                     max_predictions=max_predictions,
                 )
-                pending.append((chunk, video, future))
-        results: dict[int, dict[str, Any]] = {}
-        for chunk, video, future in pending:
-            for index, result in zip(chunk, future.result(), strict=True):
-                results[index] = {
-                    "query_id": str(rows["query_id"][index]),
-                    "video_id": video,
-                    "predictions": np.asarray(result["predictions"]).tolist(),
-                    "prediction_sources": np.asarray(result["prediction_sources"]).tolist(),
-                    "window_ranking": np.asarray(result["window_ranking"]).tolist(),
-                }
+                collect(finished)
+        collect(worker.finish())
     model.train(was_training)
     return [results[index] for index in sorted(results)]
 
@@ -745,12 +758,12 @@ class RGNetTrainer(Trainer):
 
 
 __all__ = [
+    "PostProcessingWorker",
     "RECIPES",
     "RGNetRecipe",
     "RGNetTrainer",
     "RGNetTrainingArguments",
     "RGNetTrainingDataset",
-    "PostProcessingWorker",
     "SameVideoBatchSampler",
     "check_query_table",
     "forward_whole_queries",

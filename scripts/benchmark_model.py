@@ -526,10 +526,11 @@ def run_processor_pipeline(model, processor, video, texts, embeddings, device, p
 
 def run_shared_windows_pipeline(model, processor, video, texts, embeddings, device, precision, args):
     """The processor's windows cut and sent to the device once per video (`video_pair_index`), then per group of
-    queries: the model, the matching score's frame-query product on the device, and post-processing, which runs on a
-    worker thread while the device computes the next group when `args.overlap_post_processing` (as
-    `predict_long_videos` does on an accelerator); the clock's `post_process_s` is then the wait for the last."""
-    clock, pending = _StageClock(device), []
+    queries: the model and the matching score's frame-query product on the device (`model_s`), then post-processing
+    (`post_process_s`). With `args.overlap_post_processing` (as `predict_long_videos` on an accelerator) it runs on a
+    worker thread while the device computes the next group, and `post_process_s` counts only the host's waits for it
+    (before handing over the next group, and for the last one)."""
+    clock, results = _StageClock(device), []
     video_windows = processor.cut_windows(video).to(device)  # (W, Lv, Dv), each window once
     windows, window_mask, num_windows = video_windows.windows, video_windows.window_mask, video_windows.num_windows
     device_video = video.to(device)
@@ -560,13 +561,12 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
                 num_frames=int(video.shape[0]),
                 seconds_per_frame=processor.seconds_per_frame,
             )
-            pending.append(
-                worker.submit(
-                    processor.post_process_video_grounding, outputs, metadata, frame_similarities=similarities
-                )
+            finished = worker.submit(
+                None, processor.post_process_video_grounding, outputs, metadata, frame_similarities=similarities
             )
+            results += [result for _, processed in finished for result in processed]
             clock.lap("post_process_s")
-        results = [result for future in pending for result in future.result()]
+        results += [result for _, processed in worker.finish() for result in processed]
     clock.lap("post_process_s")
     return results, clock.seconds, num_windows
 

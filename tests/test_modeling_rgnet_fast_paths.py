@@ -2,8 +2,9 @@
 
 * `_CPUDropoutAttention` (attention-probability dropout on CPU, pair by pair) against a float64 reference that
   uses the same keep masks;
-* `_ReluDropout` (feed-forward activation keeping only its output), `_CPUFeedForward` (the CPU feed-forward block,
-  row block by row block) and `_CPUDropout` against a mask drawn the same way, and the masks themselves (`_CPUKeepMasks`: Bernoulli, governed by `torch.manual_seed`);
+* `_ReluDropout` (feed-forward activation keeping only its output), `_CPUFeedForward` (the CPU feed-forward block, row
+  block by row block) and `_CPUDropout` against a mask drawn the same way, and the masks themselves (`_CPUKeepMasks`:
+  Bernoulli, governed by `torch.manual_seed`);
 * `grounding_pair_index` (decode only some pairs) against the full batch: outputs, loss terms and gradients;
 * `video_pair_index` (each window once) against windows repeated per pair;
 * inference forms: `linear_relu` (the feed-forward ReLU fused into `fc1`) and the decoder's folded
@@ -199,10 +200,6 @@ def test_feed_forward_fuses_the_relu_only_without_gradients(monkeypatch):
     torch.testing.assert_close(fused, with_gradients)
 
 
-def _count_calls(module, calls):
-    return module.register_forward_hook(lambda *args: calls.append(1))
-
-
 def test_folded_cross_attention_matches_the_projected_form(tester):
     torch.manual_seed(0)
     config = tester.get_config()
@@ -228,25 +225,90 @@ def test_folded_cross_attention_matches_the_projected_form(tester):
     torch.testing.assert_close(again, folded, atol=1e-5, rtol=1e-5)
 
 
-def test_decoder_folds_the_cross_attention_only_for_inference(tester):
+def _count_folded_calls(monkeypatch):
+    calls = []
+    original = modeling_rgnet.RGNetDecoderCrossAttention._folded_attention
+    monkeypatch.setattr(
+        modeling_rgnet.RGNetDecoderCrossAttention,
+        "_folded_attention",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    return calls
+
+
+def test_decoder_folds_the_cross_attention_only_for_inference(tester, monkeypatch):
     torch.manual_seed(0)
     model = RGNetForVideoGrounding(tester.get_config()).eval()
     inputs = tester.prepare_inputs(5)
-    calls = []
-    handles = [_count_calls(layer.cross_attn.k_content, calls) for layer in model.model.decoder.layers]
-    projected = model(**inputs)
-    assert len(calls) == model.config.num_decoder_layers
+    calls = _count_folded_calls(monkeypatch)
+    projected = model(**inputs)  # gradients enabled: the projected form
+    assert not calls
     with torch.no_grad():
         folded = model(**inputs)
-    assert len(calls) == model.config.num_decoder_layers  # no frame projection in the folded form
+    assert len(calls) == model.config.num_decoder_layers
     for name in ("logits", "pred_spans", "window_logits"):
         torch.testing.assert_close(folded[name], projected[name], atol=1e-5, rtol=1e-5, msg=name)
     model.train()
     with torch.no_grad():  # training mode (attention dropout) keeps the projected form
         model(**inputs)
-    assert len(calls) == 2 * model.config.num_decoder_layers
+    model.eval().model.decoder.layers[-1].cross_attn.train()  # one layer in training mode: that one projects
+    with torch.no_grad():
+        model(**inputs)
+    assert len(calls) == 2 * model.config.num_decoder_layers - 1
+
+
+@pytest.mark.parametrize("precision", ["bf16-autocast", "bf16-weights"])
+def test_folded_inference_in_bfloat16_stays_as_close_to_fp32_as_the_projected_form(tester, precision):
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(6)
+    reference = model(**inputs)
+    if precision == "bf16-weights":
+        model.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-autocast"):
+        projected = model(**inputs)
+        with torch.no_grad():
+            folded = model(**inputs)
+    for name in ("logits", "pred_spans"):
+        projected_error = (projected[name].float() - reference[name]).abs().max()
+        folded_error = (folded[name].float() - reference[name]).abs().max()
+        assert folded_error <= 2 * projected_error + 1e-3, (name, folded_error, projected_error)
+        torch.testing.assert_close(folded[name].float(), reference[name].detach(), atol=0.05, rtol=0)
+
+
+def test_inference_forms_respect_hooks_and_wrapped_layers(tester, monkeypatch):
+    """A forward hook (or an adapter replacing the layer) changes what a layer computes: the inference forms that read
+    weights directly step aside, so eval outputs with and without gradients still agree."""
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(5)
+    cross_attention = model.model.decoder.layers[0].cross_attn
+    fc1 = model.model.encoder.layers[0].ffn.fc1
+    assert modeling_rgnet.computes_plain_linear(cross_attention.v) and cross_attention.can_fold()
+    handles = [
+        layer.register_forward_hook(lambda module, args, output: 2 * output) for layer in (cross_attention.v, fc1)
+    ]
+    assert not modeling_rgnet.computes_plain_linear(cross_attention.v) and not cross_attention.can_fold()
+    calls = _count_folded_calls(monkeypatch)
+    with_gradients = model(**inputs)
+    with torch.no_grad():
+        without = model(**inputs)
+    assert len(calls) == model.config.num_decoder_layers - 1  # the hooked layer projects, the others fold
+    for name in ("logits", "pred_spans", "window_logits"):
+        torch.testing.assert_close(without[name], with_gradients[name], atol=1e-5, rtol=1e-5, msg=name)
     for handle in handles:
         handle.remove()
+    assert modeling_rgnet.computes_plain_linear(cross_attention.v)
+
+    class Adapter(torch.nn.Linear):  # a subclass with its own forward, as adapter and quantised layers have
+        def forward(self, hidden):
+            return super().forward(hidden) + 1.0
+
+    assert not modeling_rgnet.computes_plain_linear(Adapter(4, 4))
+    wrapped = torch.nn.Linear(4, 4)
+    wrapped.forward = lambda hidden: hidden  # accelerate-style instance wrapper
+    assert not modeling_rgnet.computes_plain_linear(wrapped)
+    assert not modeling_rgnet.computes_plain_linear(torch.nn.Linear(4, 4, bias=False))
 
 
 @pytest.mark.parametrize("with_residual", [False, True])

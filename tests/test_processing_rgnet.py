@@ -1245,7 +1245,8 @@ def test_postprocess_takes_precomputed_frame_similarities():
     video = rng.normal(size=(120, 8)).astype(np.float32)
     sentences = rng.normal(size=(3, 8)).astype(np.float32)
     processor = make_processor()
-    batch = processor(video_features=video, text_features=rng.normal(size=(3, 4, 16)).astype(np.float32))
+    text = rng.normal(size=(3, 4, 16)).astype(np.float32)
+    batch = processor(video_features=video, text_features=text)
     outputs = FakeGroundingModel(8, 16)(**batch)
     metadata = batch.window_metadata
     expected = processor.post_process_video_grounding(
@@ -1264,6 +1265,26 @@ def test_postprocess_takes_precomputed_frame_similarities():
         )
     with pytest.raises(ValueError, match=r"`frame_similarities` must have shape \(120, 3\)"):
         processor.post_process_video_grounding(outputs, metadata, frame_similarities=similarities.T)
+    # One query: its (T,) column as frame_query_similarities returns it for a (Dc,) embedding.
+    single = processor(video_features=video, text_features=text[:1])
+    single_outputs = FakeGroundingModel(8, 16)(**single)
+    (expected_single,) = processor.post_process_video_grounding(
+        single_outputs, single.window_metadata, video_features=video, sentence_embeddings=sentences[0]
+    )
+    column = frame_query_similarities(torch.from_numpy(video), torch.from_numpy(sentences[0]))
+    assert column.shape == (120,)
+    (from_column,) = processor.post_process_video_grounding(
+        single_outputs, single.window_metadata, frame_similarities=column
+    )
+    assert torch.equal(from_column["predictions"], expected_single["predictions"])
+
+
+def test_frame_query_similarities_names_mismatched_inputs():
+    video = torch.randn(10, 8)
+    with pytest.raises(ValueError, match="width 8 like `video_features`, got 6"):
+        frame_query_similarities(video, torch.randn(3, 6))
+    with pytest.raises(ValueError, match=r"`video_features` must have shape \(T, Dv\)"):
+        frame_query_similarities(video[0], torch.randn(3, 8))
 
 
 def test_precut_video_windows_give_the_same_batch():
@@ -1286,6 +1307,9 @@ def test_precut_video_windows_give_the_same_batch():
         assert batch.window_metadata.num_frames == expected.window_metadata.num_frames == 130
     moved = cut.to("meta")
     assert moved.windows.device.type == "meta" and cut.windows.device.type == "cpu"
+    assert cut == cut and cut != processor.cut_windows(video)  # compared by identity: tensors have no truth value
+    with pytest.raises(ValueError, match="RGNetVideoWindows needs windows"):
+        processing_rgnet.RGNetVideoWindows(cut.windows, cut.window_mask[:-1], offsets, lengths, 130)
     with pytest.raises(ValueError, match="one of `video_features`"):
         processor(video_features=video, video_windows=cut, text_features=text)
     with pytest.raises(ValueError, match="one of `video_features`"):
