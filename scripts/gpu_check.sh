@@ -3,6 +3,7 @@
 #   1. the model tests on CUDA (tests/test_devices.py runs each case on CPU and CUDA);
 #   2. the CUDA benchmarks: fp32 and bf16-autocast training steps, and long-video inference in fp32, under bf16
 #      autocast and with bfloat16 weights (model_cuda.json);
+#   2b. the retrieval encoder's attention with and without its (S, S) selector bias (attention_cuda_*.json);
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
 #   3b. Ego4D inference with 64 queries per forward (model_cuda_ego4d_64-queries.json), and MAD inference with
@@ -52,6 +53,12 @@ benchmark() {  # each run at most ${RGNET_STEP_TIMEOUT:-400} s, so that a hung o
         | tee -a "$out/gpu_benchmark.log" || status=1
 }
 benchmark --steps 5 --warmup 2 --output "$out/model_cuda.json"
+# The encoder attention with its materialised selector bias against bias-free kernels and the exact diagonal
+# correction (seconds): whether a bias-free attention is worth building into the model.
+for precision in bf16 fp32; do
+    timeout 120 "$python" scripts/benchmark_attention.py --device cuda --precision "$precision" \
+        --output "$out/attention_cuda_$precision.json" 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1
+done
 # Agreement: 128 queries per video, one forward per 16 queries (16 × 81 MAD windows = 1296 pairs).
 many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1296)
 benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \
