@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
-from training_rgnet import predict_long_videos, score_predictions  # noqa: E402
+from training_rgnet import predict_long_videos, retain_freed_host_memory, score_predictions  # noqa: E402
 
 logger = logging.getLogger("evaluate_rgnet")
 
@@ -40,8 +40,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pairs_per_batch", type=int, default=256, help="(query, window) pairs per forward")
     parser.add_argument("--max_predictions", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--retain_freed_cpu_memory",
+        action="store_true",
+        help="keep freed memory in the process for reuse (glibc): on the CPU each forward then stops faulting its "
+        "activations in again (8-13%% faster MAD inference on the project's 2-core VM, the same peak memory)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.retain_freed_cpu_memory and not retain_freed_host_memory():
+        logger.warning("--retain_freed_cpu_memory: this C library cannot be tuned (glibc only); ignored.")
 
     model = RGNetForVideoGrounding.from_pretrained(args.model).to(args.device).eval()
     processor = RGNetProcessor.from_pretrained(args.model)

@@ -458,3 +458,18 @@ def test_post_processing_worker_keeps_order_one_call_in_flight_and_raises_errors
         with PostProcessingWorker(background=background) as worker, pytest.raises(ZeroDivisionError):
             worker.submit("bad", lambda: 1 / 0)
             worker.submit("next", work, 1)  # the error surfaces here at the latest, not at the end of a long run
+
+
+def test_evaluate_script_tunes_the_allocator_only_when_asked(monkeypatch, tmp_path):
+    class Tuned(Exception):
+        pass
+
+    def tune():
+        raise Tuned  # stop before loading a model: only the wiring is under test
+
+    monkeypatch.setattr(evaluate_rgnet, "retain_freed_host_memory", tune)
+    flags = ["--model", str(tmp_path / "none"), "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(Tuned):
+        evaluate_rgnet.main([*flags, "--retain_freed_cpu_memory"])
+    with pytest.raises(OSError):  # without the flag: straight to loading the (missing) model
+        evaluate_rgnet.main(flags)
