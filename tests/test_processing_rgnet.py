@@ -735,15 +735,18 @@ def test_cross_pairs_batch_pairs_query_i_with_window_of_query_j():
     samples = make_training_samples(3)
     processor = make_processor()
     batch = RGNetDataCollator(processor, "cross_pairs")(samples)
-    assert batch["video_features"].shape[0] == 9 and batch["text_features"].shape[0] == 9
+    # Each window once, pair p reading window video_pair_index[p].
+    assert batch["video_features"].shape[0] == 3 and batch["text_features"].shape[0] == 9
+    assert batch["video_pair_index"].tolist() == [0, 1, 2] * 3
     text_features, text_mask = prepare_text_features([sample["text_features"] for sample in samples], 6)
     for pair in range(9):
         query, window = divmod(pair, 3)
         length = samples[window]["video_features"].shape[0]
+        window_index = batch["video_pair_index"][pair]
         np.testing.assert_array_equal(
-            batch["video_features"][pair, :length].numpy(), samples[window]["video_features"]
+            batch["video_features"][window_index, :length].numpy(), samples[window]["video_features"]
         )
-        assert batch["video_mask"][pair].sum() == length
+        assert batch["video_mask"][window_index].sum() == length
         torch.testing.assert_close(batch["text_features"][pair], text_features[query])
         torch.testing.assert_close(batch["text_mask"][pair], text_mask[query])
     labels = batch["labels"]
