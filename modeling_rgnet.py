@@ -1307,6 +1307,7 @@ class RGNetModel(RGNetPreTrainedModel):
         selector_noise,
         grounding_pair_index,
         video_pair_index,
+        text_pair_index=None,
     ):
         config = self.config
         if video_features.dim() != 3 or video_features.shape[-1] != config.video_feature_dim:
@@ -1336,8 +1337,21 @@ class RGNetModel(RGNetPreTrainedModel):
                     f"(`video_features` holds {num_windows} windows); got {video_pair_index!r}."
                 )
             num_pairs = video_pair_index.shape[0]
-        if text_features.shape[0] != num_pairs:
-            source = "`video_pair_index`" if video_pair_index is not None else "`video_features`"
+        source = "`video_pair_index`" if video_pair_index is not None else "`video_features`"
+        if text_pair_index is not None:
+            num_queries = text_features.shape[0]
+            if (
+                not isinstance(text_pair_index, torch.Tensor)
+                or text_pair_index.dtype != torch.int64
+                or tuple(text_pair_index.shape) != (num_pairs,)
+                or bool(((text_pair_index < 0) | (text_pair_index >= num_queries)).any())
+            ):
+                raise ValueError(
+                    f"`text_pair_index` must be an int64 tensor of shape ({num_pairs},) ({source} has {num_pairs} "
+                    f"pairs) of query indices in [0, {num_queries}) (the text holds {num_queries} queries); got "
+                    f"{text_pair_index!r}."
+                )
+        elif text_features.shape[0] != num_pairs:
             raise ValueError(f"`text_features` has {text_features.shape[0]} pairs but {source} has {num_pairs}.")
         if text_mask is None or tuple(text_mask.shape) != tuple(text_features.shape[:2]):
             got = None if text_mask is None else tuple(text_mask.shape)
@@ -1352,7 +1366,8 @@ class RGNetModel(RGNetPreTrainedModel):
             raise ValueError(f"`video_mask` marks no valid frame in pair(s) {empty_windows}.")
         empty_queries = (text_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty_queries:
-            raise ValueError(f"`text_mask` marks no valid token in pair(s) {empty_queries}.")
+            what = "query (rows of the text)" if text_pair_index is not None else "pair(s)"
+            raise ValueError(f"`text_mask` marks no valid token in {what} {empty_queries}.")
         if not _all_finite(video_features):
             raise ValueError("`video_features` contains NaN or infinite values.")
         if not _all_finite(text_features):
@@ -1375,6 +1390,7 @@ class RGNetModel(RGNetPreTrainedModel):
         selector_noise: torch.Tensor | None = None,
         grounding_pair_index: torch.Tensor | None = None,
         video_pair_index: torch.Tensor | None = None,
+        text_pair_index: torch.Tensor | None = None,
         choose_grounding_pairs: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> RGNetModelOutput:
         r"""
@@ -1403,6 +1419,11 @@ class RGNetModel(RGNetPreTrainedModel):
                 Window of each pair when `video_features` holds each of `W` distinct windows once (many queries on one
                 video; `"cross_pairs"` batches, whose pair `i·B + j` uses window `j`). Outside training with input
                 dropout, each window is then projected once. `None` (default): `video_features` is per pair.
+            text_pair_index (`torch.LongTensor` of shape `(N,)`, *optional*):
+                Query of each pair when `text_features`/`text_mask` (or `input_ids`/`attention_mask`) hold each of
+                `Nq` distinct queries once (all windows of a video for a few queries; `"cross_pairs"` batches, whose
+                pair `i·B + j` uses query `i`). The text encoder then runs once per query, and outside training with
+                input dropout so does the text projection. `None` (default): the text is per pair.
             choose_grounding_pairs (`Callable`, *optional*):
                 Chooses the grounded pairs from the pairs' global states instead of `grounding_pair_index`: called
                 with the global token state `(N, D)` of every pair after the retrieval encoder (its last layer run on
@@ -1427,6 +1448,7 @@ class RGNetModel(RGNetPreTrainedModel):
             selector_noise,
             grounding_pair_index,
             video_pair_index,
+            text_pair_index,
         )
         # Features in the weights' dtype: float32 features run through a model loaded with `dtype=torch.bfloat16`.
         video_features = video_features.to(self.video_projection.blocks[0].norm.weight.dtype)
@@ -1448,7 +1470,14 @@ class RGNetModel(RGNetPreTrainedModel):
         if video_pair_index is not None:
             video_mask, video_position = video_mask[video_pair_index], video_position[video_pair_index]
         num_pairs = video_hidden.shape[0]
-        text_hidden = self.text_projection(text_features)  # (N, Lt, D)
+        if text_pair_index is None:
+            text_hidden = self.text_projection(text_features)  # (N, Lt, D)
+        elif self.training and config.input_dropout > 0:  # each pair draws its own input dropout
+            text_hidden = self.text_projection(text_features[text_pair_index])
+        else:  # the projection depends on the query only
+            text_hidden = self.text_projection(text_features)[text_pair_index]
+        if text_pair_index is not None:
+            text_features, text_mask = text_features[text_pair_index], text_mask[text_pair_index]  # per pair
 
         # Text-to-video encoder (§5.3): frames attend to the query's own tokens.
         if config.emulate_text_mask_head_ordering:
@@ -1610,13 +1639,14 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         selector_noise: torch.Tensor | None = None,
         grounding_pair_index: torch.Tensor | None = None,
         video_pair_index: torch.Tensor | None = None,
+        text_pair_index: torch.Tensor | None = None,
         top_k_windows: int | None = None,
         pair_query_index: torch.Tensor | None = None,
     ) -> RGNetVideoGroundingOutput:
         r"""
         Args:
             video_features, video_mask, text_features, text_mask, input_ids, attention_mask, selector_noise,
-            video_pair_index:
+            video_pair_index, text_pair_index:
                 See [`RGNetModel.forward`].
             grounding_pair_index (`torch.LongTensor` of shape `(G,)`, *optional*):
                 Pairs that get moment predictions and saliency (see [`RGNetModel.forward`]); with `labels` it must
@@ -1674,6 +1704,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             selector_noise=selector_noise,
             grounding_pair_index=grounding_pair_index,
             video_pair_index=video_pair_index,
+            text_pair_index=text_pair_index,
             choose_grounding_pairs=choose_grounding_pairs,
         )
         grounding_pair_index = model_outputs.grounding_pair_index

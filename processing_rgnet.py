@@ -1138,26 +1138,34 @@ class RGNetVideoWindows:
         return replace(self, windows=self.windows.to(device), window_mask=self.window_mask.to(device))
 
 
+_SHARED_INPUTS = {  # index of a batch's shared rows -> the inputs holding those rows
+    "video_pair_index": ("video_features", "video_mask"),
+    "text_pair_index": ("text_features", "text_mask", "input_ids", "attention_mask"),
+}
+
+
 def select_pairs(inputs: Mapping[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor]:
     """The model inputs of pairs `rows` of a processor batch, for running the model on consecutive slices of pairs.
 
-    Per-pair tensors are sliced. A batch with shared windows (`video_pair_index`) keeps only the windows those pairs
-    read, with `video_pair_index` renumbered to them, so a slice never carries windows it does not use.
+    Per-pair tensors are sliced. A batch with shared windows (`video_pair_index`) or queries (`text_pair_index`)
+    keeps only the windows or queries those pairs read, with the index renumbered to them, so a slice never carries
+    rows it does not use.
 
     Args:
-        inputs (`Mapping[str, torch.Tensor]`): A processor batch (either form), on any device.
+        inputs (`Mapping[str, torch.Tensor]`): A processor batch (any form), on any device.
         rows (`slice`): The pairs, e.g. `slice(first, first + pairs_per_forward)`.
 
     Returns:
         `dict[str, torch.Tensor]`: keyword arguments of the model's `forward`.
     """
-    if "video_pair_index" not in inputs:
-        return {key: value[rows] for key, value in inputs.items()}
-    shared = ("video_features", "video_mask", "video_pair_index")
-    selected = {key: value[rows] for key, value in inputs.items() if key not in shared}
-    used, selected["video_pair_index"] = torch.unique(inputs["video_pair_index"][rows], return_inverse=True)
-    selected["video_features"] = inputs["video_features"][used]
-    selected["video_mask"] = inputs["video_mask"][used]
+    shared = {
+        index: [key for key in keys if key in inputs] for index, keys in _SHARED_INPUTS.items() if index in inputs
+    }
+    held = {key for keys in shared.values() for key in keys} | set(shared)
+    selected = {key: value[rows] for key, value in inputs.items() if key not in held}
+    for index, keys in shared.items():
+        used, selected[index] = torch.unique(inputs[index][rows], return_inverse=True)
+        selected.update({key: inputs[key][used] for key in keys})
     return selected
 
 
@@ -1416,6 +1424,7 @@ class RGNetProcessor(ProcessorMixin):
         text_features: Any = None,
         share_windows: bool = False,
         video_windows: RGNetVideoWindows | None = None,
+        share_queries: bool = False,
         **kwargs,
     ) -> RGNetBatchFeature:
         """Pair every query with every window of one video (spec §7.1).
@@ -1437,17 +1446,21 @@ class RGNetProcessor(ProcessorMixin):
                 `video_pair_index`, instead of one copy per pair.
             video_windows ([`RGNetVideoWindows`], *optional*): The video already cut by [`cut_windows`], instead of
                 `video_features`; its tensors go into the batch as they are (on their device).
+            share_queries (`bool`, *optional*, defaults to `False`): Return each query's text once, with
+                `text_pair_index`, instead of one copy per pair (a text encoder then runs once per query, not once
+                per window).
 
         Returns:
             [`RGNetBatchFeature`] with `video_features` `(N, Lv, Dv)`, `video_mask` `(N, Lv)` (with `share_windows`:
             `(W, Lv, Dv)`, `(W, Lv)` and `video_pair_index` `(N,)`) and either `text_features` `(N, Lt, Dt)`/
-            `text_mask` `(N, Lt)` or `input_ids`/`attention_mask`, `N = Nq · W`; the attribute `window_metadata`
-            ([`RGNetWindowMetadata`]) is needed by `post_process_video_grounding`.
+            `text_mask` `(N, Lt)` or `input_ids`/`attention_mask` (with `share_queries`: `Nq` rows and
+            `text_pair_index` `(N,)`), `N = Nq · W`; the attribute `window_metadata` ([`RGNetWindowMetadata`]) is
+            needed by `post_process_video_grounding`.
         """
         if kwargs:
             raise ValueError(
                 f"Unexpected argument(s) {sorted(kwargs)}; expected text, text_features, video_features, "
-                "share_windows, video_windows."
+                "share_windows, video_windows, share_queries."
             )
         if (video_features is None) == (video_windows is None):
             raise ValueError("Pass one of `video_features` (T, Dv) of the video or its `video_windows`.")
@@ -1476,7 +1489,10 @@ class RGNetProcessor(ProcessorMixin):
                 "video_features": windows.repeat(num_queries, 1, 1),  # (Nq·W, Lv, Dv), query-major
                 "video_mask": window_mask.repeat(num_queries, 1),
             }
-        data.update({key: value.repeat_interleave(num_windows, dim=0) for key, value in queries.items()})
+        if share_queries:
+            data.update(queries, text_pair_index=torch.from_numpy(pair_query))
+        else:
+            data.update({key: value.repeat_interleave(num_windows, dim=0) for key, value in queries.items()})
         metadata = RGNetWindowMetadata(
             window_offsets=offsets,
             window_lengths=lengths,

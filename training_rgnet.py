@@ -497,8 +497,11 @@ def predict_long_videos(
             queries_per_chunk = max(1, pairs_per_batch // num_windows)
             for start in range(0, len(members), queries_per_chunk):
                 chunk = members[start : start + queries_per_chunk]
-                inputs = processor(
-                    video_windows=video_windows, share_windows=True, **_text_inputs(rows, chunk, processor, use_text)
+                inputs = processor(  # each window and each query once: pairs read them by index
+                    video_windows=video_windows,
+                    share_windows=True,
+                    share_queries=True,
+                    **_text_inputs(rows, chunk, processor, use_text),
                 )
                 outputs = forward_whole_queries(  # one forward pass for the chunk
                     model,

@@ -540,13 +540,13 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
             group = slice(first, first + args.queries_per_batch)
             queries = processor.prepare_queries(text_features=texts[group])
             num_queries = queries["text_mask"].shape[0]
-            pair_query = torch.arange(num_queries, device=device).repeat_interleave(num_windows)  # query-major
-            batch = {  # the processor's shared-window form, with the windows already on the device
+            batch = {  # the processor's shared form (each window, each query once), the windows already on the device
                 "video_features": windows,
                 "video_mask": window_mask,
                 "video_pair_index": torch.arange(num_windows, device=device).repeat(num_queries),
-                "text_features": queries["text_features"].to(device)[pair_query],
-                "text_mask": queries["text_mask"].to(device)[pair_query],
+                "text_features": queries["text_features"].to(device),
+                "text_mask": queries["text_mask"].to(device),
+                "text_pair_index": torch.arange(num_queries, device=device).repeat_interleave(num_windows),
             }
             clock.lap("prepare_s")
             outputs = _forward_in_chunks(model, batch, num_windows, device, precision, args)

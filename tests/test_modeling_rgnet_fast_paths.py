@@ -507,6 +507,99 @@ def test_bad_video_pair_index_raises(tester, index):
         model(**inputs, video_pair_index=index)
 
 
+def test_shared_queries_give_the_outputs_of_repeated_queries(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    repeated, shared, window = _shared_windows(tester, 3)
+    base = tester.prepare_inputs(3)
+    query = torch.arange(3).repeat_interleave(3)
+    once = {"text_features": base["text_features"], "text_mask": base["text_mask"], "text_pair_index": query}
+    with torch.no_grad():
+        expected = model(**repeated)
+        outputs = model(
+            video_features=shared["video_features"], video_mask=shared["video_mask"], **once, video_pair_index=window
+        )
+    for name in ("logits", "pred_spans", "window_logits", "saliency_scores"):
+        torch.testing.assert_close(outputs[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("input_dropout", [0.0, 0.5])
+def test_shared_queries_train_like_repeated_queries(tester, input_dropout):
+    config = tester.get_config(dropout=0.0, input_dropout=input_dropout)
+    repeated, _, _ = _shared_windows(tester, 3)
+    base = tester.prepare_inputs(3)
+    query = torch.arange(3).repeat_interleave(3)
+    shared = {**repeated, "text_features": base["text_features"], "text_mask": base["text_mask"]}
+    labels = tester.prepare_labels("cross_pairs", repeated)
+    noise = torch.rand(9, tester.num_frames + 1, generator=torch.Generator().manual_seed(3))
+    model = RGNetForVideoGrounding(config).train()
+    results = []
+    for inputs, extra in ((repeated, {}), (shared, {"text_pair_index": query})):
+        model.zero_grad()
+        torch.manual_seed(11)  # the same input-dropout draws: each pair still projects its own copy in training
+        outputs = model(**inputs, **extra, labels=labels, selector_noise=noise)
+        outputs.loss.backward()
+        results.append((outputs.loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (loss, grads), (shared_loss, shared_grads) = results
+    torch.testing.assert_close(shared_loss, loss, atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_text_encoder_runs_once_per_shared_query(tester):
+    from transformers import CLIPTextConfig
+
+    text_config = CLIPTextConfig(
+        vocab_size=99,
+        hidden_size=24,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        eos_token_id=2,
+        bos_token_id=1,
+        pad_token_id=0,
+    )
+    model = RGNetForVideoGrounding(tester.get_config(text_config=text_config)).eval()
+    input_ids = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0]])
+    attention_mask = (input_ids != 0).long()
+    video = tester.prepare_inputs(2)
+    query = torch.tensor([0, 1, 0, 1])  # 2 queries × 2 windows
+    window = torch.tensor([0, 0, 1, 1])
+    rows = []
+    handle = model.model.text_encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    with torch.no_grad():
+        shared = model(
+            video_features=video["video_features"],
+            video_mask=video["video_mask"],
+            video_pair_index=window,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            text_pair_index=query,
+        )
+        repeated = model(
+            video_features=video["video_features"][window],
+            video_mask=video["video_mask"][window],
+            input_ids=input_ids[query],
+            attention_mask=attention_mask[query],
+        )
+    handle.remove()
+    assert rows == [2, 4]  # once per query, then once per pair
+    for name in ("logits", "pred_spans", "window_logits"):
+        torch.testing.assert_close(shared[name], repeated[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(
+    "index", [torch.tensor([0, 3]), torch.tensor([0.0, 1.0]), torch.tensor([[0, 1]]), torch.tensor([0, 1, 1])]
+)
+def test_bad_text_pair_index_raises(tester, index):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(2)  # two queries, two pairs
+    with pytest.raises(ValueError, match="text_pair_index"):
+        model(**inputs, text_pair_index=index)
+
+
 # ---- top_k_windows: decode only each query's best windows ----
 
 

@@ -576,6 +576,26 @@ def test_select_pairs_cuts_either_form_to_the_same_pairs(rows):
     for name in ("text_features", "text_mask"):
         assert torch.equal(shared[name], repeated[name])
     assert repeated["video_features"].shape[0] == rows.stop - rows.start
+    # Each window and each query once: both indices renumbered to the rows these pairs read.
+    both = select_pairs(
+        processor(video_features=video, text_features=text, share_windows=True, share_queries=True), rows
+    )
+    assert both["text_features"].shape[0] == len(torch.unique(both["text_pair_index"]))
+    for name in ("text_features", "text_mask"):
+        assert torch.equal(both[name][both["text_pair_index"]], repeated[name])
+    for name in ("video_features", "video_mask"):
+        assert torch.equal(both[name][both["video_pair_index"]], repeated[name])
+
+
+def test_shared_queries_hold_each_query_once(tokenizer):
+    processor = make_processor(tokenizer, query_normalization="ego4d", max_text_tokens=4)
+    video = np.ones((25, 8), np.float32)
+    repeated = processor(text=["The cat?", "a dog."], video_features=video)
+    shared = processor(text=["The cat?", "a dog."], video_features=video, share_queries=True)
+    assert shared["input_ids"].shape[0] == 2 and shared["text_pair_index"].tolist() == [0, 0, 0, 1, 1, 1]
+    for name in ("input_ids", "attention_mask"):
+        assert torch.equal(shared[name][shared["text_pair_index"]], repeated[name])
+    assert torch.equal(shared["video_features"], repeated["video_features"])
 
 
 def test_processor_accepts_torch_video_and_one_query_array():
