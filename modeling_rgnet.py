@@ -25,8 +25,11 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
 * `grounding_pair_index` restricts the decoder, the fusion and the last retrieval-encoder layer's frame rows to the
   pairs whose moments are needed (in `cross_pairs` training, the `B` positives of the `B²` pairs); at inference
   `top_k_windows` chooses them from the window scores (each query's best windows, the ones post-processing keeps);
-* `video_pair_index` lets `video_features` hold each distinct window once (many queries on one video), projected
-  once outside training.
+* `video_pair_index` lets `video_features` hold each distinct window once (many queries on one video; cross-pair
+  training batches), projected once unless training with input dropout; `text_pair_index` does the same for the
+  query text (a text encoder then runs once per query);
+* inference reads some layers' weights directly (`linear_relu`, the decoder's folded cross-attention) where they are
+  plain linear layers (`computes_plain_linear`).
 """
 
 from __future__ import annotations
@@ -1352,7 +1355,10 @@ class RGNetModel(RGNetPreTrainedModel):
                     f"{text_pair_index!r}."
                 )
         elif text_features.shape[0] != num_pairs:
-            raise ValueError(f"`text_features` has {text_features.shape[0]} pairs but {source} has {num_pairs}.")
+            raise ValueError(
+                f"`text_features` has {text_features.shape[0]} pairs but {source} has {num_pairs} (pass "
+                "`text_pair_index` when the text holds each query once)."
+            )
         if text_mask is None or tuple(text_mask.shape) != tuple(text_features.shape[:2]):
             got = None if text_mask is None else tuple(text_mask.shape)
             raise ValueError(f"`text_mask` must have shape {tuple(text_features.shape[:2])}; got {got}.")
@@ -1399,13 +1405,15 @@ class RGNetModel(RGNetPreTrainedModel):
                 Frame features of each pair's window, zero-padded at the end (`Lv ≤ max_window_frames`).
             video_mask (`torch.Tensor` of shape `(N, Lv)`, or `(W, Lv)` with `video_pair_index`):
                 1 = real frame, 0 = padding. Every window needs at least one real frame.
-            text_features (`torch.FloatTensor` of shape `(N, Lt, Dt)`, *optional*):
+            text_features (`torch.FloatTensor` of shape `(N, Lt, Dt)`, or `(Nq, Lt, Dt)` with `text_pair_index`,
+                *optional*):
                 L2-normalised query token features. Give these or `input_ids`.
-            text_mask (`torch.Tensor` of shape `(N, Lt)`, *optional*):
+            text_mask (`torch.Tensor` of shape `(N, Lt)`, or `(Nq, Lt)` with `text_pair_index`, *optional*):
                 1 = real token; required with `text_features`.
-            input_ids (`torch.LongTensor` of shape `(N, Lt + 2)`, *optional*):
+            input_ids (`torch.LongTensor` of shape `(N, Lt + 2)`, or `(Nq, Lt + 2)` with `text_pair_index`,
+                *optional*):
                 Tokenized queries for the configured text encoder (`config.text_config`).
-            attention_mask (`torch.Tensor` of shape `(N, Lt + 2)`, *optional*):
+            attention_mask (`torch.Tensor` of shape like `input_ids`, *optional*):
                 Mask of `input_ids`.
             selector_noise (`torch.FloatTensor` of shape `(N, 1 + Lv)`, *optional*):
                 Uniform samples `u ∈ (0, 1)` for the frame selector's noise in training mode (drawn when `None`);

@@ -1349,6 +1349,7 @@ class RGNetProcessor(ProcessorMixin):
             "text_mask",
             "input_ids",
             "attention_mask",
+            "text_pair_index",
         ]
 
     # -- inputs --

@@ -676,6 +676,15 @@ class RGNetTrainer(Trainer):
         )
         return self.accelerator.prepare(loader)
 
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """`6 × parameters × (pair, frame) positions` of a batch: the base class counts the elements of
+        `video_features`, which holds each window once in cross-pair batches (and counts feature channels)."""
+        index, mask = inputs.get("video_pair_index"), inputs.get("video_mask")
+        if mask is None:
+            return super().floating_point_ops(inputs)
+        num_pairs = len(index) if index is not None else mask.shape[0]
+        return 6 * num_pairs * mask.shape[-1] * self.model.num_parameters(exclude_embeddings=True)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "labels" not in inputs:
             raise ValueError("Training batches need `labels` (use RGNetDataCollator).")

@@ -51,7 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from modeling_rgnet import build_selector_attention_bias, padding_bias  # noqa: E402
+from modeling_rgnet import build_selector_attention_bias  # noqa: E402
 from scripts.benchmark_model import device_kind, environment_info  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -70,6 +70,17 @@ def attention_inputs(num_pairs: int, num_frames: int, num_heads: int, head_dim: 
     valid[-1, 1 + (2 * num_frames) // 3 :] = False
     gate = (torch.rand(num_pairs, length, generator=generator) < 0.5).float()
     return query, key, value, gate.to(device), valid.float().to(device)
+
+
+def aligned_padding_bias(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`padding_bias(valid, dtype)`, `(N, 1, 1, S)`, with each pair's row stored at a multiple of 16 elements: the
+    CUDA memory-efficient kernel reads a bias in place only when its strides are aligned (`scaled_dot_product_attention`
+    pads a mask itself; its private operator, called here for the log-sum-exp, does not)."""
+    num_pairs, length = valid.shape
+    storage = torch.zeros(num_pairs, -(-length // 16) * 16, dtype=dtype, device=valid.device)
+    bias = storage[:, :length]
+    bias.masked_fill_(~valid.bool(), torch.finfo(dtype).min)
+    return bias[:, None, None, :]
 
 
 def attention_with_logsumexp(query, key, value, bias):
@@ -115,7 +126,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         args.pairs, args.frames, args.heads, args.head_dim, dtype, device, args.seed
     )
     selector_bias = build_selector_attention_bias(gate, valid, "additive_unit_bias", dtype)  # (N, 1, S, S)
-    key_bias = padding_bias(valid, dtype)  # (N, 1, 1, S)
+    key_bias = aligned_padding_bias(valid, dtype)  # (N, 1, 1, S)
     penalised = (gate < 0.5) & valid.bool()
     penalised[:, 0] = False  # the global token counts as selected
 

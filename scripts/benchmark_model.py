@@ -347,9 +347,13 @@ def training_batch(config: RGNetConfig, workload: Workload, generator: torch.Gen
         "saliency_positive_frames": inside[:, None],
         "saliency_negative_frames": outside[:, None],
     }
+    pair_video = (  # cross pairs: each window once, as the collator holds them
+        {"video_features": windows, "video_mask": video_mask, "video_pair_index": window_of_pair}
+        if workload.batch_mode == "cross_pairs"
+        else {"video_features": windows[window_of_pair], "video_mask": video_mask[window_of_pair]}
+    )
     return {
-        "video_features": windows[window_of_pair],
-        "video_mask": video_mask[window_of_pair],
+        **pair_video,
         "text_features": text[query_of_pair],
         "text_mask": text_mask[query_of_pair],
         "labels": labels,
@@ -396,6 +400,8 @@ def count_step_operators(model, batch, grounding_pair_index, device, precision) 
     with OperatorCounter() as model_forward, _autocast(device, precision):
         outputs = model(**inputs, grounding_pair_index=grounding_pair_index)
     pair_mask = batch["video_mask"]
+    if "video_pair_index" in batch:
+        pair_mask = pair_mask[batch["video_pair_index"]]
     with OperatorCounter() as loss_forward:
         loss, _, _ = model.criterion(outputs, batch["labels"], video_mask=pair_mask)
     read = [outputs.logits, outputs.pred_spans, outputs.window_logits, outputs.saliency_scores]
@@ -419,7 +425,8 @@ def benchmark_training(
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     batch = _to_device(training_batch(config, workload, generator), device)
-    num_pairs, num_queries = batch["video_mask"].shape[0], workload.num_queries
+    num_pairs = len(batch["video_pair_index"] if "video_pair_index" in batch else batch["video_mask"])
+    num_queries = workload.num_queries
     grounding_pair_index = None
     if workload.batch_mode == "cross_pairs" and not args.ground_all_pairs:
         grounding_pair_index = torch.arange(num_queries, device=device) * (num_queries + 1)

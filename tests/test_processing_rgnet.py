@@ -596,6 +596,7 @@ def test_shared_queries_hold_each_query_once(tokenizer):
     for name in ("input_ids", "attention_mask"):
         assert torch.equal(shared[name][shared["text_pair_index"]], repeated[name])
     assert torch.equal(shared["video_features"], repeated["video_features"])
+    assert set(shared.keys()) <= set(processor.model_input_names)
 
 
 def test_processor_accepts_torch_video_and_one_query_array():

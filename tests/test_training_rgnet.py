@@ -473,3 +473,15 @@ def test_evaluate_script_tunes_the_allocator_only_when_asked(monkeypatch, tmp_pa
         evaluate_rgnet.main([*flags, "--retain_freed_cpu_memory"])
     with pytest.raises(OSError):  # without the flag: straight to loading the (missing) model
         evaluate_rgnet.main(flags)
+
+
+@pytest.mark.parametrize("pair_mode", ["cross_pairs", "paired_negative"])
+def test_trainer_counts_flops_per_pair_and_frame(tiny_dataset, tmp_path, pair_mode):
+    trainer = make_trainer(tiny_dataset, tmp_path, pair_mode=pair_mode)
+    batch = next(iter(trainer.get_train_dataloader()))
+    num_pairs = 16 if pair_mode == "cross_pairs" else 8  # B = 4: B² cross pairs, or B positives + B negatives
+    if pair_mode == "cross_pairs":  # each window once
+        assert batch["video_features"].shape[0] == 4 and len(batch["video_pair_index"]) == num_pairs
+    parameters = trainer.model.num_parameters(exclude_embeddings=True)
+    frames = batch["video_mask"].shape[-1]
+    assert trainer.floating_point_ops(batch) == 6 * num_pairs * frames * parameters
