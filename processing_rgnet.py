@@ -1770,6 +1770,9 @@ class RGNetDataCollator:
     * `paired_negative`: `N = 2B`; rows `0 … B−1` = query `b` with its positive window, rows `B … 2B−1` = query `b`
       with its negative window.
 
+    Either way the `B` queries' text is held once, with `text_pair_index` (a text encoder runs on `B` queries, not
+    on every pair).
+
     Windows are zero padded to the longest window of the batch. When every sample carries an integer `noise_seed`
     (as `RGNetTrainingDataset` samples do), the batch also holds `selector_noise` `(N, 1 + Lv)`: the gate's
     uniform samples as a function of each pair's seeds (`pair_selector_noise`), so training does not depend on how
@@ -1798,7 +1801,8 @@ class RGNetDataCollator:
         Returns:
             `dict`: model inputs (`video_features` `(N, Lv, Dv)` and `video_mask` `(N, Lv)`, or for `cross_pairs`
             `(B, Lv, Dv)`, `(B, Lv)` and `video_pair_index` `(N,)`; `text_features`/`text_mask` or
-            `input_ids`/`attention_mask`, `N` rows) and `labels` (`batch_mode`, `spans` `(B, 2)`,
+            `input_ids`/`attention_mask`, `B` rows, and `text_pair_index` `(N,)`) and `labels` (`batch_mode`,
+            `spans` `(B, 2)`,
             `saliency_positive_frames` `(B, K)`, `saliency_negative_frames` `(B, K)`).
         """
         if len(samples) == 0:
@@ -1854,7 +1858,8 @@ class RGNetDataCollator:
             pair_video = {"video_features": video[video_index], "video_mask": video_mask[video_index]}
         batch = {
             **pair_video,
-            **{key: value[query_index] for key, value in queries.items()},
+            **queries,
+            "text_pair_index": query_index,
             "labels": {
                 "batch_mode": self.pair_mode,
                 "spans": spans,

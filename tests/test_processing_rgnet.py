@@ -756,9 +756,10 @@ def test_cross_pairs_batch_pairs_query_i_with_window_of_query_j():
     samples = make_training_samples(3)
     processor = make_processor()
     batch = RGNetDataCollator(processor, "cross_pairs")(samples)
-    # Each window once, pair p reading window video_pair_index[p].
-    assert batch["video_features"].shape[0] == 3 and batch["text_features"].shape[0] == 9
+    # Each window and each query once: pair p reads window video_pair_index[p] and query text_pair_index[p].
+    assert batch["video_features"].shape[0] == 3 and batch["text_features"].shape[0] == 3
     assert batch["video_pair_index"].tolist() == [0, 1, 2] * 3
+    assert batch["text_pair_index"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     text_features, text_mask = prepare_text_features([sample["text_features"] for sample in samples], 6)
     for pair in range(9):
         query, window = divmod(pair, 3)
@@ -768,8 +769,8 @@ def test_cross_pairs_batch_pairs_query_i_with_window_of_query_j():
             batch["video_features"][window_index, :length].numpy(), samples[window]["video_features"]
         )
         assert batch["video_mask"][window_index].sum() == length
-        torch.testing.assert_close(batch["text_features"][pair], text_features[query])
-        torch.testing.assert_close(batch["text_mask"][pair], text_mask[query])
+        torch.testing.assert_close(batch["text_features"][batch["text_pair_index"][pair]], text_features[query])
+        torch.testing.assert_close(batch["text_mask"][batch["text_pair_index"][pair]], text_mask[query])
     labels = batch["labels"]
     assert labels["batch_mode"] == "cross_pairs"
     assert labels["spans"].shape == (3, 2) and labels["saliency_positive_frames"].dtype == torch.int64
@@ -781,13 +782,13 @@ def test_cross_pairs_batch_pairs_query_i_with_window_of_query_j():
 def test_paired_negative_batch_stacks_positive_then_negative_windows(tokenizer):
     samples = make_training_samples(3, with_text=False)
     batch = RGNetDataCollator(make_processor(tokenizer), "paired_negative")(samples)
-    assert batch["video_features"].shape[0] == 6 and batch["input_ids"].shape[0] == 6
+    assert batch["video_features"].shape[0] == 6 and batch["input_ids"].shape[0] == 3  # each query once
+    assert batch["text_pair_index"].tolist() == [0, 1, 2, 0, 1, 2]  # positives, then negatives
     for row in range(6):
         key = "video_features" if row < 3 else "negative_video_features"
         window = samples[row % 3][key]
         np.testing.assert_array_equal(batch["video_features"][row, : len(window)].numpy(), window)
         assert batch["video_mask"][row].sum() == len(window)
-    np.testing.assert_array_equal(batch["input_ids"][:3].numpy(), batch["input_ids"][3:].numpy())
     assert batch["labels"]["batch_mode"] == "paired_negative"
 
 
