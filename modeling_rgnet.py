@@ -1385,6 +1385,15 @@ class RGNetModel(RGNetPreTrainedModel):
         if grounding_pair_index is not None:
             _check_grounding_pair_index(grounding_pair_index, num_pairs)
 
+    def _project_per_pair(self, projection: nn.Module, features: torch.Tensor, pair_index: torch.Tensor | None):
+        """`projection` of each pair's rows of `features`, which hold distinct windows or queries when `pair_index`
+        is given: projected once each, unless training with input dropout, where each pair draws its own."""
+        if pair_index is None:
+            return projection(features)
+        if self.training and self.config.input_dropout > 0:
+            return projection(features[pair_index])
+        return projection(features)[pair_index]
+
     def forward(
         self,
         video_features: torch.Tensor,
@@ -1466,24 +1475,14 @@ class RGNetModel(RGNetPreTrainedModel):
         compute_dtype = _compute_dtype(video_features)
 
         # Input projections and position encodings (§5.1, §5.2).
-        if video_pair_index is None:
-            video_hidden = self.video_projection(video_features)  # (N, Lv, D)
-        elif self.training and config.input_dropout > 0:  # each pair draws its own input dropout
-            video_hidden = self.video_projection(video_features[video_pair_index])
-        else:  # the projection depends on the window only
-            video_hidden = self.video_projection(video_features)[video_pair_index]
+        video_hidden = self._project_per_pair(self.video_projection, video_features, video_pair_index)  # (N, Lv, D)
         video_position = video_sine_position_encoding(
             video_mask, config.hidden_size, config.video_position_temperature
         ).to(video_hidden.dtype)  # (N, Lv, D), or (W, Lv, D): once per window, like the projection
         if video_pair_index is not None:
             video_mask, video_position = video_mask[video_pair_index], video_position[video_pair_index]
         num_pairs = video_hidden.shape[0]
-        if text_pair_index is None:
-            text_hidden = self.text_projection(text_features)  # (N, Lt, D)
-        elif self.training and config.input_dropout > 0:  # each pair draws its own input dropout
-            text_hidden = self.text_projection(text_features[text_pair_index])
-        else:  # the projection depends on the query only
-            text_hidden = self.text_projection(text_features)[text_pair_index]
+        text_hidden = self._project_per_pair(self.text_projection, text_features, text_pair_index)  # (N, Lt, D)
         if text_pair_index is not None:
             text_features, text_mask = text_features[text_pair_index], text_mask[text_pair_index]  # per pair
 

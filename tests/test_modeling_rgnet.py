@@ -477,10 +477,11 @@ def test_initialisation_follows_the_spec(tester):
 # ---- optional text encoder ----
 
 
-def test_text_encoder_path_matches_precomputed_token_features(tester):
+def tiny_text_config():
+    """A one-layer CLIP text tower whose width is the tester's `text_feature_dim` (24)."""
     from transformers import CLIPTextConfig
 
-    text_config = CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=99,
         hidden_size=24,
         intermediate_size=37,
@@ -491,7 +492,10 @@ def test_text_encoder_path_matches_precomputed_token_features(tester):
         bos_token_id=1,
         pad_token_id=0,
     )
-    config = tester.get_config(text_config=text_config)
+
+
+def test_text_encoder_path_matches_precomputed_token_features(tester):
+    config = tester.get_config(text_config=tiny_text_config())
     model = RGNetForVideoGrounding(config).eval()
     input_ids = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0]])
     attention_mask = (input_ids != 0).long()

@@ -16,7 +16,7 @@ import torch
 
 import modeling_rgnet
 from modeling_rgnet import RGNetForVideoGrounding
-from tests.test_modeling_rgnet import RGNetModelTester
+from tests.test_modeling_rgnet import RGNetModelTester, tiny_text_config
 
 
 @pytest.fixture(autouse=True)
@@ -479,24 +479,29 @@ def test_shared_windows_give_the_outputs_of_repeated_windows(tester):
         torch.testing.assert_close(outputs[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("input_dropout", [0.0, 0.5])
-def test_shared_windows_train_like_repeated_windows(tester, input_dropout):
+def _assert_trains_like_repeated(tester, input_dropout, repeated, shared, extra):
+    """One training step on `shared` inputs (with `extra` indices) gives the loss and gradients of `repeated`."""
     config = tester.get_config(dropout=0.0, input_dropout=input_dropout)
-    repeated, shared, window = _shared_windows(tester, 3)
     labels = tester.prepare_labels("cross_pairs", repeated)
     noise = torch.rand(9, tester.num_frames + 1, generator=torch.Generator().manual_seed(3))
     model = RGNetForVideoGrounding(config).train()
     results = []
-    for inputs, extra in ((repeated, {}), (shared, {"video_pair_index": window})):
+    for inputs, indices in ((repeated, {}), (shared, extra)):
         model.zero_grad()
         torch.manual_seed(11)  # the same input-dropout draws: each pair still projects its own copy in training
-        outputs = model(**inputs, **extra, labels=labels, selector_noise=noise)
+        outputs = model(**inputs, **indices, labels=labels, selector_noise=noise)
         outputs.loss.backward()
         results.append((outputs.loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
     (loss, grads), (shared_loss, shared_grads) = results
     torch.testing.assert_close(shared_loss, loss, atol=1e-5, rtol=1e-5)
     for name, grad in grads.items():
         torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("input_dropout", [0.0, 0.5])
+def test_shared_windows_train_like_repeated_windows(tester, input_dropout):
+    repeated, shared, window = _shared_windows(tester, 3)
+    _assert_trains_like_repeated(tester, input_dropout, repeated, shared, {"video_pair_index": window})
 
 
 @pytest.mark.parametrize("index", [torch.tensor([0, 3]), torch.tensor([0.0, 1.0]), torch.tensor([[0, 1]])])
@@ -524,41 +529,15 @@ def test_shared_queries_give_the_outputs_of_repeated_queries(tester):
 
 @pytest.mark.parametrize("input_dropout", [0.0, 0.5])
 def test_shared_queries_train_like_repeated_queries(tester, input_dropout):
-    config = tester.get_config(dropout=0.0, input_dropout=input_dropout)
     repeated, _, _ = _shared_windows(tester, 3)
     base = tester.prepare_inputs(3)
-    query = torch.arange(3).repeat_interleave(3)
     shared = {**repeated, "text_features": base["text_features"], "text_mask": base["text_mask"]}
-    labels = tester.prepare_labels("cross_pairs", repeated)
-    noise = torch.rand(9, tester.num_frames + 1, generator=torch.Generator().manual_seed(3))
-    model = RGNetForVideoGrounding(config).train()
-    results = []
-    for inputs, extra in ((repeated, {}), (shared, {"text_pair_index": query})):
-        model.zero_grad()
-        torch.manual_seed(11)  # the same input-dropout draws: each pair still projects its own copy in training
-        outputs = model(**inputs, **extra, labels=labels, selector_noise=noise)
-        outputs.loss.backward()
-        results.append((outputs.loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
-    (loss, grads), (shared_loss, shared_grads) = results
-    torch.testing.assert_close(shared_loss, loss, atol=1e-5, rtol=1e-5)
-    for name, grad in grads.items():
-        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    query = torch.arange(3).repeat_interleave(3)
+    _assert_trains_like_repeated(tester, input_dropout, repeated, shared, {"text_pair_index": query})
 
 
 def test_text_encoder_runs_once_per_shared_query(tester):
-    from transformers import CLIPTextConfig
-
-    text_config = CLIPTextConfig(
-        vocab_size=99,
-        hidden_size=24,
-        intermediate_size=37,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        max_position_embeddings=16,
-        eos_token_id=2,
-        bos_token_id=1,
-        pad_token_id=0,
-    )
+    text_config = tiny_text_config()
     model = RGNetForVideoGrounding(tester.get_config(text_config=text_config)).eval()
     input_ids = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0]])
     attention_mask = (input_ids != 0).long()
