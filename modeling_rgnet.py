@@ -1328,32 +1328,13 @@ class RGNetModel(RGNetPreTrainedModel):
             )
         num_pairs = video_features.shape[0]
         if video_pair_index is not None:
-            num_windows = video_features.shape[0]
-            if (
-                not isinstance(video_pair_index, torch.Tensor)
-                or video_pair_index.dtype != torch.int64
-                or video_pair_index.ndim != 1
-                or bool(((video_pair_index < 0) | (video_pair_index >= num_windows)).any())
-            ):
-                raise ValueError(
-                    f"`video_pair_index` must be a 1-D int64 tensor of window indices in [0, {num_windows}) "
-                    f"(`video_features` holds {num_windows} windows); got {video_pair_index!r}."
-                )
+            _check_row_index("video_pair_index", video_pair_index, video_features.shape[0], "`video_features` windows")
             num_pairs = video_pair_index.shape[0]
         source = "`video_pair_index`" if video_pair_index is not None else "`video_features`"
         if text_pair_index is not None:
-            num_queries = text_features.shape[0]
-            if (
-                not isinstance(text_pair_index, torch.Tensor)
-                or text_pair_index.dtype != torch.int64
-                or tuple(text_pair_index.shape) != (num_pairs,)
-                or bool(((text_pair_index < 0) | (text_pair_index >= num_queries)).any())
-            ):
-                raise ValueError(
-                    f"`text_pair_index` must be an int64 tensor of shape ({num_pairs},) ({source} has {num_pairs} "
-                    f"pairs) of query indices in [0, {num_queries}) (the text holds {num_queries} queries); got "
-                    f"{text_pair_index!r}."
-                )
+            _check_row_index(
+                "text_pair_index", text_pair_index, text_features.shape[0], "queries of the text", num_pairs
+            )
         elif text_features.shape[0] != num_pairs:
             raise ValueError(
                 f"`text_features` has {text_features.shape[0]} pairs but {source} has {num_pairs} (pass "
@@ -1541,6 +1522,23 @@ class RGNetModel(RGNetPreTrainedModel):
             text_features=text_features,
             text_mask=text_mask,
             grounding_pair_index=grounding_pair_index,
+        )
+
+
+def _check_row_index(name: str, index, num_rows: int, rows: str, num_pairs: int | None = None) -> None:
+    """`index` maps each pair to one of `num_rows` shared rows (`rows`, e.g. windows): a 1-D int64 tensor of values
+    in `[0, num_rows)`, with `num_pairs` entries when given."""
+    if (
+        not isinstance(index, torch.Tensor)
+        or index.dtype != torch.int64
+        or index.ndim != 1
+        or (num_pairs is not None and index.shape[0] != num_pairs)
+        or bool(((index < 0) | (index >= num_rows)).any())
+    ):
+        length = "" if num_pairs is None else f" of {num_pairs} pairs"
+        raise ValueError(
+            f"`{name}` must be a 1-D int64 tensor{length} of indices in [0, {num_rows}) ({num_rows} {rows}); "
+            f"got {index!r}."
         )
 
 
