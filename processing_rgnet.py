@@ -1144,6 +1144,12 @@ _SHARED_INPUTS = {  # index of a batch's shared rows -> the inputs holding those
 }
 
 
+def count_pairs(inputs: Mapping[str, Any]) -> int:
+    """(query, window) pairs of a batch in either form: entries of `video_pair_index` where the windows are shared,
+    rows of `video_mask` otherwise."""
+    return len(inputs["video_pair_index"] if "video_pair_index" in inputs else inputs["video_mask"])
+
+
 def select_pairs(inputs: Mapping[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor]:
     """The model inputs of pairs `rows` of a processor batch, for running the model on consecutive slices of pairs.
 
@@ -1894,6 +1900,7 @@ __all__ = [
     "RGNetWindowMetadata",
     "RGNetWindowSample",
     "compute_num_windows",
+    "count_pairs",
     "draw_negative_windows",
     "draw_positive_windows",
     "draw_saliency_frames",

@@ -42,6 +42,7 @@ try:
         RGNetDataCollator,
         RGNetProcessor,
         compute_num_windows,
+        count_pairs,
         frame_query_similarities,
         moment_to_frames,
         positive_window_range,
@@ -53,6 +54,7 @@ except ImportError:
         RGNetDataCollator,
         RGNetProcessor,
         compute_num_windows,
+        count_pairs,
         frame_query_similarities,
         moment_to_frames,
         positive_window_range,
@@ -350,7 +352,7 @@ def forward_whole_queries(
         `top_k_windows`) and `window_logits` `(N, 1)`, plus `grounding_pair_index` `(G,)` with `top_k_windows`.
     """
     device = next(model.parameters()).device
-    num_pairs = len(inputs["video_pair_index"] if "video_pair_index" in inputs else inputs["video_mask"])
+    num_pairs = count_pairs(inputs)
     pairs_per_forward = max(1, queries_per_forward) * num_windows
     collected: dict[str, list[torch.Tensor]] = defaultdict(list)
     starts = range(0, num_pairs, pairs_per_forward)
@@ -679,11 +681,10 @@ class RGNetTrainer(Trainer):
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """`6 × parameters × (pair, frame) positions` of a batch: the base class counts the elements of
         `video_features`, which holds each window once in cross-pair batches (and counts feature channels)."""
-        index, mask = inputs.get("video_pair_index"), inputs.get("video_mask")
-        if mask is None:
+        if "video_mask" not in inputs:
             return super().floating_point_ops(inputs)
-        num_pairs = len(index) if index is not None else mask.shape[0]
-        return 6 * num_pairs * mask.shape[-1] * self.model.num_parameters(exclude_embeddings=True)
+        positions = count_pairs(inputs) * inputs["video_mask"].shape[-1]
+        return 6 * positions * self.model.num_parameters(exclude_embeddings=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "labels" not in inputs:

@@ -80,7 +80,7 @@ from configuration_rgnet import RGNetConfig  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import (  # noqa: E402
     RGNetProcessor,
-    RGNetWindowMetadata,
+    count_pairs,
     frame_query_similarities,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
@@ -425,8 +425,7 @@ def benchmark_training(
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     batch = _to_device(training_batch(config, workload, generator), device)
-    num_pairs = len(batch["video_pair_index"] if "video_pair_index" in batch else batch["video_mask"])
-    num_queries = workload.num_queries
+    num_pairs, num_queries = count_pairs(batch), workload.num_queries
     grounding_pair_index = None
     if workload.batch_mode == "cross_pairs" and not args.ground_all_pairs:
         grounding_pair_index = torch.arange(num_queries, device=device) * (num_queries + 1)
@@ -539,43 +538,30 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
     (before handing over the next group, and for the last one)."""
     clock, results = _StageClock(device), []
     video_windows = processor.cut_windows(video).to(device)  # (W, Lv, Dv), each window once
-    windows, window_mask, num_windows = video_windows.windows, video_windows.window_mask, video_windows.num_windows
     device_video = video.to(device)
     clock.lap("prepare_s")
     with PostProcessingWorker(background=args.overlap_post_processing) as worker:
         for first in range(0, len(texts), args.queries_per_batch):
             group = slice(first, first + args.queries_per_batch)
-            queries = processor.prepare_queries(text_features=texts[group])
-            num_queries = queries["text_mask"].shape[0]
-            batch = {  # the processor's shared form (each window, each query once), the windows already on the device
-                "video_features": windows,
-                "video_mask": window_mask,
-                "video_pair_index": torch.arange(num_windows, device=device).repeat(num_queries),
-                "text_features": queries["text_features"].to(device),
-                "text_mask": queries["text_mask"].to(device),
-                "text_pair_index": torch.arange(num_queries, device=device).repeat_interleave(num_windows),
-            }
+            inputs = processor(  # each window and each query once, as predict_long_videos runs them
+                video_windows=video_windows, text_features=texts[group], share_windows=True, share_queries=True
+            )
             clock.lap("prepare_s")
-            outputs = _forward_in_chunks(model, batch, num_windows, device, precision, args)
+            outputs = _forward_in_chunks(model, inputs, video_windows.num_windows, device, precision, args)
             similarities = frame_query_similarities(device_video, embeddings[group]).cpu()  # (T, group)
             clock.lap("model_s")
-            metadata = RGNetWindowMetadata(  # pairs query-major, as the processor lays them out
-                window_offsets=video_windows.window_offsets,
-                window_lengths=video_windows.window_lengths,
-                pair_query_index=np.repeat(np.arange(num_queries), num_windows),
-                pair_window_index=np.tile(np.arange(num_windows), num_queries),
-                num_queries=num_queries,
-                num_frames=int(video.shape[0]),
-                seconds_per_frame=processor.seconds_per_frame,
-            )
             finished = worker.submit(
-                None, processor.post_process_video_grounding, outputs, metadata, frame_similarities=similarities
+                None,
+                processor.post_process_video_grounding,
+                outputs,
+                inputs.window_metadata,
+                frame_similarities=similarities,
             )
             results += [result for _, processed in finished for result in processed]
             clock.lap("post_process_s")
         results += [result for _, processed in worker.finish() for result in processed]
     clock.lap("post_process_s")
-    return results, clock.seconds, num_windows
+    return results, clock.seconds, video_windows.num_windows
 
 
 PIPELINES = {"processor": run_processor_pipeline, "shared_windows": run_shared_windows_pipeline}

@@ -110,22 +110,16 @@ class TrafficCounter(TorchDispatchMode):
 
 
 def inference_batch(config, workload, num_queries: int, ground_all_windows: bool, seed: int):
-    """The `shared_windows` batch of `num_queries` queries × every window of the workload's synthetic video."""
+    """The processor's `share_windows` batch of `num_queries` queries × every window of the workload's synthetic
+    video (the text per pair, as in the measurements committed under `benchmarks/results/`)."""
     processor = RGNetProcessor.from_config(config)
     video, texts, _ = inference_inputs(config, workload, num_queries, seed)
-    video_windows = processor.cut_windows(video)
-    num_windows = video_windows.num_windows
-    queries = processor.prepare_queries(text_features=texts)
-    pair_query = torch.arange(num_queries).repeat_interleave(num_windows)
-    batch = {
-        "video_features": video_windows.windows,
-        "video_mask": video_windows.window_mask,
-        "video_pair_index": torch.arange(num_windows).repeat(num_queries),
-        "text_features": queries["text_features"][pair_query],
-        "text_mask": queries["text_mask"][pair_query],
-    }
+    inputs = processor(video_features=video, text_features=texts, share_windows=True)
+    batch = dict(inputs)
     if not ground_all_windows:
+        pair_query = torch.from_numpy(inputs.window_metadata.pair_query_index)
         batch.update(top_k_windows=processor.top_k_windows, pair_query_index=pair_query)
+    num_windows = inputs.window_metadata.num_windows
     return batch, num_windows
 
 
