@@ -14,8 +14,9 @@ retrieval loss) unless `--ground-all-pairs`. Inference runs the whole pipeline p
 (eval, whole queries in `--inference-chunk-pairs` pairs per forward, decoding only each query's `top_k_windows` best
 windows unless `--ground-all-windows`) → `processor.post_process_video_grounding` (window top-k, matching score,
 fusion, NMS), reporting each stage, through two routes (`--pipelines`): `processor`, the processor's `__call__`
-(every window repeated for every query, all of it sent to the device), and `shared_windows`, the processor's window
-enumeration with each window cut and sent once (`video_pair_index`), post-processed once per video. With both `fp32`
+(every window repeated for every query, all of it sent to the device), and `shared_windows`, as `predict_long_videos`
+runs it: each window cut and sent once per video and each query held once (`video_pair_index`, `text_pair_index`),
+post-processed per group of queries (on a worker thread beside the next forward on CUDA). With both `fp32`
 and a reduced precision in `--precisions` (`bf16`: bf16 autocast; `bf16-weights`: the model cast to bfloat16, for
 inference), the report gives the fraction of queries that keep their top-1 moment under it
 (`top1_agreement`: the same window and decoder slot ranked first, temporal IoU ≥ 0.9; target ≥ 0.99; use
