@@ -29,7 +29,9 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
   training batches), projected once unless training with input dropout; `text_pair_index` does the same for the
   query text (a text encoder then runs once per query);
 * inference reads some layers' weights directly (`linear_relu`, the decoder's folded cross-attention) where they are
-  plain linear layers (`computes_plain_linear`).
+  plain linear layers (`computes_plain_linear`);
+* inference never writes out the retrieval encoder's `(N, 1, S, S)` selector bias: `selector_attention` computes the
+  same attention bias-free from the selector's gate (`RGNetSelectorMask`) and a kernel's log-sum-exp.
 """
 
 from __future__ import annotations
@@ -324,6 +326,118 @@ def build_selector_attention_bias(
         bias.copy_(torch.where(not_selected[:, :, None], minimum, key_bias))
         bias.diagonal(dim1=1, dim2=2).masked_fill_(own_key_valid, 0.0)
     return bias[:, None]
+
+
+# Share of a non-selected row's weight on its own key that the additive selector bias (`−1` on that logit) removes.
+_OWN_KEY_SHRINK = 1.0 - math.exp(-1.0)
+
+
+@dataclass(eq=False)
+class RGNetSelectorMask:
+    """The retrieval encoder's attention mask in factored form: the frame selector's gate and the padding, from which
+    [`selector_attention`] computes the attention of [`build_selector_attention_bias`] without writing out its
+    `(N, 1, S, S)` bias (on a GPU that bias rules out the flash kernel and is re-read for every head). Inference
+    passes this where the bias would go; training, which needs gradients through the attention, writes the bias.
+
+    Args:
+        frame_gate (`torch.Tensor` of shape `(N, S)`), sequence_mask (`(N, S)`), mode (`str`): as in
+            [`build_selector_attention_bias`].
+        global_only (`bool`): the attention's queries are the global row alone (keys span every token).
+    """
+
+    frame_gate: torch.Tensor
+    sequence_mask: torch.Tensor
+    mode: str
+    global_only: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ("additive_unit_bias", "hard_mask"):
+            raise ValueError(f"Unknown `selector_attention_mode` {self.mode!r}.")
+        valid = self.sequence_mask.bool()
+        not_selected = self.frame_gate.detach() < 0.5
+        not_selected[:, 0] = False  # the global token counts as selected
+        # Rows whose attention the selector changes (in a pair without padding, where the factored form is used).
+        self.penalised_rows = not_selected & valid  # (N, S)
+        # Pairs with padded keys (a video's first and last windows): computed with the written-out bias.
+        self.padded_pairs = (~valid).any(dim=1).nonzero().squeeze(1)  # (P,)
+
+    def pairs(self, index: torch.Tensor) -> RGNetSelectorMask:
+        """The mask of pairs `index`."""
+        return RGNetSelectorMask(self.frame_gate[index], self.sequence_mask[index], self.mode, self.global_only)
+
+    def global_row(self) -> RGNetSelectorMask:
+        """The mask of the global row's attention (queries: the global token alone)."""
+        return RGNetSelectorMask(self.frame_gate, self.sequence_mask, self.mode, global_only=True)
+
+    def bias(self, dtype: torch.dtype, pair_index: torch.Tensor | None = None) -> torch.Tensor:
+        """The written-out bias, `(N, 1, S, S)` or `(N, 1, 1, S)` with `global_only`; of pairs `pair_index` if given."""
+        gate, mask = self.frame_gate, self.sequence_mask
+        if pair_index is not None:
+            gate, mask = gate[pair_index], mask[pair_index]
+        bias = build_selector_attention_bias(gate, mask, self.mode, dtype)
+        return bias[:, :, :1] if self.global_only else bias
+
+
+def _attention_with_logsumexp(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
+    """Bias-free attention of `(N, H, L, d)` inputs and its float32 log-sum-exp per row `(N, H, L)`, from PyTorch's
+    fused kernels that return it (flash where the device has it, memory-efficient otherwise); `None` where the device
+    or shape has neither."""
+    head_dim, dtype = query.shape[-1], query.dtype
+    if query.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16):
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value)
+    if query.device.type != "cuda" or head_dim % 8 != 0 or head_dim > 256:
+        return None
+    if dtype in (torch.float16, torch.bfloat16) and torch.cuda.get_device_capability(query.device) >= (8, 0):
+        output, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value)[:2]
+    elif dtype in (torch.float32, torch.float16, torch.bfloat16):
+        output, lse = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, None, True)[:2]
+    else:
+        return None
+    return output, lse[..., : query.shape[2]]  # the memory-efficient kernel pads the rows of its log-sum-exp
+
+
+def selector_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: RGNetSelectorMask, num_heads: int
+) -> torch.Tensor:
+    """The retrieval encoder's self-attention under the frame selector's mask, without the `(N, 1, S, S)` bias.
+
+    The same function as `multi_head_attention` under `mask.bias(...)`. For the pairs without padded keys, attention
+    runs bias-free and returns each row's log-sum-exp `lse_i`; then every non-selected frame's row `i` is corrected:
+    in the additive mode its own logit `s_ii` lost `1`, so the weight `e^{−1}` of its own key's share
+    `a_i = (1 − e^{−1}) exp(s_ii − lse_i)` comes out of the softmax, `out_i ← (out_i − a_i v_i) / (1 − a_i)`; in the hard
+    mode the row attends to itself alone, `out_i ← v_i`. The global row is never corrected (the global token counts as
+    selected). Pairs with padded keys (a long video's first and last windows, half windows) are computed again under
+    their bias; where most pairs are padded, or the device has no kernel returning the log-sum-exp, all of them are.
+
+    Args:
+        query (`torch.Tensor` of shape `(N, Lq, H·d)`): rows `0..Lq−1` of the sequence (`Lq = 1` with
+            `mask.global_only`), key, value (`(N, S, H·d)`): already projected.
+        mask ([`RGNetSelectorMask`]), num_heads (`int`): `H`.
+
+    Returns:
+        `torch.Tensor` of shape `(N, Lq, H·d)`.
+    """
+    padded = mask.padded_pairs
+    query, key, value = (rearrange(x, "n l (h d) -> n h l d", h=num_heads) for x in (query, key, value))
+    fused = None if 2 * len(padded) > query.shape[0] else _attention_with_logsumexp(query, key, value)
+    if fused is None:
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask.bias(query.dtype))
+        return rearrange(attended, "n h l d -> n l (h d)")
+    attended, lse = fused
+    if not mask.global_only:
+        rows = mask.penalised_rows[:, None, :, None]  # (N, 1, S, 1)
+        if mask.mode == "hard_mask":
+            attended = torch.where(rows, value, attended)
+        else:
+            own_logit = torch.sum(query * key, dim=-1, dtype=torch.float32) * query.shape[-1] ** -0.5  # (N, H, S)
+            removed = (_OWN_KEY_SHRINK * torch.exp(own_logit - lse))[..., None] * rows  # a_i, 0 on other rows
+            # (out − a v) / (1 − a) is out + w (v − out) with w = −a / (1 − a): one pass.
+            attended = attended.lerp_(value, (-removed / (1.0 - removed)).to(value.dtype))
+    if len(padded):
+        bias = mask.bias(query.dtype, padded)
+        exact = F.scaled_dot_product_attention(query[padded], key[padded], value[padded], attn_mask=bias)
+        attended = attended.index_copy_(0, padded, exact)
+    return rearrange(attended, "n h l d -> n l (h d)")
 
 
 def emulated_text_mask_head_ordering_bias(
@@ -749,14 +863,14 @@ class RGNetAttention(nn.Module):
         self.out_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
 
     def forward(self, query, key, value, attention_bias=None):
-        attended = multi_head_attention(
-            self.q_proj(query),
-            self.k_proj(key),
-            self.v_proj(value),
-            attention_bias,
-            self.num_heads,
-            self.dropout if self.training else 0.0,
-        )
+        """`attention_bias`: a tensor broadcastable to `(N, H, Lq, Lk)`, or the retrieval encoder's factored
+        [`RGNetSelectorMask`] (no gradient through the attention)."""
+        query, key, value = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        if isinstance(attention_bias, RGNetSelectorMask):
+            attended = selector_attention(query, key, value, attention_bias, self.num_heads)
+        else:
+            dropout = self.dropout if self.training else 0.0
+            attended = multi_head_attention(query, key, value, attention_bias, self.num_heads, dropout)
         return self.out_proj(attended)
 
 
@@ -921,7 +1035,8 @@ class RGNetRetrievalEncoderLayer(GradientCheckpointingLayer):
         """
         Args:
             sequence_hidden (`torch.Tensor` of shape `(N, 1 + Lv, D)`), sequence_position (`(N, 1 + Lv, D)`),
-            attention_bias (`torch.Tensor` of shape `(N, 1, 1 + Lv, 1 + Lv)`).
+            attention_bias (`torch.Tensor` of shape `(N, 1, 1 + Lv, 1 + Lv)`, or its factored
+                [`RGNetSelectorMask`] where no gradient is needed).
             global_only (`bool`): update only the global token's row; keys and values still span every token.
 
         Returns:
@@ -929,7 +1044,11 @@ class RGNetRetrievalEncoderLayer(GradientCheckpointingLayer):
         """
         query_key = sequence_hidden + sequence_position
         query_rows = slice(0, 1) if global_only else slice(None)
-        attended = self.attn(query_key[:, query_rows], query_key, sequence_hidden, attention_bias[:, :, query_rows])
+        if isinstance(attention_bias, RGNetSelectorMask):
+            attention_bias = attention_bias.global_row() if global_only else attention_bias
+        else:
+            attention_bias = attention_bias[:, :, query_rows]
+        attended = self.attn(query_key[:, query_rows], query_key, sequence_hidden, attention_bias)
         sequence_hidden = self.attn_norm(self.dropout(attended, residual=sequence_hidden[:, query_rows]))
         return self.ffn_norm(self.dropout(self.ffn(sequence_hidden), residual=sequence_hidden))
 
@@ -968,6 +1087,8 @@ class RGNetRetrievalEncoder(nn.Module):
             return sequence_hidden, sequence_hidden[:, 0], None
 
         def last_layer_on(index):  # (G, 1 + Lv, D): the full last layer on the chosen pairs
+            if isinstance(attention_bias, RGNetSelectorMask):
+                return last_layer(sequence_hidden[index], sequence_position[index], attention_bias.pairs(index))
             return last_layer(sequence_hidden[index], sequence_position[index], attention_bias[index])
 
         def global_rows():  # (N, D): the last layer's global row alone, for every pair (far cheaper than all rows)
@@ -1275,6 +1396,9 @@ class RGNetModel(RGNetPreTrainedModel):
         self.decoder = RGNetAnchorDecoder(config)
         # Learned anchors before the sigmoid: (center, width) per moment query.
         self.anchor_embeddings = nn.Parameter(torch.empty(config.num_moment_queries, 2))
+        # Without gradients, the retrieval encoder's attention runs from the factored selector mask
+        # ([`selector_attention`]) instead of the written-out bias: the same function. False: the bias (benchmarks).
+        self.factored_selector_attention = True
         self.post_init()
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
@@ -1486,11 +1610,14 @@ class RGNetModel(RGNetPreTrainedModel):
 
         # Frame selector (§5.4) and the retrieval encoder under its bias (§5.5).
         gate, noisy_logits, selector_raw_logits = self.frame_selector(sequence_hidden, selector_noise)
-        selector_bias = build_selector_attention_bias(
-            gate, sequence_mask, config.selector_attention_mode, compute_dtype
-        )
+        if self.factored_selector_attention and not torch.is_grad_enabled():
+            selector_mask = RGNetSelectorMask(gate, sequence_mask, config.selector_attention_mode)
+        else:  # gradients flow through the attention: the bias written out
+            selector_mask = build_selector_attention_bias(
+                gate, sequence_mask, config.selector_attention_mode, compute_dtype
+            )
         sequence_hidden, global_hidden, grounding_pair_index = self.encoder(
-            sequence_hidden, sequence_position, selector_bias, grounding_pair_index, choose_grounding_pairs
+            sequence_hidden, sequence_position, selector_mask, grounding_pair_index, choose_grounding_pairs
         )  # (G, 1 + Lv, D), (N, D), (G,) or None
         if choose_grounding_pairs is not None:
             _check_grounding_pair_index(grounding_pair_index, num_pairs)
@@ -1785,6 +1912,7 @@ __all__ = [
     "RGNetModel",
     "RGNetModelOutput",
     "RGNetPreTrainedModel",
+    "RGNetSelectorMask",
     "RGNetVideoGroundingOutput",
     "anchor_sine_embedding",
     "build_selector_attention_bias",
@@ -1793,5 +1921,6 @@ __all__ = [
     "linear_relu",
     "run_head_in_float32",
     "select_top_windows",
+    "selector_attention",
     "video_sine_position_encoding",
 ]

@@ -1,24 +1,22 @@
-"""Time the retrieval encoder's self-attention with and without its per-pair `(S, S)` selector bias.
+"""Time the retrieval encoder's self-attention with its written-out `(S, S)` selector bias and in factored form.
 
 The frame selector's bias (`build_selector_attention_bias`, the released checkpoints' `additive_unit_bias` mode) is
 the keys' padding plus `−1` on the diagonal of every non-selected frame's row. Written out it is an `(N, 1, S, S)`
-tensor that rules out the flash kernel; on an H100 PyTorch then runs cuDNN's biased kernel, which took a quarter of
-MAD inference. The same function can be computed from attention under the padding bias alone plus its log-sum-exp:
-for a non-selected row `i` with `p_ii` its weight on its own key, removing the factor `e^{−1}` from that weight gives
+tensor that rules out the flash kernel; on an H100 PyTorch then ran cuDNN's biased kernel, which took a quarter of
+MAD inference. The model's inference computes the same function without it (`selector_attention`): bias-free
+attention that returns each row's log-sum-exp, then a correction of the non-selected rows,
 
-    out_i ← (out_i − a_i v_i) / (1 − a_i),    a_i = (1 − e^{−1}) p_ii = (1 − e^{−1}) exp(s_ii − lse_i),
+    out_i ← (out_i − a_i v_i) / (1 − a_i),    a_i = (1 − e^{−1}) exp(s_ii − lse_i),
 
-with `s_ii = scale · q_i·k_i`. This script times, at one shape (default: the MAD inference forward, 16 queries × 81
-windows = 1296 pairs of 901 tokens, 8 heads of 32), each way of computing the attention, and checks the corrected
-output against the biased one:
+with the pairs whose keys are padded computed again under their bias. This script times, at one shape (default: the
+MAD inference forward, 16 queries × 81 windows = 1296 pairs of 901 tokens, 8 heads of 32, the last window padded),
+each way of computing the attention of already projected inputs:
 
-* `selector_bias`: SDPA with the materialised bias, PyTorch's kernel choice (what the model runs);
+* `selector_bias`: SDPA with the written-out bias, PyTorch's kernel choice (what training runs);
 * `selector_bias_efficient`, `selector_bias_cudnn` (CUDA): the same on one backend;
-* `padding_bias`: SDPA with the `(N, 1, 1, S)` padding bias only, broadcast over rows;
-* `no_bias`: SDPA without a bias (the flash kernel on CUDA): the lower bound, a different function when keys are
-  padded;
-* `diagonal_correction`: the padding-bias kernel that also returns the log-sum-exp (PyTorch's memory-efficient kernel
-  on CUDA, its flash kernel on the CPU), then the correction above; `max_abs_error` against `selector_bias`.
+* `selector_attention`: the model's factored form (what inference runs); `max_abs_error` against `selector_bias`;
+* `padding_bias`: SDPA with the `(N, 1, 1, S)` padding bias only, broadcast over rows (another function);
+* `no_bias`: SDPA without a bias (the flash kernel on CUDA): the lower bound, another function too.
 
 A variant the device cannot run records its error instead of a time. Writes
 `benchmarks/results/attention_<device-kind>.json` unless `--output` is given.
@@ -36,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -45,62 +42,32 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from modeling_rgnet import build_selector_attention_bias  # noqa: E402
+from modeling_rgnet import RGNetSelectorMask, padding_bias, selector_attention  # noqa: E402
 from scripts.benchmark_model import device_kind, environment_info  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-_DIAGONAL_SHRINK = 1.0 - math.exp(-1.0)  # the share of a row's own-key weight that the −1 bias removes
 
 
 def attention_inputs(num_pairs: int, num_frames: int, num_heads: int, head_dim: int, dtype, device, seed: int):
-    """Random `(N, H, S, d)` queries, keys and values with `S = 1 + num_frames`, a selector gate selecting about half
-    the frames, and the last pair's window padded to two thirds (the end of a video)."""
+    """Random projected `(N, S, H·d)` queries, keys and values with `S = 1 + num_frames`, and the factored mask of a
+    selector gate selecting about half the frames, the last pair's window padded to two thirds (a video's end)."""
     generator = torch.Generator().manual_seed(seed)
     length = 1 + num_frames
     query, key, value = (
-        torch.randn(num_pairs, num_heads, length, head_dim, generator=generator).to(device, dtype) for _ in range(3)
+        torch.randn(num_pairs, length, num_heads * head_dim, generator=generator).to(device, dtype) for _ in "qkv"
     )
-    valid = torch.ones(num_pairs, length, dtype=torch.bool)
-    valid[-1, 1 + (2 * num_frames) // 3 :] = False
+    valid = torch.ones(num_pairs, length)
+    valid[-1, 1 + (2 * num_frames) // 3 :] = 0
     gate = (torch.rand(num_pairs, length, generator=generator) < 0.5).float()
-    return query, key, value, gate.to(device), valid.float().to(device)
-
-
-def aligned_padding_bias(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`padding_bias(valid, dtype)`, `(N, 1, 1, S)`, with each pair's row stored at a multiple of 16 elements: the
-    CUDA memory-efficient kernel reads a bias in place only when its strides are aligned (`scaled_dot_product_attention`
-    pads a mask itself; its private operator, called here for the log-sum-exp, does not)."""
-    num_pairs, length = valid.shape
-    storage = torch.zeros(num_pairs, -(-length // 16) * 16, dtype=dtype, device=valid.device)
-    bias = storage[:, :length]
-    bias.masked_fill_(~valid.bool(), torch.finfo(dtype).min)
-    return bias[:, None, None, :]
-
-
-def attention_with_logsumexp(query, key, value, bias):
-    """`(output, lse)` of attention under an additive `bias` broadcastable to `(N, H, L, S)`; `lse` is `(N, H, L)`
-    float32. PyTorch's private kernels that return it: flash on the CPU, memory-efficient on CUDA."""
-    bias = bias.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
-    if query.device.type == "cpu":
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=bias)
-    output, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, True)
-    return output, lse[..., : query.shape[2]]
-
-
-def diagonal_corrected_attention(query, key, value, penalised_rows, key_bias):
-    """Self-attention under `key_bias` with `−1` added to the own-key logit of every row in `penalised_rows`
-    (`(N, L)` bool), without writing that bias out (see the module docstring)."""
-    output, lse = attention_with_logsumexp(query, key, value, key_bias)
-    own_logit = (query.float() * key.float()).sum(-1) / math.sqrt(query.shape[-1])  # (N, H, L)
-    removed = _DIAGONAL_SHRINK * torch.exp(own_logit - lse) * penalised_rows[:, None, :]  # a_i
-    corrected = (output.float() - removed[..., None] * value.float()) / (1.0 - removed[..., None])
-    return corrected.to(output.dtype)
+    mask = RGNetSelectorMask(gate.to(device), valid.to(device), "additive_unit_bias")
+    return query, key, value, mask
 
 
 def _time(run, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
@@ -122,20 +89,20 @@ def _time(run, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = DTYPES[args.precision]
-    query, key, value, gate, valid = attention_inputs(
+    query, key, value, mask = attention_inputs(
         args.pairs, args.frames, args.heads, args.head_dim, dtype, device, args.seed
     )
-    selector_bias = build_selector_attention_bias(gate, valid, "additive_unit_bias", dtype)  # (N, 1, S, S)
-    key_bias = aligned_padding_bias(valid, dtype)  # (N, 1, 1, S)
-    penalised = (gate < 0.5) & valid.bool()
-    penalised[:, 0] = False  # the global token counts as selected
+    heads = (rearrange(x, "n l (h d) -> n h l d", h=args.heads) for x in (query, key, value))
+    split_query, split_key, split_value = heads  # views, as the model's attention reads them
+    selector_bias = mask.bias(dtype)  # (N, 1, S, S)
+    key_bias = padding_bias(mask.sequence_mask, dtype)  # (N, 1, 1, S)
 
     def sdpa(bias, backend=None):
         def run():
             if backend is None:
-                return F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+                return F.scaled_dot_product_attention(split_query, split_key, split_value, attn_mask=bias)
             with sdpa_kernel([backend]):
-                return F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+                return F.scaled_dot_product_attention(split_query, split_key, split_value, attn_mask=bias)
 
         return run
 
@@ -143,16 +110,18 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         variants["selector_bias_efficient"] = sdpa(selector_bias, SDPBackend.EFFICIENT_ATTENTION)
         variants["selector_bias_cudnn"] = sdpa(selector_bias, SDPBackend.CUDNN_ATTENTION)
+    variants["selector_attention"] = lambda: rearrange(
+        selector_attention(query, key, value, mask, args.heads), "n l (h d) -> n h l d", h=args.heads
+    )
     variants["padding_bias"] = sdpa(key_bias)
     variants["no_bias"] = sdpa(None)
-    variants["diagonal_correction"] = lambda: diagonal_corrected_attention(query, key, value, penalised, key_bias)
 
     reference = variants["selector_bias"]()
     report: dict[str, Any] = {}
     for name, run in variants.items():
         try:
             entry = _time(run, device, args.steps, args.warmup)
-            if name != "no_bias":  # the others compute the model's function
+            if name not in ("no_bias", "padding_bias"):  # the others compute the model's function
                 entry["max_abs_error"] = float((run().float() - reference.float()).abs().max())
         except (RuntimeError, NotImplementedError) as error:  # a kernel this device or build does not have
             entry = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}

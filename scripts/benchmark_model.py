@@ -579,6 +579,7 @@ def benchmark_inference(
         )
     torch.manual_seed(args.seed)
     model = RGNetForVideoGrounding(config).to(device).eval()
+    model.model.factored_selector_attention = not args.selector_bias
     models = {precision: model for precision in precisions}
     if "bf16-weights" in precisions:  # the same weights, rounded to bfloat16
         models["bf16-weights"] = copy.deepcopy(model).to(torch.bfloat16)
@@ -778,6 +779,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "`top_k_windows`).",
     )
     parser.add_argument(
+        "--selector-bias",
+        action="store_true",
+        help="Inference: the retrieval encoder's attention under its written-out `(pairs, S, S)` selector bias, as "
+        "training runs it, instead of the factored form (`RGNetModel.factored_selector_attention`).",
+    )
+    parser.add_argument(
         "--ground-all-pairs",
         action="store_true",
         help="Decode every pair of a cross_pairs training batch, not only the positives.",
@@ -871,6 +878,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "compile": args.compile,
             "ground_all_pairs": args.ground_all_pairs,
             "ground_all_windows": args.ground_all_windows,
+            "selector_bias": args.selector_bias,
             "sdpa_backends": args.sdpa_backends or "default",
             "cpu_allocator": allocator,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),

@@ -6,6 +6,8 @@
 #   2b. the retrieval encoder's attention with and without its (S, S) selector bias (attention_cuda_*.json);
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
+#   3a. the same inference with the retrieval encoder's selector bias written out, the form before the factored
+#       selector attention (model_cuda_selector_bias.json, against model_cuda_agreement.json);
 #   3b. Ego4D inference with 64 queries per forward (model_cuda_ego4d_64-queries.json), and MAD inference with
 #       post-processing not overlapped with the next forward (model_cuda_no_overlap.json);
 #   4. with RGNET_TRAINED_MODEL=<a saved quickstart model>: agreement of both bf16 forms and metrics of that model
@@ -63,6 +65,9 @@ done
 many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1296)
 benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \
     --output "$out/model_cuda_agreement.json"
+# The same with the selector bias written out (`--selector-bias`): what the factored selector attention saves.
+benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16-weights,fp32 --selector-bias \
+    --steps 3 --output "$out/model_cuda_selector_bias.json"
 # Ego4D's 21 short windows leave a 16-query forward bound by kernel launches: 64 queries per forward.
 benchmark --workloads ego4d-inference --pipelines shared_windows --inference-queries 128 --queries-per-batch 64 \
     --inference-chunk-pairs 1344 --steps 3 --output "$out/model_cuda_ego4d_64-queries.json"

@@ -104,3 +104,18 @@ def test_top1_agreement_counts_the_same_proposal_with_overlapping_seconds():
 def test_top1_agreement_needs_queries():
     with pytest.raises(ValueError, match="at least one query"):
         top1_agreement([], [])
+
+
+def test_selector_bias_flag_runs_the_written_out_bias(tmp_path, monkeypatch):
+    import modeling_rgnet
+
+    calls = []
+    fused = modeling_rgnet._attention_with_logsumexp
+    monkeypatch.setattr(modeling_rgnet, "_attention_with_logsumexp", lambda *a: calls.append(1) or fused(*a))
+    arguments = ["--tiny", "--device", "cpu", "--workloads", "mad-inference", "--precisions", "fp32"]
+    arguments += ["--pipelines", "shared_windows", "--steps", "1", "--warmup", "0"]
+    factored = main([*arguments, "--output", str(tmp_path / "factored.json")])
+    assert calls and factored["settings"]["selector_bias"] is False
+    calls.clear()
+    biased = main([*arguments, "--selector-bias", "--output", str(tmp_path / "biased.json")])
+    assert not calls and biased["settings"]["selector_bias"] is True

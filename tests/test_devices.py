@@ -164,3 +164,25 @@ def test_long_video_inference_on_the_device_matches_the_cpu(device, tmp_path):
         spans, expected_spans = torch.tensor(item["predictions"])[:, :2], torch.tensor(expected["predictions"])[:, :2]
         assert len(spans) == len(expected_spans)
         assert torch.cdist(spans, expected_spans, p=float("inf")).min(dim=1).values.max() < 2e-3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("mode", ["additive_unit_bias", "hard_mask"])
+def test_factored_selector_attention_on_the_device(device, dtype, tolerance, mode, monkeypatch):
+    """The bias-free form runs the device's fused kernel that returns the log-sum-exp (flash for bf16 on CUDA,
+    memory-efficient for fp32; head width 32 as in the presets) and equals attention under the written-out bias."""
+    from tests.test_modeling_rgnet_fast_paths import _biased_reference, _selector_case
+
+    results = []
+    fused = modeling_rgnet._attention_with_logsumexp
+    monkeypatch.setattr(
+        modeling_rgnet, "_attention_with_logsumexp", lambda *a: results.append(fused(*a)) or results[-1]
+    )
+    query, key, value, mask = _selector_case(8, 1, mode, dtype, heads=2, head_dim=32, length=40)
+    expected = _biased_reference(query, key, value, mask.bias(torch.float64), heads=2)
+    mask = modeling_rgnet.RGNetSelectorMask(mask.frame_gate.to(device), mask.sequence_mask.to(device), mode)
+    output = modeling_rgnet.selector_attention(query.to(device), key.to(device), value.to(device), mask, num_heads=2)
+    assert len(results) == 1 and results[0] is not None  # the fused kernel ran
+    assert output.dtype == dtype and output.device.type == device
+    torch.testing.assert_close(output.cpu().double(), expected, atol=tolerance, rtol=tolerance)

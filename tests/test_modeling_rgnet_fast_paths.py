@@ -648,3 +648,92 @@ def test_top_k_windows_rejects_bad_arguments(tester):
     labels = tester.prepare_labels("cross_pairs", training_inputs)
     with pytest.raises(ValueError, match="for inference"):
         model(**training_inputs, labels=labels, top_k_windows=1)
+
+
+def _selector_case(num_pairs, num_padded, mode, dtype, seed=0, heads=2, head_dim=8, length=10):
+    """Projected `(N, S, H·d)` inputs, a gate selecting about half the frames and `num_padded` padded windows."""
+    generator = torch.Generator().manual_seed(seed)
+    query, key, value = (
+        (2 * torch.randn(num_pairs, length, heads * head_dim, generator=generator)).to(dtype) for _ in "qkv"
+    )
+    valid = torch.ones(num_pairs, length)
+    for pair in range(num_padded):
+        valid[num_pairs - 1 - pair, length - 2 - pair :] = 0
+    gate = (torch.rand(num_pairs, length, generator=generator) < 0.5).float()
+    return query, key, value, modeling_rgnet.RGNetSelectorMask(gate, valid, mode)
+
+
+def _biased_reference(query, key, value, bias, heads):
+    """Float64 attention under a written-out bias, `(N, Lq, H·d)`."""
+    split = [tensor.double().unflatten(-1, (heads, -1)).transpose(1, 2) for tensor in (query, key, value)]
+    scores = split[0] @ split[1].transpose(-1, -2) / split[0].shape[-1] ** 0.5 + bias.double()
+    return (scores.softmax(-1) @ split[2]).transpose(1, 2).flatten(2)
+
+
+@pytest.mark.parametrize("mode", ["additive_unit_bias", "hard_mask"])
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("num_padded", [0, 1, 5])  # none; one of six (computed again); most (the biased kernel)
+@pytest.mark.parametrize("global_only", [False, True])
+def test_selector_attention_equals_attention_under_the_written_out_bias(
+    mode, dtype, tolerance, num_padded, global_only, monkeypatch
+):
+    calls = []
+    fused = modeling_rgnet._attention_with_logsumexp
+    monkeypatch.setattr(modeling_rgnet, "_attention_with_logsumexp", lambda *a: calls.append(1) or fused(*a))
+    query, key, value, mask = _selector_case(6, num_padded, mode, dtype)
+    assert mask.penalised_rows.any() and len(mask.padded_pairs) == num_padded
+    if global_only:
+        mask, query = mask.global_row(), query[:, :1]
+    output = modeling_rgnet.selector_attention(query, key, value, mask, num_heads=2)
+    expected = _biased_reference(query, key, value, mask.bias(torch.float64), heads=2)
+    assert output.dtype == dtype and output.shape == expected.shape
+    torch.testing.assert_close(output.double(), expected, atol=tolerance, rtol=tolerance)
+    assert len(calls) == (num_padded < 2)  # the fused kernel unless most pairs are padded
+    unpadded = 6 - num_padded
+    if num_padded == 1:  # the padded window's keys are excluded: changing them changes nothing
+        noisy_key, noisy_value = key.clone(), value.clone()
+        noisy_key[-1, -2:], noisy_value[-1, -2:] = 100.0, 100.0
+        again = modeling_rgnet.selector_attention(query, noisy_key, noisy_value, mask, num_heads=2)
+        torch.testing.assert_close(again[:unpadded], output[:unpadded], atol=0, rtol=0)
+        torch.testing.assert_close(again[-1, : 1 if global_only else -2], output[-1, : 1 if global_only else -2])
+
+
+def test_selector_mask_selects_pairs_and_the_global_row():
+    _, _, _, mask = _selector_case(6, 1, "additive_unit_bias", torch.float32)
+    index = torch.tensor([5, 0, 2])
+    subset = mask.pairs(index)
+    torch.testing.assert_close(subset.bias(torch.float32), mask.bias(torch.float32)[index])
+    assert subset.padded_pairs.tolist() == [0] and not subset.global_only
+    row = subset.global_row()
+    torch.testing.assert_close(row.bias(torch.float32), mask.bias(torch.float32)[index][:, :, :1])
+    assert not row.penalised_rows[:, 0].any()  # the global token counts as selected
+    with pytest.raises(ValueError, match="selector_attention_mode"):
+        modeling_rgnet.RGNetSelectorMask(mask.frame_gate, mask.sequence_mask, "soft")
+
+
+@pytest.mark.parametrize("mode", ["additive_unit_bias", "hard_mask"])
+def test_inference_runs_the_factored_selector_attention(tester, mode, monkeypatch):
+    calls = []
+    fused = modeling_rgnet._attention_with_logsumexp
+    monkeypatch.setattr(modeling_rgnet, "_attention_with_logsumexp", lambda *a: calls.append(1) or fused(*a))
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tester.get_config(num_encoder_layers=2, selector_attention_mode=mode)).eval()
+    torch.nn.init.zeros_(model.model.frame_selector.dense.bias)  # about half the frames selected
+    inputs = tester.prepare_inputs(9)
+    inputs["video_mask"][:-1] = 1.0  # full windows but the last (a video's end): the factored form runs
+    inputs["video_features"][:-1] = torch.randn_like(inputs["video_features"][:-1])
+    top_k = {"top_k_windows": 2, "pair_query_index": torch.arange(3).repeat_interleave(3)}
+    with torch.no_grad():
+        factored, factored_top = model(**inputs), model(**inputs, **top_k)
+        model.model.factored_selector_attention = False
+        biased, biased_top = model(**inputs), model(**inputs, **top_k)
+    # Both layers over all pairs; with top_k_windows, layer 1, then layer 2's global rows and its chosen pairs.
+    assert len(calls) == 2 + 3
+    selected = factored.frame_selection[:-1]
+    assert 0 < selected.mean() < 1
+    for name in ("logits", "pred_spans", "window_logits", "saliency_scores", "encoder_last_hidden_state"):
+        torch.testing.assert_close(factored[name], biased[name], atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(factored_top[name], biased_top[name], atol=1e-5, rtol=1e-5, msg=name)
+    model.model.factored_selector_attention = True
+    model(**inputs)  # gradients enabled: the written-out bias
+    assert len(calls) == 5
