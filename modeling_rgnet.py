@@ -30,12 +30,14 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
   query text (a text encoder then runs once per query);
 * inference reads some layers' weights directly (`linear_relu`, the decoder's folded cross-attention) where they are
   plain linear layers (`computes_plain_linear`);
-* inference never writes out the retrieval encoder's `(N, 1, S, S)` selector bias: `selector_attention` computes the
-  same attention bias-free from the selector's gate (`RGNetSelectorMask`) and a kernel's log-sum-exp.
+* without gradients or attention dropout (inference), the retrieval encoder's attention runs from the selector's gate
+  (`RGNetSelectorMask`) instead of its written-out `(N, 1, S, S)` bias: `selector_attention` corrects bias-free
+  attention with the kernel's log-sum-exp (pairs with padded keys, a video's ends, still run under their bias).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -336,8 +338,9 @@ _OWN_KEY_SHRINK = 1.0 - math.exp(-1.0)
 class RGNetSelectorMask:
     """The retrieval encoder's attention mask in factored form: the frame selector's gate and the padding, from which
     [`selector_attention`] computes the attention of [`build_selector_attention_bias`] without writing out its
-    `(N, 1, S, S)` bias (on a GPU that bias rules out the flash kernel and is re-read for every head). Inference
-    passes this where the bias would go; training, which needs gradients through the attention, writes the bias.
+    `(N, 1, S, S)` bias for the pairs without padded keys (on a GPU that bias rules out the flash kernel and is read
+    again for every head). Passed where the bias would go when no gradient and no attention dropout are needed
+    (inference); training writes the bias.
 
     Args:
         frame_gate (`torch.Tensor` of shape `(N, S)`), sequence_mask (`(N, S)`), mode (`str`): as in
@@ -358,7 +361,8 @@ class RGNetSelectorMask:
         not_selected[:, 0] = False  # the global token counts as selected
         # Rows whose attention the selector changes (in a pair without padding, where the factored form is used).
         self.penalised_rows = not_selected & valid  # (N, S)
-        # Pairs with padded keys (a video's first and last windows): computed with the written-out bias.
+        # Pairs with padded keys (a long video's first window and its last one or two): computed under the bias.
+        # `nonzero` waits for the device once per mask, and is a graph break under `torch.compile`.
         self.padded_pairs = (~valid).any(dim=1).nonzero().squeeze(1)  # (P,)
 
     def pairs(self, index: torch.Tensor) -> RGNetSelectorMask:
@@ -367,7 +371,17 @@ class RGNetSelectorMask:
 
     def global_row(self) -> RGNetSelectorMask:
         """The mask of the global row's attention (queries: the global token alone)."""
-        return RGNetSelectorMask(self.frame_gate, self.sequence_mask, self.mode, global_only=True)
+        row = copy.copy(self)  # the derived tensors are the same: no second pass over the gate
+        row.global_only = True
+        return row
+
+    def to(self, device: torch.device | str) -> RGNetSelectorMask:
+        """The mask on `device` (a layer on another GPU under a `device_map`); itself when already there."""
+        if self.frame_gate.device == torch.device(device):
+            return self
+        return RGNetSelectorMask(
+            self.frame_gate.to(device), self.sequence_mask.to(device), self.mode, self.global_only
+        )
 
     def bias(self, dtype: torch.dtype, pair_index: torch.Tensor | None = None) -> torch.Tensor:
         """The written-out bias, `(N, 1, S, S)` or `(N, 1, 1, S)` with `global_only`; of pairs `pair_index` if given."""
@@ -378,36 +392,50 @@ class RGNetSelectorMask:
         return bias[:, :, :1] if self.global_only else bias
 
 
+def logsumexp_attention_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> str | None:
+    """Which of PyTorch's fused attention kernels that return the log-sum-exp can run bias-free attention of these
+    `(N, H, L, d)` inputs: `"flash"` or `"efficient"` (CUDA, as `scaled_dot_product_attention` would allow them,
+    backend switches such as `sdpa_kernel` included), `"cpu_flash"`, or `None`."""
+    if query.device.type == "cpu":  # the flash switch governs PyTorch's CPU kernel too
+        usable = torch.backends.cuda.flash_sdp_enabled() and query.dtype in (torch.float32, torch.bfloat16)
+        return "cpu_flash" if usable else None
+    if query.device.type != "cuda":
+        return None
+    params = torch.backends.cuda.SDPAParams(query, key, value, None, 0.0, False, False)
+    if torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.can_use_flash_attention(params):
+        return "flash"
+    if torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.can_use_efficient_attention(params):
+        return "efficient"
+    return None
+
+
 def _attention_with_logsumexp(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
-    """Bias-free attention of `(N, H, L, d)` inputs and its float32 log-sum-exp per row `(N, H, L)`, from PyTorch's
-    fused kernels that return it (flash where the device has it, memory-efficient otherwise); `None` where the device
-    or shape has neither."""
-    head_dim, dtype = query.shape[-1], query.dtype
-    if query.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16):
+    """Bias-free attention of `(N, H, L, d)` inputs and its float32 log-sum-exp per row `(N, H, L)`, from the kernel
+    [`logsumexp_attention_kernel`] picks; `None` where there is none."""
+    kernel = logsumexp_attention_kernel(query, key, value)
+    if kernel == "cpu_flash":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value)
-    if query.device.type != "cuda" or head_dim % 8 != 0 or head_dim > 256:
-        return None
-    if dtype in (torch.float16, torch.bfloat16) and torch.cuda.get_device_capability(query.device) >= (8, 0):
-        output, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value)[:2]
-    elif dtype in (torch.float32, torch.float16, torch.bfloat16):
+    if kernel == "flash":
+        return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value)[:2]
+    if kernel == "efficient":
         output, lse = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, None, True)[:2]
-    else:
-        return None
-    return output, lse[..., : query.shape[2]]  # the memory-efficient kernel pads the rows of its log-sum-exp
+        return output, lse[..., : query.shape[2]]  # CUDA pads the rows of this kernel's log-sum-exp
+    return None
 
 
 def selector_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: RGNetSelectorMask, num_heads: int
 ) -> torch.Tensor:
-    """The retrieval encoder's self-attention under the frame selector's mask, without the `(N, 1, S, S)` bias.
+    """The retrieval encoder's self-attention under the frame selector's mask, bias-free where the keys are unpadded.
 
     The same function as `multi_head_attention` under `mask.bias(...)`. For the pairs without padded keys, attention
     runs bias-free and returns each row's log-sum-exp `lse_i`; then every non-selected frame's row `i` is corrected:
     in the additive mode its own logit `s_ii` lost `1`, so the weight `e^{−1}` of its own key's share
     `a_i = (1 − e^{−1}) exp(s_ii − lse_i)` comes out of the softmax, `out_i ← (out_i − a_i v_i) / (1 − a_i)`; in the hard
     mode the row attends to itself alone, `out_i ← v_i`. The global row is never corrected (the global token counts as
-    selected). Pairs with padded keys (a long video's first and last windows, half windows) are computed again under
-    their bias; where most pairs are padded, or the device has no kernel returning the log-sum-exp, all of them are.
+    selected). `s_ii` is summed from exact float32 products of the inputs, as the kernel's scores are. Pairs with
+    padded keys (a long video's first window and its last one or two) are computed again under their bias; where more
+    than half the pairs are padded, or no kernel returns the log-sum-exp ([`logsumexp_attention_kernel`]), all are.
 
     Args:
         query (`torch.Tensor` of shape `(N, Lq, H·d)`): rows `0..Lq−1` of the sequence (`Lq = 1` with
@@ -417,25 +445,29 @@ def selector_attention(
     Returns:
         `torch.Tensor` of shape `(N, Lq, H·d)`.
     """
+    mask = mask.to(query.device)
     padded = mask.padded_pairs
-    query, key, value = (rearrange(x, "n l (h d) -> n h l d", h=num_heads) for x in (query, key, value))
-    fused = None if 2 * len(padded) > query.shape[0] else _attention_with_logsumexp(query, key, value)
+    split = [rearrange(x, "n l (h d) -> n h l d", h=num_heads) for x in (query, key, value)]
+    fused = None if 2 * len(padded) > query.shape[0] else _attention_with_logsumexp(*split)
     if fused is None:
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask.bias(query.dtype))
+        attended = F.scaled_dot_product_attention(*split, attn_mask=mask.bias(query.dtype))
         return rearrange(attended, "n h l d -> n l (h d)")
     attended, lse = fused
     if not mask.global_only:
         rows = mask.penalised_rows[:, None, :, None]  # (N, 1, S, 1)
         if mask.mode == "hard_mask":
-            attended = torch.where(rows, value, attended)
+            attended = torch.where(rows, split[2], attended)
         else:
-            own_logit = torch.sum(query * key, dim=-1, dtype=torch.float32) * query.shape[-1] ** -0.5  # (N, H, S)
+            # Products of bfloat16 values are exact in float32; rounding them to bfloat16 first would put errors of
+            # about 2⁻⁹ |s_ii| into a_i.
+            products = query.float() * key  # (N, S, H·d)
+            own_logit = products.unflatten(-1, (num_heads, -1)).sum(-1).transpose(1, 2) * split[0].shape[-1] ** -0.5
             removed = (_OWN_KEY_SHRINK * torch.exp(own_logit - lse))[..., None] * rows  # a_i, 0 on other rows
             # (out − a v) / (1 − a) is out + w (v − out) with w = −a / (1 − a): one pass.
-            attended = attended.lerp_(value, (-removed / (1.0 - removed)).to(value.dtype))
+            attended = attended.lerp_(split[2], (-removed / (1.0 - removed)).to(attended.dtype))
     if len(padded):
         bias = mask.bias(query.dtype, padded)
-        exact = F.scaled_dot_product_attention(query[padded], key[padded], value[padded], attn_mask=bias)
+        exact = F.scaled_dot_product_attention(*(x[padded] for x in split), attn_mask=bias)
         attended = attended.index_copy_(0, padded, exact)
     return rearrange(attended, "n h l d -> n l (h d)")
 
@@ -866,6 +898,8 @@ class RGNetAttention(nn.Module):
         """`attention_bias`: a tensor broadcastable to `(N, H, Lq, Lk)`, or the retrieval encoder's factored
         [`RGNetSelectorMask`] (no gradient through the attention)."""
         query, key, value = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        if isinstance(attention_bias, RGNetSelectorMask) and self.training and self.dropout > 0:
+            attention_bias = attention_bias.to(query.device).bias(query.dtype)  # dropout needs the plain kernel
         if isinstance(attention_bias, RGNetSelectorMask):
             attended = selector_attention(query, key, value, attention_bias, self.num_heads)
         else:
@@ -1396,7 +1430,7 @@ class RGNetModel(RGNetPreTrainedModel):
         self.decoder = RGNetAnchorDecoder(config)
         # Learned anchors before the sigmoid: (center, width) per moment query.
         self.anchor_embeddings = nn.Parameter(torch.empty(config.num_moment_queries, 2))
-        # Without gradients, the retrieval encoder's attention runs from the factored selector mask
+        # Without gradients and in eval mode, the retrieval encoder's attention runs from the factored selector mask
         # ([`selector_attention`]) instead of the written-out bias: the same function. False: the bias (benchmarks).
         self.factored_selector_attention = True
         self.post_init()
@@ -1610,7 +1644,7 @@ class RGNetModel(RGNetPreTrainedModel):
 
         # Frame selector (§5.4) and the retrieval encoder under its bias (§5.5).
         gate, noisy_logits, selector_raw_logits = self.frame_selector(sequence_hidden, selector_noise)
-        if self.factored_selector_attention and not torch.is_grad_enabled():
+        if self.factored_selector_attention and not torch.is_grad_enabled() and not self.encoder.training:
             selector_mask = RGNetSelectorMask(gate, sequence_mask, config.selector_attention_mode)
         else:  # gradients flow through the attention: the bias written out
             selector_mask = build_selector_attention_bias(
@@ -1919,6 +1953,7 @@ __all__ = [
     "computes_plain_linear",
     "inverse_sigmoid",
     "linear_relu",
+    "logsumexp_attention_kernel",
     "run_head_in_float32",
     "select_top_windows",
     "selector_attention",

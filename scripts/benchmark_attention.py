@@ -9,14 +9,18 @@ attention that returns each row's log-sum-exp, then a correction of the non-sele
     out_i ← (out_i − a_i v_i) / (1 − a_i),    a_i = (1 − e^{−1}) exp(s_ii − lse_i),
 
 with the pairs whose keys are padded computed again under their bias. This script times, at one shape (default: the
-MAD inference forward, 16 queries × 81 windows = 1296 pairs of 901 tokens, 8 heads of 32, the last window padded),
-each way of computing the attention of already projected inputs:
+MAD inference forward, 16 queries × 81 windows = 1296 pairs of 901 tokens, 8 heads of 32, each query's first and
+last windows half windows), each way of computing the attention of already projected inputs:
 
-* `selector_bias`: SDPA with the written-out bias, PyTorch's kernel choice (what training runs);
+* `selector_bias`: SDPA with the written-out bias, PyTorch's kernel choice (the model's form before; training's,
+  which adds dropout);
 * `selector_bias_efficient`, `selector_bias_cudnn` (CUDA): the same on one backend;
-* `selector_attention`: the model's factored form (what inference runs); `max_abs_error` against `selector_bias`;
-* `padding_bias`: SDPA with the `(N, 1, 1, S)` padding bias only, broadcast over rows (another function);
+* `selector_attention`: the model's factored form (what inference runs; `selector_attention_kernel` in the report
+  names the fused kernel it ran, `None` when none could and it ran the biased one);
+* `padding_bias`: SDPA with the `(N, 1, 1, S)` padding bias only, broadcast over rows: another function;
 * `no_bias`: SDPA without a bias (the flash kernel on CUDA): the lower bound, another function too.
+
+`max_abs_error` is each variant's distance to `selector_bias`.
 
 A variant the device cannot run records its error instead of a time. Writes
 `benchmarks/results/attention_<device-kind>.json` unless `--output` is given.
@@ -49,22 +53,33 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from modeling_rgnet import RGNetSelectorMask, padding_bias, selector_attention  # noqa: E402
+from modeling_rgnet import (  # noqa: E402
+    RGNetSelectorMask,
+    logsumexp_attention_kernel,
+    padding_bias,
+    selector_attention,
+)
 from scripts.benchmark_model import device_kind, environment_info  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def attention_inputs(num_pairs: int, num_frames: int, num_heads: int, head_dim: int, dtype, device, seed: int):
+def attention_inputs(
+    num_pairs: int, num_frames: int, num_heads: int, head_dim: int, dtype, device, seed: int, windows_per_query: int
+):
     """Random projected `(N, S, H·d)` queries, keys and values with `S = 1 + num_frames`, and the factored mask of a
-    selector gate selecting about half the frames, the last pair's window padded to two thirds (a video's end)."""
+    selector gate selecting about half the frames. Pairs run query by query over `windows_per_query` windows whose
+    first and last are half windows (a long video's ends, as the processor cuts it), the frames after the half
+    padded."""
     generator = torch.Generator().manual_seed(seed)
     length = 1 + num_frames
     query, key, value = (
         torch.randn(num_pairs, length, num_heads * head_dim, generator=generator).to(device, dtype) for _ in "qkv"
     )
     valid = torch.ones(num_pairs, length)
-    valid[-1, 1 + (2 * num_frames) // 3 :] = 0
+    window = torch.arange(num_pairs) % windows_per_query
+    half_windows = (window == 0) | (window == windows_per_query - 1)
+    valid[half_windows, 1 + num_frames // 2 :] = 0
     gate = (torch.rand(num_pairs, length, generator=generator) < 0.5).float()
     mask = RGNetSelectorMask(gate.to(device), valid.to(device), "additive_unit_bias")
     return query, key, value, mask
@@ -90,7 +105,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = DTYPES[args.precision]
     query, key, value, mask = attention_inputs(
-        args.pairs, args.frames, args.heads, args.head_dim, dtype, device, args.seed
+        args.pairs, args.frames, args.heads, args.head_dim, dtype, device, args.seed, args.windows_per_query
     )
     heads = (rearrange(x, "n l (h d) -> n h l d", h=args.heads) for x in (query, key, value))
     split_query, split_key, split_value = heads  # views, as the model's attention reads them
@@ -121,7 +136,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for name, run in variants.items():
         try:
             entry = _time(run, device, args.steps, args.warmup)
-            if name not in ("no_bias", "padding_bias"):  # the others compute the model's function
+            if name != "no_bias":  # padded keys: another function; the others compute the model's
                 entry["max_abs_error"] = float((run().float() - reference.float()).abs().max())
         except (RuntimeError, NotImplementedError) as error:  # a kernel this device or build does not have
             entry = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
@@ -133,6 +148,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "environment": environment_info(device),
         "settings": {
             "pairs": args.pairs,
+            "windows_per_query": args.windows_per_query,
             "tokens": 1 + args.frames,
             "heads": args.heads,
             "head_dim": args.head_dim,
@@ -141,6 +157,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "warmup": args.warmup,
             "seed": args.seed,
         },
+        # The kernel `selector_attention` ran on the unpadded pairs (`None`: the biased kernel for all).
+        "selector_attention_kernel": logsumexp_attention_kernel(split_query, split_key, split_value),
+        "padded_pairs": len(mask.padded_pairs),
         "variants": report,
     }
 
@@ -151,6 +170,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--pairs", type=int, default=1296, help="(query, window) pairs (default 16 × 81 windows).")
     parser.add_argument("--frames", type=int, default=900, help="Frames per window (default 900, MAD).")
+    parser.add_argument(
+        "--windows-per-query",
+        type=int,
+        default=81,
+        help="Windows of each query's video (default 81, a 2-hour MAD movie); its first and last are half windows.",
+    )
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="Timed repetitions (default 10).")
@@ -160,9 +185,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None, help="JSON report path.")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.pairs, args.frames, args.steps, args.warmup = 4, 30, 2, 1
-    if min(args.pairs, args.frames, args.heads, args.head_dim, args.steps) < 1 or args.warmup < 0:
-        parser.error("--pairs, --frames, --heads, --head-dim and --steps must be >= 1, --warmup >= 0")
+        args.pairs, args.frames, args.steps, args.warmup, args.windows_per_query = 8, 30, 2, 1, 4
+    if (
+        min(args.pairs, args.frames, args.heads, args.head_dim, args.steps, args.windows_per_query) < 1
+        or args.warmup < 0
+    ):
+        parser.error(
+            "--pairs, --frames, --heads, --head-dim, --steps and --windows-per-query must be >= 1, --warmup >= 0"
+        )
     return args
 
 

@@ -5,8 +5,9 @@ activations and the feed-forward block's `(pairs, 900, 2048)`), so the bytes the
 cost that any machine can count, a GPU or not. One forward pass of the `shared_windows` form (each window once, a
 group of queries × every window of a synthetic long video, grounding each query's `top_k_windows` best windows) runs
 under a dispatch mode that records, for every ATen operator (views and allocations excluded), the bytes of its tensor
-inputs and outputs and the module that ran it. A tensor's bytes are its elements' bytes, capped at its storage's size
-(a broadcast bias is read once). Kernels read their inputs once or more: this counts once, a lower bound per kernel.
+inputs and outputs and the module that ran it (gathers and row copies: the rows they move). A tensor's bytes are its
+elements' bytes, capped at its storage's size (a broadcast bias is read once). Kernels read their inputs once or more:
+this counts once, a lower bound per kernel (an attention kernel reads a bias broadcast over heads once per head).
 
 Numbers depend on which kernels the device picks: on the CPU, attention whose query/key width differs from the value
 width runs PyTorch's math path (which upcasts bfloat16 and materialises scores), where CUDA runs a fused kernel.
@@ -64,6 +65,20 @@ def tensor_bytes(value: Any) -> int:
     return total
 
 
+def operator_bytes(name: str, args: tuple, kwargs: dict, output: Any) -> tuple[int, int]:
+    """`(read, written)` bytes of one operator: its tensor arguments read and its outputs written whole, except for
+    gathers (`index`, `index_select`, `gather`: the rows they return, plus the indices) and row copies into a tensor
+    (`index_copy_`: the source rows, written in place), which touch only the rows they move."""
+    if name in ("index", "index_select", "gather"):
+        indices = [value for value in tree_leaves((args[1:], kwargs)) if isinstance(value, torch.Tensor)]
+        moved = tensor_bytes(output)
+        return moved + tensor_bytes(indices), moved
+    if name == "index_copy_":
+        index, source = args[2], args[3]
+        return tensor_bytes(source) + tensor_bytes(index), tensor_bytes(source)
+    return tensor_bytes((args, kwargs)), tensor_bytes(output)
+
+
 class TrafficCounter(TorchDispatchMode):
     """Bytes read and written per ATen operator and per innermost module, inside the block.
 
@@ -101,7 +116,7 @@ class TrafficCounter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if func.is_view or name in _NOT_KERNELS or name == "_unsafe_view":  # `_unsafe_view` aliases its input
             return output
-        read, written = tensor_bytes((args, kwargs)), tensor_bytes(output)
+        read, written = operator_bytes(name, args, kwargs, output)
         entry = self.by_operator[name]
         entry[0], entry[1], entry[2] = entry[0] + 1, entry[1] + read, entry[2] + written
         module = self.by_module[self.stack[-1] if self.stack else "(outside the model)"]

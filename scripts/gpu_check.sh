@@ -3,18 +3,21 @@
 #   1. the model tests on CUDA (tests/test_devices.py runs each case on CPU and CUDA);
 #   2. the CUDA benchmarks: fp32 and bf16-autocast training steps, and long-video inference in fp32, under bf16
 #      autocast and with bfloat16 weights (model_cuda.json);
-#   2b. the retrieval encoder's attention with and without its (S, S) selector bias (attention_cuda_*.json);
+#   2b. the retrieval encoder's attention with its (S, S) selector bias written out and in the factored form that
+#       inference runs, beside bias-free kernels (attention_cuda_*.json);
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
-#   3a. the same inference with the retrieval encoder's selector bias written out, the form before the factored
-#       selector attention (model_cuda_selector_bias.json, against model_cuda_agreement.json);
+#   3a. MAD and Ego4D inference in fp32 and with bfloat16 weights, the retrieval encoder's selector bias written
+#       out as before the factored selector attention (model_cuda_selector_bias.json, against the same precisions
+#       in model_cuda_agreement.json);
 #   3b. Ego4D inference with 64 queries per forward (model_cuda_ego4d_64-queries.json), and MAD inference with
 #       post-processing not overlapped with the next forward (model_cuda_no_overlap.json);
 #   4. with RGNET_TRAINED_MODEL=<a saved quickstart model>: agreement of both bf16 forms and metrics of that model
 #      on the synthetic test and validation videos, regenerated from RGNET_TRAINED_SEED (default 0)
 #      (model_cuda_precision_trained.json);
 #   5. the MAD training step and inference with cuDNN attention ruled out (model_cuda_no_cudnn_attention.json): under
-#      bf16, PyTorch picks cuDNN for the retrieval encoder's biased attention, which the profile shows slow;
+#      bf16, PyTorch picks cuDNN for the retrieval encoder's biased attention, which the profile showed slow (training
+#      still writes the bias out; inference does only for the windows with padded keys);
 #   6. torch.compile: bf16 inference, both forms (model_cuda_compiled.json), then a bf16 MAD training step (log only).
 # Logs and JSON go to $OUT when set, else benchmarks/results/. RGNET_GPU_CHECK_COMPILE=0 skips step 6.
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
@@ -55,8 +58,7 @@ benchmark() {  # each run at most ${RGNET_STEP_TIMEOUT:-400} s, so that a hung o
         | tee -a "$out/gpu_benchmark.log" || status=1
 }
 benchmark --steps 5 --warmup 2 --output "$out/model_cuda.json"
-# The encoder attention with its materialised selector bias against bias-free kernels and the exact diagonal
-# correction (seconds): whether a bias-free attention is worth building into the model.
+# The encoder attention with its selector bias written out, in the model's factored form and bias-free (seconds).
 for precision in bf16 fp32; do
     timeout 120 "$python" scripts/benchmark_attention.py --device cuda --precision "$precision" \
         --output "$out/attention_cuda_$precision.json" 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1

@@ -8,11 +8,11 @@ import torch
 from scripts.benchmark_attention import attention_inputs, main
 
 
-def test_inputs_pad_the_last_window_and_select_about_half_the_frames():
-    query, key, value, mask = attention_inputs(3, 30, 2, 8, torch.float32, "cpu", seed=0)
-    assert query.shape == key.shape == value.shape == (3, 31, 16)
-    assert mask.padded_pairs.tolist() == [2] and mask.sequence_mask[2].sum() == 21
-    assert 0.3 < mask.penalised_rows[:2].float().mean() < 0.7
+def test_inputs_pad_each_querys_first_and_last_windows_and_select_about_half_the_frames():
+    query, key, value, mask = attention_inputs(10, 30, 2, 8, torch.float32, "cpu", seed=0, windows_per_query=5)
+    assert query.shape == key.shape == value.shape == (10, 31, 16)
+    assert mask.padded_pairs.tolist() == [0, 4, 5, 9] and mask.sequence_mask[4].sum() == 16
+    assert 0.3 < mask.penalised_rows[1:4].float().mean() < 0.7
 
 
 def test_tiny_report(tmp_path):
@@ -22,5 +22,6 @@ def test_tiny_report(tmp_path):
     variants = report["variants"]
     assert set(variants) == {"selector_bias", "selector_attention", "padding_bias", "no_bias"}
     assert all(entry["median_ms"] > 0 for entry in variants.values())
+    assert report["selector_attention_kernel"] == "cpu_flash" and report["padded_pairs"] == 4
     assert variants["selector_attention"]["max_abs_error"] < 1e-5
-    assert variants["selector_bias"]["max_abs_error"] == 0
+    assert variants["padding_bias"]["max_abs_error"] > 1e-3  # without the selector's term: another function

@@ -44,3 +44,16 @@ def test_tiny_report(tmp_path, precision):
 def test_rejects_bad_arguments(tmp_path):
     with pytest.raises(SystemExit):
         main(["--tiny", "--queries", "0", "--output", str(tmp_path / "out.json")])
+
+
+def test_gathers_and_row_copies_count_the_rows_they_move():
+    from scripts.benchmark_traffic import operator_bytes
+
+    table, rows = torch.zeros(100, 8), torch.tensor([3, 7])
+    with TrafficCounter(torch.nn.Identity()) as counter:
+        picked = table[rows]
+        table.index_copy_(0, rows, picked)
+    row_bytes, index_bytes = 2 * 8 * 4, 2 * 8
+    assert counter.by_operator["index"] == [1, row_bytes + index_bytes, row_bytes]
+    assert counter.by_operator["index_copy_"] == [1, row_bytes + index_bytes, row_bytes]
+    assert operator_bytes("add", (table, table), {}, table) == (2 * 3200, 3200)

@@ -169,9 +169,13 @@ def test_long_video_inference_on_the_device_matches_the_cpu(device, tmp_path):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
 @pytest.mark.parametrize("mode", ["additive_unit_bias", "hard_mask"])
-def test_factored_selector_attention_on_the_device(device, dtype, tolerance, mode, monkeypatch):
+@pytest.mark.parametrize(("num_padded", "global_only"), [(1, False), (1, True), (6, False)])
+def test_factored_selector_attention_on_the_device(
+    device, dtype, tolerance, mode, num_padded, global_only, monkeypatch
+):
     """The bias-free form runs the device's fused kernel that returns the log-sum-exp (flash for bf16 on CUDA,
-    memory-efficient for fp32; head width 32 as in the presets) and equals attention under the written-out bias."""
+    memory-efficient for fp32; head width 32 as in the presets), for every row or the global row alone, and equals
+    attention under the written-out bias; with most pairs padded, the biased kernel runs instead."""
     from tests.test_modeling_rgnet_fast_paths import _biased_reference, _selector_case
 
     results = []
@@ -179,10 +183,15 @@ def test_factored_selector_attention_on_the_device(device, dtype, tolerance, mod
     monkeypatch.setattr(
         modeling_rgnet, "_attention_with_logsumexp", lambda *a: results.append(fused(*a)) or results[-1]
     )
-    query, key, value, mask = _selector_case(8, 1, mode, dtype, heads=2, head_dim=32, length=40)
+    query, key, value, mask = _selector_case(8, num_padded, mode, dtype, heads=2, head_dim=32, length=40)
+    if global_only:
+        mask, query = mask.global_row(), query[:, :1]
     expected = _biased_reference(query, key, value, mask.bias(torch.float64), heads=2)
-    mask = modeling_rgnet.RGNetSelectorMask(mask.frame_gate.to(device), mask.sequence_mask.to(device), mode)
+    mask = modeling_rgnet.RGNetSelectorMask(mask.frame_gate, mask.sequence_mask, mode, global_only).to(device)
     output = modeling_rgnet.selector_attention(query.to(device), key.to(device), value.to(device), mask, num_heads=2)
-    assert len(results) == 1 and results[0] is not None  # the fused kernel ran
+    if num_padded * 2 > 8:
+        assert not results  # the biased kernel for all
+    else:
+        assert len(results) == 1 and results[0] is not None  # the fused kernel ran
     assert output.dtype == dtype and output.device.type == device
     torch.testing.assert_close(output.cpu().double(), expected, atol=tolerance, rtol=tolerance)

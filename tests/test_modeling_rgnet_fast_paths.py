@@ -672,7 +672,7 @@ def _biased_reference(query, key, value, bias, heads):
 
 @pytest.mark.parametrize("mode", ["additive_unit_bias", "hard_mask"])
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
-@pytest.mark.parametrize("num_padded", [0, 1, 5])  # none; one of six (computed again); most (the biased kernel)
+@pytest.mark.parametrize("num_padded", [0, 1, 3, 5])  # of six: padded ones computed again up to half, then all
 @pytest.mark.parametrize("global_only", [False, True])
 def test_selector_attention_equals_attention_under_the_written_out_bias(
     mode, dtype, tolerance, num_padded, global_only, monkeypatch
@@ -688,7 +688,7 @@ def test_selector_attention_equals_attention_under_the_written_out_bias(
     expected = _biased_reference(query, key, value, mask.bias(torch.float64), heads=2)
     assert output.dtype == dtype and output.shape == expected.shape
     torch.testing.assert_close(output.double(), expected, atol=tolerance, rtol=tolerance)
-    assert len(calls) == (num_padded < 2)  # the fused kernel unless most pairs are padded
+    assert len(calls) == (num_padded <= 3)  # the fused kernel unless more than half the pairs are padded
     unpadded = 6 - num_padded
     if num_padded == 1:  # the padded window's keys are excluded: changing them changes nothing
         noisy_key, noisy_value = key.clone(), value.clone()
@@ -696,6 +696,36 @@ def test_selector_attention_equals_attention_under_the_written_out_bias(
         again = modeling_rgnet.selector_attention(query, noisy_key, noisy_value, mask, num_heads=2)
         torch.testing.assert_close(again[:unpadded], output[:unpadded], atol=0, rtol=0)
         torch.testing.assert_close(again[-1, : 1 if global_only else -2], output[-1, : 1 if global_only else -2])
+
+
+def test_selector_attention_in_bfloat16_stays_near_the_biased_kernel():
+    """Peaky own logits (keys correlated with queries): the correction amplifies the kernel's rounded output by up to
+    e, so bfloat16 errors are about three times the biased kernel's, not more (the own logits are exact)."""
+    for seed in range(3):
+        query, key, value, mask = _selector_case(6, 1, "additive_unit_bias", torch.bfloat16, seed, 4, 32, 60)
+        key = (key.float() + query.float()).bfloat16()
+        expected = _biased_reference(query, key, value, mask.bias(torch.float64), heads=4)
+        factored = modeling_rgnet.selector_attention(query, key, value, mask, num_heads=4).double()
+        biased = modeling_rgnet.multi_head_attention(query, key, value, mask.bias(torch.bfloat16), 4, 0.0).double()
+        factored_error, biased_error = (factored - expected).abs().max(), (biased - expected).abs().max()
+        assert factored_error < 5 * biased_error, (seed, factored_error, biased_error)
+
+
+def test_selector_attention_respects_the_backend_switches(monkeypatch):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    query, key, value, mask = _selector_case(6, 1, "additive_unit_bias", torch.float32)
+    split = [tensor.unflatten(-1, (2, -1)).transpose(1, 2) for tensor in (query, key, value)]
+    assert modeling_rgnet.logsumexp_attention_kernel(*split) == "cpu_flash"
+    assert modeling_rgnet.logsumexp_attention_kernel(*(x.double() for x in split)) is None
+    calls = []
+    fused = modeling_rgnet._attention_with_logsumexp
+    monkeypatch.setattr(modeling_rgnet, "_attention_with_logsumexp", lambda *a: calls.append(fused(*a)) or calls[-1])
+    with sdpa_kernel([SDPBackend.MATH]):  # no fused kernel allowed: the written-out bias
+        output = modeling_rgnet.selector_attention(query, key, value, mask, num_heads=2)
+    assert calls == [None]
+    expected = _biased_reference(query, key, value, mask.bias(torch.float64), heads=2)
+    torch.testing.assert_close(output.double(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_selector_mask_selects_pairs_and_the_global_row():
@@ -707,6 +737,7 @@ def test_selector_mask_selects_pairs_and_the_global_row():
     row = subset.global_row()
     torch.testing.assert_close(row.bias(torch.float32), mask.bias(torch.float32)[index][:, :, :1])
     assert not row.penalised_rows[:, 0].any()  # the global token counts as selected
+    assert row.padded_pairs is subset.padded_pairs and subset.to("cpu") is subset
     with pytest.raises(ValueError, match="selector_attention_mode"):
         modeling_rgnet.RGNetSelectorMask(mask.frame_gate, mask.sequence_mask, "soft")
 
@@ -721,6 +752,7 @@ def test_inference_runs_the_factored_selector_attention(tester, mode, monkeypatc
     torch.nn.init.zeros_(model.model.frame_selector.dense.bias)  # about half the frames selected
     inputs = tester.prepare_inputs(9)
     inputs["video_mask"][:-1] = 1.0  # full windows but the last (a video's end): the factored form runs
+    assert inputs["video_mask"][-1].sum() < tester.num_frames
     inputs["video_features"][:-1] = torch.randn_like(inputs["video_features"][:-1])
     top_k = {"top_k_windows": 2, "pair_query_index": torch.arange(3).repeat_interleave(3)}
     with torch.no_grad():
@@ -734,6 +766,17 @@ def test_inference_runs_the_factored_selector_attention(tester, mode, monkeypatc
     for name in ("logits", "pred_spans", "window_logits", "saliency_scores", "encoder_last_hidden_state"):
         torch.testing.assert_close(factored[name], biased[name], atol=1e-5, rtol=1e-5, msg=name)
         torch.testing.assert_close(factored_top[name], biased_top[name], atol=1e-5, rtol=1e-5, msg=name)
-    model.model.factored_selector_attention = True
+    # Pairs given with a padded window among them: the last layer's subset computes that pair under its bias.
+    grounded = torch.tensor([8, 1, 4])
+    with torch.no_grad():
+        biased_grounded = model(**inputs, grounding_pair_index=grounded)
+        model.model.factored_selector_attention = True
+        factored_grounded = model(**inputs, grounding_pair_index=grounded)
+    assert len(calls) == 5 + 3  # layer 1; layer 2's global rows and its given pairs
+    for name in ("logits", "pred_spans", "window_logits", "encoder_last_hidden_state"):
+        torch.testing.assert_close(factored_grounded[name], biased_grounded[name], atol=1e-5, rtol=1e-5, msg=name)
     model(**inputs)  # gradients enabled: the written-out bias
-    assert len(calls) == 5
+    model.train()
+    with torch.no_grad():  # training mode (attention dropout) without gradients: the written-out bias too
+        model(**inputs)
+    assert len(calls) == 8
