@@ -30,9 +30,10 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
   query text (a text encoder then runs once per query);
 * inference reads some layers' weights directly (`linear_relu`, the decoder's folded cross-attention) where they are
   plain linear layers (`computes_plain_linear`);
-* without gradients or attention dropout (inference), the retrieval encoder's attention runs from the selector's gate
-  (`RGNetSelectorMask`) instead of its written-out `(N, 1, S, S)` bias: `selector_attention` corrects bias-free
-  attention with the kernel's log-sum-exp (pairs with padded keys, a video's ends, still run under their bias).
+* without gradients or attention dropout (inference) on windows longer than the hidden size (MAD), the retrieval
+  encoder's attention runs from the selector's gate (`RGNetSelectorMask`) instead of its written-out `(N, 1, S, S)`
+  bias: `selector_attention` corrects bias-free attention with the kernel's log-sum-exp (pairs with padded keys, a
+  video's ends, still run under their bias).
 """
 
 from __future__ import annotations
@@ -1430,8 +1431,9 @@ class RGNetModel(RGNetPreTrainedModel):
         self.decoder = RGNetAnchorDecoder(config)
         # Learned anchors before the sigmoid: (center, width) per moment query.
         self.anchor_embeddings = nn.Parameter(torch.empty(config.num_moment_queries, 2))
-        # Without gradients and in eval mode, the retrieval encoder's attention runs from the factored selector mask
-        # ([`selector_attention`]) instead of the written-out bias: the same function. False: the bias (benchmarks).
+        # Without gradients and in eval mode, the retrieval encoder's attention over windows longer than the hidden
+        # size runs from the factored selector mask ([`selector_attention`]) instead of the written-out bias: the
+        # same function. False: always the bias (benchmarks).
         self.factored_selector_attention = True
         self.post_init()
 
@@ -1644,7 +1646,10 @@ class RGNetModel(RGNetPreTrainedModel):
 
         # Frame selector (§5.4) and the retrieval encoder under its bias (§5.5).
         gate, noisy_logits, selector_raw_logits = self.frame_selector(sequence_hidden, selector_noise)
-        if self.factored_selector_attention and not torch.is_grad_enabled() and not self.encoder.training:
+        # The factored form replaces an (S, S) bias per pair by passes over (S, D) activations: it pays for windows
+        # longer than the hidden size (MAD's 901 tokens, not Ego4D's 91).
+        factored = sequence_hidden.shape[1] > config.hidden_size and self.factored_selector_attention
+        if factored and not torch.is_grad_enabled() and not self.encoder.training:
             selector_mask = RGNetSelectorMask(gate, sequence_mask, config.selector_attention_mode)
         else:  # gradients flow through the attention: the bias written out
             selector_mask = build_selector_attention_bias(

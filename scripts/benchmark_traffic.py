@@ -7,7 +7,8 @@ group of queries × every window of a synthetic long video, grounding each query
 under a dispatch mode that records, for every ATen operator (views and allocations excluded), the bytes of its tensor
 inputs and outputs and the module that ran it (gathers and row copies: the rows they move). A tensor's bytes are its
 elements' bytes, capped at its storage's size (a broadcast bias is read once). Kernels read their inputs once or more:
-this counts once, a lower bound per kernel (an attention kernel reads a bias broadcast over heads once per head).
+this counts once, a lower bound per kernel. An attention kernel may read a bias broadcast over heads once per head:
+`gb_per_query_bias_read_per_head` counts those reads too.
 
 Numbers depend on which kernels the device picks: on the CPU, attention whose query/key width differs from the value
 width runs PyTorch's math path (which upcasts bfloat16 and materialises scores), where CUDA runs a fused kernel.
@@ -79,6 +80,20 @@ def operator_bytes(name: str, args: tuple, kwargs: dict, output: Any) -> tuple[i
     return tensor_bytes((args, kwargs)), tensor_bytes(output)
 
 
+def attention_bias_rereads(name: str, args: tuple, kwargs: dict) -> int:
+    """Bytes an attention kernel reads beyond `operator_bytes` when it reads a bias broadcast over heads once per head
+    (the bias's bytes × (heads − 1)); 0 for other operators. An upper bound: a cache may serve some of the reads."""
+    if "scaled_dot_product" not in name:
+        return 0
+    bias = kwargs.get("attn_mask")
+    if bias is None and len(args) > 3 and isinstance(args[3], torch.Tensor):  # efficient, cuDNN, math: 4th argument
+        bias = args[3]
+    query = args[0]
+    if bias is None or bias.ndim != 4 or query.ndim != 4 or (bias.shape[1] != 1 and bias.stride(1) != 0):
+        return 0
+    return tensor_bytes(bias) * (query.shape[1] - 1)
+
+
 class TrafficCounter(TorchDispatchMode):
     """Bytes read and written per ATen operator and per innermost module, inside the block.
 
@@ -91,6 +106,7 @@ class TrafficCounter(TorchDispatchMode):
         self.stack: list[str] = []
         self.by_operator: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # calls, read, written
         self.by_module: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # calls, bytes
+        self.bias_rereads = 0  # see `attention_bias_rereads`
 
     def __enter__(self):
         def enter_module(module, args):
@@ -117,6 +133,7 @@ class TrafficCounter(TorchDispatchMode):
         if func.is_view or name in _NOT_KERNELS or name == "_unsafe_view":  # `_unsafe_view` aliases its input
             return output
         read, written = operator_bytes(name, args, kwargs, output)
+        self.bias_rereads += attention_bias_rereads(name, args, kwargs)
         entry = self.by_operator[name]
         entry[0], entry[1], entry[2] = entry[0] + 1, entry[1] + read, entry[2] + written
         module = self.by_module[self.stack[-1] if self.stack else "(outside the model)"]
@@ -171,6 +188,8 @@ def count_traffic(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
         },
         "gb_per_query": _gigabytes(total * per_query),
+        # With attention biases broadcast over heads read once per head: an upper bound for those kernels.
+        "gb_per_query_bias_read_per_head": _gigabytes((total + counter.bias_rereads) * per_query),
         "operators_per_query": round(sum(calls for _, (calls, _, _) in operators) * per_query, 2),
         # Per forward pass (all `queries_per_forward` queries), in bytes.
         "bytes_per_forward": total,
@@ -208,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"{args.workload}, {args.precision}: {report['gb_per_query']} GB per query "
+        f"({report['gb_per_query_bias_read_per_head']} with attention biases read per head) "
         f"({report['operators_per_query']} operators per query); written to {output}"
     )
     per_query = args.queries * 1e9

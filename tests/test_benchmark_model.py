@@ -108,10 +108,14 @@ def test_top1_agreement_needs_queries():
 
 def test_selector_bias_flag_runs_the_written_out_bias(tmp_path, monkeypatch):
     import modeling_rgnet
+    from scripts import benchmark_model
 
     calls = []
-    fused = modeling_rgnet._attention_with_logsumexp
-    monkeypatch.setattr(modeling_rgnet, "_attention_with_logsumexp", lambda *a: calls.append(1) or fused(*a))
+    factored = modeling_rgnet.selector_attention
+    monkeypatch.setattr(modeling_rgnet, "selector_attention", lambda *a: calls.append(1) or factored(*a))
+    # Windows longer than the tiny hidden size (32), where the factored form runs.
+    monkeypatch.setitem(benchmark_model.TINY_OVERRIDES, "max_window_frames", 36)
+    monkeypatch.setitem(benchmark_model.TINY_OVERRIDES, "window_stride", 18)
     arguments = ["--tiny", "--device", "cpu", "--workloads", "mad-inference", "--precisions", "fp32"]
     arguments += ["--pipelines", "shared_windows", "--steps", "1", "--warmup", "0"]
     factored = main([*arguments, "--output", str(tmp_path / "factored.json")])

@@ -57,3 +57,12 @@ def test_gathers_and_row_copies_count_the_rows_they_move():
     assert counter.by_operator["index"] == [1, row_bytes + index_bytes, row_bytes]
     assert counter.by_operator["index_copy_"] == [1, row_bytes + index_bytes, row_bytes]
     assert operator_bytes("add", (table, table), {}, table) == (2 * 3200, 3200)
+
+
+def test_attention_bias_broadcast_over_heads_counts_once_per_head_in_the_upper_bound():
+    query = torch.randn(2, 4, 6, 8)
+    bias = torch.zeros(2, 1, 6, 6)
+    with TrafficCounter(torch.nn.Identity()) as counter:
+        torch.nn.functional.scaled_dot_product_attention(query, query, query, attn_mask=bias)
+        torch.nn.functional.scaled_dot_product_attention(query, query, query)
+    assert counter.bias_rereads == 3 * bias.numel() * 4

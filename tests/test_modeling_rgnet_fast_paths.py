@@ -743,10 +743,11 @@ def test_selector_mask_selects_pairs_and_the_global_row():
 
 
 @pytest.mark.parametrize("mode", ["additive_unit_bias", "hard_mask"])
-def test_inference_runs_the_factored_selector_attention(tester, mode, monkeypatch):
+def test_inference_runs_the_factored_selector_attention(mode, monkeypatch):
     calls = []
     fused = modeling_rgnet._attention_with_logsumexp
     monkeypatch.setattr(modeling_rgnet, "_attention_with_logsumexp", lambda *a: calls.append(1) or fused(*a))
+    tester = RGNetModelTester(num_frames=40)  # windows longer than the hidden size (32), as in MAD
     torch.manual_seed(0)
     model = RGNetForVideoGrounding(tester.get_config(num_encoder_layers=2, selector_attention_mode=mode)).eval()
     torch.nn.init.zeros_(model.model.frame_selector.dense.bias)  # about half the frames selected
