@@ -710,6 +710,13 @@ def round_to_4_decimals(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.round(array.astype(np.float64), 4)
 
 
+def query_window_scores(window_logits: torch.Tensor) -> torch.Tensor:
+    """Window scores `σ(ρ)` in float32 of each query's row of `(Nq, W)` logits, computed row by row: PyTorch's CPU
+    sigmoid can differ by an ulp between its vectorised and scalar paths, which depend on an element's position in
+    the tensor, so one call over all rows could rank exactly tied windows unlike the query's own call."""
+    return torch.stack([torch.sigmoid(row) for row in window_logits.float()])
+
+
 def rank_windows(window_scores: torch.Tensor) -> torch.Tensor:
     """Window ranking: scores descending, exact ties broken by ascending window index (spec §7.5).
 
@@ -770,14 +777,36 @@ def _span_top_k_sum(
     frame_ends: torch.Tensor,
     top_k_frames: int,
 ) -> torch.Tensor:
-    """Sum of the `min(#frames, k)` largest `cosine` values inside each span's frames; 0 for an empty span."""
-    local = torch.arange(int(window_lengths.max()))
-    frame_index = (window_offsets[:, None] + local[None, :]).clamp(max=cosine.shape[0] - 1)  # (K, Lv)
-    window_cosine = cosine[frame_index]  # (K, Lv)
-    in_span = (local >= frame_starts[..., None]) & (local < frame_ends[..., None])  # (K, Q, Lv)
-    masked = torch.where(in_span, window_cosine[:, None, :], torch.tensor(-math.inf))
-    best = masked.topk(min(top_k_frames, local.numel()), dim=-1).values  # (K, Q, k)
-    return torch.where(torch.isfinite(best), best, torch.zeros(())).sum(dim=-1)
+    """Sum of the `min(#frames, k)` largest `cosine` values inside each span's frames; 0 for an empty span.
+
+    One query: `cosine` `(T,)`, windows `(K,)`, spans `(K, Q)`. Several queries of one video at once: `cosine`
+    `(T, Nq)` (a column per query), windows `(Nq, K)`, spans `(Nq, K, Q)`; each query's sums are bit for bit those of
+    its own call (its `k` is `min(k, its longest window)`, so queries are summed in groups of equal `k`).
+    """
+    if cosine.ndim == 1:
+        sums = _span_top_k_sum(
+            cosine[:, None],
+            window_offsets[None],
+            window_lengths[None],
+            frame_starts[None],
+            frame_ends[None],
+            top_k_frames,
+        )
+        return sums[0]
+    longest = window_lengths.amax(dim=1)  # (Nq,)
+    counts = longest.clamp(max=top_k_frames)  # each query's k
+    sums = torch.empty(frame_starts.shape, dtype=cosine.dtype)
+    for count in counts.unique().tolist():  # one group in practice (windows longer than k)
+        queries = (counts == count).nonzero().squeeze(1)
+        local = torch.arange(int(longest[queries].max()))
+        frame_index = (window_offsets[queries, :, None] + local).clamp(max=cosine.shape[0] - 1)  # (n, K, Lv)
+        window_cosine = cosine[frame_index, queries[:, None, None]]  # (n, K, Lv)
+        starts, ends = frame_starts[queries, ..., None], frame_ends[queries, ..., None]  # (n, K, Q, 1)
+        in_span = (local >= starts) & (local < ends)  # (n, K, Q, Lv)
+        masked = torch.where(in_span, window_cosine[:, :, None, :], torch.tensor(-math.inf))
+        best = masked.topk(count, dim=-1).values  # (n, K, Q, k)
+        sums[queries] = torch.where(torch.isfinite(best), best, torch.zeros(())).sum(dim=-1)
+    return sums
 
 
 def matching_scores(
@@ -812,11 +841,11 @@ def matching_scores(
 
 
 def min_max_normalize(values: np.ndarray) -> np.ndarray:
-    """Min-max normalise in float64; a list whose values are all equal is returned unchanged (spec §7 step 7)."""
-    low, high = values.min(), values.max()
-    if high == low:
-        return values.copy()
-    return (values - low) / (high - low)
+    """Min-max normalise in float64 along the last axis (each row of a 2-D array on its own); a list whose values are
+    all equal is returned unchanged (spec §7 step 7)."""
+    low, high = values.min(axis=-1, keepdims=True), values.max(axis=-1, keepdims=True)
+    constant = high == low
+    return np.where(constant, values, (values - low) / np.where(constant, 1.0, high - low))
 
 
 def merge_identical_spans(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -930,7 +959,8 @@ def post_process_query(
     return_single_score_rankings: bool = False,
     frame_similarities: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Spec §7 steps 3-8 for one query over all windows of its video, vectorised across windows and slots.
+    """Spec §7 steps 3-8 for one query over all windows of its video, vectorised across windows and slots (a one-query
+    call of [`post_process_queries`], after checking the inputs).
 
     Args:
         logits (`torch.Tensor` of shape `(W, Q, 2)`): Class logits per window and slot (foreground = 0).
@@ -967,37 +997,10 @@ def post_process_query(
         optionally `candidates` `(P, 5)` float64 rows `[window, start_s, end_s, proposal, match]` in pool order, and
         `proposal_only` / `matching_only` `(K', 5)` in the `predictions` format.
     """
-    window_scores = torch.sigmoid(window_logits.reshape(-1).float())  # (W,)
-    if window_ranking is None:
-        window_ranking = rank_windows(window_scores)
-    elif not torch.equal(torch.sort(window_ranking.long()).values, torch.arange(window_scores.numel())):
-        raise ValueError(f"`window_ranking` must be a permutation of the {window_scores.numel()} window ids.")
-    kept = window_ranking[:top_k_windows]  # (Kw,)
-    kept_scores = window_scores[kept]  # (Kw,)
-    offsets = torch.as_tensor(np.asarray(window_offsets, dtype=np.int64))[kept]
-    lengths = torch.as_tensor(np.asarray(window_lengths, dtype=np.int64))[kept]
-
-    # Proposal score and slot order (spec §7 step 4, §7.5: slots by proposal, descending, stable).
-    proposals = logits[kept].float().softmax(dim=-1)[..., 0] * kept_scores[:, None]  # (Kw, Q)
-    slot_order = torch.sort(proposals, dim=-1, descending=True, stable=True).indices  # (Kw, Q)
-    proposals = proposals.gather(1, slot_order)
-    spans = pred_spans[kept].float().gather(1, slot_order[..., None].expand(-1, -1, 2))  # (Kw, Q, 2)
-
-    # Seconds in float32 in the exact order ((c ∓ w/2)·n + w0)·δ (spec §7.5).
-    half_width = spans[..., 1] / 2
-    start_fraction = spans[..., 0] - half_width  # (Kw, Q)
-    end_fraction = spans[..., 0] + half_width
-    lengths_f32 = lengths.to(torch.float32)[:, None]
-    offsets_f32 = offsets.to(torch.float32)[:, None]
-    delta = torch.tensor(seconds_per_frame, dtype=torch.float32)
-    start_frames = start_fraction * lengths_f32  # window-relative frames
-    end_frames = end_fraction * lengths_f32
-    start_seconds = (start_frames + offsets_f32) * delta
-    end_seconds = (end_frames + offsets_f32) * delta
-
-    # Matching score over the span's frames, clipped to the window's valid frames (spec §7.4, corrected).
-    frame_starts = start_frames.floor().clamp_min(0).long()
-    frame_ends = torch.minimum(end_frames.ceil().long(), lengths[:, None])
+    if window_ranking is not None and not torch.equal(
+        torch.sort(window_ranking.long()).values, torch.arange(window_logits.numel())
+    ):
+        raise ValueError(f"`window_ranking` must be a permutation of the {window_logits.numel()} window ids.")
     if frame_similarities is None:
         if video_features is None or sentence_embedding is None:
             raise ValueError("`video_features` and `sentence_embedding` are needed when `frame_similarities` is None.")
@@ -1009,49 +1012,142 @@ def post_process_query(
             f"`frame_similarities` must be one query's cosines for every frame, shape (T,) with T >= {needed}, got "
             f"{tuple(frame_similarities.shape)}."
         )
+    (result,) = post_process_queries(
+        logits[None],
+        pred_spans[None],
+        window_logits.reshape(1, -1),
+        window_offsets,
+        window_lengths,
+        frame_similarities[:, None],
+        seconds_per_frame=seconds_per_frame,
+        top_k_windows=top_k_windows,
+        nms_threshold=nms_threshold,
+        max_candidates_before_nms=max_candidates_before_nms,
+        max_predictions=max_predictions,
+        matching_top_k_frames=matching_top_k_frames,
+        scale_matching_by_window_score=scale_matching_by_window_score,
+        window_rankings=None if window_ranking is None else window_ranking.long().reshape(1, -1),
+        return_candidates=return_candidates,
+        return_single_score_rankings=return_single_score_rankings,
+    )
+    return result
+
+
+def post_process_queries(
+    logits: torch.Tensor,
+    pred_spans: torch.Tensor,
+    window_logits: torch.Tensor,
+    window_offsets: np.ndarray,
+    window_lengths: np.ndarray,
+    frame_similarities: torch.Tensor,
+    *,
+    seconds_per_frame: float,
+    top_k_windows: int,
+    nms_threshold: float,
+    max_candidates_before_nms: int,
+    max_predictions: int,
+    matching_top_k_frames: int,
+    scale_matching_by_window_score: bool,
+    window_rankings: torch.Tensor | None = None,
+    return_candidates: bool = False,
+    return_single_score_rankings: bool = False,
+) -> list[dict[str, torch.Tensor]]:
+    """[`post_process_query`] for `Nq` queries over the same windows of one video, vectorised across queries too.
+
+    Window ranking, proposal scores, seconds and matching scores run once for all queries; the merge of identical
+    spans and the greedy NMS run per query. Each query's result is bit for bit that of its own
+    [`post_process_query`] call, whatever the other queries are.
+
+    Args:
+        logits, pred_spans (`torch.Tensor` of shape `(Nq, W, Q, 2)`), window_logits (`(Nq, W)`): CPU tensors.
+        window_offsets, window_lengths (`np.ndarray` of shape `(W,)`): the windows.
+        frame_similarities (`torch.Tensor` of shape `(T, Nq)`): [`frame_query_similarities`] of the queries.
+        window_rankings (`torch.LongTensor` of shape `(Nq, W)`, *optional*): each query's window order to use
+            (permutations, checked by the caller) instead of ranking by score.
+        Other arguments: see [`post_process_query`].
+
+    Returns:
+        `list[dict[str, torch.Tensor]]`: one dict per query, as [`post_process_query`] returns.
+    """
+    num_queries = logits.shape[0]
+    window_scores = query_window_scores(window_logits)  # (Nq, W)
+    if window_rankings is None:  # scores descending, exact ties by ascending window index (spec §7.5)
+        window_rankings = torch.sort(window_scores, dim=1, descending=True, stable=True).indices
+    kept = window_rankings[:, :top_k_windows]  # (Nq, Kw)
+    kept_scores = window_scores.gather(1, kept)  # (Nq, Kw)
+    offsets = torch.as_tensor(np.asarray(window_offsets, dtype=np.int64))[kept]
+    lengths = torch.as_tensor(np.asarray(window_lengths, dtype=np.int64))[kept]
+    query_rows = torch.arange(num_queries)[:, None]
+
+    # Proposal score and slot order (spec §7 step 4, §7.5: slots by proposal, descending, stable).
+    proposals = logits[query_rows, kept].float().softmax(dim=-1)[..., 0] * kept_scores[..., None]  # (Nq, Kw, Q)
+    slot_order = torch.sort(proposals, dim=-1, descending=True, stable=True).indices  # (Nq, Kw, Q)
+    proposals = proposals.gather(-1, slot_order)
+    spans = pred_spans[query_rows, kept].float().gather(2, slot_order[..., None].expand(-1, -1, -1, 2))
+
+    # Seconds in float32 in the exact order ((c ∓ w/2)·n + w0)·δ (spec §7.5).
+    half_width = spans[..., 1] / 2
+    start_fraction = spans[..., 0] - half_width  # (Nq, Kw, Q)
+    end_fraction = spans[..., 0] + half_width
+    lengths_f32 = lengths.to(torch.float32)[..., None]
+    offsets_f32 = offsets.to(torch.float32)[..., None]
+    delta = torch.tensor(seconds_per_frame, dtype=torch.float32)
+    start_frames = start_fraction * lengths_f32  # window-relative frames
+    end_frames = end_fraction * lengths_f32
+    start_seconds = (start_frames + offsets_f32) * delta
+    end_seconds = (end_frames + offsets_f32) * delta
+
+    # Matching score over the span's frames, clipped to the window's valid frames (spec §7.4, corrected).
+    frame_starts = start_frames.floor().clamp_min(0).long()
+    frame_ends = torch.minimum(end_frames.ceil().long(), lengths[..., None])
     matches = _span_top_k_sum(frame_similarities, offsets, lengths, frame_starts, frame_ends, matching_top_k_frames)
     if scale_matching_by_window_score:
-        matches = matches * kept_scores[:, None]
+        matches = matches * kept_scores[..., None]
 
     # Pool in window-rank order, slots in proposal order; round on the double value (spec §7 step 6).
-    pooled_windows = kept[:, None].expand_as(proposals).reshape(-1).numpy().astype(np.float64)
-    start_s = round_to_4_decimals(start_seconds.reshape(-1))
-    end_s = round_to_4_decimals(end_seconds.reshape(-1))
-    proposal_r = round_to_4_decimals(proposals.reshape(-1))
-    match_r = round_to_4_decimals(matches.reshape(-1))
+    pooled_windows = kept[..., None].expand_as(proposals).reshape(num_queries, -1).numpy().astype(np.float64)
+    start_s = round_to_4_decimals(start_seconds.reshape(num_queries, -1))  # (Nq, P)
+    end_s = round_to_4_decimals(end_seconds.reshape(num_queries, -1))
+    proposal_r = round_to_4_decimals(proposals.reshape(num_queries, -1))
+    match_r = round_to_4_decimals(matches.reshape(num_queries, -1))
 
     # Fusion over the whole pool before merging identical spans (spec §7 step 7, §7.5).
     fusion = min_max_normalize(proposal_r) + min_max_normalize(match_r)
-    pool = np.stack([start_s, end_s, proposal_r, match_r, fusion], axis=1)  # (P, 5)
-    _, last = merge_identical_spans(pool[:, :2])
-    merged = pool[last]  # one row per distinct span, at its first position, with its last occurrence's values
+    pools = np.stack([start_s, end_s, proposal_r, match_r, fusion], axis=-1)  # (Nq, P, 5)
+    # Where each candidate comes from: its window and decoder slot.
+    pool_sources = torch.stack([kept[..., None].expand_as(slot_order), slot_order], dim=-1).reshape(num_queries, -1, 2)
 
     settings = {
         "nms_threshold": nms_threshold,
         "max_candidates_before_nms": max_candidates_before_nms,
         "max_predictions": max_predictions,
     }
-    ranked = _rank_and_suppress(merged, 4, settings)
-    predictions = torch.from_numpy(merged[ranked])
-    # Where each prediction comes from: its window and decoder slot (of the candidate whose values it carries).
-    pool_sources = torch.stack([kept[:, None].expand_as(slot_order), slot_order], dim=-1).reshape(-1, 2)
-    prediction_sources = pool_sources[torch.from_numpy(last[ranked])]
-    result = {
-        "predictions": predictions,
-        "spans": predictions[:, :2],
-        "scores": predictions[:, 4],
-        "proposal_scores": predictions[:, 2],
-        "matching_scores": predictions[:, 3],
-        "prediction_sources": prediction_sources,
-        "window_ranking": window_ranking.clone(),
-        "window_scores": window_scores[window_ranking],
-    }
-    if return_candidates:
-        result["candidates"] = torch.from_numpy(np.column_stack([pooled_windows, pool[:, :4]]))
-    if return_single_score_rankings:
-        result["proposal_only"] = torch.from_numpy(merged[_rank_and_suppress(merged, 2, settings)])
-        result["matching_only"] = torch.from_numpy(merged[_rank_and_suppress(merged, 3, settings)])
-    return result
+    sorted_scores = window_scores.gather(1, window_rankings)  # `σ(ρ)` in rank order
+    results = []
+    for query in range(num_queries):  # merging and NMS are sequential per query
+        pool = pools[query]
+        _, last = merge_identical_spans(pool[:, :2])
+        merged = pool[last]  # one row per distinct span, at its first position, with its last occurrence's values
+        ranked = _rank_and_suppress(merged, 4, settings)
+        predictions = torch.from_numpy(merged[ranked])
+        result = {
+            "predictions": predictions,
+            "spans": predictions[:, :2],
+            "scores": predictions[:, 4],
+            "proposal_scores": predictions[:, 2],
+            "matching_scores": predictions[:, 3],
+            # The window and slot of the candidate whose values each prediction carries.
+            "prediction_sources": pool_sources[query][torch.from_numpy(last[ranked])],
+            "window_ranking": window_rankings[query].clone(),
+            "window_scores": sorted_scores[query].clone(),
+        }
+        if return_candidates:
+            result["candidates"] = torch.from_numpy(np.column_stack([pooled_windows[query], pool[:, :4]]))
+        if return_single_score_rankings:
+            result["proposal_only"] = torch.from_numpy(merged[_rank_and_suppress(merged, 2, settings)])
+            result["matching_only"] = torch.from_numpy(merged[_rank_and_suppress(merged, 3, settings)])
+        results.append(result)
+    return results
 
 
 # ---- Processor ----
@@ -1685,39 +1781,35 @@ class RGNetProcessor(ProcessorMixin):
             query = int(np.flatnonzero(~complete.all(axis=1))[0])
             raise ValueError(f"`window_metadata` must hold every window exactly once for query {query}.")
         rows_of_query = torch.from_numpy(order.reshape(num_queries, num_windows))
-        results = []
-        with single_intra_op_thread():  # a few hundred values per query: threads would only wait
-            for query in range(num_queries):  # per query: fusion, merge and NMS are sequential
-                rows = rows_of_query[query]
-                window_ranking = None
-                if grounded is not None:  # the windows kept must have been grounded
-                    window_ranking = rank_windows(torch.sigmoid(window_logits[rows, 0]))
-                    kept = window_ranking[: settings["top_k_windows"]]
-                    missing = kept[~grounded[rows[kept]]]
-                    if len(missing):
-                        raise ValueError(
-                            f"Query {query} keeps window(s) {missing.tolist()} among its `top_k_windows` = "
-                            f"{settings['top_k_windows']} best, but `outputs` has no moments for them "
-                            "(`outputs.grounding_pair_index`): run the model with `top_k_windows` at least as large."
-                        )
-                results.append(
-                    post_process_query(
-                        logits[rows],
-                        pred_spans[rows],
-                        window_logits[rows, 0],
-                        window_metadata.window_offsets,
-                        window_metadata.window_lengths,
-                        None,
-                        None,
-                        seconds_per_frame=window_metadata.seconds_per_frame,
-                        scale_matching_by_window_score=bool(scale_matching_by_window_score),
-                        return_candidates=return_candidates,
-                        return_single_score_rankings=return_single_score_rankings,
-                        frame_similarities=similarities[:, query],
-                        window_ranking=window_ranking,
-                        **settings,
-                    )
+        window_logits = window_logits[rows_of_query, 0]  # (Nq, W)
+        window_rankings = None
+        if grounded is not None:  # the windows kept must have been grounded
+            window_scores = query_window_scores(window_logits)
+            window_rankings = torch.sort(window_scores, dim=1, descending=True, stable=True).indices
+            kept = window_rankings[:, : settings["top_k_windows"]]
+            missing = ~grounded[rows_of_query.gather(1, kept)]  # (Nq, Kw)
+            if missing.any():
+                query = int(missing.any(dim=1).nonzero()[0, 0])
+                raise ValueError(
+                    f"Query {query} keeps window(s) {kept[query][missing[query]].tolist()} among its `top_k_windows` = "
+                    f"{settings['top_k_windows']} best, but `outputs` has no moments for them "
+                    "(`outputs.grounding_pair_index`): run the model with `top_k_windows` at least as large."
                 )
+        with single_intra_op_thread():  # a few hundred values per query: threads would only wait
+            results = post_process_queries(
+                logits[rows_of_query],
+                pred_spans[rows_of_query],
+                window_logits,
+                window_metadata.window_offsets,
+                window_metadata.window_lengths,
+                similarities,
+                seconds_per_frame=window_metadata.seconds_per_frame,
+                scale_matching_by_window_score=bool(scale_matching_by_window_score),
+                return_candidates=return_candidates,
+                return_single_score_rankings=return_single_score_rankings,
+                window_rankings=window_rankings,
+                **settings,
+            )
         return results
 
 
@@ -1919,6 +2011,7 @@ __all__ = [
     "pair_selector_noise",
     "positive_window_range",
     "positive_window_weights",
+    "post_process_queries",
     "post_process_query",
     "prepare_text_features",
     "rank_windows",

@@ -35,6 +35,7 @@ from processing_rgnet import (
     normalize_query,
     positive_window_range,
     positive_window_weights,
+    post_process_queries,
     post_process_query,
     prepare_text_features,
     read_training_example,
@@ -1170,10 +1171,10 @@ def test_postprocess_reads_outputs_of_only_the_grounded_pairs():
             processor.post_process_video_grounding({**grounded, "grounding_pair_index": bad_index}, metadata, **kwargs)
 
 
-def test_postprocess_runs_its_per_query_operators_on_one_thread_and_restores_the_count():
+def test_postprocess_runs_its_operators_on_one_thread_and_restores_the_count():
     threads = torch.get_num_threads()
     seen = []
-    original = processing_rgnet.post_process_query
+    original = processing_rgnet.post_process_queries
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
@@ -1187,11 +1188,11 @@ def test_postprocess_runs_its_per_query_operators_on_one_thread_and_restores_the
     torch.set_num_threads(2)
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(processing_rgnet, "post_process_query", spy)
+            patch.setattr(processing_rgnet, "post_process_queries", spy)
             processor.post_process_video_grounding(
                 outputs, batch.window_metadata, video_features=video, sentence_embeddings=rng.normal(size=(2, 8))
             )
-        assert seen == [1, 1] and torch.get_num_threads() == 2
+        assert seen == [1] and torch.get_num_threads() == 2  # one call for both queries
         with pytest.raises(RuntimeError), processing_rgnet.single_intra_op_thread():
             raise RuntimeError("restored on errors too")
         assert torch.get_num_threads() == 2
@@ -1343,3 +1344,51 @@ def test_precut_video_windows_give_the_same_batch():
         processor(video_windows=video, text_features=text)
     with pytest.raises(ValueError, match=r"shape \(T >= 1, Dv\)"):
         processor.cut_windows(video[0])
+
+
+@pytest.mark.parametrize("window_length", [40, 4])  # k = 5 frames: longer windows, and windows shorter than k
+def test_queries_post_processed_together_match_each_alone(window_length):
+    """`post_process_queries` (all queries of a video at once) gives each query, bit for bit, its own
+    `post_process_query` result, with ranked or given window orders and tied scores and spans."""
+    rng = np.random.default_rng(3)
+    offsets, lengths = enumerate_windows(9 * window_length // 2 + 3, window_length, window_length // 2)
+    num_queries, num_windows, num_frames = 6, len(offsets), int((offsets + lengths).max())
+    logits = torch.from_numpy(rng.normal(size=(num_queries, num_windows, 4, 2)).astype(np.float32))
+    spans = torch.from_numpy(rng.uniform(0.05, 0.6, size=(num_queries, num_windows, 4, 2)).astype(np.float32))
+    spans[:, :, 1] = spans[:, :, 0]  # repeated spans, merged
+    window_logits = torch.from_numpy(rng.normal(size=(num_queries, num_windows)).astype(np.float32))
+    window_logits[:, 3] = window_logits[:, 1]  # exactly tied windows
+    similarities = torch.from_numpy(rng.normal(size=(num_frames, num_queries)).astype(np.float32))
+    settings = dict(
+        seconds_per_frame=0.2,
+        top_k_windows=5,
+        nms_threshold=0.5,
+        max_candidates_before_nms=12,
+        max_predictions=7,
+        matching_top_k_frames=5,
+        scale_matching_by_window_score=True,
+        return_candidates=True,
+        return_single_score_rankings=True,
+    )
+    rankings = torch.stack([torch.from_numpy(rng.permutation(num_windows)) for _ in range(num_queries)])
+    for given in (None, rankings):
+        together = post_process_queries(
+            logits, spans, window_logits, offsets, lengths, similarities, window_rankings=given, **settings
+        )
+        assert len(together) == num_queries
+        for query, result in enumerate(together):
+            alone = post_process_query(
+                logits[query],
+                spans[query],
+                window_logits[query],
+                offsets,
+                lengths,
+                None,
+                None,
+                frame_similarities=similarities[:, query],
+                window_ranking=None if given is None else given[query],
+                **settings,
+            )
+            assert result.keys() == alone.keys()
+            for name, value in alone.items():
+                assert torch.equal(result[name], value), (query, name)
