@@ -470,8 +470,8 @@ class RGNetDatasetWriter:
             if any(self.output_dir.iterdir()):
                 if not overwrite:
                     raise ValueError(
-                        f"`output_dir` {str(self.output_dir)!r} is not empty; pass overwrite=True to replace an "
-                        "existing RGNet dataset."
+                        f"`output_dir` {str(self.output_dir)!r} is not empty; pass overwrite=True (`--overwrite` in "
+                        "the scripts) to replace an existing RGNet dataset."
                     )
                 ours = (self.output_dir / MANIFEST_FILENAME).is_file() or (
                     self.output_dir / INCOMPLETE_MARKER_FILENAME

@@ -1838,7 +1838,8 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
                 `grounding_pair_index`, which post-processing reads. Not with `labels` or `grounding_pair_index`.
             pair_query_index (`torch.LongTensor` of shape `(N,)`, *optional*):
                 Query of each pair, for `top_k_windows` (the processor's `window_metadata.pair_query_index`).
-                `None`: all pairs belong to one query.
+                `None`: `text_pair_index` when given (each query's text held once), else all pairs belong to one
+                query.
 
         Example:
 
@@ -1860,6 +1861,8 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             validate_labels(labels, num_pairs=num_pairs, num_frames=video_features.shape[1])
         choose_grounding_pairs = None
         if top_k_windows is not None:
+            if pair_query_index is None and text_pair_index is not None:  # each query's text held once: its pairs
+                pair_query_index = text_pair_index
             choose_grounding_pairs = self._top_windows_chooser(
                 top_k_windows, pair_query_index, num_pairs, labels, grounding_pair_index
             )
@@ -1940,8 +1943,13 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         return choose
 
 
-AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
-AutoModel.register(RGNetConfig, RGNetModel, exist_ok=True)
+# Used from a checkout or an installed package, the Auto classes resolve "rgnet" here, `AutoModel` to the grounding
+# model as a saved folder's `auto_map` does. Loaded from a saved folder as remote code, the module leaves the Auto
+# mappings alone: transformers prefers a registered class to a folder's `auto_map`, so registering there would make
+# the next `AutoModel.from_pretrained` of the folder return another class.
+if not __name__.startswith("transformers_modules"):
+    AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
+    AutoModel.register(RGNetConfig, RGNetForVideoGrounding, exist_ok=True)
 RGNetConfig.register_for_auto_class()
 RGNetModel.register_for_auto_class("AutoModel")
 RGNetForVideoGrounding.register_for_auto_class("AutoModel")

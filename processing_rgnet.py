@@ -1793,7 +1793,8 @@ class RGNetProcessor(ProcessorMixin):
                 raise ValueError(
                     f"Query {query} keeps window(s) {kept[query][missing[query]].tolist()} among its `top_k_windows` = "
                     f"{settings['top_k_windows']} best, but `outputs` has no moments for them "
-                    "(`outputs.grounding_pair_index`): run the model with `top_k_windows` at least as large."
+                    "(`outputs.grounding_pair_index`): run the model with `top_k_windows` at least as large, and with "
+                    "`pair_query_index=inputs.window_metadata.pair_query_index` when a call holds several queries."
                 )
         with single_intra_op_thread():  # a few hundred values per query: threads would only wait
             results = post_process_queries(
@@ -1978,7 +1979,8 @@ class RGNetDataCollator:
         return batch
 
 
-AutoProcessor.register(RGNetConfig, RGNetProcessor)
+if not __name__.startswith("transformers_modules"):  # as for the model (end of modeling_rgnet.py)
+    AutoProcessor.register(RGNetConfig, RGNetProcessor, exist_ok=True)
 RGNetProcessor.register_for_auto_class()
 
 

@@ -204,6 +204,44 @@ def check_query_table(queries, *, split: str, require_timestamps: bool, needs_te
         raise ValueError(f"The {split!r} query table has rows without `timestamps`; they cannot be trained on.")
 
 
+def check_dataset_matches_config(queries, store, config, *, flags: bool = True) -> None:
+    """Fail early, naming the setting to change, when a dataset's features or frame rate do not fit a model config.
+
+    Checks the frame feature width (`video_feature_dim`), the query token feature width of the first row
+    (`text_feature_dim`, when the table has `text_features` and the model has no text encoder) and the seconds per
+    frame recorded in the dataset's manifest (`seconds_per_frame`; a wrong one silently misplaces every moment).
+
+    Args:
+        queries (`datasets.Dataset`): a query table of the dataset.
+        store ([`RGNetFeatureStore`]): its frame-feature store (`metadata` holds the manifest's metadata).
+        config ([`RGNetConfig`]): the model's config.
+        flags (`bool`): name the fix as a command-line flag (`--video_feature_dim 512`) rather than a config field.
+    """
+
+    def fix(name: str, value: Any) -> str:
+        return f"pass --{name} {value}" if flags else f"set `{name}={value!r}` in the config"
+
+    if store.feature_dim != config.video_feature_dim:
+        raise ValueError(
+            f"The dataset's frame features are {store.feature_dim}-d but the config expects video_feature_dim="
+            f"{config.video_feature_dim}: {fix('video_feature_dim', store.feature_dim)} or pick the right model."
+        )
+    if config.text_config is None and "text_features" in queries.column_names and len(queries):
+        tokens = queries[0]["text_features"]
+        width = len(tokens[0]) if len(tokens) else None
+        if width is not None and width != config.text_feature_dim:
+            raise ValueError(
+                f"The dataset's query token features are {width}-d but the config expects text_feature_dim="
+                f"{config.text_feature_dim}: {fix('text_feature_dim', width)} or pick the right model."
+            )
+    recorded = store.metadata.get("seconds_per_frame")
+    if recorded is not None and not math.isclose(float(recorded), float(config.seconds_per_frame), rel_tol=1e-6):
+        raise ValueError(
+            f"The dataset's frames are {recorded} s apart (its manifest) but the config has seconds_per_frame="
+            f"{config.seconds_per_frame}, which would misplace every moment: {fix('seconds_per_frame', recorded)}."
+        )
+
+
 class RGNetTrainingDataset(Dataset):
     """Training samples for RGNet: one query per item, with its sampled positive (and negative) window.
 
@@ -778,6 +816,7 @@ __all__ = [
     "RGNetTrainingArguments",
     "RGNetTrainingDataset",
     "SameVideoBatchSampler",
+    "check_dataset_matches_config",
     "check_query_table",
     "forward_whole_queries",
     "get_recipe",

@@ -25,7 +25,12 @@ import torch  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
-from training_rgnet import predict_long_videos, retain_freed_host_memory, score_predictions  # noqa: E402
+from training_rgnet import (  # noqa: E402
+    check_dataset_matches_config,
+    predict_long_videos,
+    retain_freed_host_memory,
+    score_predictions,
+)
 
 logger = logging.getLogger("evaluate_rgnet")
 
@@ -52,17 +57,17 @@ def main(argv: list[str] | None = None) -> dict:
     if args.retain_freed_cpu_memory and not retain_freed_host_memory():
         logger.warning("--retain_freed_cpu_memory: this C library cannot be tuned (glibc only); ignored.")
 
+    if args.pairs_per_batch < 1:
+        parser.error(f"--pairs_per_batch must be >= 1, got {args.pairs_per_batch}")
+    if not Path(args.model, "config.json").is_file():
+        parser.error(f"--model {args.model} is not a saved model folder (no config.json there)")
     model = RGNetForVideoGrounding.from_pretrained(args.model).to(args.device).eval()
     processor = RGNetProcessor.from_pretrained(args.model)
     queries, store = load_rgnet_dataset(args.dataset_dir)
     if args.split not in queries:
-        raise ValueError(f"`--split` {args.split!r} is not in the dataset; it has {sorted(queries)}.")
-    if store.feature_dim != model.config.video_feature_dim:
-        raise ValueError(
-            f"The dataset's frame features are {store.feature_dim}-d but the model expects "
-            f"{model.config.video_feature_dim}-d video features."
-        )
+        parser.error(f"--split {args.split!r} is not in the dataset; it has {sorted(queries)}")
     table = queries[args.split]
+    check_dataset_matches_config(table, store, model.config, flags=False)
     predictions = predict_long_videos(
         model, processor, table, store, pairs_per_batch=args.pairs_per_batch, max_predictions=args.max_predictions
     )
@@ -92,4 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # bad input, named by the message: no traceback on the command line
+        sys.exit(f"evaluate_rgnet.py: error: {error}")

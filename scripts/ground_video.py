@@ -558,4 +558,7 @@ __all__ = [
 ]
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # bad input, named by the message: no traceback on the command line
+        sys.exit(f"ground_video.py: error: {error}")

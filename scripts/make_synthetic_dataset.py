@@ -98,6 +98,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 from scipy.signal import lfilter
 from tqdm.auto import tqdm
@@ -661,7 +662,7 @@ def make_synthetic_dataset(
     if reuse and output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise ValueError(
             f"`output_dir` {str(output_dir)!r} holds no synthetic dataset with these settings; pass overwrite=True "
-            "to replace it."
+            "(`--overwrite`) to replace it."
         )
 
     began = time.perf_counter()
@@ -760,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reuse", action="store_true", help="Keep an existing build at --output made with the same settings."
     )
-    parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    parser.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
     return parser
 
 
@@ -783,6 +784,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.no_progress:  # `datasets` draws its own bars when the query tables are saved
+        datasets.disable_progress_bars()
     try:
         overrides = _parse_overrides(args.set)
         return make_synthetic_dataset(

@@ -14,6 +14,7 @@ training starts.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -35,6 +36,7 @@ from training_rgnet import (  # noqa: E402
     RGNetTrainer,
     RGNetTrainingArguments,
     RGNetTrainingDataset,
+    check_dataset_matches_config,
     check_query_table,
     get_recipe,
 )
@@ -110,10 +112,16 @@ def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetCon
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     # The recipe sets the defaults of the training arguments; explicit flags still win.
-    pre_parser = HfArgumentParser(RGNetScriptArguments)
+    pre_parser = argparse.ArgumentParser(add_help=False)  # the recipe alone; `--help` is the full parser's
+    pre_parser.add_argument("--recipe", default=RGNetScriptArguments.recipe)
     pre_args, _ = pre_parser.parse_known_args(argv)
     recipe = get_recipe(pre_args.recipe)
-    parser = HfArgumentParser((RGNetScriptArguments, RGNetTrainingArguments))
+    parser = HfArgumentParser(
+        (RGNetScriptArguments, RGNetTrainingArguments),
+        description=__doc__.split("\n\n")[0],
+        epilog="Every RGNetConfig field is a flag too, e.g. --hidden_size 128 --max_window_frames 64 "
+        "(configuration_rgnet.py lists them); the recipe sets the rest.",
+    )
     parser.set_defaults(
         learning_rate=recipe.learning_rate,
         num_train_epochs=recipe.num_train_epochs,
@@ -138,11 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         require_timestamps=True,
         needs_text=text_column,
     )
-    if store.feature_dim != config.video_feature_dim:
-        raise ValueError(
-            f"The dataset's frame features are {store.feature_dim}-d but the config expects video_feature_dim="
-            f"{config.video_feature_dim}; pass --video_feature_dim {store.feature_dim} or pick the right recipe."
-        )
+    check_dataset_matches_config(queries[script_args.train_split], store, config)
     eval_dataset = None
     if script_args.eval_split is not None:
         eval_dataset = queries[script_args.eval_split]

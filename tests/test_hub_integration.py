@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from configuration_rgnet import RGNetConfig
-from modeling_rgnet import RGNetForVideoGrounding, RGNetModel
+from modeling_rgnet import RGNetForVideoGrounding
 
 from .test_modeling_rgnet import RGNetModelTester
 
@@ -23,9 +23,10 @@ def tiny_model():
 def test_auto_classes_resolve_the_rgnet_model_type(tmp_path):
     config = RGNetModelTester().get_config()
     assert isinstance(AutoConfig.for_model("rgnet", hidden_size=64, num_attention_heads=4), RGNetConfig)
-    assert isinstance(AutoModel.from_config(config), RGNetModel)
+    # The grounding model, as a saved folder's `auto_map` gives it (`RGNetModel` is the model without heads).
+    assert isinstance(AutoModel.from_config(config), RGNetForVideoGrounding)
     tiny_model().save_pretrained(tmp_path)
-    assert isinstance(AutoModel.from_pretrained(tmp_path), RGNetModel)  # the base model, as AutoModel gives
+    assert isinstance(AutoModel.from_pretrained(tmp_path), RGNetForVideoGrounding)
 
 
 def test_save_pretrained_writes_code_files_and_auto_map(tmp_path):
@@ -53,6 +54,8 @@ def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path):
         model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
         assert type(model).__name__ == "RGNetForVideoGrounding", type(model)
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        again = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)  # the same class again
+        assert type(again) is type(model), type(again)
         with torch.no_grad():
             outputs = model(**torch.load({str(tmp_path / "inputs.pt")!r}))
         torch.save({{"logits": outputs.logits, "window_logits": outputs.window_logits}}, {str(tmp_path / "out.pt")!r})
@@ -66,3 +69,22 @@ def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path):
     outputs = torch.load(tmp_path / "out.pt")
     torch.testing.assert_close(outputs["logits"], expected.logits, atol=0, rtol=0)
     torch.testing.assert_close(outputs["window_logits"], expected.window_logits, atol=0, rtol=0)
+
+
+def test_saved_folder_loads_the_grounding_model_after_the_checkout_was_imported(tmp_path):
+    """A process that imported the checkout's modules first (a user mixing both) still gets the grounding model from
+    `AutoModel`, each time."""
+    tiny_model().save_pretrained(tmp_path / "model")
+    script = textwrap.dedent(
+        f"""
+        import modeling_rgnet, processing_rgnet
+        from transformers import AutoModel, AutoProcessor
+        for _ in range(2):
+            model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
+            assert type(model).__name__ == "RGNetForVideoGrounding", type(model)
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = checkout + os.pathsep + env.get("PYTHONPATH", "")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=env, timeout=300)

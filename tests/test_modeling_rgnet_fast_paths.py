@@ -630,6 +630,21 @@ def test_top_k_windows_outputs_match_the_full_batch(tester):
         assert top[name].shape[0] == 9
 
 
+def test_top_k_windows_takes_the_queries_from_text_pair_index(tester):
+    """Each query's text held once (`share_queries`): `text_pair_index` names each pair's query, so the best windows
+    are chosen per query without `pair_query_index`."""
+    model = RGNetForVideoGrounding(tester.get_config(num_encoder_layers=2)).eval()
+    inputs = tester.prepare_inputs(9)
+    query = torch.arange(3).repeat_interleave(3)
+    shared = {**inputs, "text_features": inputs["text_features"][::3], "text_mask": inputs["text_mask"][::3]}
+    inputs.update(text_features=shared["text_features"][query], text_mask=shared["text_mask"][query])
+    with torch.no_grad():
+        expected = model(**inputs, top_k_windows=1, pair_query_index=query)
+        outputs = model(**shared, text_pair_index=query, top_k_windows=1)
+    assert outputs.grounding_pair_index.tolist() == expected.grounding_pair_index.tolist()
+    assert len(outputs.grounding_pair_index) == 3  # one per query, not one for all
+
+
 def test_top_k_windows_rejects_bad_arguments(tester):
     model = RGNetForVideoGrounding(tester.get_config()).eval()
     inputs = tester.prepare_inputs(4)

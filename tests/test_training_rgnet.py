@@ -27,6 +27,7 @@ from training_rgnet import (
     RGNetTrainingArguments,
     RGNetTrainingDataset,
     SameVideoBatchSampler,
+    check_dataset_matches_config,
     check_query_table,
     get_recipe,
     predict_long_videos,
@@ -460,7 +461,7 @@ def test_post_processing_worker_keeps_order_one_call_in_flight_and_raises_errors
             worker.submit("next", work, 1)  # the error surfaces here at the latest, not at the end of a long run
 
 
-def test_evaluate_script_tunes_the_allocator_only_when_asked(monkeypatch, tmp_path):
+def test_evaluate_script_tunes_the_allocator_only_when_asked(monkeypatch, tmp_path, capsys):
     class Tuned(Exception):
         pass
 
@@ -471,8 +472,13 @@ def test_evaluate_script_tunes_the_allocator_only_when_asked(monkeypatch, tmp_pa
     flags = ["--model", str(tmp_path / "none"), "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]
     with pytest.raises(Tuned):
         evaluate_rgnet.main([*flags, "--retain_freed_cpu_memory"])
-    with pytest.raises(OSError):  # without the flag: straight to loading the (missing) model
+    with pytest.raises(SystemExit):  # without the flag: straight to the (missing) model folder
         evaluate_rgnet.main(flags)
+    error = capsys.readouterr().err
+    assert "--model" in error and "no config.json" in error
+    with pytest.raises(SystemExit):
+        evaluate_rgnet.main([*flags, "--pairs_per_batch", "0"])
+    assert "--pairs_per_batch must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("pair_mode", ["cross_pairs", "paired_negative"])
@@ -485,3 +491,22 @@ def test_trainer_counts_flops_per_pair_and_frame(tiny_dataset, tmp_path, pair_mo
     parameters = trainer.model.num_parameters(exclude_embeddings=True)
     frames = batch["video_mask"].shape[-1]
     assert trainer.floating_point_ops(batch) == 6 * num_pairs * frames * parameters
+
+
+def test_dataset_config_mismatches_name_the_setting_to_change(tiny_dataset):
+    queries, store = load_rgnet_dataset(tiny_dataset)
+    table = queries["train"]
+    config = RGNetConfig(**TINY_CONFIG)
+    check_dataset_matches_config(table, store, config)  # the tiny dataset and config agree
+    width = len(table[0]["text_features"][0])
+    cases = [
+        ({"video_feature_dim": store.feature_dim + 1}, f"--video_feature_dim {store.feature_dim}"),
+        ({"text_feature_dim": width + 1}, f"--text_feature_dim {width}"),
+        ({"seconds_per_frame": 2 * config.seconds_per_frame}, "--seconds_per_frame"),
+    ]
+    for override, match in cases:
+        with pytest.raises(ValueError, match=match):
+            check_dataset_matches_config(table, store, RGNetConfig(**{**TINY_CONFIG, **override}))
+    with pytest.raises(ValueError, match="set `seconds_per_frame="):
+        bad = RGNetConfig(**{**TINY_CONFIG, "seconds_per_frame": 2 * config.seconds_per_frame})
+        check_dataset_matches_config(table, store, bad, flags=False)
