@@ -103,8 +103,10 @@ def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetCon
             if getattr(pretrained, name) != getattr(config, name)
         }
         if mismatched:
+            flags = " ".join(f"--{name} {value}" for name, (value, _) in mismatched.items())
             raise ValueError(
-                f"`--init_from` {init_dir} does not match the recipe's architecture (checkpoint, recipe): {mismatched}."
+                f"`--init_from` {init_dir} does not match the recipe's architecture (checkpoint, recipe): {mismatched}; "
+                f"pass the checkpoint's values ({flags}) or start from another checkpoint."
             )
     return config
 

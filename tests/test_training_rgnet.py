@@ -339,7 +339,7 @@ def test_train_script_rejects_bad_setups_before_training(tiny_dataset, tmp_path,
 
 def test_train_script_rejects_a_mismatched_init_checkpoint(tiny_dataset, tmp_path):
     RGNetForVideoGrounding(RGNetConfig(**{**TINY_CONFIG, "hidden_size": 64})).save_pretrained(tmp_path / "other")
-    with pytest.raises(ValueError, match="hidden_size"):
+    with pytest.raises(ValueError, match="pass the checkpoint's values \\(--hidden_size 64\\)"):
         train_rgnet.main(
             script_flags(
                 tiny_dataset, tmp_path / "run", "--recipe", "ego4d_finetune", "--init_from", str(tmp_path / "other")
