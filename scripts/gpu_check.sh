@@ -19,13 +19,27 @@
 #      bf16, PyTorch picks cuDNN for the retrieval encoder's biased attention, which the profile showed slow (training
 #      still writes the bias out; inference does only for the windows with padded keys);
 #   6. torch.compile: bf16 inference, both forms (model_cuda_compiled.json), then a bf16 MAD training step (log only).
-# Logs and JSON go to $OUT when set, else benchmarks/results/. RGNET_GPU_CHECK_COMPILE=0 skips step 6.
+# Logs and JSON go to benchmarks/results/, or with $OUT set (the device tool, which returns at most 8 files) to one
+# archive, $OUT/gpu_check_results.tar.gz, rewritten after every step so that a run cut short keeps what it finished.
+# RGNET_GPU_CHECK_STEPS picks steps, comma-separated, of: tests, benchmark, attention, agreement, selector_bias,
+# ego4d_64, no_overlap, trained, no_cudnn, compile (default: all; e.g. two device calls under 600 s each).
+# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (step 6).
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-benchmarks/results}"
+out=benchmarks/results
+if [[ -n "${OUT:-}" ]]; then
+    out=/tmp/gpu_check_results
+fi
 mkdir -p "$out"
+archive() {  # after every step: one file for the device tool to return
+    if [[ -n "${OUT:-}" ]]; then
+        tar czf "$OUT/.partial.tar.gz" -C "$out" . && mv "$OUT/.partial.tar.gz" "$OUT/gpu_check_results.tar.gz"
+    fi
+}
+steps=",${RGNET_GPU_CHECK_STEPS:-tests,benchmark,attention,agreement,selector_bias,ego4d_64,no_overlap,trained,no_cudnn,compile},"
+wanted() { [[ "$steps" == *",$1,"* ]]; }
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 python=${PYTHON:-python3}
 install() { "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@"; }
@@ -51,45 +65,62 @@ datasets.__version__, pyarrow.__version__)"
 "$python" -c "$imports" || exit 1
 "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'CUDA is not available')" || exit 1
 status=0
-timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_modeling_rgnet.py \
-    tests/test_modeling_rgnet_fast_paths.py 2>&1 | tee "$out/gpu_tests.log" || status=1
+archive
+if wanted tests; then
+    timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_modeling_rgnet.py \
+        tests/test_modeling_rgnet_fast_paths.py 2>&1 | tee "$out/gpu_tests.log" || status=1
+    archive
+fi
 benchmark() {  # each run at most ${RGNET_STEP_TIMEOUT:-400} s, so that a hung one leaves the later ones their time
     timeout "${RGNET_STEP_TIMEOUT:-400}" "$python" scripts/benchmark_model.py --device cuda "$@" 2>&1 \
         | tee -a "$out/gpu_benchmark.log" || status=1
+    archive
 }
-benchmark --steps 5 --warmup 2 --output "$out/model_cuda.json"
-# The encoder attention with its selector bias written out, in the model's factored form and bias-free (seconds).
-for precision in bf16 fp32; do
-    timeout 120 "$python" scripts/benchmark_attention.py --device cuda --precision "$precision" \
-        --output "$out/attention_cuda_$precision.json" 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1
-done
+if wanted benchmark; then
+    benchmark --steps 5 --warmup 2 --output "$out/model_cuda.json"
+fi
+if wanted attention; then  # the encoder attention: its selector bias written out, factored, and bias-free (seconds)
+    for precision in bf16 fp32; do
+        timeout 120 "$python" scripts/benchmark_attention.py --device cuda --precision "$precision" \
+            --output "$out/attention_cuda_$precision.json" 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1
+    done
+    archive
+fi
 # Agreement: 128 queries per video, one forward per 16 queries (16 × 81 MAD windows = 1296 pairs).
 many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1296)
-benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \
-    --output "$out/model_cuda_agreement.json"
-# The same with the selector bias written out (`--selector-bias`): what the factored selector attention saves.
-benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16-weights,fp32 --selector-bias \
-    --steps 3 --output "$out/model_cuda_selector_bias.json"
-# Ego4D's 21 short windows leave a 16-query forward bound by kernel launches: 64 queries per forward.
-benchmark --workloads ego4d-inference --pipelines shared_windows --inference-queries 128 --queries-per-batch 64 \
-    --inference-chunk-pairs 1344 --steps 3 --output "$out/model_cuda_ego4d_64-queries.json"
-# The same MAD inference with post-processing after each forward instead of beside the next one.
-benchmark --workloads mad-inference "${many_queries[@]}" --precisions bf16-weights --overlap-post-processing off \
-    --steps 3 --output "$out/model_cuda_no_overlap.json"
-if [[ -n "${RGNET_TRAINED_MODEL:-}" ]]; then
+if wanted agreement; then
+    benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \
+        --output "$out/model_cuda_agreement.json"
+fi
+if wanted selector_bias; then  # the same with the selector bias written out: what the factored attention saves
+    benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16-weights,fp32 \
+        --selector-bias --steps 3 --output "$out/model_cuda_selector_bias.json"
+fi
+if wanted ego4d_64; then  # Ego4D's 21 short windows leave a 16-query forward bound by kernel launches
+    benchmark --workloads ego4d-inference --pipelines shared_windows --inference-queries 128 --queries-per-batch 64 \
+        --inference-chunk-pairs 1344 --steps 3 --output "$out/model_cuda_ego4d_64-queries.json"
+fi
+if wanted no_overlap; then  # MAD inference with post-processing after each forward instead of beside the next one
+    benchmark --workloads mad-inference "${many_queries[@]}" --precisions bf16-weights --overlap-post-processing off \
+        --steps 3 --output "$out/model_cuda_no_overlap.json"
+fi
+if wanted trained && [[ -n "${RGNET_TRAINED_MODEL:-}" ]]; then
     "$python" scripts/make_synthetic_dataset.py --seed "${RGNET_TRAINED_SEED:-0}" --output /tmp/rgnet-synthetic \
         --no-progress --reuse 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1
-    timeout 300 "$python" scripts/benchmark_precision.py --model_dir "$RGNET_TRAINED_MODEL" --dataset_dir /tmp/rgnet-synthetic \
-        --split test,validation --device cuda --output "$out/model_cuda_precision_trained.json" 2>&1 \
-        | tee -a "$out/gpu_benchmark.log" || status=1
+    timeout 300 "$python" scripts/benchmark_precision.py --model_dir "$RGNET_TRAINED_MODEL" \
+        --dataset_dir /tmp/rgnet-synthetic --split test,validation --device cuda \
+        --output "$out/model_cuda_precision_trained.json" 2>&1 | tee -a "$out/gpu_benchmark.log" || status=1
+    archive
 fi
-benchmark --workloads mad-train,mad-inference,ego4d-inference "${many_queries[@]}" --sdpa-backends flash,efficient,math \
-    --steps 3 --output "$out/model_cuda_no_cudnn_attention.json"
-if [[ "${RGNET_GPU_CHECK_COMPILE:-1}" == 0 ]]; then  # the compiled runs take minutes: skip them on a short lease
+if wanted no_cudnn; then
+    benchmark --workloads mad-train,mad-inference,ego4d-inference "${many_queries[@]}" \
+        --sdpa-backends flash,efficient,math --steps 3 --output "$out/model_cuda_no_cudnn_attention.json"
+fi
+if ! wanted compile || [[ "${RGNET_GPU_CHECK_COMPILE:-1}" == 0 ]]; then  # the compiled runs take minutes
     exit $status
 fi
-benchmark --compile --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16,bf16-weights --steps 3 \
-    --warmup 2 --output "$out/model_cuda_compiled.json"
+benchmark --compile --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16,bf16-weights \
+    --steps 3 --warmup 2 --output "$out/model_cuda_compiled.json"
 benchmark --compile --workloads mad-train,ego4d-pretrain-train --precisions bf16 --steps 5 --warmup 2 \
-    --output /tmp/model_cuda_compiled_train.json
+    --output "$out/model_cuda_compiled_train.json"
 exit $status
