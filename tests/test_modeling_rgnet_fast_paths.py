@@ -258,10 +258,15 @@ def test_decoder_folds_the_cross_attention_only_for_inference(tester, monkeypatc
 
 
 @pytest.mark.parametrize("precision", ["bf16-autocast", "bf16-weights"])
-def test_folded_inference_in_bfloat16_stays_as_close_to_fp32_as_the_projected_form(tester, precision):
+@pytest.mark.parametrize("num_frames", [12, 40])  # 40: windows longer than the hidden size, the factored selector
+def test_folded_inference_in_bfloat16_stays_as_close_to_fp32_as_the_projected_form(precision, num_frames):
+    """Inference without gradients (folded cross-attention; the factored selector attention on long windows) stays
+    as close to fp32 in bfloat16 as the training forms."""
+    tester = RGNetModelTester(num_frames=num_frames)
     torch.manual_seed(0)
     model = RGNetForVideoGrounding(tester.get_config()).eval()
     inputs = tester.prepare_inputs(6)
+    inputs["video_mask"][1:4] = 1.0  # full windows too (with padded ones, the factored form's two paths)
     reference = model(**inputs)
     if precision == "bf16-weights":
         model.to(torch.bfloat16)
