@@ -791,7 +791,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """
     manifest_path = Path(path) / MANIFEST_FILENAME
     if not manifest_path.is_file():
-        raise ValueError(f"`path` {str(path)!r} is not an RGNet dataset directory (no {MANIFEST_FILENAME}).")
+        raise ValueError(
+            f"{str(path)!r} is not an RGNet dataset directory (no {MANIFEST_FILENAME}); scripts/prepare_mad.py, "
+            "scripts/prepare_ego4d_nlq.py and scripts/make_synthetic_dataset.py build one."
+        )
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(
