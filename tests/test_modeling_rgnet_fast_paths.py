@@ -801,3 +801,30 @@ def test_inference_runs_the_factored_selector_attention(mode, monkeypatch):
     with torch.no_grad():  # training mode (attention dropout) without gradients: the written-out bias too
         model(**inputs)
     assert len(calls) == 8
+
+
+def test_cpu_inference_linear_is_onednns_linear_for_float32_inference_only(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    linear = modeling_rgnet.RGNetXavierLinear(16, 24)
+    hidden = torch.randn(3, 5, 16, generator=generator)
+    expected = torch.nn.functional.linear(hidden, linear.weight, linear.bias)
+    with torch.no_grad():
+        fused = modeling_rgnet.cpu_inference_linear(hidden, linear.weight, linear.bias)
+        fused_relu = modeling_rgnet.cpu_inference_linear(hidden, linear.weight, linear.bias, "relu")
+        assert fused is not None and fused.shape == (3, 5, 24)
+        torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused_relu, expected.relu(), atol=1e-5, rtol=1e-5)
+        assert modeling_rgnet.cpu_inference_linear(hidden.double(), linear.weight.double(), None) is None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert modeling_rgnet.cpu_inference_linear(hidden, linear.weight, linear.bias) is None
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.backends.mkldnn, "enabled", False)
+            assert modeling_rgnet.cpu_inference_linear(hidden, linear.weight, linear.bias) is None
+        assert torch.backends.mkldnn.enabled
+    assert modeling_rgnet.cpu_inference_linear(hidden, linear.weight, linear.bias) is None  # weights need gradients
+    calls = []
+    original = modeling_rgnet.cpu_inference_linear
+    monkeypatch.setattr(modeling_rgnet, "cpu_inference_linear", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        torch.testing.assert_close(linear(hidden), expected, atol=1e-5, rtol=1e-5)
+    assert calls == [1]
