@@ -29,7 +29,8 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
   training batches), projected once unless training with input dropout; `text_pair_index` does the same for the
   query text (a text encoder then runs once per query);
 * inference reads some layers' weights directly (`linear_relu`, the decoder's folded cross-attention) where they are
-  plain linear layers (`computes_plain_linear`);
+  plain linear layers (`computes_plain_linear`); in float32 on the CPU its linear layers run oneDNN's fused linear
+  (`cpu_inference_linear`);
 * without gradients or attention dropout (inference) on windows longer than the hidden size (MAD), the retrieval
   encoder's attention runs from the selector's gate (`RGNetSelectorMask`) instead of its written-out `(N, 1, S, S)`
   bias: `selector_attention` corrects bias-free attention with the kernel's log-sum-exp (pairs with padded keys, a
