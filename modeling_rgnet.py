@@ -223,9 +223,10 @@ def cpu_inference_linear(
     fast on the project's 2-core CPU. The sums run in another order, so results differ by float32 rounding.
     """
     if (
-        hidden.device.type != "cpu"
-        or not (hidden.dtype == weight.dtype == torch.float32)
-        or (bias is not None and bias.dtype != torch.float32)
+        torch.compiler.is_compiling()  # the compiler fuses linear layers itself
+        or not all(
+            t.device.type == "cpu" and t.dtype == torch.float32 for t in (hidden, weight, bias) if t is not None
+        )
         or torch.is_autocast_enabled("cpu")
         or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)))
         or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
@@ -1894,7 +1895,8 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             validate_labels(labels, num_pairs=num_pairs, num_frames=video_features.shape[1])
         choose_grounding_pairs = None
         if top_k_windows is not None:
-            if pair_query_index is None and text_pair_index is not None:  # each query's text held once: its pairs
+            shares_queries = isinstance(text_pair_index, torch.Tensor) and text_pair_index.dtype == torch.int64
+            if pair_query_index is None and shares_queries:  # each query's text held once: its pairs
                 pair_query_index = text_pair_index
             choose_grounding_pairs = self._top_windows_chooser(
                 top_k_windows, pair_query_index, num_pairs, labels, grounding_pair_index

@@ -714,7 +714,7 @@ def query_window_scores(window_logits: torch.Tensor) -> torch.Tensor:
     """Window scores `σ(ρ)` in float32 of each query's row of `(Nq, W)` logits, computed row by row: PyTorch's CPU
     sigmoid can differ by an ulp between its vectorised and scalar paths, which depend on an element's position in
     the tensor, so one call over all rows could rank exactly tied windows unlike the query's own call."""
-    return torch.stack([torch.sigmoid(row) for row in window_logits.float()])
+    return torch.stack([torch.sigmoid(row.contiguous()) for row in window_logits.float()])
 
 
 def rank_windows(window_scores: torch.Tensor) -> torch.Tensor:
@@ -997,19 +997,14 @@ def post_process_query(
         optionally `candidates` `(P, 5)` float64 rows `[window, start_s, end_s, proposal, match]` in pool order, and
         `proposal_only` / `matching_only` `(K', 5)` in the `predictions` format.
     """
-    if window_ranking is not None and not torch.equal(
-        torch.sort(window_ranking.long()).values, torch.arange(window_logits.numel())
-    ):
-        raise ValueError(f"`window_ranking` must be a permutation of the {window_logits.numel()} window ids.")
     if frame_similarities is None:
         if video_features is None or sentence_embedding is None:
             raise ValueError("`video_features` and `sentence_embedding` are needed when `frame_similarities` is None.")
         frame_similarities = frame_query_similarities(video_features, sentence_embedding)
     frame_similarities = torch.as_tensor(frame_similarities).detach().cpu().float()
-    needed = int(np.max(np.asarray(window_offsets, dtype=np.int64) + np.asarray(window_lengths, dtype=np.int64)))
-    if frame_similarities.ndim != 1 or frame_similarities.shape[0] < needed:
+    if frame_similarities.ndim != 1:
         raise ValueError(
-            f"`frame_similarities` must be one query's cosines for every frame, shape (T,) with T >= {needed}, got "
+            f"`frame_similarities` must be one query's cosines for every frame, shape (T,), got "
             f"{tuple(frame_similarities.shape)}."
         )
     (result,) = post_process_queries(
@@ -1063,13 +1058,34 @@ def post_process_queries(
         window_offsets, window_lengths (`np.ndarray` of shape `(W,)`): the windows.
         frame_similarities (`torch.Tensor` of shape `(T, Nq)`): [`frame_query_similarities`] of the queries.
         window_rankings (`torch.LongTensor` of shape `(Nq, W)`, *optional*): each query's window order to use
-            (permutations, checked by the caller) instead of ranking by score.
+            (permutations of the window ids) instead of ranking by score.
         Other arguments: see [`post_process_query`].
 
     Returns:
         `list[dict[str, torch.Tensor]]`: one dict per query, as [`post_process_query`] returns.
     """
-    num_queries = logits.shape[0]
+    num_queries, num_windows = window_logits.shape
+    needed = int(np.max(np.asarray(window_offsets, dtype=np.int64) + np.asarray(window_lengths, dtype=np.int64)))
+    if (
+        frame_similarities.ndim != 2
+        or frame_similarities.shape[1] != num_queries
+        or frame_similarities.shape[0] < needed
+    ):
+        raise ValueError(
+            f"`frame_similarities` must be the queries' cosines for every frame, shape (T, {num_queries}) with "
+            f"T >= {needed}, got {tuple(frame_similarities.shape)}."
+        )
+    if logits.shape[:2] != (num_queries, num_windows) or pred_spans.shape != logits.shape:
+        raise ValueError(
+            f"`logits` and `pred_spans` must have shape ({num_queries}, {num_windows}, Q, 2) like `window_logits` "
+            f"({num_queries}, {num_windows}), got {tuple(logits.shape)} and {tuple(pred_spans.shape)}."
+        )
+    if window_rankings is not None:
+        window_rankings = window_rankings.long()
+        if window_rankings.shape != (num_queries, num_windows) or not torch.equal(
+            torch.sort(window_rankings, dim=1).values, torch.arange(num_windows).expand(num_queries, -1)
+        ):
+            raise ValueError(f"`window_ranking` must be a permutation of the {num_windows} window ids (per query).")
     window_scores = query_window_scores(window_logits)  # (Nq, W)
     if window_rankings is None:  # scores descending, exact ties by ascending window index (spec §7.5)
         window_rankings = torch.sort(window_scores, dim=1, descending=True, stable=True).indices

@@ -648,6 +648,8 @@ def test_top_k_windows_takes_the_queries_from_text_pair_index(tester):
         outputs = model(**shared, text_pair_index=query, top_k_windows=1)
     assert outputs.grounding_pair_index.tolist() == expected.grounding_pair_index.tolist()
     assert len(outputs.grounding_pair_index) == 3  # one per query, not one for all
+    with pytest.raises(ValueError, match="text_pair_index"):  # a bad index is named as the caller passed it
+        model(**shared, text_pair_index=query.int(), top_k_windows=1)
 
 
 def test_top_k_windows_rejects_bad_arguments(tester):
@@ -822,6 +824,14 @@ def test_cpu_inference_linear_is_onednns_linear_for_float32_inference_only(monke
             assert modeling_rgnet.cpu_inference_linear(hidden, linear.weight, linear.bias) is None
         assert torch.backends.mkldnn.enabled
     assert modeling_rgnet.cpu_inference_linear(hidden, linear.weight, linear.bias) is None  # weights need gradients
+    with torch.no_grad():
+        on_meta = modeling_rgnet.RGNetXavierLinear(16, 24).to("meta")  # weights elsewhere: PyTorch's own error
+        assert modeling_rgnet.cpu_inference_linear(hidden, on_meta.weight, on_meta.bias) is None
+        with pytest.raises(RuntimeError):
+            on_meta(hidden)
+        with pytest.MonkeyPatch.context() as patch:  # under torch.compile the compiler fuses linear layers itself
+            patch.setattr(torch.compiler, "is_compiling", lambda: True)
+            assert modeling_rgnet.cpu_inference_linear(hidden, linear.weight, linear.bias) is None
     calls = []
     original = modeling_rgnet.cpu_inference_linear
     monkeypatch.setattr(modeling_rgnet, "cpu_inference_linear", lambda *a: calls.append(1) or original(*a))

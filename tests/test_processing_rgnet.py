@@ -1392,3 +1392,13 @@ def test_queries_post_processed_together_match_each_alone(window_length):
             assert result.keys() == alone.keys()
             for name, value in alone.items():
                 assert torch.equal(result[name], value), (query, name)
+    bad_inputs = [
+        ({"frame_similarities": similarities.T.contiguous()}, "frame_similarities"),  # (Nq, T): transposed
+        ({"frame_similarities": similarities[:-1]}, "frame_similarities"),  # a frame short
+        ({"window_rankings": rankings[:, 1:]}, "permutation"),
+        ({"pred_spans": spans[:, :-1]}, "pred_spans"),
+    ]
+    arguments = dict(logits=logits, pred_spans=spans, window_logits=window_logits, frame_similarities=similarities)
+    for bad, match in bad_inputs:
+        with pytest.raises(ValueError, match=match):
+            post_process_queries(window_offsets=offsets, window_lengths=lengths, **{**arguments, **bad}, **settings)
