@@ -207,7 +207,7 @@ def check_query_table(queries, *, split: str, require_timestamps: bool, needs_te
 def check_dataset_matches_config(queries, store, config, *, flags: bool = True) -> None:
     """Fail early, naming the setting to change, when a dataset's features or frame rate do not fit a model config.
 
-    Checks the frame feature width (`video_feature_dim`), the query token feature width of the first row
+    Checks the frame feature width (`video_feature_dim`), the query token feature width of the first rows
     (`text_feature_dim`, when the table has `text_features` and the model has no text encoder) and the seconds per
     frame recorded in the dataset's manifest (`seconds_per_frame`; a wrong one silently misplaces every moment).
 
@@ -227,8 +227,8 @@ def check_dataset_matches_config(queries, store, config, *, flags: bool = True) 
             f"{config.video_feature_dim}: {fix('video_feature_dim', store.feature_dim)} or pick the right model."
         )
     if config.text_config is None and "text_features" in queries.column_names and len(queries):
-        tokens = queries[0]["text_features"]
-        width = len(tokens[0]) if len(tokens) else None
+        rows = queries.select(range(min(len(queries), 32)))["text_features"]  # the first query with tokens
+        width = next((len(tokens[0]) for tokens in rows if len(tokens)), None)
         if width is not None and width != config.text_feature_dim:
             raise ValueError(
                 f"The dataset's query token features are {width}-d but the config expects text_feature_dim="
