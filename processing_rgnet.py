@@ -721,10 +721,10 @@ def rank_windows(window_scores: torch.Tensor) -> torch.Tensor:
     """Window ranking: scores descending, exact ties broken by ascending window index (spec §7.5).
 
     Args:
-        window_scores (`torch.Tensor` of shape `(W,)`): `σ(ρ)`.
+        window_scores (`torch.Tensor` of shape `(W,)`, or `(Nq, W)` for a row per query): `σ(ρ)`.
 
     Returns:
-        `torch.LongTensor` of shape `(W,)`: window ids, best first.
+        `torch.LongTensor` of the same shape: window ids, best first (per row).
     """
     return torch.sort(window_scores, descending=True, stable=True).indices
 
@@ -1087,8 +1087,8 @@ def post_process_queries(
         ):
             raise ValueError(f"`window_ranking` must be a permutation of the {num_windows} window ids (per query).")
     window_scores = query_window_scores(window_logits)  # (Nq, W)
-    if window_rankings is None:  # scores descending, exact ties by ascending window index (spec §7.5)
-        window_rankings = torch.sort(window_scores, dim=1, descending=True, stable=True).indices
+    if window_rankings is None:
+        window_rankings = rank_windows(window_scores)
     kept = window_rankings[:, :top_k_windows]  # (Nq, Kw)
     kept_scores = window_scores.gather(1, kept)  # (Nq, Kw)
     offsets = torch.as_tensor(np.asarray(window_offsets, dtype=np.int64))[kept]
@@ -1798,11 +1798,8 @@ class RGNetProcessor(ProcessorMixin):
             raise ValueError(f"`window_metadata` must hold every window exactly once for query {query}.")
         rows_of_query = torch.from_numpy(order.reshape(num_queries, num_windows))
         window_logits = window_logits[rows_of_query, 0]  # (Nq, W)
-        window_rankings = None
         if grounded is not None:  # the windows kept must have been grounded
-            window_scores = query_window_scores(window_logits)
-            window_rankings = torch.sort(window_scores, dim=1, descending=True, stable=True).indices
-            kept = window_rankings[:, : settings["top_k_windows"]]
+            kept = rank_windows(query_window_scores(window_logits))[:, : settings["top_k_windows"]]
             missing = ~grounded[rows_of_query.gather(1, kept)]  # (Nq, Kw)
             if missing.any():
                 query = int(missing.any(dim=1).nonzero()[0, 0])
@@ -1824,7 +1821,6 @@ class RGNetProcessor(ProcessorMixin):
                 scale_matching_by_window_score=bool(scale_matching_by_window_score),
                 return_candidates=return_candidates,
                 return_single_score_rankings=return_single_score_rankings,
-                window_rankings=window_rankings,
                 **settings,
             )
         return results

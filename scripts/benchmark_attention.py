@@ -157,7 +157,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "warmup": args.warmup,
             "seed": args.seed,
         },
-        # The kernel `selector_attention` ran on the unpadded pairs (`None`: the biased kernel for all).
+        # The fused kernel `selector_attention` runs on the unpadded pairs while at most half the pairs are padded
+        # (`None`: none fits, the biased kernel for all).
         "selector_attention_kernel": logsumexp_attention_kernel(split_query, split_key, split_value),
         "padded_pairs": len(mask.padded_pairs),
         "variants": report,
