@@ -118,8 +118,8 @@ def test_selector_bias_flag_runs_the_written_out_bias(tmp_path, monkeypatch):
     monkeypatch.setitem(benchmark_model.TINY_OVERRIDES, "window_stride", 18)
     arguments = ["--tiny", "--device", "cpu", "--workloads", "mad-inference", "--precisions", "fp32"]
     arguments += ["--pipelines", "shared_windows", "--steps", "1", "--warmup", "0"]
-    factored = main([*arguments, "--output", str(tmp_path / "factored.json")])
-    assert calls and factored["settings"]["selector_bias"] is False
+    report = main([*arguments, "--output", str(tmp_path / "factored.json")])
+    assert calls and report["settings"]["selector_bias"] is False
     calls.clear()
     biased = main([*arguments, "--selector-bias", "--output", str(tmp_path / "biased.json")])
     assert not calls and biased["settings"]["selector_bias"] is True

@@ -78,7 +78,7 @@ def test_saved_folder_loads_the_grounding_model_after_the_checkout_was_imported(
     script = textwrap.dedent(
         f"""
         import modeling_rgnet, processing_rgnet
-        from transformers import AutoModel, AutoProcessor
+        from transformers import AutoModel
         for _ in range(2):
             model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
             assert type(model).__name__ == "RGNetForVideoGrounding", type(model)
