@@ -273,6 +273,7 @@ class RGNetLabels(TypedDict):
 _LABEL_KEYS = tuple(RGNetLabels.__annotations__)
 
 
+@torch.compiler.disable  # reads values (a host sync): eager under `torch.compile`, before the compiled graph
 def validate_labels(labels: Mapping, num_pairs: int, *, num_frames: int | None = None) -> None:
     """Check an [`RGNetLabels`] mapping against the forward batch it supervises.
 
@@ -716,6 +717,9 @@ class RGNetLoss:
         # Layers were listed last-first; put the last layer in the last row.
         return torch.cat([slots_by_layer[1:], slots_by_layer[:1]])
 
+    # Eager under `torch.compile`: the matching and the label checks need values on the host (graph breaks), and the
+    # stacked layers leave few operators to fuse.
+    @torch.compiler.disable
     def __call__(
         self, outputs: Mapping, labels: RGNetLabels, video_mask: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:

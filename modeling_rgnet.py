@@ -34,7 +34,10 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
 * without gradients or attention dropout (inference) on windows longer than the hidden size (MAD), the retrieval
   encoder's attention runs from the selector's gate (`RGNetSelectorMask`) instead of its written-out `(N, 1, S, S)`
   bias: `selector_attention` corrects bias-free attention with the kernel's log-sum-exp (pairs with padded keys, a
-  video's ends, still run under their bias).
+  video's ends, still run under their bias);
+* under `torch.compile` the CPU kernels and the factored selector attention step aside for PyTorch's operators,
+  which the compiler fuses; the parts that read values on the host (input and label checks, the choice of the top
+  windows, the loss with its Hungarian matching) run eagerly (`torch.compiler.disable`), the only graph breaks.
 """
 
 from __future__ import annotations
@@ -542,7 +545,7 @@ def multi_head_attention(
     Query and key may be wider than value (the decoder's conditional cross-attention concatenates content and sine
     parts per head); the scale is `1/sqrt(query head width)` unless `scale` is given. Runs PyTorch's
     `scaled_dot_product_attention` (fused flash / memory-efficient kernels that keep no attention map), except for
-    dropout on CPU: PyTorch's only CPU kernel with dropout keeps several float maps per layer (about 5 GB per MAD
+    dropout on CPU outside `torch.compile`: PyTorch's only CPU kernel with dropout keeps several float maps per layer (about 5 GB per MAD
     encoder layer at 64 pairs), so there [`_CPUDropoutAttention`] computes the same function pair by pair (all but
     tiny maps).
 
@@ -562,8 +565,12 @@ def multi_head_attention(
     value = rearrange(value, "n l (h d) -> n h l d", h=num_heads)
     if attention_bias is not None:
         attention_bias = attention_bias.to(query.dtype)
-    large_maps = num_heads * query.shape[2] * key.shape[2] >= _CPUDropoutAttention.min_map_elements
-    if dropout > 0 and query.device.type == "cpu" and large_maps:
+    if (
+        dropout > 0
+        and query.device.type == "cpu"
+        and not torch.compiler.is_compiling()  # compiled code takes PyTorch's kernel
+        and num_heads * query.shape[2] * key.shape[2] >= _CPUDropoutAttention.min_map_elements
+    ):
         # Computed in float32; returned in the inputs' dtype (a model with bfloat16 weights reads it next).
         attended = _CPUDropoutAttention.apply(query, key, value, attention_bias, dropout, scale).to(value.dtype)
     else:
@@ -740,12 +747,18 @@ class _CPUDropout(torch.autograd.Function):
 class RGNetDropout(nn.Dropout):
     """`nn.Dropout` with an optional residual: `forward(hidden, residual)` returns `residual + dropout(hidden)`.
 
-    Training on CPU with gradients runs [`_CPUDropout`] (the same function, faster and smaller); otherwise
-    PyTorch's dropout.
+    Training on CPU with gradients runs [`_CPUDropout`] (the same function, faster and smaller); otherwise, and in
+    code `torch.compile` compiles, PyTorch's dropout.
     """
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.training and self.p > 0 and hidden.device.type == "cpu" and torch.is_grad_enabled():
+        if (
+            self.training
+            and self.p > 0
+            and hidden.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+        ):
             return _CPUDropout.apply(hidden, residual, self.p)
         hidden = super().forward(hidden)
         return hidden if residual is None else residual + hidden
@@ -957,6 +970,8 @@ class RGNetFeedForward(nn.Module):
         ([`computes_plain_linear`]: it reads their weights); elsewhere autograd does."""
         if hidden.device.type != "cpu" or not torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
             return False
+        if torch.compiler.is_compiling():
+            return False
         if not (computes_plain_linear(self.fc1) and computes_plain_linear(self.fc2)):
             return False
         tensors = (hidden, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
@@ -969,7 +984,9 @@ class RGNetFeedForward(nn.Module):
         if self._runs_cpu_training_kernel(hidden):
             weights = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
             return _CPUFeedForward.apply(hidden, *weights, dropout).reshape(shape)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, self.fc1.weight, self.fc1.bias)):
+        if torch.compiler.is_compiling():  # the compiler fuses the ReLU and dropout and picks what to keep itself
+            hidden = self.dropout(F.relu(self.fc1(hidden)))
+        elif torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, self.fc1.weight, self.fc1.bias)):
             hidden = _ReluDropout.apply(self.fc1(hidden), dropout)  # keeps only the activation fc2 needs anyway
         else:
             hidden = self.dropout(linear_relu(hidden, self.fc1))  # (N·L, ffn_dim)
@@ -1467,7 +1484,7 @@ class RGNetModel(RGNetPreTrainedModel):
         self.anchor_embeddings = nn.Parameter(torch.empty(config.num_moment_queries, 2))
         # Without gradients and in eval mode, the retrieval encoder's attention over windows longer than the hidden
         # size runs from the factored selector mask ([`selector_attention`]) instead of the written-out bias: the
-        # same function. False: always the bias (benchmarks).
+        # same function (not in compiled code, which writes the bias out). False: always the bias (benchmarks).
         self.factored_selector_attention = True
         self.post_init()
 
@@ -1495,6 +1512,9 @@ class RGNetModel(RGNetPreTrainedModel):
         limit = self.config.max_text_tokens
         return text_features[:, :limit], text_mask[:, :limit]
 
+    # The checks read values (a host sync); under `torch.compile` they run eagerly at the start of the forward, one
+    # graph break, and the rest of the forward compiles as one graph.
+    @torch.compiler.disable
     def _check_inputs(
         self,
         video_features,
@@ -1682,7 +1702,12 @@ class RGNetModel(RGNetPreTrainedModel):
         gate, noisy_logits, selector_raw_logits = self.frame_selector(sequence_hidden, selector_noise)
         # The factored form replaces an (S, S) bias per pair by passes over (S, D) activations: it pays for windows
         # longer than the hidden size (MAD's 901 tokens, not Ego4D's 91).
-        factored = sequence_hidden.shape[1] > config.hidden_size and self.factored_selector_attention
+        # Compiled code writes the bias out: the factored form picks kernels and padded pairs from values at run time.
+        factored = (
+            sequence_hidden.shape[1] > config.hidden_size
+            and self.factored_selector_attention
+            and not torch.compiler.is_compiling()
+        )
         if factored and not torch.is_grad_enabled() and not self.encoder.training:
             selector_mask = RGNetSelectorMask(gate, sequence_mask, config.selector_attention_mode)
         else:  # gradients flow through the attention: the bias written out
@@ -1742,6 +1767,7 @@ def _check_row_index(name: str, index, num_rows: int, rows: str, num_pairs: int 
         )
 
 
+@torch.compiler.disable  # reads values: eager under `torch.compile`
 def _check_grounding_pair_index(index, num_pairs: int) -> None:
     if (
         not isinstance(index, torch.Tensor)
@@ -1782,6 +1808,7 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 TOP_WINDOW_SCORE_TOLERANCE = 1e-6
 
 
+@torch.compiler.disable  # its output's size depends on the scores: eager under `torch.compile` (one graph break)
 def select_top_windows(window_logits: torch.Tensor, pair_query_index: torch.Tensor, top_k: int) -> torch.Tensor:
     """Pairs holding each query's `top_k` best windows by score `σ(ρ)`, plus windows within 1e-6 of its k-th score.
 

@@ -1,7 +1,8 @@
 """The model on every available device: CPU always, CUDA when present (a GPU machine runs the CUDA cases).
 
 On CPU the training cases go through the CPU kernels (`_CPUDropoutAttention`, `_CPUDropout`, `_CPUFeedForward` with
-`_CPUKeepMasks`); on CUDA through `scaled_dot_product_attention` with dropout and PyTorch's dropout.
+`_CPUKeepMasks`); on CUDA through `scaled_dot_product_attention` with dropout and PyTorch's dropout. Compiled
+(`torch.compile`), both take PyTorch's operators, and the compiled model must match the eager one.
 """
 
 import pytest
@@ -195,3 +196,88 @@ def test_factored_selector_attention_on_the_device(
         assert len(results) == 1 and results[0] is not None  # the fused kernel ran
     assert output.dtype == dtype and output.device.type == device
     torch.testing.assert_close(output.cpu().double(), expected, atol=tolerance, rtol=tolerance)
+
+
+# ---- torch.compile (the Trainer's `torch_compile=True`, `benchmark_model.py --compile`) ----
+
+# `aot_eager` traces the forward and backward as the compiler does, in seconds; `inductor` also generates the kernels.
+COMPILE_BACKENDS = ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)]
+
+
+@pytest.fixture
+def fresh_compiler():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _compiled_graph_breaks(function, *args):
+    """The reasons of the graph breaks `torch.compile` meets in `function(*args)`."""
+    return [reason.reason for reason in torch._dynamo.explain(function)(*args).break_reasons]
+
+
+def test_compiled_model_breaks_only_at_its_eager_parts(tester, fresh_compiler):
+    """Under `torch.compile` the CPU training kernels step aside and the parts that need values on the host (input
+    and label checks, the choice of the top windows, the loss with its matching) run eagerly: every graph break is
+    one of those `torch.compiler.disable` calls, whatever the path (training; top-window inference with windows
+    longer than the hidden size, where eager inference would factor the selector bias)."""
+    config = tester.get_config(hidden_size=8, num_attention_heads=2, dropout=0.1, input_dropout=0.1)
+    model = RGNetForVideoGrounding(config)
+    inputs, labels, noise = training_batch(tester)
+
+    def training_loss(inputs):
+        return model(**inputs, labels=labels, selector_noise=noise).loss
+
+    def top_window_spans(inputs):
+        with torch.no_grad():
+            return model(**inputs, top_k_windows=2, pair_query_index=torch.arange(3).repeat_interleave(3)).pred_spans
+
+    model.train()
+    training_breaks = _compiled_graph_breaks(training_loss, inputs)
+    model.eval()
+    inference_breaks = _compiled_graph_breaks(top_window_spans, inputs)
+    assert training_breaks and inference_breaks
+    for reason in training_breaks + inference_breaks:
+        assert "torch.compiler.disable" in reason, reason
+
+
+@pytest.mark.parametrize("backend", COMPILE_BACKENDS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_training_step_matches_eager(tester, device, backend, fresh_compiler):
+    config = tester.get_config(dropout=0.0, input_dropout=0.0)
+    inputs, labels, noise = training_batch(tester)
+    inputs, labels, noise = to_device(inputs, device), to_device(labels, device), noise.to(device)
+    model = RGNetForVideoGrounding(config).to(device).train()
+
+    def step(module):
+        model.zero_grad(set_to_none=True)
+        loss = module(**inputs, labels=labels, selector_noise=noise).loss
+        loss.backward()
+        return loss.detach(), {name: param.grad.clone() for name, param in model.named_parameters()}
+
+    loss, gradients = step(model)
+    compiled_loss, compiled_gradients = step(torch.compile(model, backend=backend))
+    torch.testing.assert_close(compiled_loss, loss, atol=1e-5, rtol=1e-5)
+    # Some gradients are zero up to rounding (key biases under softmax); compare all against the largest.
+    scale = max(gradient.abs().max() for gradient in gradients.values())
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(
+            compiled_gradients[name], gradient, atol=1e-4 * scale, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
+@pytest.mark.parametrize("backend", COMPILE_BACKENDS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_top_k_window_inference_matches_eager(tester, device, backend, fresh_compiler):
+    """Compiled inference writes the selector bias out where eager inference factors it (windows of 13 tokens,
+    hidden size 8), chooses the same windows and predicts the same spans."""
+    config = tester.get_config(hidden_size=8, num_attention_heads=2, num_encoder_layers=2)
+    model = RGNetForVideoGrounding(config).to(device).eval()
+    inputs = to_device(tester.prepare_inputs(12), device)
+    pair_query_index = torch.arange(3, device=device).repeat_interleave(4)
+    with torch.no_grad():
+        reference = model(**inputs, top_k_windows=2, pair_query_index=pair_query_index)
+        outputs = torch.compile(model, backend=backend)(**inputs, top_k_windows=2, pair_query_index=pair_query_index)
+    assert torch.equal(outputs.grounding_pair_index, reference.grounding_pair_index)
+    for name in ("logits", "pred_spans", "window_logits", "saliency_scores"):
+        torch.testing.assert_close(getattr(outputs, name), getattr(reference, name), atol=1e-4, rtol=1e-4)
