@@ -464,11 +464,12 @@ def selector_attention(
     The same function as `multi_head_attention` under `mask.bias(...)`. For the pairs without padded keys, attention
     runs bias-free and returns each row's log-sum-exp `lse_i`; then every non-selected frame's row `i` is corrected:
     in the additive mode its own logit `s_ii` lost `1`, so the weight `e^{−1}` of its own key's share
-    `a_i = (1 − e^{−1}) exp(s_ii − lse_i)` comes out of the softmax, `out_i ← (out_i − a_i v_i) / (1 − a_i)`; in the hard
-    mode the row attends to itself alone, `out_i ← v_i`. The global row is never corrected (the global token counts as
-    selected). `s_ii` is summed from exact float32 products of the inputs, as the kernel's scores are. Pairs with
-    padded keys (a long video's first window and its last one or two) are computed again under their bias; where more
-    than half the pairs are padded, or no kernel returns the log-sum-exp ([`logsumexp_attention_kernel`]), all are.
+    `a_i = (1 − e^{−1}) exp(s_ii − lse_i)` comes out of the softmax, `out_i ← (out_i − a_i v_i) / (1 − a_i)`; in the
+    hard mode the row attends to itself alone, `out_i ← v_i`. The global row is never corrected (the global token
+    counts as selected). `s_ii` is summed from exact float32 products of the inputs, as the kernel's scores are. Pairs
+    with padded keys (a long video's first window and its last one or two) are computed again under their bias; where
+    more than half the pairs are padded, or no kernel returns the log-sum-exp ([`logsumexp_attention_kernel`]), all
+    are.
 
     Args:
         query (`torch.Tensor` of shape `(N, Lq, H·d)`): rows `0..Lq−1` of the sequence (`Lq = 1` with
@@ -545,9 +546,9 @@ def multi_head_attention(
     Query and key may be wider than value (the decoder's conditional cross-attention concatenates content and sine
     parts per head); the scale is `1/sqrt(query head width)` unless `scale` is given. Runs PyTorch's
     `scaled_dot_product_attention` (fused flash / memory-efficient kernels that keep no attention map), except for
-    dropout on CPU outside `torch.compile`: PyTorch's only CPU kernel with dropout keeps several float maps per layer (about 5 GB per MAD
-    encoder layer at 64 pairs), so there [`_CPUDropoutAttention`] computes the same function pair by pair (all but
-    tiny maps).
+    dropout on CPU outside `torch.compile`: PyTorch's only CPU kernel with dropout keeps several float maps per
+    layer (about 5 GB per MAD encoder layer at 64 pairs), so there [`_CPUDropoutAttention`] computes the same
+    function pair by pair (all but tiny maps).
 
     Args:
         query (`torch.Tensor` of shape `(N, Lq, H·Dqk)`), key (`(N, Lk, H·Dqk)`), value (`(N, Lk, H·Dv)`).
@@ -1428,9 +1429,10 @@ class RGNetPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Spec §5.10, fully replacing the base N(0, 0.02) scheme, dispatched on leaf modules (remote-code loading
-        # skips modules without parameters of their own; the optional text encoder runs its own scheme): Xavier-uniform for every matrix of the encoders, the
-        # selector and the decoder (`RGNetXavierLinear`), zero biases where marked; PyTorch's defaults for the input
-        # projections, heads and LayerNorms; N(0, 1) for the global token, its position and the anchors.
+        # skips modules without parameters of their own; the optional text encoder runs its own scheme):
+        # Xavier-uniform for every matrix of the encoders, the selector and the decoder (`RGNetXavierLinear`), zero
+        # biases where marked; PyTorch's defaults for the input projections, heads and LayerNorms; N(0, 1) for the
+        # global token, its position and the anchors.
         if isinstance(module, RGNetXavierLinear):
             init.xavier_uniform_(module.weight)
             if module.zero_bias:
@@ -1512,8 +1514,8 @@ class RGNetModel(RGNetPreTrainedModel):
         limit = self.config.max_text_tokens
         return text_features[:, :limit], text_mask[:, :limit]
 
-    # The checks read values (a host sync); under `torch.compile` they run eagerly at the start of the forward, one
-    # graph break, and the rest of the forward compiles as one graph.
+    # The checks read values (a host sync); under `torch.compile` they run eagerly at the start of the forward (a
+    # graph break before any computation) and the forward after them compiles.
     @torch.compiler.disable
     def _check_inputs(
         self,
@@ -1808,7 +1810,7 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 TOP_WINDOW_SCORE_TOLERANCE = 1e-6
 
 
-@torch.compiler.disable  # its output's size depends on the scores: eager under `torch.compile` (one graph break)
+@torch.compiler.disable  # its output's size depends on the scores: eager under `torch.compile` (a graph break)
 def select_top_windows(window_logits: torch.Tensor, pair_query_index: torch.Tensor, top_k: int) -> torch.Tensor:
     """Pairs holding each query's `top_k` best windows by score `σ(ρ)`, plus windows within 1e-6 of its k-th score.
 

@@ -420,6 +420,50 @@ def count_step_operators(model, batch, grounding_pair_index, device, precision) 
     }
 
 
+_LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC")
+# Profiler records of ATen operators that launch no kernel: views, metadata, allocations, host reads.
+_NO_KERNEL = {
+    "aten::" + name
+    for name in (
+        "view _unsafe_view reshape select slice unsqueeze squeeze expand as_strided t transpose permute detach alias "
+        "unbind split chunk narrow flatten unflatten contiguous empty empty_strided empty_like lift_fresh "
+        "resolve_conj resolve_neg is_nonzero item _local_scalar_dense result_type to _to_copy"
+    ).split()
+}
+
+
+def count_compiled_step_kernels(step, device: torch.device) -> dict[str, int]:
+    """Kernels of one compiled training step (optimizer included), from `torch.profiler`: on CUDA the kernel
+    launches; on the CPU the kernels inductor generated (`graph_*_cpp_fused_*`, profiled with
+    `cpp.enable_kernel_profile`) and the outermost ATen operators that compute something (the matrix products, the
+    eager loss and optimizer), each at least one launch on a GPU: a lower bound (a composite operator counts once).
+    Inside a view or a cast (`aten::to`), the copy counts."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    _synchronize(device)
+    with torch.profiler.profile(activities=activities) as profiler:
+        step()
+        _synchronize(device)
+    events = profiler.events()
+    if device.type == "cuda":
+        return {"compiled_step_kernel_launches": sum(event.name in _LAUNCHES for event in events)}
+
+    def outermost(event) -> bool:  # not inside a generated kernel or another computing operator
+        parent = event.cpu_parent
+        while parent is not None:
+            if "cpp_fused" in parent.name or (parent.name.startswith("aten::") and parent.name not in _NO_KERNEL):
+                return False
+            parent = parent.cpu_parent
+        return True
+
+    generated = sum("cpp_fused" in event.name for event in events)  # `graph_<n>_cpp_fused_<ops>_<k>`
+    operators = sum(
+        event.name.startswith("aten::") and event.name not in _NO_KERNEL and outermost(event) for event in events
+    )
+    return {"compiled_step_generated_kernels": generated, "compiled_step_operators": operators}
+
+
 def benchmark_training(
     workload: Workload, config: RGNetConfig, device: torch.device, precision: str, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -434,6 +478,8 @@ def benchmark_training(
     # Fused AdamW, as `RGNetTrainer` runs it (transformers' default optimizer `adamw_torch_fused` with torch >= 2.8).
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     if args.compile:  # the warm-up steps compile
+        if device.type == "cpu":  # generated kernels appear in torch.profiler, for `count_compiled_step_kernels`
+            torch._inductor.config.cpp.enable_kernel_profile = True
         model = torch.compile(model, dynamic=False)
 
     def step() -> float:
@@ -457,7 +503,10 @@ def benchmark_training(
                 losses.append(round(loss, 4))
     if args.profile:
         _write_profile(args.profile, f"{workload.preset} training step, {precision}", device, step)
-    operators = None if args.compile else count_step_operators(model, batch, grounding_pair_index, device, precision)
+    if args.compile:
+        operators = count_compiled_step_kernels(step, device)
+    else:
+        operators = count_step_operators(model, batch, grounding_pair_index, device, precision)
     median = float(np.median(seconds))
     result = {
         "num_pairs": num_pairs,
@@ -671,8 +720,7 @@ def _write_profile(path: Path, title: str, device: torch.device, run) -> None:
         run()
         _synchronize(device)
     events = profiler.key_averages()
-    launch_names = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC")
-    launches = sum(event.count for event in events if event.key in launch_names)
+    launches = sum(event.count for event in events if event.key in _LAUNCHES)
     with path.open("a") as file:
         file.write(f"== {title}: {launches} kernel launches\n")
         if device.type == "cuda":
