@@ -68,8 +68,12 @@ datasets.__version__, pyarrow.__version__)"
 status=0
 archive
 if wanted tests; then
+    # The CPU cases of the inductor compile tests are left to the CPU machine (each compiles for about a minute).
     timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_modeling_rgnet.py \
-        tests/test_modeling_rgnet_fast_paths.py 2>&1 | tee "$out/gpu_tests.log" || status=1
+        tests/test_modeling_rgnet_fast_paths.py \
+        --deselect "tests/test_devices.py::test_compiled_training_step_matches_eager[cpu-inductor]" \
+        --deselect "tests/test_devices.py::test_compiled_top_k_window_inference_matches_eager[cpu-inductor]" \
+        2>&1 | tee "$out/gpu_tests.log" || status=1
     archive
 fi
 benchmark() {  # each run at most ${RGNET_STEP_TIMEOUT:-400} s, so that a hung one leaves the later ones their time
