@@ -432,20 +432,25 @@ _NO_KERNEL = {
 }
 
 
+def _profile_once(run, device: torch.device) -> torch.profiler.profile:
+    """`torch.profiler` over one call of `run` (host and, on CUDA, device activity), the device synchronised."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    _synchronize(device)
+    with torch.profiler.profile(activities=activities) as profiler:
+        run()
+        _synchronize(device)
+    return profiler
+
+
 def count_compiled_step_kernels(step, device: torch.device) -> dict[str, int]:
     """Kernels of one compiled training step (optimizer included), from `torch.profiler`: on CUDA the kernel
     launches; on the CPU the kernels inductor generated (`graph_*_cpp_fused_*`, profiled with
     `cpp.enable_kernel_profile`) and the outermost ATen operators that compute something (the matrix products, the
     eager loss and optimizer), each at least one launch on a GPU: a lower bound (a composite operator counts once).
     Inside a view or a cast (`aten::to`), the copy counts."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    _synchronize(device)
-    with torch.profiler.profile(activities=activities) as profiler:
-        step()
-        _synchronize(device)
-    events = profiler.events()
+    events = _profile_once(step, device).events()
     if device.type == "cuda":
         return {"compiled_step_kernel_launches": sum(event.name in _LAUNCHES for event in events)}
 
@@ -712,14 +717,7 @@ def benchmark_inference(
 def _write_profile(path: Path, title: str, device: torch.device, run) -> None:
     """Append torch.profiler tables of one call of `run`: operators by device time (CUDA) and by CPU time, with the
     number of kernel launches (a CPU-bound GPU step shows many launches and little device time)."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    _synchronize(device)
-    with torch.profiler.profile(activities=activities) as profiler:
-        run()
-        _synchronize(device)
-    events = profiler.key_averages()
+    events = _profile_once(run, device).key_averages()
     launches = sum(event.count for event in events if event.key in _LAUNCHES)
     with path.open("a") as file:
         file.write(f"== {title}: {launches} kernel launches\n")
