@@ -35,9 +35,9 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
   encoder's attention runs from the selector's gate (`RGNetSelectorMask`) instead of its written-out `(N, 1, S, S)`
   bias: `selector_attention` corrects bias-free attention with the kernel's log-sum-exp (pairs with padded keys, a
   video's ends, still run under their bias);
-* under `torch.compile` the CPU kernels and the factored selector attention step aside for PyTorch's operators,
-  which the compiler fuses; the parts that read values on the host (input and label checks, the choice of the top
-  windows, the loss with its Hungarian matching) run eagerly (`torch.compiler.disable`), the only graph breaks.
+* under `torch.compile` the CPU kernels step aside for PyTorch's operators, which the compiler fuses; the parts
+  that read values on the host (input and label checks, the choice of the top windows, the factored selector
+  attention, the loss with its Hungarian matching) run eagerly (`torch.compiler.disable`), the only graph breaks.
 """
 
 from __future__ import annotations
@@ -386,6 +386,7 @@ class RGNetSelectorMask:
     mode: str
     global_only: bool = False
 
+    @torch.compiler.disable  # reads values (`nonzero`): eager under `torch.compile`
     def __post_init__(self):
         if self.mode not in ("additive_unit_bias", "hard_mask"):
             raise ValueError(f"Unknown `selector_attention_mode` {self.mode!r}.")
@@ -395,7 +396,7 @@ class RGNetSelectorMask:
         # Rows whose attention the selector changes (in a pair without padding, where the factored form is used).
         self.penalised_rows = not_selected & valid  # (N, S)
         # Pairs with padded keys (a long video's first window and its last one or two): computed under the bias.
-        # `nonzero` waits for the device once per mask, and is a graph break under `torch.compile`.
+        # `nonzero` waits for the device once per mask.
         self.padded_pairs = (~valid).any(dim=1).nonzero().squeeze(1)  # (P,)
 
     def pairs(self, index: torch.Tensor) -> RGNetSelectorMask:
@@ -456,6 +457,7 @@ def _attention_with_logsumexp(query: torch.Tensor, key: torch.Tensor, value: tor
     return None
 
 
+@torch.compiler.disable  # chooses kernels and pairs at run time: eager under `torch.compile`, one call
 def selector_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: RGNetSelectorMask, num_heads: int
 ) -> torch.Tensor:
@@ -1486,7 +1488,7 @@ class RGNetModel(RGNetPreTrainedModel):
         self.anchor_embeddings = nn.Parameter(torch.empty(config.num_moment_queries, 2))
         # Without gradients and in eval mode, the retrieval encoder's attention over windows longer than the hidden
         # size runs from the factored selector mask ([`selector_attention`]) instead of the written-out bias: the
-        # same function (not in compiled code, which writes the bias out). False: always the bias (benchmarks).
+        # same function. False: always the bias (benchmarks).
         self.factored_selector_attention = True
         self.post_init()
 
@@ -1704,12 +1706,7 @@ class RGNetModel(RGNetPreTrainedModel):
         gate, noisy_logits, selector_raw_logits = self.frame_selector(sequence_hidden, selector_noise)
         # The factored form replaces an (S, S) bias per pair by passes over (S, D) activations: it pays for windows
         # longer than the hidden size (MAD's 901 tokens, not Ego4D's 91).
-        # Compiled code writes the bias out: the factored form picks kernels and padded pairs from values at run time.
-        factored = (
-            sequence_hidden.shape[1] > config.hidden_size
-            and self.factored_selector_attention
-            and not torch.compiler.is_compiling()
-        )
+        factored = sequence_hidden.shape[1] > config.hidden_size and self.factored_selector_attention
         if factored and not torch.is_grad_enabled() and not self.encoder.training:
             selector_mask = RGNetSelectorMask(gate, sequence_mask, config.selector_attention_mode)
         else:  # gradients flow through the attention: the bias written out

@@ -223,9 +223,9 @@ def _compiled_graph_breaks(function, *args):
 
 def test_compiled_model_breaks_only_at_its_eager_parts(tester, fresh_compiler):
     """Under `torch.compile` the CPU training kernels step aside and the parts that need values on the host (input
-    and label checks, the choice of the top windows, the loss with its matching) run eagerly: every graph break is
-    one of those `torch.compiler.disable` calls, whatever the path (training; top-window inference with windows
-    longer than the hidden size, where eager inference would factor the selector bias)."""
+    and label checks, the choice of the top windows, the loss with its matching, the factored selector attention)
+    run eagerly: every graph break is one of those `torch.compiler.disable` calls, whatever the path (training;
+    top-window inference with windows longer than the hidden size, which factors the selector bias)."""
     config = tester.get_config(hidden_size=8, num_attention_heads=2, dropout=0.1, input_dropout=0.1)
     model = RGNetForVideoGrounding(config)
     inputs, labels, noise = training_batch(tester)
@@ -273,16 +273,23 @@ def test_compiled_training_step_matches_eager(tester, device, backend, fresh_com
 
 @pytest.mark.parametrize("backend", COMPILE_BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_compiled_top_k_window_inference_matches_eager(tester, device, backend, fresh_compiler):
-    """Compiled inference writes the selector bias out where eager inference factors it (windows of 13 tokens,
-    hidden size 8), chooses the same windows and predicts the same spans."""
+def test_compiled_top_k_window_inference_matches_eager(tester, device, backend, fresh_compiler, monkeypatch):
+    """Compiled inference chooses the same windows and predicts the same spans; the factored selector attention
+    (windows of 13 tokens, hidden size 8) runs eagerly inside it, with its fused kernel."""
+    fused_calls = []
+    fused = modeling_rgnet._attention_with_logsumexp
+    monkeypatch.setattr(modeling_rgnet, "_attention_with_logsumexp", lambda *a: fused_calls.append(1) or fused(*a))
     config = tester.get_config(hidden_size=8, num_attention_heads=2, num_encoder_layers=2)
     model = RGNetForVideoGrounding(config).to(device).eval()
-    inputs = to_device(tester.prepare_inputs(12), device)
+    inputs = tester.prepare_inputs(12)
+    inputs["video_mask"][:-1] = 1.0  # one pair with padded keys (computed under its bias), as at a video's end
+    inputs = to_device(inputs, device)
     pair_query_index = torch.arange(3, device=device).repeat_interleave(4)
     with torch.no_grad():
         reference = model(**inputs, top_k_windows=2, pair_query_index=pair_query_index)
+        eager_calls = len(fused_calls)
         outputs = torch.compile(model, backend=backend)(**inputs, top_k_windows=2, pair_query_index=pair_query_index)
+    assert eager_calls > 0 and len(fused_calls) == 2 * eager_calls
     assert torch.equal(outputs.grounding_pair_index, reference.grounding_pair_index)
     for name in ("logits", "pred_spans", "window_logits", "saliency_scores"):
         torch.testing.assert_close(getattr(outputs, name), getattr(reference, name), atol=1e-4, rtol=1e-4)
