@@ -1730,7 +1730,7 @@ class RGNetModel(RGNetPreTrainedModel):
         )  # (G, Lv, D)
 
         # Anchor decoder over the fused frames (§5.7); the gate is not a mask here.
-        # Anchors stay float32 whatever the weights' dtype (a bfloat16 centre would be off by frames).
+        # Anchors are computed in float32 whatever the weights' dtype (bfloat16 centres would be off by frames).
         anchors = self.anchor_embeddings.float().sigmoid().expand(frame_hidden.shape[0], -1, -1)  # (G, Q, 2)
         decoder_hidden_states, reference_anchors = self.decoder(
             anchors, frame_hidden, video_position, padding_bias(video_mask, compute_dtype)

@@ -2,7 +2,7 @@
 
 Usage:
     python scripts/evaluate_rgnet.py --model runs/rgnet-mad --dataset_dir data/mad --split test --output_dir eval/
-    python scripts/evaluate_rgnet.py ... --device cuda --dtype bfloat16 --torch_compile   # fastest on a GPU
+    python scripts/evaluate_rgnet.py ... --device cuda --dtype bfloat16 --torch_compile   # for a GPU
 
 Writes `metrics.json` (Recall@K at temporal IoU, mIoU for the Ego4D conventions, window recall) and
 `predictions.jsonl` (one row per query: `query_id`, `video_id`, `predicted_times` as ranked
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
         default="float32",
         help="the weights' dtype: bfloat16 halves the memory traffic of inference on a GPU; with the quickstart's "
         "trained model it ranked the same moment first as float32 for 124 of 124 queries (benchmarks/README.md); "
-        "anchors, heads and spans stay float32",
+        "anchors, heads and spans are computed in float32 (from the bfloat16-rounded weights)",
     )
     parser.add_argument(
         "--torch_compile",
