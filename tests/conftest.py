@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -44,3 +45,11 @@ def original_fixtures_dir() -> Path:
             "(set RGNET_FIXTURES_DIR to the folder holding rgnet_tiny_mad.json etc.)"
         )
     return ORIGINAL_FIXTURES_DIR
+
+
+@pytest.fixture
+def fresh_compiler():
+    """`torch.compile`'s caches emptied before and after the test (compiled graphs do not leak between tests)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

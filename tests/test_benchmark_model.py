@@ -125,16 +125,12 @@ def test_selector_bias_flag_runs_the_written_out_bias(tmp_path, monkeypatch):
     assert not calls and biased["settings"]["selector_bias"] is True
 
 
-def test_compiled_step_kernels_are_counted_from_the_profile():
+def test_compiled_step_kernels_are_counted_from_the_profile(fresh_compiler):
     """On the CPU: inductor's generated kernels (profiled with `cpp.enable_kernel_profile`, as `--compile` sets it)
     and the operators outside them; the matrix product runs as ATen's, the other operations fuse into one kernel."""
-    torch._dynamo.reset()
-    try:
-        with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}):
-            function = torch.compile(lambda x: (x.sin() + 1).relu() @ x, dynamic=False)
-            x = torch.randn(8, 8)
-            function(x)
-            counts = count_compiled_step_kernels(lambda: function(x), torch.device("cpu"))
-    finally:
-        torch._dynamo.reset()
+    with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}):
+        function = torch.compile(lambda x: (x.sin() + 1).relu() @ x, dynamic=False)
+        x = torch.randn(8, 8)
+        function(x)
+        counts = count_compiled_step_kernels(lambda: function(x), torch.device("cpu"))
     assert counts == {"compiled_step_generated_kernels": 1, "compiled_step_operators": 1}

@@ -204,13 +204,6 @@ def test_factored_selector_attention_on_the_device(
 COMPILE_BACKENDS = ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)]
 
 
-@pytest.fixture
-def fresh_compiler():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def _compiled_graph_breaks(function, *args):
     """The reasons of every graph break `torch.compile` meets in `function(*args)` (dynamo's counters record those
     before which no operator ran too, which `explain`'s `break_reasons` leave out)."""

@@ -323,13 +323,6 @@ def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path):
     assert len(rows) == 16 and len(rows[0]["predicted_times"][0]) == 5
 
 
-@pytest.fixture
-def fresh_compiler():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def test_train_script_with_torch_compile_trains_as_eager(tiny_dataset, tmp_path, fresh_compiler):
     """`--torch_compile true` (the Trainer's flag; accelerate compiles the model for training, evaluation runs the
     unwrapped model): the same training losses as eager training without dropout. The `aot_eager` backend traces
