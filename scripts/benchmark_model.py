@@ -483,9 +483,10 @@ def benchmark_training(
     # Fused AdamW, as `RGNetTrainer` runs it (transformers' default optimizer `adamw_torch_fused` with torch >= 2.8).
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     if args.compile:  # the warm-up steps compile
-        if device.type == "cpu":  # generated kernels appear in torch.profiler, for `count_compiled_step_kernels`
-            torch._inductor.config.cpp.enable_kernel_profile = True
         model = torch.compile(model, dynamic=False)
+    # Compiled for the CPU, the generated kernels record themselves in torch.profiler (`count_compiled_step_kernels`);
+    # the setting applies while the warm-up steps compile, not to later compilations in this process.
+    kernel_profile = {"cpp.enable_kernel_profile": True} if args.compile and device.type == "cpu" else {}
 
     def step() -> float:
         with _autocast(device, precision):
@@ -497,7 +498,7 @@ def benchmark_training(
         return outputs.loss.item()
 
     losses, seconds = [], []
-    with PeakMemory(device) as memory:
+    with torch._inductor.config.patch(kernel_profile), PeakMemory(device) as memory:
         for index in range(args.warmup + args.steps):
             _synchronize(device)
             start = time.perf_counter()
