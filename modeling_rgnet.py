@@ -971,9 +971,12 @@ class RGNetFeedForward(nn.Module):
     def _runs_cpu_training_kernel(self, hidden: torch.Tensor) -> bool:
         """[`_CPUFeedForward`] computes gradients on CPU in float32 (autocast off) with plain linear layers
         ([`computes_plain_linear`]: it reads their weights); elsewhere autograd does."""
-        if hidden.device.type != "cpu" or not torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
-            return False
-        if torch.compiler.is_compiling():
+        if (
+            hidden.device.type != "cpu"
+            or not torch.is_grad_enabled()
+            or torch.is_autocast_enabled("cpu")
+            or torch.compiler.is_compiling()
+        ):
             return False
         if not (computes_plain_linear(self.fc1) and computes_plain_linear(self.fc2)):
             return False
