@@ -9,9 +9,9 @@ Field names follow the implementation specification (`rgnet-spec.md` §3); where
 name (`hidden_size`, `num_attention_heads`, `dropout`) it is used.
 """
 
-from __future__ import annotations
-
 import copy
+import math
+from dataclasses import field
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
@@ -76,8 +76,8 @@ class RGNetConfig(PreTrainedConfig):
             Width of the query token features (CLIP text-transformer token states). Must equal
             `text_config.hidden_size` when a text encoder is configured.
         pooled_text_dim (`int`, *optional*, defaults to 512):
-            Width of the sentence embedding used by the matching score at inference (spec §7.4). Read by
-            `RGNetProcessor`; must equal `video_feature_dim`. MAD: 512; Ego4D: 256.
+            Width of the sentence embedding used by the matching score at inference (spec §7.4). The score is a
+            cosine with the frame features, so it must equal `video_feature_dim`. MAD: 512; Ego4D: 256.
         hidden_size (`int`, *optional*, defaults to 256):
             Model width `D`.
         num_attention_heads (`int`, *optional*, defaults to 8):
@@ -158,7 +158,8 @@ class RGNetConfig(PreTrainedConfig):
             Window length in frames. MAD: 900 (180 s); Ego4D: 90 (≈48 s).
         window_stride (`int`, *optional*):
             Frames between consecutive window starts, smaller than `max_window_frames`; `None` means half a window
-            (all recipes).
+            (all recipes). Resolved when the config is built and saved as a number: a config loaded with another
+            `max_window_frames` keeps its stride unless `window_stride` is given too.
         max_text_tokens (`int`, *optional*, defaults to 20):
             Query tokens kept (longer queries are truncated). MAD: 25; Ego4D: 20.
         seconds_per_frame (`float`, *optional*, defaults to 0.2):
@@ -194,6 +195,9 @@ class RGNetConfig(PreTrainedConfig):
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_text_model", optional=True),
     }
 
+    # `AutoModel` picks between the two RGNet classes by this field (a saved model writes its own class here); the
+    # default names the model with heads, and is never `None`, which transformers' choice does not accept.
+    architectures: list[str] | None = field(default_factory=lambda: ["RGNetForVideoGrounding"])
     # ---- architecture (spec §3.1) ----
     video_feature_dim: int = 512
     text_feature_dim: int = 512
@@ -244,9 +248,21 @@ class RGNetConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         if self.window_stride is None:
-            self.window_stride = self.max_window_frames // 2
+            if isinstance(self.max_window_frames, int) and not isinstance(self.max_window_frames, bool):
+                if self.max_window_frames < 2:
+                    raise ValueError(
+                        f"`max_window_frames` must be at least 2 (the default `window_stride` is half a window), got "
+                        f"{self.max_window_frames}."
+                    )
+                self.window_stride = self.max_window_frames // 2
         super().__post_init__(**kwargs)
-        # Checked here rather than in a `validate_*` method so that a plain `ValueError` reaches the user.
+        # Checked here so that a plain `ValueError` reaches the user at construction; `validate_fields` checks again
+        # when the config is saved (fields set after construction are type-checked as they are set, not checked
+        # against each other).
+        self._check_fields()
+
+    def validate_fields(self):
+        """The checks of construction, run by `validate()` (which `save_pretrained` calls)."""
         self._check_fields()
 
     def _check_fields(self):
@@ -298,6 +314,30 @@ class RGNetConfig(PreTrainedConfig):
             raise ValueError(
                 f"Unknown `query_normalization` {self.query_normalization!r}; expected one of {QUERY_NORMALIZATIONS}."
             )
+        for name in (  # a NaN or an infinity here turns every loss, score or second it touches into one
+            "dropout",
+            "input_dropout",
+            "layer_norm_eps",
+            "video_position_temperature",
+            "selector_temperature",
+            "span_l1_loss_weight",
+            "giou_loss_weight",
+            "label_loss_weight",
+            "background_class_weight",
+            "saliency_loss_weight",
+            "saliency_margin",
+            "retrieval_loss_weight",
+            "retrieval_margin",
+            "contrastive_temperature",
+            "matcher_span_l1_cost",
+            "matcher_giou_cost",
+            "matcher_class_cost",
+            "seconds_per_frame",
+            "nms_threshold",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         for name in ("dropout", "input_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
@@ -306,6 +346,7 @@ class RGNetConfig(PreTrainedConfig):
             "contrastive_temperature",
             "seconds_per_frame",
             "video_position_temperature",
+            "layer_norm_eps",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
@@ -326,6 +367,11 @@ class RGNetConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
         if not 0.0 <= self.nms_threshold <= 1.0:
             raise ValueError(f"`nms_threshold` must be in [0, 1], got {self.nms_threshold}.")
+        if self.pooled_text_dim != self.video_feature_dim:
+            raise ValueError(
+                f"`pooled_text_dim` ({self.pooled_text_dim}) must equal `video_feature_dim` ({self.video_feature_dim}): "
+                "the matching score is the cosine of the sentence embedding with the frame features."
+            )
         if self.text_config is not None and self.text_config.hidden_size != self.text_feature_dim:
             raise ValueError(
                 f"`text_config.hidden_size` ({self.text_config.hidden_size}) must equal `text_feature_dim` "
@@ -338,7 +384,7 @@ class RGNetConfig(PreTrainedConfig):
         return self.pair_mode == "paired_negative"
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> RGNetConfig:
+    def from_preset(cls, name: str, **overrides) -> "RGNetConfig":
         """Build the configuration of a published recipe, optionally overriding fields.
 
         Args:
@@ -347,6 +393,8 @@ class RGNetConfig(PreTrainedConfig):
             **overrides:
                 Any `RGNetConfig` field, applied on top of the preset.
         """
+        if not isinstance(name, str):
+            raise TypeError(f"`name` must be a preset name (str), one of {sorted(RGNET_PRESETS)}, got {name!r}.")
         key = name.strip().lower().replace("_", "-")
         key = _PRESET_ALIASES.get(key, key)
         if key not in RGNET_PRESETS:
@@ -357,4 +405,4 @@ class RGNetConfig(PreTrainedConfig):
         return cls(**{**copy.deepcopy(RGNET_PRESETS[key]), **overrides})
 
 
-__all__ = ["RGNetConfig", "RGNET_PRESETS"]
+__all__ = ["RGNetConfig", "RGNET_PRESETS", "PAIR_MODES", "QUERY_NORMALIZATIONS", "SELECTOR_ATTENTION_MODES"]

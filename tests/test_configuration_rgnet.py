@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import AutoConfig, CLIPTextConfig
 
 from configuration_rgnet import RGNET_PRESETS, RGNetConfig
@@ -79,11 +80,52 @@ def test_preset_overrides_and_unknown_names():
         ({"retrieval_loss_weight": -1.0}, "retrieval_loss_weight"),
         ({"nms_threshold": 1.5}, "nms_threshold"),
         ({"text_config": {"model_type": "clip_text_model", "hidden_size": 64}}, "text_feature_dim"),
+        ({"max_window_frames": 1}, "`max_window_frames` must be at least 2"),
+        ({"layer_norm_eps": 0.0}, "`layer_norm_eps` must be positive"),
+        ({"span_l1_loss_weight": float("nan")}, "`span_l1_loss_weight` must be a finite number"),
+        ({"retrieval_loss_weight": float("inf")}, "`retrieval_loss_weight` must be a finite number"),
+        ({"seconds_per_frame": float("inf")}, "`seconds_per_frame` must be a finite number"),
+        ({"pooled_text_dim": 8}, "`pooled_text_dim` \\(8\\) must equal `video_feature_dim`"),
     ],
 )
 def test_invalid_fields_raise_value_error(fields, message):
     with pytest.raises(ValueError, match=message):
         RGNetConfig(**fields)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("use_auxiliary_loss", "False"),  # a string from a command line is not a bool
+        ("scale_matching_by_window_score", 1),
+        ("hidden_size", 1.5),
+        ("dropout", "0.1"),
+        ("layer_norm_eps", "tiny"),
+        ("text_config", 5),
+    ],
+)
+def test_field_types_are_checked_at_construction_and_assignment(field, value):
+    with pytest.raises(StrictDataclassFieldValidationError, match=f"field '{field}'"):
+        RGNetConfig(**{field: value})
+    config = RGNetConfig()
+    with pytest.raises(StrictDataclassFieldValidationError, match=f"field '{field}'"):
+        setattr(config, field, value)
+
+
+def test_fields_changed_after_construction_are_checked_when_saved(tmp_path):
+    config = RGNetConfig()
+    config.pair_mode = "bogus"
+    with pytest.raises(StrictDataclassClassValidationError, match="Unknown `pair_mode` 'bogus'"):
+        config.save_pretrained(tmp_path)
+    config.pair_mode, config.window_stride = "cross_pairs", 200  # a stride past the window (90 frames)
+    with pytest.raises(StrictDataclassClassValidationError, match="`window_stride` \\(200\\) must be smaller"):
+        config.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_from_preset_names_a_missing_preset_name():
+    with pytest.raises(TypeError, match="`name` must be a preset name"):
+        RGNetConfig.from_preset(None)
 
 
 def test_window_stride_defaults_to_half_a_window():
