@@ -56,6 +56,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
+from transformers.utils.generic import can_return_tuple
 
 # Sibling modules: relative imports when loaded as remote code from a saved folder, absolute ones from a checkout.
 try:
@@ -750,18 +751,13 @@ class _CPUDropout(torch.autograd.Function):
 class RGNetDropout(nn.Dropout):
     """`nn.Dropout` with an optional residual: `forward(hidden, residual)` returns `residual + dropout(hidden)`.
 
-    Training on CPU with gradients runs [`_CPUDropout`] (the same function, faster and smaller); otherwise, and in
-    code `torch.compile` compiles, PyTorch's dropout.
+    Training on CPU runs [`_CPUDropout`] (the same function, faster and smaller); otherwise, and in code
+    `torch.compile` compiles, PyTorch's dropout. The choice does not depend on the grad mode, so that reentrant
+    gradient checkpointing, whose first pass runs without gradients, recomputes with the masks it drew.
     """
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if (
-            self.training
-            and self.p > 0
-            and hidden.device.type == "cpu"
-            and torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-        ):
+        if self.training and self.p > 0 and hidden.device.type == "cpu" and not torch.compiler.is_compiling():
             return _CPUDropout.apply(hidden, residual, self.p)
         hidden = super().forward(hidden)
         return hidden if residual is None else residual + hidden
@@ -992,8 +988,12 @@ class RGNetFeedForward(nn.Module):
             return _CPUFeedForward.apply(hidden, *weights, dropout).reshape(shape)
         if torch.compiler.is_compiling():  # the compiler fuses the ReLU and dropout and picks what to keep itself
             hidden = self.dropout(F.relu(self.fc1(hidden)))
-        elif torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, self.fc1.weight, self.fc1.bias)):
-            hidden = _ReluDropout.apply(self.fc1(hidden), dropout)  # keeps only the activation fc2 needs anyway
+        elif dropout > 0 or (
+            torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, self.fc1.weight, self.fc1.bias))
+        ):
+            # Keeps only the activation fc2 needs anyway. Taken for any training pass with dropout, with gradients or
+            # not, so that reentrant checkpointing's first pass and its recomputation draw their masks alike.
+            hidden = _ReluDropout.apply(self.fc1(hidden), dropout)
         else:
             hidden = self.dropout(linear_relu(hidden, self.fc1))  # (N·L, ffn_dim)
         return self.fc2(hidden).reshape(shape)  # (..., D)
@@ -1418,10 +1418,22 @@ class RGNetPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["RGNetTextToVideoLayer", "RGNetRetrievalEncoderLayer", "RGNetDecoderLayer"]
     # The loss is a mean over targets, not a per-token sum: Trainer must scale it for gradient accumulation.
     accepts_loss_kwargs = False
+    # Every attention runs through `scaled_dot_product_attention` (no other implementation exists to choose).
+    _supports_sdpa = True
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        base_model = getattr(self, self.base_model_prefix, self)
+        if base_model.text_encoder is None:
+            raise ValueError(
+                "This RGNet model reads query features and has no token embeddings to resize: build it with a "
+                "`text_config` (a text encoder) to use a tokenizer's vocabulary."
+            )
+        return super().resize_token_embeddings(*args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # `(model, loading_info)` on request
         # Loaded tensors can be slices of one memory-mapped buffer at unaligned addresses, and CPU matrix kernels
         # pick a different (equally valid) summation order for them. Copying those into aligned memory makes a
         # reloaded model reproduce the saved one bit for bit.
@@ -1429,7 +1441,7 @@ class RGNetPreTrainedModel(PreTrainedModel):
             for tensor in list(model.parameters()) + list(model.buffers()):
                 if tensor.device.type == "cpu" and tensor.data_ptr() % 64 != 0:
                     tensor.data = tensor.data.clone()
-        return model
+        return loaded
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -1473,6 +1485,9 @@ class RGNetModel(RGNetPreTrainedModel):
     With `config.text_config` set, an optional text encoder (`text_encoder`, e.g. CLIP's text transformer) turns
     `input_ids`/`attention_mask` into query token features: final-LayerNorm token states without the start and end
     tokens, L2-normalised as `x / (‖x‖ + 1e-5)`, truncated to `max_text_tokens` (spec §2).
+
+    Every attention runs through `scaled_dot_product_attention` (`config._attn_implementation` is `"sdpa"`; an
+    `"eager"` request computes the same through the same kernels, and the text encoder follows its own setting).
     """
 
     def __init__(self, config: RGNetConfig):
@@ -1495,6 +1510,22 @@ class RGNetModel(RGNetPreTrainedModel):
         self.factored_selector_attention = True
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The text encoder's token embeddings with `config.text_config`; otherwise the video input projection, the
+        first layer the features meet (as vision models return their patch embeddings), on which
+        `enable_input_require_grads` hooks."""
+        if self.text_encoder is not None:
+            return self.text_encoder.get_input_embeddings()
+        return self.video_projection
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        if self.text_encoder is None:
+            raise ValueError(
+                "This RGNet model reads query features and has no token embeddings to set: build it with a "
+                "`text_config` (a text encoder) to use token embeddings."
+            )
+        self.text_encoder.set_input_embeddings(value)
+
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Query token features from the configured text encoder (spec §2).
 
@@ -1507,10 +1538,30 @@ class RGNetModel(RGNetPreTrainedModel):
         """
         if self.text_encoder is None:
             raise ValueError("`input_ids` needs a text encoder: set `text_config` in the RGNetConfig.")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        if (
+            not isinstance(input_ids, torch.Tensor)
+            or input_ids.is_floating_point()
+            or input_ids.dtype == torch.bool
+            or input_ids.dim() != 2
+        ):
+            got = (
+                f"{input_ids.dtype} of shape {tuple(input_ids.shape)}"
+                if isinstance(input_ids, torch.Tensor)
+                else input_ids
+            )
+            raise ValueError(f"`input_ids` must be an integer tensor of shape (num_queries, num_tokens); got {got}.")
         if input_ids.shape[1] < 3:
             raise ValueError(f"`input_ids` must hold start, end and at least one token; got shape {input_ids.shape}.")
+        vocab_size = self.text_encoder.get_input_embeddings().num_embeddings
+        if bool(((input_ids < 0) | (input_ids >= vocab_size)).any()):
+            raise ValueError(f"`input_ids` must be token ids in [0, {vocab_size}) (the text encoder's vocabulary).")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        elif not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+            got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else attention_mask
+            raise ValueError(
+                f"`attention_mask` must have the shape of `input_ids`, {tuple(input_ids.shape)}; got {got}."
+            )
         states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         # Drop the start token (position 0) and the end token (the last real position of each row).
         text_features = states[:, 1:-1]
@@ -1534,6 +1585,15 @@ class RGNetModel(RGNetPreTrainedModel):
         text_pair_index=None,
     ):
         config = self.config
+        for name, value in (("video_features", video_features), ("text_features", text_features)):
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+                raise TypeError(f"`{name}` must be a floating-point torch.Tensor; got {got}.")
+        for name, value in (("video_mask", video_mask), ("text_mask", text_mask)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(
+                    f"`{name}` must be a torch.Tensor of 1 (real) and 0 (padding); got {type(value).__name__}."
+                )
         if video_features.dim() != 3 or video_features.shape[-1] != config.video_feature_dim:
             raise ValueError(
                 f"`video_features` must have shape (num_pairs, num_frames, {config.video_feature_dim}) "
@@ -1569,6 +1629,11 @@ class RGNetModel(RGNetPreTrainedModel):
                 f"`video_features` windows hold {video_features.shape[1]} frames, more than "
                 f"config.max_window_frames = {config.max_window_frames}."
             )
+        for name, mask in (("video_mask", video_mask), ("text_mask", text_mask)):
+            # Positions are encoded from the mask's running sum and attention reads it as booleans: only 0 and 1 mean
+            # the same to both.
+            if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+                raise ValueError(f"`{name}` must hold only 1 (real) and 0 (padding).")
         empty_windows = (video_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty_windows:
             raise ValueError(f"`video_mask` marks no valid frame in pair(s) {empty_windows}.")
@@ -1582,8 +1647,13 @@ class RGNetModel(RGNetPreTrainedModel):
             raise ValueError("`text_features` contains NaN or infinite values.")
         if selector_noise is not None:
             expected = (num_pairs, video_features.shape[1] + 1)
-            if tuple(selector_noise.shape) != expected:
-                raise ValueError(f"`selector_noise` must have shape {expected}; got {tuple(selector_noise.shape)}.")
+            if not isinstance(selector_noise, torch.Tensor) or tuple(selector_noise.shape) != expected:
+                got = tuple(selector_noise.shape) if isinstance(selector_noise, torch.Tensor) else selector_noise
+                raise ValueError(f"`selector_noise` must be a tensor of shape {expected}; got {got}.")
+            if self.training and not bool(((selector_noise >= 0) & (selector_noise <= 1)).all()):
+                raise ValueError(
+                    "`selector_noise` must hold uniform samples in [0, 1] (its logit is the gate's noise)."
+                )
         if grounding_pair_index is not None:
             _check_grounding_pair_index(grounding_pair_index, num_pairs)
 
@@ -1596,6 +1666,7 @@ class RGNetModel(RGNetPreTrainedModel):
             return projection(features[pair_index])
         return projection(features)[pair_index]
 
+    @can_return_tuple
     def forward(
         self,
         video_features: torch.Tensor,
@@ -1649,6 +1720,10 @@ class RGNetModel(RGNetPreTrainedModel):
                 the global row alone), it returns the `grounding_pair_index`; those global states are the ones
                 returned. [`RGNetForVideoGrounding`] uses it to ground only each query's best windows
                 (`top_k_windows`).
+            return_dict (`bool`, *optional*):
+                `False` returns `to_tuple()` of the output (its non-`None` fields in order); defaults to
+                `config.return_dict`. Attention maps are never kept (fused attention), so there is no
+                `output_attentions`.
         """
         config = self.config
         if grounding_pair_index is not None and choose_grounding_pairs is not None:
@@ -1861,6 +1936,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         self.criterion = RGNetLoss(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         video_features: torch.Tensor,
@@ -1903,6 +1979,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
                 Query of each pair, for `top_k_windows` (the processor's `window_metadata.pair_query_index`).
                 `None`: `text_pair_index` when given (each query's text held once), else all pairs belong to one
                 query.
+            return_dict (`bool`, *optional*):
+                `False` returns `to_tuple()` of the output, `loss` first when computed; defaults to
+                `config.return_dict`.
 
         Example:
 
@@ -1919,7 +1998,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         (torch.Size([2, 5, 2]), torch.Size([2, 1]))
         ```
         """
-        num_pairs = video_features.shape[0] if video_pair_index is None else video_pair_index.shape[0]
+        num_pairs = video_features.shape[0] if video_pair_index is None else len(video_pair_index)
         if labels is not None:
             validate_labels(labels, num_pairs=num_pairs, num_frames=video_features.shape[1])
         choose_grounding_pairs = None
@@ -1944,6 +2023,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             video_pair_index=video_pair_index,
             text_pair_index=text_pair_index,
             choose_grounding_pairs=choose_grounding_pairs,
+            return_dict=True,
         )
         grounding_pair_index = model_outputs.grounding_pair_index
         decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, G, Q, D)
@@ -1978,8 +2058,8 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         if labels is not None:
             pair_video_mask = video_mask if video_pair_index is None else video_mask[video_pair_index]
             loss, loss_terms, metrics = self.criterion(outputs, labels, video_mask=pair_video_mask)
-            outputs.loss = loss
-            outputs.loss_dict = {**loss_terms, **metrics}
+            # Built again so that `loss` comes first in `to_tuple()`, as transformers' training loops expect.
+            outputs = RGNetVideoGroundingOutput(loss=loss, loss_dict={**loss_terms, **metrics}, **outputs)
         return outputs
 
     def _top_windows_chooser(self, top_k_windows, pair_query_index, num_pairs, labels, grounding_pair_index):
@@ -2007,13 +2087,14 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         return choose
 
 
-# Used from a checkout or an installed package, the Auto classes resolve "rgnet" here, `AutoModel` to the grounding
-# model as a saved folder's `auto_map` does. Loaded from a saved folder as remote code, the module leaves the Auto
-# mappings alone: transformers prefers a registered class to a folder's `auto_map`, so registering there would make
-# the next `AutoModel.from_pretrained` of the folder return another class.
+# Used from a checkout or an installed package, the Auto classes resolve "rgnet" here. `AutoModel` gets both classes:
+# transformers then picks the one a saved folder's `config.architectures` names, as the folder's `auto_map` does, and
+# the grounding model for a config without one (`from_config`, a preset). Loaded from a saved folder as remote code,
+# the module leaves the Auto mappings alone: transformers prefers a registered class to a folder's `auto_map`, so
+# registering there would make the next `AutoModel.from_pretrained` of another folder return that folder's class.
 if not __name__.startswith("transformers_modules"):
     AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
-    AutoModel.register(RGNetConfig, RGNetForVideoGrounding, exist_ok=True)
+    AutoModel.register(RGNetConfig, (RGNetForVideoGrounding, RGNetModel), exist_ok=True)
 RGNetConfig.register_for_auto_class()
 RGNetModel.register_for_auto_class("AutoModel")
 RGNetForVideoGrounding.register_for_auto_class("AutoModel")

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from configuration_rgnet import RGNetConfig
-from modeling_rgnet import RGNetForVideoGrounding
+from modeling_rgnet import RGNetForVideoGrounding, RGNetModel
 
 from .test_modeling_rgnet import RGNetModelTester
 
@@ -25,8 +25,13 @@ def test_auto_classes_resolve_the_rgnet_model_type(tmp_path):
     assert isinstance(AutoConfig.for_model("rgnet", hidden_size=64, num_attention_heads=4), RGNetConfig)
     # The grounding model, as a saved folder's `auto_map` gives it (`RGNetModel` is the model without heads).
     assert isinstance(AutoModel.from_config(config), RGNetForVideoGrounding)
-    tiny_model().save_pretrained(tmp_path)
-    assert isinstance(AutoModel.from_pretrained(tmp_path), RGNetForVideoGrounding)
+    tiny_model().save_pretrained(tmp_path / "grounding")
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "grounding"), RGNetForVideoGrounding)
+    # A folder saved from the model without heads loads as that model: the choice follows `config.architectures`.
+    RGNetModel(config).save_pretrained(tmp_path / "base")
+    base = AutoModel.from_pretrained(tmp_path / "base")
+    assert type(base) is RGNetModel
+    assert type(AutoModel.from_pretrained(tmp_path / "base", trust_remote_code=True)) is RGNetModel
 
 
 def test_save_pretrained_writes_code_files_and_auto_map(tmp_path):

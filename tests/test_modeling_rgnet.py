@@ -302,10 +302,12 @@ def test_injected_selector_noise_reproduces_a_training_forward(tester):
     torch.testing.assert_close(first.selector_logits, second.selector_logits, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("use_reentrant", [False, True])
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_gradient_checkpointing_gives_the_same_gradients(tester, dropout, monkeypatch):
+def test_gradient_checkpointing_gives_the_same_gradients(tester, dropout, use_reentrant, monkeypatch):
     # With dropout the recomputed forward must draw the masks of the first one: the CPU kernels seed them from
     # torch's global generator, whose state checkpointing restores (every attention map through the CPU kernel).
+    # The reentrant form runs its first pass without gradients: the kernels must not depend on the grad mode.
     monkeypatch.setattr(modeling_rgnet._CPUDropoutAttention, "min_map_elements", 1)
     config = tester.get_config(dropout=dropout, input_dropout=dropout)
     inputs = tester.cross_pairs_batch(2)
@@ -314,7 +316,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tester, dropout, monkey
     model = RGNetForVideoGrounding(config).train()
     checkpointed = RGNetForVideoGrounding(config).train()
     checkpointed.load_state_dict(model.state_dict())
-    checkpointed.activation_checkpointing_enable()
+    checkpointed.activation_checkpointing_enable({"use_reentrant": use_reentrant})
     assert checkpointed.is_activation_checkpointing
     for candidate in (model, checkpointed):
         with torch.random.fork_rng():
@@ -565,3 +567,104 @@ def test_input_ids_without_text_encoder_raise(tester):
         model(
             video_features=inputs["video_features"], video_mask=inputs["video_mask"], input_ids=torch.ones(2, 4).long()
         )
+
+
+def test_bad_input_types_and_mask_values_raise_a_clear_error(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(2)
+    with pytest.raises(TypeError, match="`video_features` must be a floating-point torch.Tensor; got ndarray"):
+        model(**{**inputs, "video_features": inputs["video_features"].numpy()})
+    with pytest.raises(TypeError, match="`text_features` must be a floating-point torch.Tensor; got torch.int64"):
+        model(**{**inputs, "text_features": inputs["text_features"].long()})
+    with pytest.raises(TypeError, match="`video_mask` must be a torch.Tensor"):
+        model(**{**inputs, "video_mask": inputs["video_mask"].numpy()})
+    for bad in (0.5, -1.0, float("nan")):  # a mask is 0 or 1: positions are its running sum
+        mask = inputs["video_mask"].clone()
+        mask[0, 0] = bad
+        with pytest.raises(ValueError, match="`video_mask` must hold only 1"):
+            model(**{**inputs, "video_mask": mask})
+    with pytest.raises(ValueError, match="`text_mask` must hold only 1"):
+        model(**{**inputs, "text_mask": inputs["text_mask"] * 2})
+    boolean = model(**{**inputs, "video_mask": inputs["video_mask"].bool(), "text_mask": inputs["text_mask"].bool()})
+    torch.testing.assert_close(boolean.logits, model(**inputs).logits, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="`video_pair_index` must be a 1-D int64 tensor"):
+        model(**inputs, video_pair_index=[0, 1])
+
+
+def test_selector_noise_outside_the_unit_interval_raises_in_training(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).train()
+    inputs = tester.prepare_inputs(2)
+    for bad in (1.5, -0.1, float("nan")):
+        noise = torch.full((2, tester.num_frames + 1), 0.5)
+        noise[1, 3] = bad
+        with pytest.raises(ValueError, match="`selector_noise` must hold uniform samples in \\[0, 1\\]"):
+            model(**inputs, selector_noise=noise)
+    model(**inputs, selector_noise=torch.tensor([0.0, 1.0]).repeat(2, tester.num_frames // 2 + 1)[:, :13])
+
+
+def test_bad_input_ids_raise_a_clear_error(tester):
+    model = RGNetForVideoGrounding(tester.get_config(text_config=tiny_text_config())).eval()
+    video = tester.prepare_inputs(2)
+    video = {"video_features": video["video_features"], "video_mask": video["video_mask"]}
+    ids = torch.tensor([[1, 5, 6, 2], [1, 8, 2, 0]])
+    for bad, message in (
+        (ids[0], "`input_ids` must be an integer tensor of shape \\(num_queries, num_tokens\\)"),
+        (ids.float(), "`input_ids` must be an integer tensor"),
+        (ids + 98, "`input_ids` must be token ids in \\[0, 99\\)"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            model(**video, input_ids=bad)
+    with pytest.raises(ValueError, match="`attention_mask` must have the shape of `input_ids`, \\(2, 4\\)"):
+        model(**video, input_ids=ids, attention_mask=torch.ones(2, 3))
+
+
+# ---- Hugging Face conventions ----
+
+
+def test_outputs_put_the_loss_first_and_follow_return_dict(tester):
+    model = RGNetForVideoGrounding(tester.get_config(dropout=0.0, input_dropout=0.0)).train()
+    inputs = tester.cross_pairs_batch(2)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    noise = torch.rand(4, tester.num_frames + 1, generator=torch.Generator().manual_seed(0))
+    outputs = model(**inputs, labels=labels, selector_noise=noise)
+    assert list(outputs.keys())[:3] == ["loss", "loss_dict", "logits"]
+    as_tuple = model(**inputs, labels=labels, selector_noise=noise, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(outputs)
+    torch.testing.assert_close(as_tuple[0], outputs.loss, atol=0, rtol=0)
+    model.eval()
+    base = RGNetModel(model.config).eval()
+    model.config.return_dict = False  # the config's setting applies when the call does not say
+    try:
+        with torch.no_grad():
+            assert isinstance(model(**inputs), tuple) and isinstance(base(**inputs), tuple)
+            assert not isinstance(model(**inputs, return_dict=True), tuple)
+    finally:
+        model.config.return_dict = True
+
+
+def test_loading_info_on_request(tester, tmp_path):
+    RGNetForVideoGrounding(tester.get_config()).save_pretrained(tmp_path)
+    model, info = RGNetForVideoGrounding.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, RGNetForVideoGrounding)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["unexpected_keys"]
+    base, info = RGNetModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(base, RGNetModel) and not info["missing_keys"]
+
+
+def test_input_embeddings_and_attention_implementation(tester):
+    model = RGNetForVideoGrounding(tester.get_config())
+    assert model.config._attn_implementation == "sdpa"
+    # Without a text encoder the inputs meet the video projection first: gradients can be required from there.
+    assert model.get_input_embeddings() is model.model.video_projection
+    model.requires_grad_(False)
+    model.enable_input_require_grads()
+    assert model(**tester.prepare_inputs(2)).logits.requires_grad
+    with pytest.raises(ValueError, match="no token embeddings to resize"):
+        model.resize_token_embeddings(10)
+    with pytest.raises(ValueError, match="no token embeddings to set"):
+        model.set_input_embeddings(torch.nn.Embedding(3, 24))
+    with_text = RGNetForVideoGrounding(tester.get_config(text_config=tiny_text_config()))
+    assert with_text.get_input_embeddings() is with_text.model.text_encoder.get_input_embeddings()
+    with_text.resize_token_embeddings(120)
+    assert with_text.get_input_embeddings().num_embeddings == 120 == with_text.config.text_config.vocab_size
