@@ -257,11 +257,12 @@ class RGNetLabels(TypedDict):
         batch_mode (`str`): `"cross_pairs"` or `"paired_negative"`; fixes which rows of the outputs are the
             positive (and negative) windows (see the module docstring).
         spans (`torch.FloatTensor` of shape `(B, 2)`): target `(center, width)` in units of the positive window's
-            valid length, `width >= 0`.
+            valid length, `width >= 0`, inside the window: `0 <= center - width/2` and `center + width/2 <= 1`.
         saliency_positive_frames (`torch.LongTensor` of shape `(B, K)`): frame indices inside the target moment,
-            relative to the window start.
+            relative to the window start; valid (unpadded) frames of the window.
         saliency_negative_frames (`torch.LongTensor` of shape `(B, K)`): frame indices of the same window outside
-            the target moment, relative to the window start.
+            the target moment, relative to the window start; pair `k` differs from positive frame `k` except at
+            frame 0, the stand-in when the target covers the whole window (spec §6.1 step 6).
     """
 
     batch_mode: Literal["cross_pairs", "paired_negative"]
@@ -271,24 +272,41 @@ class RGNetLabels(TypedDict):
 
 
 _LABEL_KEYS = tuple(RGNetLabels.__annotations__)
+# Slack on the span bounds `0 <= center ± width/2 <= 1`: real targets (`window_target_spans`) are float32, so a
+# target that touches a window edge can land a rounding error past it (the reference fixtures reach 1 − 3e-8). Far
+# below any real mistake ((start, end) pairs, seconds or frames are off by whole percents or more).
+_SPAN_BOUND_TOLERANCE = 1e-4
 
 
 @torch.compiler.disable  # reads values (a host sync): eager under `torch.compile`, before the compiled graph
-def validate_labels(labels: Mapping, num_pairs: int, *, num_frames: int | None = None) -> None:
+def validate_labels(
+    labels: Mapping, num_pairs: int, *, num_frames: int | None = None, video_mask: torch.Tensor | None = None
+) -> None:
     """Check an [`RGNetLabels`] mapping against the forward batch it supervises.
 
     Args:
         labels (`RGNetLabels`): the targets.
         num_pairs (`int`): `N`, the number of (query, window) pairs in the forward batch.
         num_frames (`int`, *optional*): `Lv`; when given, saliency frame indices must lie in `[0, Lv)`.
+        video_mask (`torch.Tensor` of shape `(N, Lv)`, *optional*): valid frames of every pair, 1 (or True) =
+            valid; when given, saliency frame indices must point at valid frames of their positive window (not
+            merely lie in `[0, Lv)`), and `num_frames` defaults to `Lv`.
 
     Raises:
-        ValueError: naming the offending key: a missing key, an unknown batch mode, a wrong shape or dtype, a
-            non-finite or negative-width span, a frame index out of range, or `num_pairs` other than `B²`
-            (`"cross_pairs"`) or `2B` (`"paired_negative"`).
+        ValueError: naming the offending key: a missing or unknown key, an unknown batch mode, a wrong shape or
+            dtype, a non-finite or negative-width span, a span reaching outside its window, a frame index out of
+            range or on a padded frame, a saliency pair whose two frames coincide (other than at frame 0), a
+            `video_mask` of the wrong shape, or `num_pairs` other than `B²` (`"cross_pairs"`) or `2B`
+            (`"paired_negative"`).
     """
     if not isinstance(labels, Mapping):
         raise ValueError(f"`labels` must be a mapping with keys {_LABEL_KEYS}, got {type(labels).__name__}.")
+    # Before the missing-key check: a misspelt key ('span') would otherwise only be reported as 'spans' missing.
+    unknown = [key for key in labels if key not in _LABEL_KEYS]
+    if unknown:
+        missing = [key for key in _LABEL_KEYS if key not in labels]
+        hint = f" ({missing} missing: misspelt?)" if missing else ""
+        raise ValueError(f"`labels` has unknown key(s) {unknown}{hint}; the accepted keys are {_LABEL_KEYS}.")
     for key in _LABEL_KEYS:
         if key not in labels:
             raise ValueError(f"`labels` is missing the key {key!r} (expected keys: {_LABEL_KEYS}).")
@@ -305,6 +323,30 @@ def validate_labels(labels: Mapping, num_pairs: int, *, num_frames: int | None =
     if not torch.isfinite(spans).all() or (spans[:, 1] < 0).any():
         raise ValueError("`labels['spans']` must hold finite (center, width) spans with width >= 0.")
     num_windows = spans.shape[0]
+    span_bounds = span_cxw_to_xx(spans)  # (B, 2) start, end
+    # Half-precision labels round by more than the float32 slack.
+    tolerance = max(_SPAN_BOUND_TOLERANCE, torch.finfo(spans.dtype).eps)
+    outside_window = (span_bounds[:, 0] < -tolerance) | (span_bounds[:, 1] > 1 + tolerance)  # (B,)
+    if outside_window.any():
+        window = int(outside_window.nonzero()[0, 0])
+        (center, width), (start, end) = spans[window].tolist(), span_bounds[window].tolist()
+        raise ValueError(
+            "`labels['spans']` must hold (center, width) spans in units of the positive window's valid length, "
+            f"inside the window: 0 <= center - width/2 and center + width/2 <= 1 (up to {tolerance:g}); window "
+            f"{window} has (center, width) = ({center:.6g}, {width:.6g}), i.e. [{start:.6g}, {end:.6g}]. Were "
+            "(start, end) pairs, or seconds or frames, passed instead of (center, width) fractions of the window?"
+        )
+    if video_mask is not None:
+        if (
+            not isinstance(video_mask, torch.Tensor)
+            or video_mask.ndim != 2
+            or video_mask.shape[0] != num_pairs
+            or (num_frames is not None and video_mask.shape[1] != num_frames)
+        ):
+            shape = tuple(video_mask.shape) if isinstance(video_mask, torch.Tensor) else type(video_mask).__name__
+            expected = f"({num_pairs}, {'Lv' if num_frames is None else num_frames})"
+            raise ValueError(f"`video_mask` must be a tensor of shape {expected} (pairs, frames), got {shape}.")
+        num_frames = video_mask.shape[1]
 
     for key in ("saliency_positive_frames", "saliency_negative_frames"):
         frames = labels[key]
@@ -323,6 +365,18 @@ def validate_labels(labels: Mapping, num_pairs: int, *, num_frames: int | None =
             f"{tuple(labels['saliency_positive_frames'].shape)}, "
             f"got {tuple(labels['saliency_negative_frames'].shape)}."
         )
+    positive_frames, negative_frames = labels["saliency_positive_frames"], labels["saliency_negative_frames"]
+    # A pair ranking a frame against itself is a constant margin with no gradient. The sampler (spec §6.1 step 6)
+    # makes one only when the target covers the whole window (the negative is then frame 0 by convention), so a
+    # coincidence anywhere else is a mistake, e.g. the same tensor under both keys.
+    same_frame = (positive_frames == negative_frames) & (negative_frames != 0)  # (B, K)
+    if same_frame.any():
+        window, pair = same_frame.nonzero()[0].tolist()
+        raise ValueError(
+            f"`labels['saliency_negative_frames']` must differ from `labels['saliency_positive_frames']` pair by "
+            f"pair (frame 0 excepted, the stand-in when the target covers the whole window); window {window}, "
+            f"pair {pair} has frame {int(negative_frames[window, pair])} in both (the same tensor under both keys?)."
+        )
 
     expected_pairs = num_windows * num_windows if batch_mode == "cross_pairs" else 2 * num_windows
     if num_pairs != expected_pairs:
@@ -331,6 +385,21 @@ def validate_labels(labels: Mapping, num_pairs: int, *, num_frames: int | None =
             f"`labels['batch_mode']` is {batch_mode!r} with B = {num_windows} windows in `labels['spans']`, so the "
             f"batch must hold {rule} = {expected_pairs} pairs, got {num_pairs}."
         )
+
+    if video_mask is not None:
+        # Windows are padded to `Lv`: an index into the padding passes the `[0, Lv)` check but reads a score that
+        # belongs to no frame, so each index is checked against its own positive window's valid frames.
+        positive_mask = video_mask[_positive_rows(batch_mode, num_windows, video_mask.device)] != 0  # (B, Lv)
+        for key in ("saliency_positive_frames", "saliency_negative_frames"):
+            frames = labels[key]
+            on_padding = ~positive_mask.gather(1, frames.to(video_mask.device))  # (B, K)
+            if on_padding.any():
+                window, pair = on_padding.nonzero()[0].tolist()
+                raise ValueError(
+                    f"`labels[{key!r}]` must index valid (unpadded) frames of each positive window; window {window} "
+                    f"has {int(positive_mask[window].sum())} valid frames of {num_frames} (`video_mask`), but pair "
+                    f"{pair} holds frame {int(frames[window, pair])}."
+                )
 
 
 def _positive_rows(batch_mode: str, num_windows: int, device: torch.device) -> torch.Tensor:
@@ -748,7 +817,7 @@ class RGNetLoss:
         logits = outputs["logits"]
         device, dtype = logits.device, logits.dtype
         num_pairs = outputs["window_logits"].shape[0]
-        validate_labels(labels, num_pairs, num_frames=outputs["saliency_scores"].shape[1])
+        validate_labels(labels, num_pairs, num_frames=outputs["saliency_scores"].shape[1], video_mask=video_mask)
         layers = self._decoder_layer_outputs(outputs, include_auxiliary=self.use_auxiliary_loss)
 
         batch_mode = labels["batch_mode"]

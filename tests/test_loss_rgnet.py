@@ -3,6 +3,7 @@ original implementation's criterion on the reference fixtures (`rgnet_tiny_mad`,
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -223,6 +224,98 @@ def test_validate_labels_checks_shapes_dtypes_and_ranges():
         validate_labels({**labels, "saliency_negative_frames": torch.tensor([[1, 2], [2, 3]])}, 4)
     with pytest.raises(ValueError, match="saliency_negative_frames"):
         validate_labels(labels, 4, num_frames=3)  # frame 3 is outside a 3-frame window
+
+
+@pytest.mark.parametrize(
+    "spans",
+    [
+        [[0.5, 0.4], [0.05, 0.2]],  # window 1 starts at -0.05
+        [[0.5, 0.4], [0.95, 0.2]],  # window 1 ends at 1.05
+        [[0.5, 0.4], [0.3, 0.9]],  # window 1 given as (start, end) = [0.3, 0.9]
+        [[0.5, 0.4], [12.5, 3.0]],  # window 1 given in seconds
+    ],
+)
+def test_validate_labels_rejects_spans_outside_the_window(spans):
+    labels = {**_valid_labels(), "spans": torch.tensor(spans)}
+    with pytest.raises(ValueError, match=r"labels\['spans'\].*inside the window.*window 1 .*\(start, end\) pairs"):
+        validate_labels(labels, 4)
+
+
+def test_validate_labels_accepts_spans_on_the_window_edges():
+    # [0, 1] exactly, a span starting at 0, zero-width spans on either edge, and an end 5e-5 past 1 (inside the
+    # tolerance for float32 rounding of real targets).
+    spans = [[0.5, 1.0], [0.1, 0.2], [0.0, 0.0], [1.0, 0.0], [0.95, 0.1 + 1e-4]]
+    labels = make_labels("paired_negative", spans, [[1]] * len(spans), [[0]] * len(spans))
+    validate_labels(labels, 2 * len(spans), num_frames=4, video_mask=torch.ones(2 * len(spans), 4))
+    # One float16 step past 1 (end = 1 + 2**-10) is rounding in half-precision labels, a mistake in float32 ones.
+    one_step_past = make_labels("paired_negative", [[0.5, 1.0 + 2**-9]], [[1]], [[0]])
+    validate_labels({**one_step_past, "spans": one_step_past["spans"].half()}, 2)
+    with pytest.raises(ValueError, match="inside the window"):
+        validate_labels(one_step_past, 2)
+
+
+@pytest.mark.parametrize(
+    ("batch_mode", "masked_pair", "key", "message"),
+    [
+        # Cross pairs: positive window 0 is pair 0; its negative frame 3 lies in the padding.
+        ("cross_pairs", 0, "saliency_negative_frames", "window 0 has 3 valid frames of 4.*frame 3"),
+        # Paired negative: positive window 1 is pair 1; with 2 valid frames, its positive frame 2 is padding.
+        ("paired_negative", 1, "saliency_positive_frames", "window 1 has 2 valid frames of 4.*frame 2"),
+    ],
+)
+def test_validate_labels_checks_frames_against_the_valid_frames_of_each_positive_window(
+    batch_mode, masked_pair, key, message
+):
+    labels = _valid_labels(batch_mode)  # positive frames [[1], [2]], negative frames [[3], [0]]
+    video_mask = torch.ones(4, 4)
+    video_mask[masked_pair, 3 - masked_pair :] = 0
+    validate_labels(labels, 4, num_frames=4)  # the padded length alone lets the frame through
+    with pytest.raises(ValueError, match=rf"labels\['{key}'\].*valid \(unpadded\).*{message}"):
+        validate_labels(labels, 4, video_mask=video_mask)
+    # Padding in a pair that is not a positive window is not the labels' business.
+    other_pair = 1 if batch_mode == "cross_pairs" else 3
+    video_mask = torch.ones(4, 4)
+    video_mask[other_pair, 1:] = 0
+    validate_labels(labels, 4, video_mask=video_mask.bool())
+
+
+def test_validate_labels_rejects_a_video_mask_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"video_mask.*\(4, 4\)"):
+        validate_labels(_valid_labels(), 4, num_frames=4, video_mask=torch.ones(4, 5))
+    with pytest.raises(ValueError, match=r"video_mask.*\(4, Lv\)"):
+        validate_labels(_valid_labels(), 4, video_mask=torch.ones(3, 4))
+
+
+def test_loss_rejects_saliency_frames_on_padded_frames():
+    criterion = RGNetLoss(make_config(use_auxiliary_loss=False))
+    outputs, labels, video_mask = _paired_negative_batch()
+    video_mask[1, 2:] = 0  # positive window 1 keeps 2 valid frames; its positive frame is 2
+    with pytest.raises(ValueError, match="saliency_positive_frames.*window 1 has 2 valid frames"):
+        criterion(outputs, labels, video_mask)
+
+
+def test_validate_labels_rejects_a_saliency_pair_on_one_frame():
+    labels = _valid_labels()
+    same = {**labels, "saliency_negative_frames": labels["saliency_positive_frames"].clone()}
+    with pytest.raises(ValueError, match=r"saliency_negative_frames.*window 0, pair 0 has frame 1 in both"):
+        validate_labels(same, 4)
+    # Frame 0 in both is how the sampler marks a target covering the whole window (spec §6.1 step 6).
+    covering = make_labels("cross_pairs", [[0.5, 1.0], [0.25, 0.5]], [[0, 1], [2, 1]], [[0, 0], [3, 0]])
+    validate_labels(covering, 4, num_frames=4)
+
+
+@pytest.mark.parametrize(
+    ("rename", "extra", "message"),
+    [
+        ({"spans": "span"}, {}, r"unknown key\(s\) \['span'\] \(\['spans'\] missing"),
+        ({}, {"saliency_scores": torch.zeros(2, 4)}, r"unknown key\(s\) \['saliency_scores'\];"),
+    ],
+)
+def test_validate_labels_names_unknown_keys_and_the_accepted_ones(rename, extra, message):
+    labels = {rename.get(key, key): value for key, value in _valid_labels().items()} | extra
+    accepted = "('batch_mode', 'spans', 'saliency_positive_frames', 'saliency_negative_frames')"
+    with pytest.raises(ValueError, match=message + ".*accepted keys are " + re.escape(accepted)):
+        validate_labels(labels, 4)
 
 
 # ---- each term on a two-query batch, computed by hand ----
