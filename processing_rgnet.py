@@ -142,9 +142,13 @@ def _as_float_tensor(value: Any, name: str, *, keep_device: bool = False) -> tor
         tensor = value.detach().to(dtype=torch.float32, device=None if keep_device else "cpu")
     else:
         try:
-            tensor = torch.as_tensor(np.asarray(value, dtype=np.float32))
-        except (TypeError, ValueError) as error:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as error:  # e.g. ragged nesting
             raise ValueError(f"`{name}` must be a numeric array, got {type(value).__name__}.") from error
+        if array.dtype.kind not in "biuf":
+            # None (or a list holding one) would read as NaN, and strings would be parsed: neither is a feature.
+            raise ValueError(f"`{name}` must be a numeric array, got {type(value).__name__} with dtype {array.dtype}.")
+        tensor = torch.as_tensor(array.astype(np.float32, copy=False))
     if not _all_finite(tensor):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
     return tensor
@@ -165,6 +169,8 @@ def prepare_text_features(text_features: Sequence[Any], max_text_tokens: int) ->
         raise ValueError("`text_features` must hold at least one query.")
     tensors = []
     for index, item in enumerate(text_features):  # one entry per query, not per token
+        if item is None:
+            raise ValueError(f"`text_features[{index}]` must be an array of shape (Lt, Dt), got None.")
         tensor = _as_float_tensor(item, f"text_features[{index}]")
         if tensor.ndim != 2 or tensor.shape[0] == 0:
             raise ValueError(
@@ -200,6 +206,32 @@ def _check_num_frames(num_frames: Any) -> np.ndarray:
     if not np.issubdtype(frames.dtype, np.integer) or (frames < 1).any():
         raise ValueError(f"`num_frames` must hold positive integers, got {num_frames!r}.")
     return frames.astype(np.int64)
+
+
+def _check_finite_number(value: Any, name: str) -> float:
+    """`value` as a float; a ValueError naming `name` unless it is a real, finite number (a bool or a numeric string
+    is not one: comparing a string would only fail later with a bare TypeError)."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+    ):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def _check_seconds_per_frame(seconds_per_frame: Any) -> float:
+    """`δ` as a float; it must be a positive finite number (an infinite or zero `δ` gives infinite or NaN seconds)."""
+    if _check_finite_number(seconds_per_frame, "seconds_per_frame") <= 0:
+        raise ValueError(f"`seconds_per_frame` must be positive, got {seconds_per_frame!r}.")
+    return float(seconds_per_frame)
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    """`value` as a bool; it must be one (a truthy string such as `"no"` must not silently mean `True`)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be a bool (True or False), got {value!r}.")
+    return bool(value)
 
 
 def compute_num_windows(num_frames: int | np.ndarray, window_stride: int) -> int | np.ndarray:
@@ -297,8 +329,7 @@ def moment_to_frames(timestamps: Any, seconds_per_frame: float, num_frames: int 
         raise ValueError(f"`timestamps` must have shape (..., 2) as [start, end] seconds, got {moment.shape}.")
     if not np.isfinite(moment).all():
         raise ValueError("`timestamps` contains NaN or infinite values.")
-    if not seconds_per_frame > 0:
-        raise ValueError(f"`seconds_per_frame` must be positive, got {seconds_per_frame!r}.")
+    seconds_per_frame = _check_seconds_per_frame(seconds_per_frame)
     frames_total = _check_num_frames(num_frames).astype(np.float64)[..., None]
     frames = moment / seconds_per_frame
     swapped = frames[..., 0] > frames[..., 1]
@@ -1169,6 +1200,52 @@ def post_process_queries(
 # ---- Processor ----
 
 
+def _check_nms_threshold(nms_threshold: Any) -> float:
+    if not 0.0 <= _check_finite_number(nms_threshold, "nms_threshold") <= 1.0:
+        raise ValueError(f"`nms_threshold` must be in [0, 1], got {nms_threshold!r}.")
+    return float(nms_threshold)
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_index_array(value: Any, name: str, owner: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+        raise ValueError(f"{owner} `{name}` must be a 1-D integer array, got {array.dtype} of shape {array.shape}.")
+    return array.astype(np.int64, copy=False)
+
+
+def _check_window_layout(
+    window_offsets: Any, window_lengths: Any, num_frames: Any, owner: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The windows `[w0, w0 + n)` of `owner` as int64 arrays, checked to be non-empty and inside the `T` frames:
+    post-processing would otherwise turn them into negative or NaN seconds, or fail deep inside with an IndexError."""
+    _check_positive_int(num_frames, "num_frames")
+    offsets = _check_index_array(window_offsets, "window_offsets", owner)
+    lengths = _check_index_array(window_lengths, "window_lengths", owner)
+    if len(offsets) != len(lengths) or len(offsets) == 0:
+        raise ValueError(
+            f"{owner} `window_offsets` and `window_lengths` must describe the same W >= 1 windows, got "
+            f"{len(offsets)} and {len(lengths)} values."
+        )
+    for name, bad, what in (
+        ("window_offsets", offsets < 0, "must be >= 0"),
+        ("window_lengths", lengths < 1, "must be >= 1"),
+        ("window_offsets + window_lengths", offsets + lengths > num_frames, f"must be <= num_frames ({num_frames})"),
+    ):
+        if bad.any():
+            window = int(np.argmax(bad))
+            raise ValueError(
+                f"{owner} `{name}` {what}: window {window} has offset {int(offsets[window])} and length "
+                f"{int(lengths[window])}."
+            )
+    return offsets, lengths
+
+
 @dataclass(frozen=True)
 class RGNetWindowMetadata:
     """Where each (query, window) pair of a processor batch comes from; needed by post-processing.
@@ -1192,6 +1269,35 @@ class RGNetWindowMetadata:
     num_queries: int
     num_frames: int
     seconds_per_frame: float
+
+    def __post_init__(self):
+        # A few numpy comparisons over W windows and N pairs, once per processor call.
+        owner = "RGNetWindowMetadata"
+        offsets, lengths = _check_window_layout(self.window_offsets, self.window_lengths, self.num_frames, owner)
+        _check_positive_int(self.num_queries, "num_queries")
+        _check_seconds_per_frame(self.seconds_per_frame)
+        pair_query = _check_index_array(self.pair_query_index, "pair_query_index", owner)
+        pair_window = _check_index_array(self.pair_window_index, "pair_window_index", owner)
+        if len(pair_query) != len(pair_window):
+            raise ValueError(
+                f"{owner} `pair_query_index` and `pair_window_index` must have one entry per pair, got "
+                f"{len(pair_query)} and {len(pair_window)}."
+            )
+        for name, index, limit in (
+            ("pair_query_index", pair_query, self.num_queries),
+            ("pair_window_index", pair_window, len(offsets)),
+        ):
+            bad = (index < 0) | (index >= limit)
+            if bad.any():
+                pair = int(np.argmax(bad))
+                raise ValueError(f"{owner} `{name}` must lie in [0, {limit}): pair {pair} has {int(index[pair])}.")
+        for name, value in (
+            ("window_offsets", offsets),
+            ("window_lengths", lengths),
+            ("pair_query_index", pair_query),
+            ("pair_window_index", pair_window),
+        ):
+            object.__setattr__(self, name, value)  # int64 arrays (the same objects when they already were)
 
     @property
     def num_windows(self) -> int:
@@ -1232,18 +1338,40 @@ class RGNetVideoWindows:
         return len(self.window_offsets)
 
     def __post_init__(self):
-        num_windows = len(self.window_offsets)
+        offsets, lengths = _check_window_layout(
+            self.window_offsets, self.window_lengths, self.num_frames, "RGNetVideoWindows"
+        )
+        num_windows = len(offsets)
         if (
-            self.windows.ndim != 3
+            not isinstance(self.windows, torch.Tensor)
+            or not isinstance(self.window_mask, torch.Tensor)
+            or self.windows.ndim != 3
             or tuple(self.window_mask.shape) != tuple(self.windows.shape[:2])
             or self.windows.shape[0] != num_windows
             or len(self.window_lengths) != num_windows
         ):
             raise ValueError(
                 f"RGNetVideoWindows needs windows (W, Lv, Dv), window_mask (W, Lv) and W offsets and lengths; got "
-                f"{tuple(self.windows.shape)}, {tuple(self.window_mask.shape)}, {num_windows} and "
-                f"{len(self.window_lengths)}."
+                f"{tuple(getattr(self.windows, 'shape', ()))}, {tuple(getattr(self.window_mask, 'shape', ()))}, "
+                f"{num_windows} and {len(lengths)}."
             )
+        padded_length = self.windows.shape[1]
+        if int(lengths.max()) > padded_length:
+            window = int(np.argmax(lengths))
+            raise ValueError(
+                f"RGNetVideoWindows `window_lengths` must be at most the padded length {padded_length} of `windows`: "
+                f"window {window} has length {int(lengths[window])}."
+            )
+        if self.window_mask.device.type == "cpu":  # W·Lv values; a mask on an accelerator was checked before `.to`
+            differs = (self.window_mask != 0) != (torch.arange(padded_length) < torch.from_numpy(lengths)[:, None])
+            if differs.any():
+                window = int(differs.any(dim=1).nonzero()[0, 0])
+                raise ValueError(
+                    "RGNetVideoWindows `window_mask` must be 1 on the first `window_lengths` frames of each window and "
+                    f"0 after them: window {window} (length {int(lengths[window])}) differs."
+                )
+        object.__setattr__(self, "window_offsets", offsets)
+        object.__setattr__(self, "window_lengths", lengths)
 
     def to(self, device: torch.device | str) -> RGNetVideoWindows:
         """The same windows with their tensors on `device`."""
@@ -1276,6 +1404,9 @@ def select_pairs(inputs: Mapping[str, torch.Tensor], rows: slice) -> dict[str, t
     Returns:
         `dict[str, torch.Tensor]`: keyword arguments of the model's `forward`.
     """
+    # An integer would index one pair and drop the pair dimension; a negative step is not a run of pairs.
+    if not isinstance(rows, slice) or not (rows.step is None or (isinstance(rows.step, int) and rows.step > 0)):
+        raise ValueError(f"`rows` must be a slice of pairs such as slice(first, first + n), got {rows!r}.")
     shared = {
         index: [key for key in keys if key in inputs] for index, keys in _SHARED_INPUTS.items() if index in inputs
     }
@@ -1330,6 +1461,9 @@ class RGNetProcessor(ProcessorMixin):
         max_predictions (`int`, *optional*, defaults to 100): Moments returned per query.
         matching_top_k_frames (`int`, *optional*, defaults to 3): `k` of the matching score (spec §7.4).
         scale_matching_by_window_score (`bool`, *optional*, defaults to `False`): Ego4D: `True`.
+
+    Any other keyword argument (a misspelt setting) is a TypeError, with or without a tokenizer; numbers and flags
+    of the wrong type are a ValueError naming the setting.
     """
 
     def __init__(
@@ -1351,8 +1485,14 @@ class RGNetProcessor(ProcessorMixin):
         if tokenizer is None:
             # Feature-only use (precomputed text features). ProcessorMixin insists on a tokenizer, so its
             # constructor is skipped; `save_pretrained` refuses below because there is no tokenizer to write.
+            # Its check of the keywords is not: a misspelt setting must not silently keep its default.
             self.tokenizer = None
-            self.chat_template = None
+            self.chat_template = kwargs.pop("chat_template", None)
+            if kwargs:
+                raise TypeError(
+                    f"Unexpected keyword argument(s) {sorted(kwargs)}; RGNetProcessor takes `tokenizer` and the "
+                    f"settings {', '.join(self.SETTINGS)}."
+                )
         else:
             super().__init__(tokenizer, **kwargs)
         if window_stride is None:
@@ -1367,14 +1507,13 @@ class RGNetProcessor(ProcessorMixin):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if not seconds_per_frame > 0:
-            raise ValueError(f"`seconds_per_frame` must be positive, got {seconds_per_frame!r}.")
-        if query_normalization not in QUERY_NORMALIZERS:
+        _check_seconds_per_frame(seconds_per_frame)
+        if not isinstance(query_normalization, str) or query_normalization not in QUERY_NORMALIZERS:
             raise ValueError(
                 f"Unknown `query_normalization` {query_normalization!r}; expected one of {QUERY_NORMALIZATIONS}."
             )
-        if not 0.0 <= nms_threshold <= 1.0:
-            raise ValueError(f"`nms_threshold` must be in [0, 1], got {nms_threshold!r}.")
+        _check_nms_threshold(nms_threshold)
+        _check_bool(scale_matching_by_window_score, "scale_matching_by_window_score")
         self.max_window_frames = max_window_frames
         self.window_stride = window_stride
         self.max_text_tokens = max_text_tokens
@@ -1435,12 +1574,37 @@ class RGNetProcessor(ProcessorMixin):
             json.dump(settings, handle, indent=2, sort_keys=True)
         return [path]
 
+    # Keywords of `from_pretrained` that say where and how to load (those `AutoProcessor` passes included), as
+    # opposed to settings: the first group is handed to `cached_file`.
+    _HUB_KWARGS = (
+        "cache_dir",
+        "force_download",
+        "proxies",
+        "token",
+        "revision",
+        "local_files_only",
+        "subfolder",
+        "repo_type",
+        "user_agent",
+    )
+    _LOADING_KWARGS = _HUB_KWARGS + (
+        "trust_remote_code",
+        "code_revision",
+        "_from_auto",
+        "_from_pipeline",
+        "_commit_hash",
+    )
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Load a saved processor; a folder without tokenizer files gives a feature-only processor."""
+        """Load a saved processor; a folder without tokenizer files gives a feature-only processor.
+
+        Keyword arguments are settings overriding the saved ones, or loading options (`cache_dir`, `revision`,
+        `token`, `local_files_only`, `subfolder`, ...). For a feature-only folder anything else is a TypeError.
+        """
         from transformers.utils import cached_file
 
-        lookup = {key: kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only") if key in kwargs}
+        lookup = {key: kwargs[key] for key in cls._HUB_KWARGS if key in kwargs}
         tokenizer_file = cached_file(
             pretrained_model_name_or_path,
             "tokenizer_config.json",
@@ -1452,7 +1616,14 @@ class RGNetProcessor(ProcessorMixin):
         config_file = cached_file(pretrained_model_name_or_path, PROCESSOR_CONFIG_NAME, **lookup)
         with open(config_file, encoding="utf-8") as handle:
             settings = json.load(handle)
+        # Keys of the file besides the settings (`processor_class`, `auto_map`) are bookkeeping, not arguments.
         settings = {name: settings[name] for name in cls.SETTINGS if name in settings}
+        unknown = sorted(key for key in kwargs if key not in cls.SETTINGS and key not in cls._LOADING_KWARGS)
+        if unknown:  # as the constructor does: a misspelt override must not silently keep the saved value
+            raise TypeError(
+                f"Unexpected keyword argument(s) {unknown} for a feature-only RGNetProcessor; expected the settings "
+                f"{', '.join(cls.SETTINGS)} or loading options such as {', '.join(cls._HUB_KWARGS)}."
+            )
         settings.update({key: value for key, value in kwargs.items() if key in cls.SETTINGS})
         return cls(tokenizer=None, **settings)
 
@@ -1581,6 +1752,8 @@ class RGNetProcessor(ProcessorMixin):
                 f"Unexpected argument(s) {sorted(kwargs)}; expected text, text_features, video_features, "
                 "share_windows, video_windows, share_queries."
             )
+        share_windows = _check_bool(share_windows, "share_windows")
+        share_queries = _check_bool(share_queries, "share_queries")
         if (video_features is None) == (video_windows is None):
             raise ValueError("Pass one of `video_features` (T, Dv) of the video or its `video_windows`.")
         if video_windows is None:
@@ -1705,10 +1878,12 @@ class RGNetProcessor(ProcessorMixin):
         for name, value in settings.items():
             if name != "nms_threshold" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if not 0.0 <= settings["nms_threshold"] <= 1.0:
-            raise ValueError(f"`nms_threshold` must be in [0, 1], got {settings['nms_threshold']!r}.")
+        _check_nms_threshold(settings["nms_threshold"])
         if scale_matching_by_window_score is None:
             scale_matching_by_window_score = self.scale_matching_by_window_score
+        _check_bool(scale_matching_by_window_score, "scale_matching_by_window_score")
+        _check_bool(return_candidates, "return_candidates")
+        _check_bool(return_single_score_rankings, "return_single_score_rankings")
 
         def field(name: str) -> Any:
             return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)

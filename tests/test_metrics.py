@@ -335,3 +335,50 @@ def test_add_batch_accumulates_queries_before_compute():
         "WindowR@30": 0.5,
         "WindowR@50": 0.5,
     }
+
+
+# ---- Scalars for lists, and window settings and rankings checked ----
+
+
+def test_a_single_k_or_threshold_means_a_one_element_list():
+    metric = load_metric("mad")
+    inputs = {"predictions": [[[0.0, 1.0], [0.0, 2.0]]], "references": [[0.0, 2.0]]}
+    expected = metric.compute(**inputs, iou_thresholds=[0.7], top_k=[2], window_top_k=[1], window_rankings=[[0]])
+    assert metric.compute(**inputs, iou_thresholds=0.7, top_k=2, window_top_k=1, window_rankings=[[0]]) == expected
+    assert expected == {"R@2,IoU=0.7": 1.0, "WindowR@1": 1.0}
+    settings = GROUNDING_METRIC_SETTINGS["mad"].with_overrides(top_k=np.int64(5), iou_thresholds=np.array(0.5))
+    assert (settings.top_k, settings.iou_thresholds) == ((5,), (0.5,))
+    for override, match in [
+        ({"top_k": "5"}, r"top_k must be a positive integer or a non-empty list of them; got '5'"),
+        ({"top_k": 0}, r"top_k must be a positive integer .*; got 0"),
+        ({"iou_thresholds": 1.5}, r"iou_thresholds must be a number in \[0, 1\] or a non-empty list of them; got 1.5"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            metric.compute(**inputs, **override)
+
+
+@pytest.mark.parametrize(
+    "window_rankings, match",
+    [
+        ([[0, 1], [2, -1]], r"window_rankings\[1\] must hold window indices >= 0; got -1 at position 1"),
+        ([[0, 1, 0], [2, 3, 2]], r"window_rankings\[0\] must hold distinct window indices; window 0 appears"),
+        ([[0, 1], [4, 3, 3]], r"window_rankings\[1\] must hold distinct window indices; window 3 appears"),
+    ],
+)
+def test_window_rankings_with_negative_or_repeated_windows_name_the_row(window_rankings, match):
+    inputs = {"predictions": [[[0.0, 1.0]], [[0.0, 1.0]]], "references": [[0.0, 1.0], [0.0, 1.0]]}
+    with pytest.raises(ValueError, match=match):
+        load_metric("ego4d").compute(**inputs, window_rankings=window_rankings)
+    with pytest.raises(ValueError, match=match):
+        compute_grounding_metrics(**inputs, window_rankings=window_rankings)
+
+
+@pytest.mark.parametrize("window_stride", [91, 90])
+def test_window_stride_must_be_smaller_than_the_window(window_stride):
+    inputs = {"predictions": [[[0.0, 1.0]]], "references": [[0.0, 1.0]], "window_rankings": [[0]]}
+    match = rf"window_stride \({window_stride}\) must be smaller than window_length \(90\)"
+    with pytest.raises(ValueError, match=match):
+        load_metric("ego4d").compute(**inputs, window_stride=window_stride)
+    with pytest.raises(ValueError, match=match):
+        GROUNDING_METRIC_SETTINGS["mad"].with_overrides(window_length=90, window_stride=window_stride)
+    assert load_metric("ego4d").compute(**inputs, window_stride=89)["WindowR@1"] == 1.0

@@ -1,6 +1,7 @@
 """Tests of `processing_rgnet`: window arithmetic (spec §6.1, §11 item 4), the processor, the collator and the
 post-processing parity with the original implementation (fixtures part B, spec §7.5)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -1402,3 +1403,132 @@ def test_queries_post_processed_together_match_each_alone(window_length):
     for bad, match in bad_inputs:
         with pytest.raises(ValueError, match=match):
             post_process_queries(window_offsets=offsets, window_lengths=lengths, **{**arguments, **bad}, **settings)
+
+
+# ---- Bad settings and malformed inputs get a clear error ----
+
+
+def test_feature_only_processor_rejects_unknown_keyword_arguments(tokenizer, tmp_path):
+    with pytest.raises(TypeError, match=r"Unexpected keyword argument\(s\) \['max_windw_frames'\]"):
+        RGNetProcessor(max_windw_frames=10)
+    with pytest.raises(TypeError, match="max_windw_frames"):  # as with a tokenizer (ProcessorMixin's check)
+        RGNetProcessor(tokenizer, max_windw_frames=10)
+    make_processor(max_window_frames=12, window_stride=6).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "processor_config.json").read_text())
+    assert config["processor_class"] == "RGNetProcessor" and "AutoProcessor" in config["auto_map"]
+    for loader in (RGNetProcessor, AutoProcessor):
+        with pytest.raises(TypeError, match=r"\['max_windw_frames'\] for a feature-only RGNetProcessor"):
+            loader.from_pretrained(tmp_path, max_windw_frames=10)
+    # The file's bookkeeping keys, loading options and real overrides are still accepted.
+    loaded = RGNetProcessor.from_pretrained(tmp_path, local_files_only=True, revision=None, top_k_windows=4)
+    assert (loaded.max_window_frames, loaded.window_stride, loaded.top_k_windows) == (12, 6, 4)
+    assert AutoProcessor.from_pretrained(tmp_path, trust_remote_code=True).window_stride == 6
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"seconds_per_frame": "0.2"}, "`seconds_per_frame` must be a finite number, got '0.2'"),
+        ({"seconds_per_frame": float("inf")}, "`seconds_per_frame` must be a finite number, got inf"),
+        ({"seconds_per_frame": True}, "`seconds_per_frame` must be a finite number"),
+        ({"seconds_per_frame": 0.0}, "`seconds_per_frame` must be positive"),
+        ({"nms_threshold": "0.5"}, "`nms_threshold` must be a finite number, got '0.5'"),
+        ({"nms_threshold": float("nan")}, "`nms_threshold` must be a finite number"),
+        ({"nms_threshold": 1.5}, r"`nms_threshold` must be in \[0, 1\]"),
+        ({"scale_matching_by_window_score": "no"}, "`scale_matching_by_window_score` must be a bool"),
+        ({"query_normalization": ["mad"]}, "Unknown `query_normalization`"),
+    ],
+)
+def test_processor_settings_must_have_the_right_type(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_processor(**overrides)
+
+
+def test_processor_flags_and_post_processing_settings_must_have_the_right_type():
+    video, text = two_queries_and_a_video(5)
+    processor = make_processor()
+    for flags, match in [
+        ({"share_windows": "no"}, "`share_windows` must be a bool .*, got 'no'"),
+        ({"share_queries": 1}, "`share_queries` must be a bool"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            processor(video_features=video, text_features=text, **flags)
+    batch = processor(video_features=video, text_features=text)
+    outputs = FakeGroundingModel(8, 16)(**batch)
+    good = {"video_features": video, "sentence_embeddings": np.ones((2, 8), np.float32)}
+    for settings, match in [
+        ({"nms_threshold": "0.5"}, "`nms_threshold` must be a finite number, got '0.5'"),
+        ({"scale_matching_by_window_score": "yes"}, "`scale_matching_by_window_score` must be a bool"),
+        ({"return_candidates": "no"}, "`return_candidates` must be a bool"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            processor.post_process_video_grounding(outputs, batch.window_metadata, **good, **settings)
+    for seconds_per_frame in ("0.2", float("inf")):
+        with pytest.raises(ValueError, match="`seconds_per_frame` must be a finite number"):
+            moment_to_frames([1.0, 2.0], seconds_per_frame, 100)
+
+
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        (None, r"`text_features\[1\]` must be an array of shape \(Lt, Dt\), got None"),
+        ([[0.5, None]], r"`text_features\[1\]` must be a numeric array, got list with dtype object"),
+        ("a cat", r"`text_features\[1\]` must be a numeric array, got str"),
+    ],
+)
+def test_text_features_holding_none_or_text_name_the_query(item, match):
+    video, text = two_queries_and_a_video(5)
+    with pytest.raises(ValueError, match=match):
+        make_processor()(video_features=video, text_features=[text[0], item])
+    with pytest.raises(ValueError, match=match):
+        prepare_text_features([text[0], item], 6)
+
+
+@pytest.mark.parametrize("rows", [3, [0, 1], slice(4, 0, -1), slice(0, 4, 0)])
+def test_select_pairs_needs_a_slice(rows):
+    video, text = two_queries_and_a_video(5)
+    batch = make_processor()(video_features=video, text_features=text, share_windows=True)
+    with pytest.raises(ValueError, match=r"`rows` must be a slice of pairs"):
+        select_pairs(batch, rows)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("seconds_per_frame", float("inf"), "`seconds_per_frame` must be a finite number"),
+        ("seconds_per_frame", -0.2, "`seconds_per_frame` must be positive"),
+        ("seconds_per_frame", "0.2", "`seconds_per_frame` must be a finite number"),
+        ("window_offsets", np.array([-1, 0, 20, 40]), r"`window_offsets` must be >= 0: window 0 has offset -1"),
+        ("window_lengths", np.array([20, 0, 37, 17]), r"`window_lengths` must be >= 1: window 1"),
+        ("window_lengths", np.array([20, 40, 37]), r"must describe the same W >= 1 windows, got 4 and 3"),
+        ("window_lengths", np.array([20.0, 40.0, 37.0, 17.0]), r"`window_lengths` must be a 1-D integer array"),
+        ("num_frames", 50, r"`window_offsets \+ window_lengths` must be <= num_frames \(50\): window 2"),
+        ("num_frames", 0, "`num_frames` must be a positive integer"),
+        ("num_queries", 0, "`num_queries` must be a positive integer"),
+        ("pair_query_index", np.array([0, 0, 0, 0, 1, 1, 1, 2]), r"`pair_query_index` must lie in \[0, 2\): pair 7"),
+        ("pair_window_index", np.array([0, 1, 2, 3, 0, 1, 2, -1]), r"`pair_window_index` must lie in \[0, 4\)"),
+        ("pair_window_index", np.arange(4), "one entry per pair, got 8 and 4"),
+    ],
+)
+def test_window_metadata_rejects_inconsistent_values(field, value, match):
+    video, text = two_queries_and_a_video(5)
+    metadata = make_processor()(video_features=video, text_features=text).window_metadata
+    assert dataclasses.replace(metadata).num_pairs == 8  # the processor's own metadata is consistent
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(metadata, **{field: value})
+
+
+def test_video_windows_reject_lengths_contradicting_the_mask_or_the_video():
+    video, _ = two_queries_and_a_video(5)
+    cut = make_processor().cut_windows(video)  # 57 frames: offsets [0, 0, 20, 40], lengths [20, 40, 37, 17]
+    mask = cut.window_mask.clone()
+    mask[3, 17] = 1
+    with pytest.raises(ValueError, match=r"`window_mask` must be 1 on the first `window_lengths` .*window 3"):
+        dataclasses.replace(cut, window_mask=mask)
+    with pytest.raises(ValueError, match=r"`window_mask` must be 1 .*window 0 \(length 19\)"):
+        dataclasses.replace(cut, window_lengths=cut.window_lengths - np.array([1, 0, 0, 0]))
+    with pytest.raises(ValueError, match=r"at most the padded length 40 of `windows`: window 1 has length 41"):
+        dataclasses.replace(cut, window_lengths=cut.window_lengths + np.array([0, 1, 0, 0]), num_frames=100)
+    with pytest.raises(ValueError, match=r"<= num_frames \(50\): window 2"):
+        dataclasses.replace(cut, num_frames=50)
+    assert dataclasses.replace(cut.to("meta")).windows.device.type == "meta"  # an accelerator mask is not read

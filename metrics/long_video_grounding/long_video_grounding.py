@@ -59,16 +59,19 @@ Args:
         the second are not read (the order of the rows is the ranking), so NaN scores are harmless. An empty
         list is a miss at every K.
     references (`list` of `list` of `float`): one `[start, end]` per query, in seconds, `start <= end`.
-    window_rankings (`list` of `list` of `int`, *optional*): one entry per query: window indices, best first.
-        When given, window recall `WindowR@K` is added. Window `w` covers frames
+    window_rankings (`list` of `list` of `int`, *optional*): one entry per query: distinct window indices
+        (`>= 0`), best first. When given, window recall `WindowR@K` is added. Window `w` covers frames
         `[(w - 1) * stride, (w + 1) * stride)`; the positive windows of a reference are
         `floor(start / seconds_per_frame / stride) ... ceil(end / seconds_per_frame / stride)`, both included.
-    iou_thresholds (`list` of `float`, *optional*): θ values in [0, 1]. Defaults: mad 0.1/0.3/0.5, ego4d 0.3/0.5.
-    top_k (`list` of `int`, *optional*): K values of Recall@K. Default 1/5/10/50/100 for both configs.
-    window_top_k (`list` of `int`, *optional*): K values of window recall. Defaults: mad 1/5/10/30/50/100/200,
-        ego4d 1/5/10/20/30/50.
+    iou_thresholds (`float` or `list` of `float`, *optional*): θ values in [0, 1]; a single number means a
+        one-element list (`0.5` is `[0.5]`). Defaults: mad 0.1/0.3/0.5, ego4d 0.3/0.5.
+    top_k (`int` or `list` of `int`, *optional*): K values of Recall@K; a single K means a one-element list
+        (`5` is `[5]`). Default 1/5/10/50/100 for both configs.
+    window_top_k (`int` or `list` of `int`, *optional*): K values of window recall, a single K as for `top_k`.
+        Defaults: mad 1/5/10/30/50/100/200, ego4d 1/5/10/20/30/50.
     window_length (`int`, *optional*): window length in frames. Defaults: mad 900, ego4d 90.
-    window_stride (`int`, *optional*): distance between window starts in frames. Default half the window length.
+    window_stride (`int`, *optional*): distance between window starts in frames, smaller than `window_length`
+        (as in `RGNetConfig`). Default half the window length.
     seconds_per_frame (`float`, *optional*): duration of one feature frame. Defaults: mad 0.2, ego4d 0.535.
 
 Returns:
@@ -100,18 +103,25 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
+def _as_tuple(values) -> tuple:
+    # A single value is a one-element list: `top_k=5` means `top_k=[5]`.
+    if isinstance(values, np.ndarray) and values.ndim == 0:
+        return (values.item(),)
+    return tuple(values) if _is_list_like(values) else (values,)
+
+
 def _positive_ints(values, name: str) -> tuple[int, ...]:
-    values = tuple(values) if _is_list_like(values) else values
-    if not values or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of positive integers; got {values!r}")
-    return tuple(int(v) for v in values)
+    items = _as_tuple(values)
+    if not items or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in items):
+        raise ValueError(f"{name} must be a positive integer or a non-empty list of them; got {values!r}")
+    return tuple(int(v) for v in items)
 
 
 def _unit_interval_floats(values, name: str) -> tuple[float, ...]:
-    values = tuple(values) if _is_list_like(values) else values
-    if not values or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of numbers in [0, 1]; got {values!r}")
-    return tuple(float(v) for v in values)
+    items = _as_tuple(values)
+    if not items or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in items):
+        raise ValueError(f"{name} must be a number in [0, 1] or a non-empty list of them; got {values!r}")
+    return tuple(float(v) for v in items)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +129,8 @@ class GroundingMetricSettings:
     """Conventions of one benchmark's evaluator.
 
     Attributes:
-        iou_thresholds (`tuple[float, ...]`): θ values; a prediction hits when its IoU is strictly greater.
+        iou_thresholds (`tuple[float, ...]`): θ values; a prediction hits when its IoU is strictly greater. Like
+            `top_k` and `window_top_k`, it may be given as a single value, which means a one-element tuple.
         top_k (`tuple[int, ...]`): K values of Recall@K.
         iou_dtype (`str`): `"float32"` or `"float64"`: precision of the IoU, of θ in the comparison and of the
             recall mean. The spans are rounded to it before any arithmetic.
@@ -128,7 +139,8 @@ class GroundingMetricSettings:
         report_mean_iou (`bool`): whether `mIoU` (mean IoU of the top-1 prediction) is returned.
         seconds_per_frame (`float`): duration of one feature frame, for window recall.
         window_length (`int`): window length in frames, for window recall.
-        window_stride (`int | None`): distance between window starts in frames; `None` means half a window.
+        window_stride (`int | None`): distance between window starts in frames, smaller than `window_length`;
+            `None` means half a window.
         window_top_k (`tuple[int, ...]`): K values of window recall.
     """
 
@@ -153,6 +165,11 @@ class GroundingMetricSettings:
         _positive_ints([self.window_length], "window_length")
         if self.window_stride is not None:
             _positive_ints([self.window_stride], "window_stride")
+            if self.window_stride >= self.window_length:
+                # As `RGNetConfig` and the processor: window w starts at (w - 1) * stride, so window 0 would be empty.
+                raise ValueError(
+                    f"window_stride ({self.window_stride}) must be smaller than window_length ({self.window_length})"
+                )
         elif self.window_length < 2:
             raise ValueError(
                 f"window_length must be at least 2 when window_stride is not set; got {self.window_length}"
@@ -325,7 +342,8 @@ def window_recall_at_k(window_rankings, references, *, seconds_per_frame, window
     """Recall@K of the window (clip) retrieval stage, in float32 as the original window evaluator.
 
     Args:
-        window_rankings (`list` of `list` of `int`): per query, window indices best first (may be empty).
+        window_rankings (`list` of `list` of `int`): per query, distinct window indices `>= 0` best first
+            (may be empty).
         references (`array-like` of shape `(Q, 2)`): ground-truth `[start, end]` in seconds.
         seconds_per_frame (`float`): duration of one feature frame.
         window_stride (`int`): distance between window starts in frames.
@@ -336,7 +354,8 @@ def window_recall_at_k(window_rankings, references, *, seconds_per_frame, window
         first K (see `positive_window_range`).
 
     Raises:
-        ValueError: when `window_rankings` is malformed or its length differs from `references`.
+        ValueError: when `window_rankings` is malformed (a negative or repeated window index included) or its
+            length differs from `references`.
     """
     references = np.asarray(references, dtype=np.float64).reshape(-1, 2)
     rankings = _window_rankings(window_rankings, len(references))
@@ -438,6 +457,29 @@ def _window_rankings(window_rankings, num_queries: int) -> list[np.ndarray]:
         if not valid:
             raise ValueError(f"window_rankings[{index}] must be a list of window indices; got {ranking!r}")
         rankings.append(values.astype(np.int64))
+    if not rankings:
+        return rankings
+    # All rows at once: a negative id, or an id twice in a row, would count a window that does not exist or twice.
+    lengths = np.array([len(ranking) for ranking in rankings])
+    flat = np.concatenate(rankings)
+    rows = np.repeat(np.arange(len(rankings)), lengths)
+    negative = flat < 0
+    if negative.any():
+        position = int(np.argmax(negative))
+        row = int(rows[position])
+        raise ValueError(
+            f"window_rankings[{row}] must hold window indices >= 0; got {int(flat[position])} at position "
+            f"{position - int(lengths[:row].sum())}"
+        )
+    order = np.lexsort((flat, rows))  # by row, then window id
+    sorted_rows, sorted_ids = rows[order], flat[order]
+    repeated = (sorted_rows[1:] == sorted_rows[:-1]) & (sorted_ids[1:] == sorted_ids[:-1])
+    if repeated.any():
+        first = int(np.argmax(repeated))  # the lowest row holding a repeat, its lowest repeated id
+        raise ValueError(
+            f"window_rankings[{int(sorted_rows[first])}] must hold distinct window indices; window "
+            f"{int(sorted_ids[first])} appears more than once"
+        )
     return rankings
 
 
