@@ -12,8 +12,8 @@
   the model on a processor batch in passes of whole queries (also used by `scripts/ground_video.py` and the
   benchmarks).
 * `RGNetTrainer`: the custom loss over both batch modes with its terms logged, AdamW with per-epoch step LR, and an
-  `evaluate` that runs `predict_long_videos` and scores it with the `evaluate` metric module
-  (`metrics/long_video_grounding`).
+  `evaluate` that runs `predict_long_videos` on a query table and scores it with the `evaluate` metric module
+  (`metrics/long_video_grounding`); `predict` runs the same inference and returns the ranked moments too.
 * `RECIPES`: the published optimisation settings (spec §3.4), used by `scripts/train_rgnet.py`.
 """
 
@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PredictionOutput
 from transformers.utils import logging
 
 try:
@@ -633,12 +634,18 @@ class _ProcessLogCallback(TrainerCallback):
 class RGNetTrainer(Trainer):
     """`Trainer` for RGNet: both batch modes, loss terms in the logs, per-epoch LR drops, long-video evaluation.
 
+    `evaluate` and `predict` take a query table (a `datasets.Dataset` with the columns `REQUIRED_QUERY_COLUMNS`, as
+    `load_rgnet_dataset` returns per split), not the training dataset of windows: each runs full long-video
+    inference ([`predict_long_videos`]) on every query of the table; `evaluate` returns Recall@K / mIoU / window
+    recall, `predict` a `PredictionOutput` with each query's ranked moments, its ground truth and the same metrics.
+    The videos are read from `feature_store`.
+
     Args:
         model ([`RGNetForVideoGrounding`]): the model.
         args ([`RGNetTrainingArguments`]): training arguments.
         train_dataset ([`RGNetTrainingDataset`], *optional*): training samples.
         eval_dataset (`datasets.Dataset`, *optional*): a query table evaluated by full long-video inference.
-        feature_store (*optional*): frames of the evaluation videos (required with `eval_dataset`).
+        feature_store (*optional*): frames of the evaluation and prediction videos (required with `eval_dataset`).
         processing_class ([`RGNetProcessor`]): windowing, collation and post-processing.
         data_collator (*optional*): defaults to `RGNetDataCollator(processor, pair_mode=model.config.pair_mode)`.
         **kwargs: passed to `Trainer`.
@@ -773,21 +780,44 @@ class RGNetTrainer(Trainer):
             return self.args.eval_metric_config
         return "mad" if self.model.config.query_normalization == "mad" else "ego4d"
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Full long-video inference on `eval_dataset` (a query table) and Recall@K / mIoU / window recall."""
-        eval_dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        if eval_dataset is None:
-            raise ValueError("`evaluate` needs an `eval_dataset` (a query table with timestamps).")
-        if isinstance(eval_dataset, Mapping):
-            raise ValueError("Pass one query table as `eval_dataset`, not a dict of them.")
+    def _check_query_table_argument(self, dataset, argument: str) -> None:
+        """Fail clearly when `dataset` is not one query table (e.g. the training dataset of windows)."""
+        if isinstance(dataset, Mapping):
+            raise ValueError(f"Pass one query table as `{argument}`, not a dict of them.")
+        columns = getattr(dataset, "column_names", None) or []
+        missing = [column for column in REQUIRED_QUERY_COLUMNS if column not in columns]
+        if missing:
+            raise ValueError(
+                f"`{argument}` must be a query table (a `datasets.Dataset` with the columns "
+                f"{list(REQUIRED_QUERY_COLUMNS)}, e.g. a split of `load_rgnet_dataset`); the "
+                f"{type(dataset).__name__} given lacks {missing}. The training dataset of windows "
+                "(`RGNetTrainingDataset`, `trainer.train_dataset`) is not a query table: pass its `queries` instead."
+            )
+        if self.feature_store is None:
+            raise ValueError(f"`{argument}` needs the trainer's `feature_store` (the frames of its videos).")
+
+    def _long_video_inference(
+        self, queries, argument: str, metric_key_prefix: str, *, require_timestamps: bool
+    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """`evaluate` and `predict`: full long-video inference on a query table, split over the processes, and its
+        scores (when some query has `timestamps`).
+
+        Returns:
+            `(predictions, metrics)`: `predict_long_videos`'s list in table order (all processes' queries) and the
+            metrics prefixed with `metric_key_prefix`, `_runtime` included.
+        """
+        self._check_query_table_argument(queries, argument)
+        has_timestamps = any(value is not None for value in queries["timestamps"])
+        if require_timestamps and not has_timestamps:
+            raise ValueError(f"No query of `{argument}` has `timestamps`: nothing to score (`predict` needs none).")
         start = time.time()
         model = self.accelerator.unwrap_model(self.model)
-        videos = sorted(set(eval_dataset["video_id"]))
+        videos = sorted(set(queries["video_id"]))
         share = videos[self.args.process_index :: self.args.world_size]
         predictions = predict_long_videos(
             model,
             self.processor,
-            eval_dataset,
+            queries,
             self.feature_store,
             pairs_per_batch=self.args.eval_pairs_per_batch,
             video_ids=share,
@@ -797,15 +827,63 @@ class RGNetTrainer(Trainer):
             from accelerate.utils import gather_object
 
             predictions = gather_object(predictions)
-        order = {qid: index for index, qid in enumerate(eval_dataset["query_id"])}
+        order = {qid: index for index, qid in enumerate(queries["query_id"])}
         predictions = sorted(predictions, key=lambda item: order[item["query_id"]])
-        scores = score_predictions(predictions, eval_dataset, self.processor, self.metric_config())
-        metrics = {f"{metric_key_prefix}_{key}": value for key, value in scores.items()}
+        metrics = {}
+        if has_timestamps:
+            scores = score_predictions(predictions, queries, self.processor, self.metric_config())
+            metrics = {f"{metric_key_prefix}_{key}": value for key, value in scores.items()}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
         self.last_predictions = predictions
+        return predictions, metrics
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Full long-video inference on `eval_dataset` (a query table) and Recall@K / mIoU / window recall.
+
+        `ignore_keys` is unused (no model outputs are gathered). The per-query results are kept in
+        `self.last_predictions` (`predict_long_videos`'s list, in table order).
+        """
+        eval_dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if eval_dataset is None:
+            raise ValueError("`evaluate` needs an `eval_dataset` (a query table with timestamps).")
+        _, metrics = self._long_video_inference(
+            eval_dataset, "eval_dataset", metric_key_prefix, require_timestamps=True
+        )
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
+        """Full long-video inference on `test_dataset` (a query table), as `evaluate` runs it.
+
+        Args:
+            test_dataset (`datasets.Dataset`): a query table (`query_id`, `video_id`, `timestamps` and the text
+                column); rows may have `timestamps` `None` (no ground truth).
+            ignore_keys (`list[str]`, *optional*): unused (no model outputs are gathered).
+            metric_key_prefix (`str`, *optional*, defaults to `"test"`): prefix of the metric names.
+
+        Returns:
+            `PredictionOutput`:
+            - `predictions` (`list[np.ndarray]`): per query in table order, its ranked moments as a float64 array
+              `(P, 5)` of rows `[start, end, proposal, match, fusion]` (seconds, then scores; best first). The window
+              ranking and each moment's source window are in `self.last_predictions` (`predict_long_videos`'s list).
+            - `label_ids` (`np.ndarray` or `None`): float64 `(N, 2)` ground-truth `[start, end]` in seconds per
+              query (NaN for a query without `timestamps`), or `None` when no query has them.
+            - `metrics` (`dict[str, float]`): `evaluate`'s metrics under `metric_key_prefix` (scored over the
+              queries with `timestamps`; only `{prefix}_runtime` when none has them).
+        """
+        predictions, metrics = self._long_video_inference(
+            test_dataset, "test_dataset", metric_key_prefix, require_timestamps=False
+        )
+        timestamps = list(test_dataset["timestamps"])
+        label_ids = None
+        if any(value is not None for value in timestamps):
+            label_ids = np.array(
+                [[math.nan, math.nan] if value is None else list(value) for value in timestamps], dtype=np.float64
+            )
+        moments = [np.asarray(item["predictions"], dtype=np.float64).reshape(-1, 5) for item in predictions]
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
+        return PredictionOutput(predictions=moments, label_ids=label_ids, metrics=metrics)
 
 
 __all__ = [

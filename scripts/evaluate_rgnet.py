@@ -36,6 +36,21 @@ from training_rgnet import (  # noqa: E402
 logger = logging.getLogger("evaluate_rgnet")
 
 
+def check_device(device: str) -> str | None:
+    """What is wrong with a `--device` value on this machine (`None` when it can be used)."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        return "not a torch device (expected e.g. cpu, cuda or cuda:0)"
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available here (this PyTorch build or machine has no usable GPU); use --device cpu"
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a folder saved by the trainer (model + processor)")
@@ -70,12 +85,20 @@ def main(argv: list[str] | None = None) -> dict:
         "activations in again (MAD inference about 13%% faster on the project's 2-core VM, the same peak memory)",
     )
     args = parser.parse_args(argv)
+    # Flags are checked before anything is loaded.
+    if args.pairs_per_batch < 1:
+        parser.error(f"--pairs_per_batch must be >= 1, got {args.pairs_per_batch}")
+    if args.max_predictions is not None and args.max_predictions < 1:
+        parser.error(
+            f"--max_predictions must be >= 1 (or left out for the model's default), got {args.max_predictions}"
+        )
+    device_problem = check_device(args.device)
+    if device_problem is not None:
+        parser.error(f"--device {args.device}: {device_problem}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.retain_freed_cpu_memory and not retain_freed_host_memory():
         logger.warning("--retain_freed_cpu_memory: this C library cannot be tuned (glibc only); ignored.")
 
-    if args.pairs_per_batch < 1:
-        parser.error(f"--pairs_per_batch must be >= 1, got {args.pairs_per_batch}")
     if not Path(args.model, "config.json").is_file():
         parser.error(f"--model {args.model} is not a saved model folder (no config.json there)")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]

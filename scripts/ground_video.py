@@ -26,7 +26,9 @@ inference, a **sentence embedding** `(Dc,)` in the video feature space for the m
   `"matching_score": "unavailable: ..."` in the JSON.
 
 A query whose token count (with the start and end tokens) exceeds what the tokenizer or text encoder accepts is
-an error; a query that fits but has more than `max_text_tokens` tokens is truncated as in training.
+an error; a query that fits but has more than `max_text_tokens` tokens is truncated as in training. Words the
+tokenizer reads only as its unknown token are named in a warning (and in the JSON's `unknown_words`); a query made
+only of such words is grounded, but its moments do not depend on its text.
 
 Output: the top `--top_k` moments of each query are printed; `<name>_grounding.json` (all ranked moments, up to
 `config.max_predictions`, and the window ranking) and `<name>_timeline.png` (window scores and top moments, see
@@ -46,6 +48,7 @@ import json
 import logging
 import math
 import os
+import string
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -230,6 +233,53 @@ def check_query_lengths(tokenizer, texts: Sequence[str], limit: int) -> None:
             )
 
 
+def unknown_query_words(tokenizer, text: str) -> list[str]:
+    """The words of `text` (split on spaces, punctuation stripped) that `tokenizer` reads only as its unknown token.
+
+    Empty when the tokenizer has no unknown token (`unk_token_id` is `None`). Each word is tokenised alone without
+    special tokens, so a tokenizer whose unknown token is also its end token (CLIP's) is read correctly.
+    """
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    words = [word.strip(string.punctuation) for word in text.split()]
+    words = [word for word in words if word]
+    if unknown_id is None or not words:
+        return []
+    encoded = tokenizer(words, add_special_tokens=False)["input_ids"]
+    return [word for word, ids in zip(words, encoded, strict=True) if ids and all(i == unknown_id for i in ids)]
+
+
+def warn_about_unknown_words(tokenizer, queries: Sequence[str], normalized: Sequence[str]) -> list[list[str]]:
+    """Log a warning naming each query with words the tokenizer does not know (see [`unknown_query_words`]).
+
+    Args:
+        tokenizer: The tokenizer that reads the queries.
+        queries (sequence of `str`): The raw queries (named in the warnings).
+        normalized (sequence of `str`): The same queries as tokenised (after the dataset's normalisation).
+
+    Returns:
+        `list[list[str]]`: each query's unknown words.
+    """
+    unknown = [unknown_query_words(tokenizer, text) for text in normalized]
+    for query, text, words in zip(queries, normalized, unknown, strict=True):
+        if not words:
+            continue
+        if len(words) == len([word for word in text.split() if word.strip(string.punctuation)]):
+            logger.warning(
+                "`query` %r: none of its words is in the tokenizer's vocabulary (all read as the unknown token %r); "
+                "its moments do not depend on what it says.",
+                query,
+                tokenizer.unk_token,
+            )
+        else:
+            logger.warning(
+                "`query` %r: the word(s) %s are not in the tokenizer's vocabulary (read as the unknown token %r).",
+                query,
+                words,
+                tokenizer.unk_token,
+            )
+    return unknown
+
+
 def _token_limit(tokenizer, max_position_embeddings: int | None) -> int:
     limit = tokenizer.model_max_length if tokenizer.model_max_length < _UNLIMITED_LENGTH else math.inf
     if max_position_embeddings is not None:
@@ -346,7 +396,8 @@ def ground(
 
     Returns:
         `(predictions, window_metadata, info)`: `post_process_video_grounding`'s list (one dict per query), the
-        batch's window metadata, and `{"normalized_queries", "matching_score"}`.
+        batch's window metadata, and `{"normalized_queries", "matching_score", "unknown_words"}` (per query, the
+        words its tokenizer reads only as the unknown token; a warning names each such query).
 
     Raises:
         ValueError: On an empty or too long query, a missing text encoder, or a text encoder whose width is not the
@@ -375,6 +426,7 @@ def ground(
             processor.tokenizer = query_encoder.tokenizer
         limit = _token_limit(processor.tokenizer, config.text_config.max_position_embeddings)
         check_query_lengths(processor.tokenizer, normalized, limit)
+        unknown_words = warn_about_unknown_words(processor.tokenizer, queries, normalized)
         query_inputs = {"text": list(queries)}
         sentence_embeddings = query_encoder.encode(normalized)[1] if query_encoder is not None else None
     else:
@@ -388,6 +440,7 @@ def ground(
                 f"`text_encoder` {query_encoder.checkpoint!r} gives {query_encoder.hidden_size}-d token features but "
                 f"the model expects config.text_feature_dim = {config.text_feature_dim}."
             )
+        unknown_words = warn_about_unknown_words(query_encoder.tokenizer, queries, normalized)
         token_features, sentence_embeddings = query_encoder.encode(normalized)
         query_inputs = {"text_features": token_features}
 
@@ -424,7 +477,8 @@ def ground(
     predictions = processor.post_process_video_grounding(
         outputs, metadata, video_features=video_features, sentence_embeddings=sentence_embeddings
     )
-    return predictions, metadata, {"normalized_queries": normalized, "matching_score": matching}
+    info = {"normalized_queries": normalized, "matching_score": matching, "unknown_words": unknown_words}
+    return predictions, metadata, info
 
 
 def format_predictions(
@@ -516,8 +570,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         progress=not args.no_progress,
     )
     results = format_predictions(predictions, metadata, args.query)
-    for result, normalized in zip(results, info["normalized_queries"], strict=True):
+    for result, normalized, unknown in zip(results, info["normalized_queries"], info["unknown_words"], strict=True):
         result["normalized_query"] = normalized
+        result["unknown_words"] = unknown
     print_top_moments(results, args.top_k)
 
     output_dir = Path(args.output_dir)
@@ -555,6 +610,8 @@ __all__ = [
     "load_video_features",
     "main",
     "print_top_moments",
+    "unknown_query_words",
+    "warn_about_unknown_words",
 ]
 
 if __name__ == "__main__":

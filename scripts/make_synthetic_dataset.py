@@ -755,7 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="Any other SyntheticDatasetSettings field (e.g. --set min_video_frames=800). Repeatable.",
+        help="Any other SyntheticDatasetSettings field (e.g. --set min_video_frames=800). Repeatable, each field "
+        "once; the settings above take their own flags.",
     )
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing RGNet dataset at --output.")
     parser.add_argument(
@@ -765,17 +766,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_overrides(values: list[str]) -> dict[str, Any]:
+# Settings with a flag of their own in `build_parser` (`--set` may not give them too), with that flag.
+FLAG_SETTINGS = {
+    name: "--" + name.replace("_", "-")
+    for name in (
+        "seed",
+        "num_train_videos",
+        "num_validation_videos",
+        "num_test_videos",
+        "video_feature_dim",
+        "text_feature_dim",
+    )
+}
+
+
+def _parse_overrides(
+    values: list[str], own_flags: Mapping[str, str] | None = None, option: str = "--set"
+) -> dict[str, Any]:
+    """`NAME=VALUE` strings (`option`, e.g. `--set`) as `SyntheticDatasetSettings` overrides, each name at most once.
+
+    `own_flags` maps the settings that have a flag of their own to that flag; `option` may not give them.
+    """
     types = {item.name: item.type for item in dataclasses.fields(SyntheticDatasetSettings)}
+    own_flags = own_flags or {}
     overrides: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for value in values:
         name, sep, text = value.partition("=")
         if not sep or name not in types:
             raise ValueError(f"`--set` expects NAME=VALUE with NAME a SyntheticDatasetSettings field, got {value!r}.")
+        if name in own_flags:
+            raise ValueError(
+                f"`{option} {name}` is not accepted: `{name}` has its own flag, use `{own_flags[name]} {text}`."
+            )
+        if name in given:
+            raise ValueError(
+                f"`{option} {name}` is given more than once ({given[name]!r} and {text!r}); give it once."
+            )
+        given[name] = text
         try:
             overrides[name] = int(text) if types[name] == "int" else float(text)
         except ValueError:
-            raise ValueError(f"`--set {name}` expects a number, got {text!r}.") from None
+            expected = "an integer" if types[name] == "int" else "a number"
+            raise ValueError(f"`{option} {name}` expects {expected}, got {text!r}.") from None
     return overrides
 
 
@@ -787,7 +820,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.no_progress:  # `datasets` draws its own bars when the query tables are saved
         datasets.disable_progress_bars()
     try:
-        overrides = _parse_overrides(args.set)
+        overrides = _parse_overrides(args.set, own_flags=FLAG_SETTINGS)
         return make_synthetic_dataset(
             args.output,
             seed=args.seed,

@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.time()
     output_dir.mkdir(parents=True, exist_ok=True)
-    make_synthetic_dataset(dataset_dir, seed=args.seed, reuse=True, **_parse_overrides(args.dataset_setting))
+    # The dataset's seed is `--seed` (it seeds the model and training too): not a `--dataset_setting`.
+    settings = _parse_overrides(args.dataset_setting, own_flags={"seed": "--seed"}, option="--dataset_setting")
+    make_synthetic_dataset(dataset_dir, seed=args.seed, reuse=True, **settings)
     queries, store = load_rgnet_dataset(dataset_dir)
     vocabulary = load_synthetic_vocabulary(dataset_dir)
     tokenizer, text_config, embeddings = build_text_encoder(vocabulary)

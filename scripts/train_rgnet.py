@@ -8,7 +8,7 @@ Usage:
 `--recipe` (mad | ego4d_naq_pretrain | ego4d_finetune) sets the model preset and the optimisation settings of spec
 §3.4 (learning rate, epochs, LR drops, batch size per device, seed). Every `TrainingArguments` /
 `RGNetTrainingArguments` flag overrides the recipe, and every `RGNetConfig` field can be overridden too, e.g.
-`--hidden_size 128 --max_window_frames 64`. All errors about the data, the recipe or `--init_from` are raised before
+`--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type). All errors about the data, the recipe or `--init_from` are raised before
 training starts.
 """
 
@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import sys
+from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from transformers import HfArgumentParser, set_seed  # noqa: E402
+from transformers.hf_argparser import string_to_bool  # noqa: E402
 
 from configuration_rgnet import RGNetConfig  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
@@ -70,22 +72,63 @@ class RGNetScriptArguments:
     )
 
 
+def _annotation_kinds(annotation) -> set[str]:
+    """The type names of a field annotation (`int`, `"float | int"`, `int | None`, ...)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return {part.strip() for part in text.split("|")}
+
+
+def _parse_config_value(flag: str, annotation, raw: str):
+    """A command-line value for an `RGNetConfig` field, parsed by the field's type."""
+    kinds = _annotation_kinds(annotation)
+    if "None" in kinds and raw.lower() in ("none", "null"):
+        return None
+    try:
+        if "bool" in kinds:
+            return string_to_bool(raw)
+        if "int" in kinds and "float" not in kinds:
+            return int(raw)
+        if "float" in kinds:
+            try:
+                return int(raw)  # `0` stays an int where the field takes both
+            except ValueError:
+                return float(raw)
+        if "str" in kinds:
+            return json.loads(raw) if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+        return json.loads(raw)
+    except (ArgumentTypeError, ValueError):  # json.JSONDecodeError is a ValueError
+        pass
+    if "bool" in kinds:
+        expected = "a boolean (true/false, yes/no, 1/0, any case)"
+    elif "int" in kinds and "float" not in kinds:
+        expected = "an integer"
+    elif "float" in kinds:
+        expected = "a number"
+    else:
+        expected = "a JSON value"
+    if "None" in kinds:
+        expected += " or none"
+    raise ValueError(f"`{flag}` expects {expected}, got {raw!r}.")
+
+
 def _parse_config_overrides(remaining: list[str]) -> dict:
-    """`--field value` pairs for `RGNetConfig` fields, typed from the field's default."""
+    """`--field value` (or `--field=value`) pairs for `RGNetConfig` fields, parsed by the field's type (the last of
+    a repeated flag wins, as for the other flags)."""
     fields = {item.name: item for item in dataclasses.fields(RGNetConfig)}
     overrides, index = {}, 0
     while index < len(remaining):
         flag = remaining[index]
+        flag, separator, raw = flag.partition("=") if flag.startswith("--") else (flag, "", "")
         name = flag[2:] if flag.startswith("--") else None
-        if name is None or name not in fields or index + 1 >= len(remaining):
+        if name is None or name not in fields:
             raise ValueError(f"Unknown argument {flag!r}: not a training argument nor an RGNetConfig field.")
-        raw = remaining[index + 1]
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        overrides[name] = value
-        index += 2
+        if not separator:
+            if index + 1 >= len(remaining) or remaining[index + 1].startswith("--"):
+                raise ValueError(f"`{flag}` (an RGNetConfig field) needs a value, e.g. `{flag} VALUE`.")
+            raw = remaining[index + 1]
+            index += 1
+        overrides[name] = _parse_config_value(flag, fields[name].type, raw)
+        index += 1
     return overrides
 
 
@@ -186,4 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # bad input, named by the message: no traceback on the command line
+        sys.exit(f"train_rgnet.py: error: {error}")

@@ -63,8 +63,11 @@ def _byte_symbols():
     return [chr(code) for code in codes]
 
 
-def build_tiny_clip_tokenizer():
-    """A CLIP tokenizer over all bytes plus a few merges (518 ids; `<|endoftext|>` is the last id)."""
+def build_tiny_clip_tokenizer(unknown_letters=""):
+    """A CLIP tokenizer over all bytes plus a few merges (518 ids; `<|endoftext|>` is the last id).
+
+    `unknown_letters` are left out of the vocabulary (the ids stay): the tokenizer reads them as its unknown token.
+    """
     symbols = _byte_symbols()
     vocab = {symbol: index for index, symbol in enumerate(symbols)}
     vocab.update({f"{symbol}</w>": len(symbols) + index for index, symbol in enumerate(symbols)})
@@ -73,6 +76,8 @@ def build_tiny_clip_tokenizer():
         vocab[left + right] = len(vocab)
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
+    for letter in unknown_letters:
+        del vocab[letter], vocab[f"{letter}</w>"]
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
@@ -435,6 +440,28 @@ def test_model_with_its_own_text_encoder_and_no_sentence_embedding(clip_dir, gro
     report = ground_video.main(cli("no_plot", output_dir=tmp_path / "out", text_encoder=clip_dir, **options))
     assert report["matching_score"].startswith("CLIP text_embeds")
     assert any(moment["matching_score"] != 0 for moment in report["queries"][0]["moments"])
+
+
+def test_queries_of_unknown_words_are_grounded_with_a_warning(clip_dir, rgnet_dir, ground_video, tmp_path, caplog):
+    encoder_dir = tmp_path / "clip_without_qxz"
+    shutil.copytree(clip_dir, encoder_dir)
+    build_tiny_clip_tokenizer(unknown_letters="qxz").save_pretrained(encoder_dir)
+    np.save(tmp_path / "video.npy", np.ones((30, TINY_CLIP_PROJECTION_DIM), np.float32))
+    options = {"model": rgnet_dir, "video": tmp_path / "video.npy", "output_dir": tmp_path / "out"}
+    queries = ["Zzx qxz!", "a bike on zzx", "a bike"]
+    with caplog.at_level("WARNING", logger="ground_video"):
+        report = ground_video.main(cli("no_plot", "no_progress", text_encoder=encoder_dir, query=queries, **options))
+    warnings = [record.getMessage() for record in caplog.records if record.name == "ground_video"]
+    assert any("`query` 'Zzx qxz!': none of its words is in the tokenizer's vocabulary" in line for line in warnings)
+    assert any("`query` 'a bike on zzx': the word(s) ['zzx'] are not in" in line for line in warnings)
+    assert not any("'a bike'" in line for line in warnings)
+    assert [query["unknown_words"] for query in report["queries"]] == [["Zzx", "qxz"], ["zzx"], []]
+    assert all(query["moments"] for query in report["queries"])  # still grounded
+    # The full tokenizer knows every byte: no warning.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ground_video"):
+        ground_video.main(cli("no_plot", "no_progress", text_encoder=clip_dir, query=queries, **options))
+    assert "vocabulary" not in caplog.text
 
 
 # ---- Clear errors ----

@@ -363,6 +363,34 @@ def test_cli_builds_reuses_and_overwrites(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["--set", "seed=1"], "`--set seed` is not accepted: `seed` has its own flag, use `--seed 1`"),
+        (["--set", "num_train_videos=3"], "use `--num-train-videos 3`"),
+        (["--set=text_feature_dim=8"], "use `--text-feature-dim 8`"),
+        (["--set", "min_video_frames=800", "--set", "min_video_frames=900"], "given more than once"),
+        (["--set", "max_window_frames=32.5"], "`--set max_window_frames` expects an integer, got '32.5'"),
+        (["--set", "frame_noise=lots"], "`--set frame_noise` expects a number, got 'lots'"),
+    ],
+)
+def test_cli_set_errors_name_the_flag(tmp_path, capsys, settings, message):
+    with pytest.raises(SystemExit):
+        synthetic.main(["--output", str(tmp_path / "x"), "--no-progress", *settings])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_set_parsing_without_own_flags_accepts_every_setting():
+    # `scripts/quickstart.py --dataset_setting` has no split-size flags: they go through the same parser.
+    assert synthetic._parse_overrides(["num_train_videos=3", "frame_noise=0.2"]) == {
+        "num_train_videos": 3,
+        "frame_noise": 0.2,
+    }
+    flags = {option for action in synthetic.build_parser()._actions for option in action.option_strings}
+    assert set(synthetic.FLAG_SETTINGS.values()) <= flags
+
+
+@pytest.mark.parametrize(
     ("overrides", "message"),
     [
         ({"min_video_frames": 0}, "min_video_frames"),

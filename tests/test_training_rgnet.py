@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers.trainer_utils import PredictionOutput
 
 import training_rgnet
 from configuration_rgnet import RGNetConfig
@@ -244,6 +245,50 @@ def test_query_table_without_needed_columns_is_rejected(tiny_dataset):
         RGNetTrainingDataset(queries["train"].remove_columns("video_id"), store, processor, pair_mode="cross_pairs")
 
 
+def test_predict_runs_the_long_video_inference_of_evaluate(tiny_dataset, tmp_path):
+    trainer = make_trainer(tiny_dataset, tmp_path)
+    table = trainer.eval_dataset
+    metrics = trainer.evaluate(table, metric_key_prefix="test")
+    evaluated = trainer.last_predictions
+    output = trainer.predict(table)
+    assert isinstance(output, PredictionOutput)
+    assert set(output.metrics) == set(metrics) - {"epoch"}  # `log` adds the epoch to evaluate's metrics
+    for key, value in output.metrics.items():
+        assert key.startswith("test_")
+        if key != "test_runtime":
+            assert value == metrics[key], key
+    assert output.metrics["test_num_queries"] == len(table)
+    assert trainer.last_predictions == evaluated
+    assert len(output.predictions) == len(table)
+    for moments, item in zip(output.predictions, evaluated, strict=True):
+        assert moments.shape == (len(item["predictions"]), 5)
+        np.testing.assert_array_equal(moments, np.asarray(item["predictions"]))
+    np.testing.assert_array_equal(output.label_ids, np.asarray(table["timestamps"]))
+    # Without ground truth: the same moments, no labels and no scores.
+    unlabelled = table.map(lambda row: {"timestamps": None})
+    blind = trainer.predict(unlabelled, metric_key_prefix="blind")
+    assert blind.label_ids is None and list(blind.metrics) == ["blind_runtime"]
+    for moments, expected in zip(blind.predictions, output.predictions, strict=True):
+        np.testing.assert_array_equal(moments, expected)
+    with pytest.raises(ValueError, match="No query of `eval_dataset` has `timestamps`"):
+        trainer.evaluate(unlabelled)
+
+
+def test_evaluate_and_predict_reject_the_training_dataset_of_windows(tiny_dataset, tmp_path):
+    trainer = make_trainer(tiny_dataset, tmp_path)
+    missing = re.escape(str(list(training_rgnet.REQUIRED_QUERY_COLUMNS)))
+    for call, argument in ((trainer.predict, "test_dataset"), (trainer.evaluate, "eval_dataset")):
+        with pytest.raises(ValueError, match=f"`{argument}` must be a query table") as error:
+            call(trainer.train_dataset)
+        assert re.search(f"lacks {missing}", str(error.value))
+        assert "The training dataset of windows (`RGNetTrainingDataset`" in str(error.value)
+        assert "is not a query table" in str(error.value)
+        with pytest.raises(ValueError, match="lacks \\['video_id'\\]"):
+            call(trainer.eval_dataset.remove_columns("video_id"))
+    # What the message suggests: the training dataset's query table.
+    assert trainer.predict(trainer.train_dataset.queries).metrics["test_num_queries"] == 16
+
+
 def test_unknown_recipe_is_rejected():
     assert get_recipe("ego4d-finetune").learning_rate == 1e-5
     with pytest.raises(ValueError, match="Unknown recipe 'charades'"):
@@ -348,12 +393,56 @@ def test_train_script_with_torch_compile_trains_as_eager(tiny_dataset, tmp_path,
         (["--train_split", "nope"], "no split 'nope'"),
         (["--video_feature_dim", "32"], "video_feature_dim"),
         (["--bogus_flag", "1"], "bogus_flag"),
+        (["--dropout"], "`--dropout` \\(an RGNetConfig field\\) needs a value"),
+        (["--use_auxiliary_loss", "maybe"], "`--use_auxiliary_loss` expects a boolean"),
+        (["--hidden_size", "32.5"], "`--hidden_size` expects an integer, got '32.5'"),
+        (["--dropout", "high"], "`--dropout` expects a number, got 'high'"),
     ],
 )
 def test_train_script_rejects_bad_setups_before_training(tiny_dataset, tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
         train_rgnet.main(script_flags(tiny_dataset, tmp_path / "run", *extra))
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_train_script_parses_config_values_by_the_field_type():
+    overrides = train_rgnet._parse_config_overrides(
+        [
+            *("--use_auxiliary_loss", "False", "--scale_matching_by_window_score", "YES"),
+            *("--emulate_text_mask_head_ordering", "0", "--hidden_size", "64", "--dropout", "0.25"),
+            *("--window_stride", "none", "--pair_mode", "paired_negative", "--query_normalization", '"ego4d"'),
+            "--input_dropout=0",
+        ]
+    )
+    assert overrides == {
+        "use_auxiliary_loss": False,
+        "scale_matching_by_window_score": True,
+        "emulate_text_mask_head_ordering": False,
+        "hidden_size": 64,
+        "dropout": 0.25,
+        "window_stride": None,
+        "pair_mode": "paired_negative",
+        "query_normalization": "ego4d",
+        "input_dropout": 0,
+    }
+    for value in ("true", "TRUE", "yes", "1"):
+        assert train_rgnet._parse_config_overrides(["--use_auxiliary_loss", value]) == {"use_auxiliary_loss": True}
+    for value in ("false", "No", "0"):
+        assert train_rgnet._parse_config_overrides(["--use_auxiliary_loss", value]) == {"use_auxiliary_loss": False}
+    config = train_rgnet.build_config(
+        train_rgnet.RGNetScriptArguments(dataset_dir="unused", recipe="mad"),
+        train_rgnet._parse_config_overrides(["--use_auxiliary_loss", "False"]),
+    )
+    assert config.use_auxiliary_loss is False
+
+
+def test_train_script_command_line_prints_its_errors_without_a_traceback(tmp_path):
+    script = str(REPO_ROOT / "scripts" / "train_rgnet.py")
+    command = [sys.executable, script, "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "run")]
+    result = subprocess.run([*command, "--dropout"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "train_rgnet.py: error: `--dropout` (an RGNetConfig field) needs a value" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_train_script_rejects_a_mismatched_init_checkpoint(tiny_dataset, tmp_path):
@@ -500,6 +589,35 @@ def test_evaluate_script_tunes_the_allocator_only_when_asked(monkeypatch, tmp_pa
     assert "--pairs_per_batch must be >= 1" in capsys.readouterr().err
 
 
+def test_evaluate_script_checks_its_flags_before_loading(monkeypatch, tmp_path, capsys):
+    def load(*args, **kwargs):
+        raise AssertionError("flags must be checked before anything is loaded")
+
+    monkeypatch.setattr(evaluate_rgnet.RGNetForVideoGrounding, "from_pretrained", load)
+    monkeypatch.setattr(evaluate_rgnet, "retain_freed_host_memory", load)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    flags = ["--model", str(tmp_path / "model"), "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "o")]
+    flags.append("--retain_freed_cpu_memory")
+    with pytest.raises(SystemExit):
+        evaluate_rgnet.main([*flags, "--device", "cpu", "--max_predictions", "0"])
+    assert "--max_predictions must be >= 1" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        evaluate_rgnet.main([*flags, "--device", "cuda:7"])
+    assert "--device cuda:7: CUDA is not available here" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(SystemExit):
+        evaluate_rgnet.main([*flags, "--device", "cuda:7"])
+    assert "--device cuda:7: this machine has 2 CUDA device(s), cuda:0 to cuda:1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_rgnet.main([*flags, "--device", "gpu"])
+    assert "--device gpu: not a torch device" in capsys.readouterr().err
+    with pytest.raises(AssertionError, match="before anything is loaded"):  # valid flags: on to loading
+        evaluate_rgnet.main([*flags, "--device", "cuda:1", "--max_predictions", "5"])
+
+
 def test_evaluate_script_with_bfloat16_weights_and_torch_compile(tiny_dataset, tmp_path, fresh_compiler, monkeypatch):
     """`--torch_compile` (dynamic shapes: chunks of 27 and 9 pairs) predicts what eager inference does, the factored
     selector attention included (windows of 17 tokens, hidden size 8); `--dtype bfloat16` evaluates a bfloat16 model,
@@ -568,7 +686,10 @@ def test_dataset_config_mismatches_name_the_setting_to_change(tiny_dataset):
     check_dataset_matches_config(table, store, config)  # the tiny dataset and config agree
     width = len(table[0]["text_features"][0])
     cases = [
-        ({"video_feature_dim": store.feature_dim + 1}, f"--video_feature_dim {store.feature_dim}"),
+        (  # the sentence embedding has the frames' width (a config check)
+            {"video_feature_dim": store.feature_dim + 1, "pooled_text_dim": store.feature_dim + 1},
+            f"--video_feature_dim {store.feature_dim}",
+        ),
         ({"text_feature_dim": width + 1}, f"--text_feature_dim {width}"),
         ({"seconds_per_frame": 2 * config.seconds_per_frame}, "--seconds_per_frame"),
     ]
