@@ -139,7 +139,8 @@ class RGNetVideoGroundingOutput(ModelOutput):
             Window relevance (clip retrieval) logit; the window score is its sigmoid.
         saliency_scores (`torch.FloatTensor` of shape `(G, Lv)`):
             Per-frame saliency, computed at every position (padded ones included; the paired-negative loss reads
-            them all).
+            them all), in the model's compute dtype (bfloat16 with bfloat16 weights, where `logits`, `pred_spans`
+            and `window_logits` are float32).
         frame_selection (`torch.FloatTensor` of shape `(N, Lv)`):
             Hard 0/1 gate of the frame selector.
         selector_logits (`torch.FloatTensor` of shape `(N, Lv)`):
