@@ -1861,6 +1861,13 @@ def _check_grounding_pair_index(index, num_pairs: int) -> None:
         )
 
 
+def _rows_differ(rows: torch.Tensor | None) -> bool:
+    """Whether the rows (dim 0) of `rows` are not all the same (a tensor of any rank; `False` for `None`)."""
+    if not isinstance(rows, torch.Tensor) or rows.shape[0] < 2:
+        return False
+    return bool((rows != rows[:1]).any())
+
+
 def _all_finite(tensor: torch.Tensor) -> bool:
     """Whether every value is finite, in one reading pass (NaN and ±inf reach the extremes; no mask of the input's
     size is built, unlike `isfinite(x).all()`)."""
@@ -1979,7 +1986,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             pair_query_index (`torch.LongTensor` of shape `(N,)`, *optional*):
                 Query of each pair, for `top_k_windows` (the processor's `window_metadata.pair_query_index`).
                 `None`: `text_pair_index` when given (each query's text held once), else all pairs belong to one
-                query.
+                query (pairs whose texts differ raise an error).
             return_dict (`bool`, *optional*):
                 `False` returns `to_tuple()` of the output, `loss` first when computed; defaults to
                 `config.return_dict`.
@@ -2010,6 +2017,13 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             choose_grounding_pairs = self._top_windows_chooser(
                 top_k_windows, pair_query_index, num_pairs, labels, grounding_pair_index
             )
+            if pair_query_index is None and _rows_differ(text_features if input_ids is None else input_ids):
+                # One query per call is the default; pairs with different texts are several queries, whose windows
+                # would be ranked against each other.
+                raise ValueError(
+                    "`top_k_windows` with pairs of different queries needs `pair_query_index` (the query of each "
+                    "pair, e.g. `inputs.window_metadata.pair_query_index`) or `text_pair_index`."
+                )
         elif pair_query_index is not None:
             raise ValueError("`pair_query_index` is only used with `top_k_windows`.")
         model_outputs = self.model(

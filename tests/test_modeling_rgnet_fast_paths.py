@@ -621,6 +621,8 @@ def test_top_k_windows_outputs_match_the_full_batch(tester):
     model = RGNetForVideoGrounding(config).eval()
     inputs = tester.prepare_inputs(9)
     pair_query_index = torch.arange(3).repeat_interleave(3)
+    for name in ("text_features", "text_mask"):  # three windows per query
+        inputs[name] = inputs[name][pair_query_index * 3]
     with torch.no_grad():
         full = model(**inputs)
         top = model(**inputs, top_k_windows=2, pair_query_index=pair_query_index)
@@ -670,6 +672,16 @@ def test_top_k_windows_rejects_bad_arguments(tester):
     labels = tester.prepare_labels("cross_pairs", training_inputs)
     with pytest.raises(ValueError, match="for inference"):
         model(**training_inputs, labels=labels, top_k_windows=1)
+    # Pairs of different texts without the query of each pair: several queries, not one.
+    with pytest.raises(ValueError, match="pairs of different queries needs `pair_query_index`"):
+        model(**inputs, top_k_windows=2)
+    ids = torch.tensor([[1, 5, 6, 2], [1, 8, 2, 0]])
+    with_text = RGNetForVideoGrounding(tester.get_config(text_config=tiny_text_config())).eval()
+    video = {key: inputs[key][:2] for key in ("video_features", "video_mask")}
+    with pytest.raises(ValueError, match="pairs of different queries"):
+        with_text(**video, input_ids=ids, top_k_windows=1)
+    with torch.no_grad():  # the same query in every pair is one query
+        assert len(with_text(**video, input_ids=ids[[0, 0]], top_k_windows=1).grounding_pair_index) == 1
 
 
 def _selector_case(num_pairs, num_padded, mode, dtype, seed=0, heads=2, head_dim=8, length=10):
