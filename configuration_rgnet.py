@@ -76,8 +76,10 @@ class RGNetConfig(PreTrainedConfig):
             Width of the query token features (CLIP text-transformer token states). Must equal
             `text_config.hidden_size` when a text encoder is configured.
         pooled_text_dim (`int`, *optional*, defaults to 512):
-            Width of the sentence embedding used by the matching score at inference (spec §7.4). The score is a
-            cosine with the frame features, so it must equal `video_feature_dim`. MAD: 512; Ego4D: 256.
+            Width of the sentence embedding used by the matching score at inference (spec §7.4), recorded with the
+            model; neither the model nor the processor reads it. The score is a cosine with the frame features, so
+            the embeddings must be `video_feature_dim` wide (post-processing checks them); `from_preset` keeps the two
+            equal when only `video_feature_dim` is overridden. MAD: 512; Ego4D: 256.
         hidden_size (`int`, *optional*, defaults to 256):
             Model width `D`.
         num_attention_heads (`int`, *optional*, defaults to 8):
@@ -196,7 +198,8 @@ class RGNetConfig(PreTrainedConfig):
     }
 
     # `AutoModel` picks between the two RGNet classes by this field (a saved model writes its own class here); the
-    # default names the model with heads, and is never `None`, which transformers' choice does not accept.
+    # default names the model with heads, and `None` (configs saved before) becomes it: transformers' choice iterates
+    # over the field without a `None` check.
     architectures: list[str] | None = field(default_factory=lambda: ["RGNetForVideoGrounding"])
     # ---- architecture (spec §3.1) ----
     video_feature_dim: int = 512
@@ -211,7 +214,7 @@ class RGNetConfig(PreTrainedConfig):
     dropout: float | int = 0.1
     input_dropout: float | int = 0.5
     num_moment_queries: int = 5
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float | int = 1e-5
     video_position_temperature: float | int = 10000.0
     # ---- variant switches ----
     selector_temperature: float | int = 0.3
@@ -247,6 +250,8 @@ class RGNetConfig(PreTrainedConfig):
     scale_matching_by_window_score: bool = False
 
     def __post_init__(self, **kwargs):
+        if self.architectures is None:
+            self.architectures = ["RGNetForVideoGrounding"]
         if self.window_stride is None:
             if isinstance(self.max_window_frames, int) and not isinstance(self.max_window_frames, bool):
                 if self.max_window_frames < 2:
@@ -367,16 +372,24 @@ class RGNetConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
         if not 0.0 <= self.nms_threshold <= 1.0:
             raise ValueError(f"`nms_threshold` must be in [0, 1], got {self.nms_threshold}.")
-        if self.pooled_text_dim != self.video_feature_dim:
-            raise ValueError(
-                f"`pooled_text_dim` ({self.pooled_text_dim}) must equal `video_feature_dim` ({self.video_feature_dim}): "
-                "the matching score is the cosine of the sentence embedding with the frame features."
-            )
         if self.text_config is not None and self.text_config.hidden_size != self.text_feature_dim:
             raise ValueError(
                 f"`text_config.hidden_size` ({self.text_config.hidden_size}) must equal `text_feature_dim` "
                 f"({self.text_feature_dim}): the text encoder's token states are the query features."
             )
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        # Configs written by earlier versions of the training script may hold 0/1 for booleans (it parsed values as
+        # JSON); the type checks would reject them.
+        config_dict = {
+            key: bool(value) if key in _BOOL_FIELDS and type(value) is int and value in (0, 1) else value
+            for key, value in config_dict.items()
+        }
+        loaded = super().from_dict(config_dict, **kwargs)
+        # Keyword overrides are set after construction: check the fields against each other again.
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._check_fields()
+        return loaded
 
     @property
     def negative_window_losses(self) -> bool:
@@ -402,7 +415,12 @@ class RGNetConfig(PreTrainedConfig):
         unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"Unknown RGNetConfig field(s) {sorted(unknown)} passed to `from_preset`.")
+        if "video_feature_dim" in overrides and "pooled_text_dim" not in overrides:
+            # The sentence embedding lives in the frame feature space.
+            overrides["pooled_text_dim"] = overrides["video_feature_dim"]
         return cls(**{**copy.deepcopy(RGNET_PRESETS[key]), **overrides})
 
+
+_BOOL_FIELDS = frozenset(name for name, field_ in RGNetConfig.__dataclass_fields__.items() if field_.type is bool)
 
 __all__ = ["RGNetConfig", "RGNET_PRESETS", "PAIR_MODES", "QUERY_NORMALIZATIONS", "SELECTOR_ATTENTION_MODES"]

@@ -1630,21 +1630,34 @@ class RGNetModel(RGNetPreTrainedModel):
                 f"`video_features` windows hold {video_features.shape[1]} frames, more than "
                 f"config.max_window_frames = {config.max_window_frames}."
             )
-        for name, mask in (("video_mask", video_mask), ("text_mask", text_mask)):
-            # Positions are encoded from the mask's running sum and attention reads it as booleans: only 0 and 1 mean
-            # the same to both.
-            if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
-                raise ValueError(f"`{name}` must hold only 1 (real) and 0 (padding).")
-        empty_windows = (video_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
-        if empty_windows:
+        # The value checks read their flags from the device at once: each read waits for the device.
+        flags = torch.stack(
+            [
+                _has_values_other_than_0_and_1(video_mask),
+                _has_values_other_than_0_and_1(text_mask),
+                (video_mask.sum(dim=1) == 0).any(),
+                (text_mask.sum(dim=1) == 0).any(),
+                _has_non_finite(video_features),
+                _has_non_finite(text_features),
+            ]
+        ).tolist()
+        bad_video_mask, bad_text_mask, empty_window, empty_query, bad_video, bad_text = flags
+        # Positions are encoded from the mask's running sum and attention reads it as booleans: only 0 and 1 mean the
+        # same to both.
+        if bad_video_mask:
+            raise ValueError("`video_mask` must hold only 1 (real) and 0 (padding).")
+        if bad_text_mask:
+            raise ValueError("`text_mask` must hold only 1 (real) and 0 (padding).")
+        if empty_window:
+            empty_windows = (video_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
             raise ValueError(f"`video_mask` marks no valid frame in pair(s) {empty_windows}.")
-        empty_queries = (text_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
-        if empty_queries:
+        if empty_query:
+            empty_queries = (text_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
             what = "query (rows of the text)" if text_pair_index is not None else "pair(s)"
             raise ValueError(f"`text_mask` marks no valid token in {what} {empty_queries}.")
-        if not _all_finite(video_features):
+        if bad_video:
             raise ValueError("`video_features` contains NaN or infinite values.")
-        if not _all_finite(text_features):
+        if bad_text:
             raise ValueError("`text_features` contains NaN or infinite values.")
         if selector_noise is not None:
             expected = (num_pairs, video_features.shape[1] + 1)
@@ -1862,18 +1875,32 @@ def _check_grounding_pair_index(index, num_pairs: int) -> None:
 
 
 def _rows_differ(rows: torch.Tensor | None) -> bool:
-    """Whether the rows (dim 0) of `rows` are not all the same (a tensor of any rank; `False` for `None`)."""
+    """Whether the rows (dim 0) of `rows` are not all the same (a tensor of any rank; `False` for `None`). NaN counts
+    as equal to anything: the input checks report it, not this."""
     if not isinstance(rows, torch.Tensor) or rows.shape[0] < 2:
         return False
-    return bool((rows != rows[:1]).any())
+    first = rows[:1]
+    return bool(((rows != first) & (rows == rows) & (first == first)).any())
+
+
+def _has_non_finite(tensor: torch.Tensor) -> torch.Tensor:
+    """Whether some value is NaN or infinite, as a boolean tensor on the device, in one reading pass (NaN and ±inf
+    reach the extremes; no mask of the input's size is built, unlike `isfinite(x).all()`)."""
+    if tensor.numel() == 0:
+        return torch.zeros((), dtype=torch.bool, device=tensor.device)
+    return ~torch.isfinite(torch.stack(torch.aminmax(tensor))).all()
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
-    """Whether every value is finite, in one reading pass (NaN and ±inf reach the extremes; no mask of the input's
-    size is built, unlike `isfinite(x).all()`)."""
-    if tensor.numel() == 0:
-        return True
-    return bool(torch.isfinite(torch.stack(torch.aminmax(tensor))).all())
+    """Whether every value is finite (reads the answer on the host)."""
+    return not bool(_has_non_finite(tensor))
+
+
+def _has_values_other_than_0_and_1(mask: torch.Tensor) -> torch.Tensor:
+    """Whether a mask holds a value other than 0 and 1 (NaN included), as a boolean tensor on the device."""
+    if mask.dtype == torch.bool:
+        return torch.zeros((), dtype=torch.bool, device=mask.device)
+    return ~((mask == 0) | (mask == 1)).all()
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -2011,6 +2038,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             validate_labels(labels, num_pairs=num_pairs, num_frames=video_features.shape[1])
         choose_grounding_pairs = None
         if top_k_windows is not None:
+            if isinstance(pair_query_index, np.ndarray) and np.issubdtype(pair_query_index.dtype, np.integer):
+                # As the processor's `window_metadata` holds it.
+                pair_query_index = torch.from_numpy(pair_query_index.astype(np.int64))
             shares_queries = isinstance(text_pair_index, torch.Tensor) and text_pair_index.dtype == torch.int64
             if pair_query_index is None and shares_queries:  # each query's text held once: its pairs
                 pair_query_index = text_pair_index

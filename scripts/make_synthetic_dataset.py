@@ -794,7 +794,9 @@ def _parse_overrides(
     for value in values:
         name, sep, text = value.partition("=")
         if not sep or name not in types:
-            raise ValueError(f"`--set` expects NAME=VALUE with NAME a SyntheticDatasetSettings field, got {value!r}.")
+            raise ValueError(
+                f"`{option}` expects NAME=VALUE with NAME a SyntheticDatasetSettings field, got {value!r}."
+            )
         if name in own_flags:
             raise ValueError(
                 f"`{option} {name}` is not accepted: `{name}` has its own flag, use `{own_flags[name]} {text}`."

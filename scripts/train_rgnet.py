@@ -8,8 +8,8 @@ Usage:
 `--recipe` (mad | ego4d_naq_pretrain | ego4d_finetune) sets the model preset and the optimisation settings of spec
 §3.4 (learning rate, epochs, LR drops, batch size per device, seed). Every `TrainingArguments` /
 `RGNetTrainingArguments` flag overrides the recipe, and every `RGNetConfig` field can be overridden too, e.g.
-`--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type). All errors about the data, the recipe or `--init_from` are raised before
-training starts.
+`--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type). All
+errors about the data, the recipe or `--init_from` are raised before training starts.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from huggingface_hub.errors import StrictDataclassError  # noqa: E402
 from transformers import HfArgumentParser, set_seed  # noqa: E402
 from transformers.hf_argparser import string_to_bool  # noqa: E402
 
@@ -231,5 +232,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except ValueError as error:  # bad input, named by the message: no traceback on the command line
+    except (ValueError, StrictDataclassError) as error:  # bad input, named by the message: no traceback
         sys.exit(f"train_rgnet.py: error: {error}")

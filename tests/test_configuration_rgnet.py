@@ -85,7 +85,6 @@ def test_preset_overrides_and_unknown_names():
         ({"span_l1_loss_weight": float("nan")}, "`span_l1_loss_weight` must be a finite number"),
         ({"retrieval_loss_weight": float("inf")}, "`retrieval_loss_weight` must be a finite number"),
         ({"seconds_per_frame": float("inf")}, "`seconds_per_frame` must be a finite number"),
-        ({"pooled_text_dim": 8}, "`pooled_text_dim` \\(8\\) must equal `video_feature_dim`"),
     ],
 )
 def test_invalid_fields_raise_value_error(fields, message):
@@ -121,6 +120,31 @@ def test_fields_changed_after_construction_are_checked_when_saved(tmp_path):
     with pytest.raises(StrictDataclassClassValidationError, match="`window_stride` \\(200\\) must be smaller"):
         config.save_pretrained(tmp_path)
     assert not (tmp_path / "config.json").exists()
+
+
+def test_from_preset_keeps_the_sentence_embedding_width_with_the_frame_features():
+    config = RGNetConfig.from_preset("ego4d-nlq-finetune", video_feature_dim=512)
+    assert config.pooled_text_dim == 512
+    assert RGNetConfig.from_preset("mad", video_feature_dim=64, pooled_text_dim=64).pooled_text_dim == 64
+
+
+def test_configs_saved_by_earlier_versions_load(tmp_path):
+    """Booleans written as 0/1 (the training script once parsed values as JSON) and `architectures: null`."""
+    fields = RGNetConfig().to_dict()
+    fields.update(use_auxiliary_loss=0, scale_matching_by_window_score=1, architectures=None)
+    (tmp_path / "config.json").write_text(json.dumps(fields))
+    config = RGNetConfig.from_pretrained(tmp_path)
+    assert config.use_auxiliary_loss is False and config.scale_matching_by_window_score is True
+    assert config.architectures == ["RGNetForVideoGrounding"]
+
+
+def test_from_pretrained_overrides_are_checked_against_the_other_fields(tmp_path):
+    RGNetConfig(max_window_frames=12).save_pretrained(tmp_path)
+    assert RGNetConfig.from_pretrained(tmp_path, window_stride=4).window_stride == 4
+    with pytest.raises(ValueError, match="`window_stride` \\(99\\) must be smaller than `max_window_frames` \\(12\\)"):
+        RGNetConfig.from_pretrained(tmp_path, window_stride=99)
+    with pytest.raises(ValueError, match="`seconds_per_frame` must be a finite number"):
+        RGNetConfig.from_pretrained(tmp_path, seconds_per_frame=float("inf"))
 
 
 def test_from_preset_names_a_missing_preset_name():

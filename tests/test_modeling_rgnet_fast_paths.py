@@ -11,6 +11,7 @@
   cross-attention against the projected form that training runs.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -682,6 +683,15 @@ def test_top_k_windows_rejects_bad_arguments(tester):
         with_text(**video, input_ids=ids, top_k_windows=1)
     with torch.no_grad():  # the same query in every pair is one query
         assert len(with_text(**video, input_ids=ids[[0, 0]], top_k_windows=1).grounding_pair_index) == 1
+    # The processor's numpy query index is taken as it is; NaN text is reported as such, not as several queries.
+    with torch.no_grad():
+        numpy_index = model(**inputs, top_k_windows=1, pair_query_index=np.arange(4))
+    assert numpy_index.grounding_pair_index.tolist() == [0, 1, 2, 3]
+    same_text = {**inputs, "text_features": inputs["text_features"][[0, 0, 0, 0]].clone()}
+    same_text["text_mask"] = inputs["text_mask"][[0, 0, 0, 0]]
+    same_text["text_features"][2, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`text_features` contains NaN"):
+        model(**same_text, top_k_windows=1)
 
 
 def _selector_case(num_pairs, num_padded, mode, dtype, seed=0, heads=2, head_dim=8, length=10):
