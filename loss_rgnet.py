@@ -320,22 +320,7 @@ def validate_labels(
         raise ValueError(f"`labels['spans']` must be a tensor of shape (B, 2) with B >= 1, got {shape}.")
     if not spans.is_floating_point():
         raise ValueError(f"`labels['spans']` must be a floating-point tensor, got {spans.dtype}.")
-    if not torch.isfinite(spans).all() or (spans[:, 1] < 0).any():
-        raise ValueError("`labels['spans']` must hold finite (center, width) spans with width >= 0.")
     num_windows = spans.shape[0]
-    span_bounds = span_cxw_to_xx(spans)  # (B, 2) start, end
-    # Half-precision labels round by more than the float32 slack.
-    tolerance = max(_SPAN_BOUND_TOLERANCE, torch.finfo(spans.dtype).eps)
-    outside_window = (span_bounds[:, 0] < -tolerance) | (span_bounds[:, 1] > 1 + tolerance)  # (B,)
-    if outside_window.any():
-        window = int(outside_window.nonzero()[0, 0])
-        (center, width), (start, end) = spans[window].tolist(), span_bounds[window].tolist()
-        raise ValueError(
-            "`labels['spans']` must hold (center, width) spans in units of the positive window's valid length, "
-            f"inside the window: 0 <= center - width/2 and center + width/2 <= 1 (up to {tolerance:g}); window "
-            f"{window} has (center, width) = ({center:.6g}, {width:.6g}), i.e. [{start:.6g}, {end:.6g}]. Were "
-            "(start, end) pairs, or seconds or frames, passed instead of (center, width) fractions of the window?"
-        )
     if video_mask is not None:
         if (
             not isinstance(video_mask, torch.Tensor)
@@ -347,7 +332,6 @@ def validate_labels(
             expected = f"({num_pairs}, {'Lv' if num_frames is None else num_frames})"
             raise ValueError(f"`video_mask` must be a tensor of shape {expected} (pairs, frames), got {shape}.")
         num_frames = video_mask.shape[1]
-
     for key in ("saliency_positive_frames", "saliency_negative_frames"):
         frames = labels[key]
         if not isinstance(frames, torch.Tensor) or frames.ndim != 2 or frames.shape[0] != num_windows:
@@ -357,27 +341,12 @@ def validate_labels(
             raise ValueError(f"`labels[{key!r}]` must hold at least one frame per window (K >= 1).")
         if frames.dtype != torch.int64:
             raise ValueError(f"`labels[{key!r}]` must be int64, got {frames.dtype}.")
-        if (frames < 0).any() or (num_frames is not None and (frames >= num_frames).any()):
-            raise ValueError(f"`labels[{key!r}]` holds a frame index outside [0, {num_frames}).")
-    if labels["saliency_positive_frames"].shape != labels["saliency_negative_frames"].shape:
+    positive_frames, negative_frames = labels["saliency_positive_frames"], labels["saliency_negative_frames"]
+    if positive_frames.shape != negative_frames.shape:
         raise ValueError(
             "`labels['saliency_negative_frames']` must have the shape of `labels['saliency_positive_frames']` "
-            f"{tuple(labels['saliency_positive_frames'].shape)}, "
-            f"got {tuple(labels['saliency_negative_frames'].shape)}."
+            f"{tuple(positive_frames.shape)}, got {tuple(negative_frames.shape)}."
         )
-    positive_frames, negative_frames = labels["saliency_positive_frames"], labels["saliency_negative_frames"]
-    # A pair ranking a frame against itself is a constant margin with no gradient. The sampler (spec §6.1 step 6)
-    # makes one only when the target covers the whole window (the negative is then frame 0 by convention), so a
-    # coincidence anywhere else is a mistake, e.g. the same tensor under both keys.
-    same_frame = (positive_frames == negative_frames) & (negative_frames != 0)  # (B, K)
-    if same_frame.any():
-        window, pair = same_frame.nonzero()[0].tolist()
-        raise ValueError(
-            f"`labels['saliency_negative_frames']` must differ from `labels['saliency_positive_frames']` pair by "
-            f"pair (frame 0 excepted, the stand-in when the target covers the whole window); window {window}, "
-            f"pair {pair} has frame {int(negative_frames[window, pair])} in both (the same tensor under both keys?)."
-        )
-
     expected_pairs = num_windows * num_windows if batch_mode == "cross_pairs" else 2 * num_windows
     if num_pairs != expected_pairs:
         rule = "B*B" if batch_mode == "cross_pairs" else "2*B"
@@ -386,20 +355,72 @@ def validate_labels(
             f"batch must hold {rule} = {expected_pairs} pairs, got {num_pairs}."
         )
 
+    # The value checks: flags computed where the labels are and read on the host at once (each read waits for the
+    # device), then the first failing check is described.
+    span_bounds = span_cxw_to_xx(spans)  # (B, 2) start, end
+    # Half-precision labels round by more than the float32 slack.
+    tolerance = max(_SPAN_BOUND_TOLERANCE, torch.finfo(spans.dtype).eps)
+    outside_window = (span_bounds[:, 0] < -tolerance) | (span_bounds[:, 1] > 1 + tolerance)  # (B,)
+    out_of_range = {
+        key: (frames < 0) | (frames >= num_frames) if num_frames is not None else frames < 0
+        for key, frames in (
+            ("saliency_positive_frames", positive_frames),
+            ("saliency_negative_frames", negative_frames),
+        )
+    }
+    # A pair ranking a frame against itself is a constant margin with no gradient. The sampler (spec §6.1 step 6)
+    # makes one only when the target covers the whole window (the negative is then frame 0 by convention), so a
+    # coincidence anywhere else is a mistake, e.g. the same tensor under both keys.
+    same_frame = (positive_frames == negative_frames) & (negative_frames != 0)  # (B, K)
+    on_padding = {}
     if video_mask is not None:
         # Windows are padded to `Lv`: an index into the padding passes the `[0, Lv)` check but reads a score that
         # belongs to no frame, so each index is checked against its own positive window's valid frames.
         positive_mask = video_mask[_positive_rows(batch_mode, num_windows, video_mask.device)] != 0  # (B, Lv)
-        for key in ("saliency_positive_frames", "saliency_negative_frames"):
-            frames = labels[key]
-            on_padding = ~positive_mask.gather(1, frames.to(video_mask.device))  # (B, K)
-            if on_padding.any():
-                window, pair = on_padding.nonzero()[0].tolist()
-                raise ValueError(
-                    f"`labels[{key!r}]` must index valid (unpadded) frames of each positive window; window {window} "
-                    f"has {int(positive_mask[window].sum())} valid frames of {num_frames} (`video_mask`), but pair "
-                    f"{pair} holds frame {int(frames[window, pair])}."
-                )
+        for key, frames in (
+            ("saliency_positive_frames", positive_frames),
+            ("saliency_negative_frames", negative_frames),
+        ):
+            in_range = frames.to(video_mask.device).clamp(0, num_frames - 1)  # out-of-range ones are reported above
+            on_padding[key] = ~positive_mask.gather(1, in_range)  # (B, K)
+    flags = [
+        ~torch.isfinite(spans).all() | (spans[:, 1] < 0).any(),
+        outside_window.any(),
+        *(flag.any() for flag in out_of_range.values()),
+        same_frame.any(),
+        *(flag.any() for flag in on_padding.values()),
+    ]
+    flags = torch.stack([flag.to(spans.device) for flag in flags]).tolist()
+    bad_spans, span_outside, *frame_flags = flags
+    if bad_spans:
+        raise ValueError("`labels['spans']` must hold finite (center, width) spans with width >= 0.")
+    if span_outside:
+        window = int(outside_window.nonzero()[0, 0])
+        (center, width), (start, end) = spans[window].tolist(), span_bounds[window].tolist()
+        raise ValueError(
+            "`labels['spans']` must hold (center, width) spans in units of the positive window's valid length, "
+            f"inside the window: 0 <= center - width/2 and center + width/2 <= 1 (up to {tolerance:g}); window "
+            f"{window} has (center, width) = ({center:.6g}, {width:.6g}), i.e. [{start:.6g}, {end:.6g}]. Were "
+            "(start, end) pairs, or seconds or frames, passed instead of (center, width) fractions of the window?"
+        )
+    for key, flag in zip(out_of_range, frame_flags[:2], strict=True):
+        if flag:
+            raise ValueError(f"`labels[{key!r}]` holds a frame index outside [0, {num_frames}).")
+    if frame_flags[2]:
+        window, pair = same_frame.nonzero()[0].tolist()
+        raise ValueError(
+            f"`labels['saliency_negative_frames']` must differ from `labels['saliency_positive_frames']` pair by "
+            f"pair (frame 0 excepted, the stand-in when the target covers the whole window); window {window}, "
+            f"pair {pair} has frame {int(negative_frames[window, pair])} in both (the same tensor under both keys?)."
+        )
+    for key, flag in zip(on_padding, frame_flags[3:], strict=True):
+        if flag:
+            window, pair = on_padding[key].nonzero()[0].tolist()
+            raise ValueError(
+                f"`labels[{key!r}]` must index valid (unpadded) frames of each positive window; window {window} "
+                f"has {int(positive_mask[window].sum())} valid frames of {num_frames} (`video_mask`), but pair "
+                f"{pair} holds frame {int(labels[key][window, pair])}."
+            )
 
 
 def _positive_rows(batch_mode: str, num_windows: int, device: torch.device) -> torch.Tensor:

@@ -1630,6 +1630,13 @@ class RGNetModel(RGNetPreTrainedModel):
                 f"`video_features` windows hold {video_features.shape[1]} frames, more than "
                 f"config.max_window_frames = {config.max_window_frames}."
             )
+        if selector_noise is not None:
+            expected = (num_pairs, video_features.shape[1] + 1)
+            if not isinstance(selector_noise, torch.Tensor) or tuple(selector_noise.shape) != expected:
+                got = tuple(selector_noise.shape) if isinstance(selector_noise, torch.Tensor) else selector_noise
+                raise ValueError(f"`selector_noise` must be a tensor of shape {expected}; got {got}.")
+        # The noise is read in training only (eval mode ignores it).
+        check_noise = selector_noise is not None and self.training
         # The value checks read their flags from the device at once: each read waits for the device.
         flags = torch.stack(
             [
@@ -1639,9 +1646,12 @@ class RGNetModel(RGNetPreTrainedModel):
                 (text_mask.sum(dim=1) == 0).any(),
                 _has_non_finite(video_features),
                 _has_non_finite(text_features),
+                ~((selector_noise >= 0) & (selector_noise <= 1)).all().to(video_mask.device)
+                if check_noise
+                else torch.zeros((), dtype=torch.bool, device=video_mask.device),
             ]
         ).tolist()
-        bad_video_mask, bad_text_mask, empty_window, empty_query, bad_video, bad_text = flags
+        bad_video_mask, bad_text_mask, empty_window, empty_query, bad_video, bad_text, bad_noise = flags
         # Positions are encoded from the mask's running sum and attention reads it as booleans: only 0 and 1 mean the
         # same to both.
         if bad_video_mask:
@@ -1659,15 +1669,8 @@ class RGNetModel(RGNetPreTrainedModel):
             raise ValueError("`video_features` contains NaN or infinite values.")
         if bad_text:
             raise ValueError("`text_features` contains NaN or infinite values.")
-        if selector_noise is not None:
-            expected = (num_pairs, video_features.shape[1] + 1)
-            if not isinstance(selector_noise, torch.Tensor) or tuple(selector_noise.shape) != expected:
-                got = tuple(selector_noise.shape) if isinstance(selector_noise, torch.Tensor) else selector_noise
-                raise ValueError(f"`selector_noise` must be a tensor of shape {expected}; got {got}.")
-            if self.training and not bool(((selector_noise >= 0) & (selector_noise <= 1)).all()):
-                raise ValueError(
-                    "`selector_noise` must hold uniform samples in [0, 1] (its logit is the gate's noise)."
-                )
+        if bad_noise:
+            raise ValueError("`selector_noise` must hold uniform samples in [0, 1] (its logit is the gate's noise).")
         if grounding_pair_index is not None:
             _check_grounding_pair_index(grounding_pair_index, num_pairs)
 
