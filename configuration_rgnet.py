@@ -11,7 +11,6 @@ name (`hidden_size`, `num_attention_heads`, `dropout`) it is used.
 
 import copy
 import math
-from dataclasses import field
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
@@ -197,10 +196,6 @@ class RGNetConfig(PreTrainedConfig):
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_text_model", optional=True),
     }
 
-    # `AutoModel` picks between the two RGNet classes by this field (a saved model writes its own class here); the
-    # default names the model with heads, and `None` (configs saved before) becomes it: transformers' choice iterates
-    # over the field without a `None` check.
-    architectures: list[str] | None = field(default_factory=lambda: ["RGNetForVideoGrounding"])
     # ---- architecture (spec §3.1) ----
     video_feature_dim: int = 512
     text_feature_dim: int = 512
@@ -250,6 +245,9 @@ class RGNetConfig(PreTrainedConfig):
     scale_matching_by_window_score: bool = False
 
     def __post_init__(self, **kwargs):
+        # `AutoModel` picks between the two RGNet classes by `architectures` (a saved model writes its own class there);
+        # without one (a new config, or one saved before) it is the model with heads: transformers' choice iterates over
+        # the field without a `None` check.
         if self.architectures is None:
             self.architectures = ["RGNetForVideoGrounding"]
         if self.window_stride is None:
@@ -319,55 +317,38 @@ class RGNetConfig(PreTrainedConfig):
             raise ValueError(
                 f"Unknown `query_normalization` {self.query_normalization!r}; expected one of {QUERY_NORMALIZATIONS}."
             )
-        for name in (  # a NaN or an infinity here turns every loss, score or second it touches into one
-            "dropout",
-            "input_dropout",
-            "layer_norm_eps",
-            "video_position_temperature",
+        positive_numbers = (
             "selector_temperature",
+            "contrastive_temperature",
+            "seconds_per_frame",
+            "video_position_temperature",
+            "layer_norm_eps",
+        )
+        non_negative_numbers = (
             "span_l1_loss_weight",
             "giou_loss_weight",
             "label_loss_weight",
             "background_class_weight",
             "saliency_loss_weight",
-            "saliency_margin",
             "retrieval_loss_weight",
+            "saliency_margin",
             "retrieval_margin",
-            "contrastive_temperature",
             "matcher_span_l1_cost",
             "matcher_giou_cost",
             "matcher_class_cost",
-            "seconds_per_frame",
-            "nms_threshold",
-        ):
+        )
+        # A NaN or an infinity here turns every loss, score or second it touches into one.
+        for name in ("dropout", "input_dropout", "nms_threshold", *positive_numbers, *non_negative_numbers):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         for name in ("dropout", "input_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
-        for name in (
-            "selector_temperature",
-            "contrastive_temperature",
-            "seconds_per_frame",
-            "video_position_temperature",
-            "layer_norm_eps",
-        ):
+        for name in positive_numbers:
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
-        for name in (
-            "span_l1_loss_weight",
-            "giou_loss_weight",
-            "label_loss_weight",
-            "background_class_weight",
-            "saliency_loss_weight",
-            "retrieval_loss_weight",
-            "saliency_margin",
-            "retrieval_margin",
-            "matcher_span_l1_cost",
-            "matcher_giou_cost",
-            "matcher_class_cost",
-        ):
+        for name in non_negative_numbers:
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
         if not 0.0 <= self.nms_threshold <= 1.0:

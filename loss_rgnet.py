@@ -332,8 +332,8 @@ def validate_labels(
             expected = f"({num_pairs}, {'Lv' if num_frames is None else num_frames})"
             raise ValueError(f"`video_mask` must be a tensor of shape {expected} (pairs, frames), got {shape}.")
         num_frames = video_mask.shape[1]
-    for key in ("saliency_positive_frames", "saliency_negative_frames"):
-        frames = labels[key]
+    frame_labels = {key: labels[key] for key in ("saliency_positive_frames", "saliency_negative_frames")}
+    for key, frames in frame_labels.items():
         if not isinstance(frames, torch.Tensor) or frames.ndim != 2 or frames.shape[0] != num_windows:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise ValueError(f"`labels[{key!r}]` must be a tensor of shape ({num_windows}, K), got {shape}.")
@@ -341,7 +341,7 @@ def validate_labels(
             raise ValueError(f"`labels[{key!r}]` must hold at least one frame per window (K >= 1).")
         if frames.dtype != torch.int64:
             raise ValueError(f"`labels[{key!r}]` must be int64, got {frames.dtype}.")
-    positive_frames, negative_frames = labels["saliency_positive_frames"], labels["saliency_negative_frames"]
+    positive_frames, negative_frames = frame_labels.values()
     if positive_frames.shape != negative_frames.shape:
         raise ValueError(
             "`labels['saliency_negative_frames']` must have the shape of `labels['saliency_positive_frames']` "
@@ -363,10 +363,7 @@ def validate_labels(
     outside_window = (span_bounds[:, 0] < -tolerance) | (span_bounds[:, 1] > 1 + tolerance)  # (B,)
     out_of_range = {
         key: (frames < 0) | (frames >= num_frames) if num_frames is not None else frames < 0
-        for key, frames in (
-            ("saliency_positive_frames", positive_frames),
-            ("saliency_negative_frames", negative_frames),
-        )
+        for key, frames in frame_labels.items()
     }
     # A pair ranking a frame against itself is a constant margin with no gradient. The sampler (spec §6.1 step 6)
     # makes one only when the target covers the whole window (the negative is then frame 0 by convention), so a
@@ -377,10 +374,7 @@ def validate_labels(
         # Windows are padded to `Lv`: an index into the padding passes the `[0, Lv)` check but reads a score that
         # belongs to no frame, so each index is checked against its own positive window's valid frames.
         positive_mask = video_mask[_positive_rows(batch_mode, num_windows, video_mask.device)] != 0  # (B, Lv)
-        for key, frames in (
-            ("saliency_positive_frames", positive_frames),
-            ("saliency_negative_frames", negative_frames),
-        ):
+        for key, frames in frame_labels.items():
             in_range = frames.to(video_mask.device).clamp(0, num_frames - 1)  # out-of-range ones are reported above
             on_padding[key] = ~positive_mask.gather(1, in_range)  # (B, K)
     flags = [

@@ -1553,7 +1553,7 @@ class RGNetModel(RGNetPreTrainedModel):
             raise ValueError(f"`input_ids` must be an integer tensor of shape (num_queries, num_tokens); got {got}.")
         if input_ids.shape[1] < 3:
             raise ValueError(f"`input_ids` must hold start, end and at least one token; got shape {input_ids.shape}.")
-        vocab_size = self.text_encoder.get_input_embeddings().num_embeddings
+        vocab_size = self.get_input_embeddings().num_embeddings
         if bool(((input_ids < 0) | (input_ids >= vocab_size)).any()):
             raise ValueError(f"`input_ids` must be token ids in [0, {vocab_size}) (the text encoder's vocabulary).")
         if attention_mask is None:
@@ -2041,9 +2041,6 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             validate_labels(labels, num_pairs=num_pairs, num_frames=video_features.shape[1])
         choose_grounding_pairs = None
         if top_k_windows is not None:
-            if isinstance(pair_query_index, np.ndarray) and np.issubdtype(pair_query_index.dtype, np.integer):
-                # As the processor's `window_metadata` holds it.
-                pair_query_index = torch.from_numpy(pair_query_index.astype(np.int64))
             shares_queries = isinstance(text_pair_index, torch.Tensor) and text_pair_index.dtype == torch.int64
             if pair_query_index is None and shares_queries:  # each query's text held once: its pairs
                 pair_query_index = text_pair_index
@@ -2116,6 +2113,8 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             raise ValueError("`top_k_windows` is for inference: pass neither `labels` nor `grounding_pair_index`.")
         if isinstance(top_k_windows, bool) or not isinstance(top_k_windows, int) or top_k_windows < 1:
             raise ValueError(f"`top_k_windows` must be a positive integer, got {top_k_windows!r}.")
+        if isinstance(pair_query_index, np.ndarray) and np.issubdtype(pair_query_index.dtype, np.integer):
+            pair_query_index = torch.from_numpy(pair_query_index.astype(np.int64))  # as `window_metadata` holds it
         if pair_query_index is None:
             pair_query_index = torch.zeros(num_pairs, dtype=torch.int64)
         elif (

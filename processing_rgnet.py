@@ -189,10 +189,15 @@ def prepare_text_features(text_features: Sequence[Any], max_text_tokens: int) ->
 # ---- Window arithmetic (spec §6.1, §7.1) ----
 
 
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(value)
+
+
 def _check_window_settings(max_window_frames: int, window_stride: int) -> None:
-    for name, value in (("max_window_frames", max_window_frames), ("window_stride", window_stride)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    _check_positive_int(max_window_frames, "max_window_frames")
+    _check_positive_int(window_stride, "window_stride")
     if window_stride >= max_window_frames:
         # Window i starts at (i - 1)·s, so window 0 holds max_window_frames - s frames.
         raise ValueError(
@@ -1204,12 +1209,6 @@ def _check_nms_threshold(nms_threshold: Any) -> float:
     if not 0.0 <= _check_finite_number(nms_threshold, "nms_threshold") <= 1.0:
         raise ValueError(f"`nms_threshold` must be in [0, 1], got {nms_threshold!r}.")
     return float(nms_threshold)
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _check_index_array(value: Any, name: str, owner: str) -> np.ndarray:

@@ -233,6 +233,11 @@ def check_query_lengths(tokenizer, texts: Sequence[str], limit: int) -> None:
             )
 
 
+def _query_words(text: str) -> list[str]:
+    """The words of `text`: split on spaces, punctuation stripped, empty ones dropped."""
+    return [word for word in (part.strip(string.punctuation) for part in text.split()) if word]
+
+
 def unknown_query_words(tokenizer, text: str) -> list[str]:
     """The words of `text` (split on spaces, punctuation stripped) that `tokenizer` reads only as its unknown token.
 
@@ -240,8 +245,7 @@ def unknown_query_words(tokenizer, text: str) -> list[str]:
     special tokens, so a tokenizer whose unknown token is also its end token (CLIP's) is read correctly.
     """
     unknown_id = getattr(tokenizer, "unk_token_id", None)
-    words = [word.strip(string.punctuation) for word in text.split()]
-    words = [word for word in words if word]
+    words = _query_words(text)
     if unknown_id is None or not words:
         return []
     encoded = tokenizer(words, add_special_tokens=False)["input_ids"]
@@ -263,7 +267,7 @@ def warn_about_unknown_words(tokenizer, queries: Sequence[str], normalized: Sequ
     for query, text, words in zip(queries, normalized, unknown, strict=True):
         if not words:
             continue
-        if len(words) == len([word for word in text.split() if word.strip(string.punctuation)]):
+        if len(words) == len(_query_words(text)):
             logger.warning(
                 "`query` %r: none of its words is in the tokenizer's vocabulary (all read as the unknown token %r); "
                 "its moments do not depend on what it says.",

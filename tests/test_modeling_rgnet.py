@@ -646,7 +646,7 @@ def test_loading_info_on_request(tester, tmp_path):
     RGNetForVideoGrounding(tester.get_config()).save_pretrained(tmp_path)
     model, info = RGNetForVideoGrounding.from_pretrained(tmp_path, output_loading_info=True)
     assert isinstance(model, RGNetForVideoGrounding)
-    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["missing_keys"]
     assert not info["unexpected_keys"]
     base, info = RGNetModel.from_pretrained(tmp_path, output_loading_info=True)
     assert isinstance(base, RGNetModel) and not info["missing_keys"]
