@@ -1609,13 +1609,22 @@ class RGNetModel(RGNetPreTrainedModel):
                 f"(config.text_feature_dim); got {tuple(text_features.shape)}."
             )
         num_pairs = video_features.shape[0]
+        # Index values out of range are flagged on the device and read with the other value checks below:
+        # (flag, the error to raise when it is set).
+        index_checks = []
         if video_pair_index is not None:
-            _check_row_index("video_pair_index", video_pair_index, video_features.shape[0], "`video_features` windows")
+            index_checks.append(
+                _check_row_index(
+                    "video_pair_index", video_pair_index, video_features.shape[0], "`video_features` windows"
+                )
+            )
             num_pairs = video_pair_index.shape[0]
         source = "`video_pair_index`" if video_pair_index is not None else "`video_features`"
         if text_pair_index is not None:
-            _check_row_index(
-                "text_pair_index", text_pair_index, text_features.shape[0], "queries of the text", num_pairs
+            index_checks.append(
+                _check_row_index(
+                    "text_pair_index", text_pair_index, text_features.shape[0], "queries of the text", num_pairs
+                )
             )
         elif text_features.shape[0] != num_pairs:
             raise ValueError(
@@ -1637,21 +1646,26 @@ class RGNetModel(RGNetPreTrainedModel):
                 raise ValueError(f"`selector_noise` must be a tensor of shape {expected}; got {got}.")
         # The noise is read in training only (eval mode ignores it).
         check_noise = selector_noise is not None and self.training
+        if grounding_pair_index is not None:
+            index_checks.append(_grounding_pair_index_check(grounding_pair_index, num_pairs))
         # The value checks read their flags from the device at once: each read waits for the device.
-        flags = torch.stack(
-            [
-                _has_values_other_than_0_and_1(video_mask),
-                _has_values_other_than_0_and_1(text_mask),
-                (video_mask.sum(dim=1) == 0).any(),
-                (text_mask.sum(dim=1) == 0).any(),
-                _has_non_finite(video_features),
-                _has_non_finite(text_features),
-                ~((selector_noise >= 0) & (selector_noise <= 1)).all().to(video_mask.device)
-                if check_noise
-                else torch.zeros((), dtype=torch.bool, device=video_mask.device),
-            ]
-        ).tolist()
-        bad_video_mask, bad_text_mask, empty_window, empty_query, bad_video, bad_text, bad_noise = flags
+        flags = [
+            _has_values_other_than_0_and_1(video_mask),
+            _has_values_other_than_0_and_1(text_mask),
+            (video_mask.sum(dim=1) == 0).any(),
+            (text_mask.sum(dim=1) == 0).any(),
+            _has_non_finite(video_features),
+            _has_non_finite(text_features),
+            ~((selector_noise >= 0) & (selector_noise <= 1)).all()
+            if check_noise
+            else torch.zeros((), dtype=torch.bool, device=video_mask.device),
+            *(flag for flag, _ in index_checks),
+        ]
+        flags = torch.stack([flag.to(video_mask.device) for flag in flags]).tolist()
+        bad_video_mask, bad_text_mask, empty_window, empty_query, bad_video, bad_text, bad_noise = flags[:7]
+        for (_, error), bad in zip(index_checks, flags[7:], strict=True):
+            if bad:
+                raise error()
         # Positions are encoded from the mask's running sum and attention reads it as booleans: only 0 and 1 mean the
         # same to both.
         if bad_video_mask:
@@ -1671,8 +1685,6 @@ class RGNetModel(RGNetPreTrainedModel):
             raise ValueError("`text_features` contains NaN or infinite values.")
         if bad_noise:
             raise ValueError("`selector_noise` must hold uniform samples in [0, 1] (its logit is the gate's noise).")
-        if grounding_pair_index is not None:
-            _check_grounding_pair_index(grounding_pair_index, num_pairs)
 
     def _project_per_pair(self, projection: nn.Module, features: torch.Tensor, pair_index: torch.Tensor | None):
         """`projection` of each pair's rows of `features`, which hold distinct windows or queries when `pair_index`
@@ -1844,37 +1856,51 @@ class RGNetModel(RGNetPreTrainedModel):
         )
 
 
-def _check_row_index(name: str, index, num_rows: int, rows: str, num_pairs: int | None = None) -> None:
+def _check_row_index(name: str, index, num_rows: int, rows: str, num_pairs: int | None = None):
     """`index` maps each pair to one of `num_rows` shared rows (`rows`, e.g. windows): a 1-D int64 tensor of values
-    in `[0, num_rows)`, with `num_pairs` entries when given."""
+    in `[0, num_rows)`, with `num_pairs` entries when given. Checks the type and shape, and returns the value check
+    unread: `(out_of_range, error)`, a boolean tensor on the index's device and the `ValueError` to raise when it is
+    set (reading it waits for the device, so the caller reads it with its other flags)."""
+
+    def error() -> ValueError:
+        length = "" if num_pairs is None else f" of {num_pairs} pairs"
+        return ValueError(
+            f"`{name}` must be a 1-D int64 tensor{length} of indices in [0, {num_rows}) ({num_rows} {rows}); "
+            f"got {index!r}."
+        )
+
     if (
         not isinstance(index, torch.Tensor)
         or index.dtype != torch.int64
         or index.ndim != 1
         or (num_pairs is not None and index.shape[0] != num_pairs)
-        or bool(((index < 0) | (index >= num_rows)).any())
     ):
-        length = "" if num_pairs is None else f" of {num_pairs} pairs"
-        raise ValueError(
-            f"`{name}` must be a 1-D int64 tensor{length} of indices in [0, {num_rows}) ({num_rows} {rows}); "
+        raise error()
+    return ((index < 0) | (index >= num_rows)).any(), error
+
+
+def _grounding_pair_index_check(index, num_pairs: int):
+    """`grounding_pair_index` must hold distinct pair indices in `[0, num_pairs)`: checks the type and shape, and
+    returns the value check unread, as [`_check_row_index`] does (duplicates found by sorting: no device read)."""
+
+    def error() -> ValueError:
+        return ValueError(
+            f"`grounding_pair_index` must be a 1-D int64 tensor of distinct pair indices in [0, {num_pairs}); "
             f"got {index!r}."
         )
+
+    if not isinstance(index, torch.Tensor) or index.dtype != torch.int64 or index.ndim != 1 or index.numel() == 0:
+        raise error()
+    ordered = index.sort().values
+    bad = (ordered[0] < 0) | (ordered[-1] >= num_pairs) | (ordered[1:] == ordered[:-1]).any()
+    return bad, error
 
 
 @torch.compiler.disable  # reads values: eager under `torch.compile`
 def _check_grounding_pair_index(index, num_pairs: int) -> None:
-    if (
-        not isinstance(index, torch.Tensor)
-        or index.dtype != torch.int64
-        or index.ndim != 1
-        or index.numel() == 0
-        or bool(((index < 0) | (index >= num_pairs)).any())
-        or index.unique().numel() != index.numel()
-    ):
-        raise ValueError(
-            f"`grounding_pair_index` must be a 1-D int64 tensor of distinct pair indices in [0, {num_pairs}); "
-            f"got {index!r}."
-        )
+    bad, error = _grounding_pair_index_check(index, num_pairs)
+    if bad:
+        raise error()
 
 
 def _rows_differ(rows: torch.Tensor | None) -> bool:
@@ -1942,12 +1968,19 @@ def select_top_windows(window_logits: torch.Tensor, pair_query_index: torch.Tens
     if logits.device.type == "mps":  # no float64 there
         logits = logits.cpu()
     scores = logits.double().sigmoid()  # (N,)
-    queries = torch.unique(pair_query_index.to(scores.device), return_inverse=True)[1]  # (N,) in 0 … Nq − 1
+    # Queries numbered 0 … Nq − 1 in label order, as `unique(return_inverse=True)` would, but with sizes known
+    # without reading the device: the only read is the final `nonzero`.
+    labels = pair_query_index.to(scores.device)
+    sorted_labels, by_label = torch.sort(labels, stable=True)
+    new_query = torch.ones_like(sorted_labels, dtype=torch.bool)
+    new_query[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    queries = torch.empty_like(labels).index_put_((by_label,), new_query.cumsum(0) - 1)  # (N,)
     order = torch.sort(scores, descending=True, stable=True).indices
     order = order[torch.sort(queries[order], stable=True).indices]  # grouped by query, best window first
-    counts = torch.bincount(queries)  # (Nq,)
+    counts = torch.zeros_like(queries).index_add_(0, queries, torch.ones_like(queries))  # (N,): Nq used
+    # Position of each query's k-th best pair in `order` (unused entries point at the last pair).
     kth_position = counts.cumsum(0) - counts + counts.clamp(max=top_k) - 1
-    kth_score = scores[order[kth_position]]  # (Nq,)
+    kth_score = scores[order[kth_position]]  # (N,)
     chosen = (scores >= kth_score[queries] - TOP_WINDOW_SCORE_TOLERANCE).nonzero().flatten()
     return chosen.to(window_logits.device)
 

@@ -14,6 +14,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import modeling_rgnet
 from modeling_rgnet import RGNetForVideoGrounding
@@ -692,6 +693,68 @@ def test_top_k_windows_rejects_bad_arguments(tester):
     same_text["text_features"][2, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="`text_features` contains NaN"):
         model(**same_text, top_k_windows=1)
+
+
+class _DeviceReads(TorchDispatchMode):
+    """Counts the operators that read tensor values back to the host (on a GPU, each waits for the device)."""
+
+    READS = {"_local_scalar_dense", "nonzero", "_unique2", "unique_dim", "unique_consecutive", "equal", "is_nonzero"}
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._opname in self.READS:
+            self.reads.append(func._opname)
+        return func(*args, **(kwargs or {}))
+
+
+def _count_device_reads(monkeypatch, run):
+    """Reads of one call of `run`: the operators above plus `Tensor.tolist` (on the CPU it reads without an operator)."""
+    counter = _DeviceReads()
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(self):
+        counter.reads.append("tolist")
+        return tolist(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.Tensor, "tolist", counted_tolist)
+        with counter, torch.no_grad():
+            run()
+    return counter.reads
+
+
+def test_a_forward_reads_the_device_once_for_its_checks_and_twice_more_for_top_windows(tester, monkeypatch):
+    """Long-video inference (each window and query once, top windows grounded) reads the device three times: the
+    input checks' flags, the chosen pairs (their number depends on the scores) and that choice's check. A plain
+    forward, or one given `grounding_pair_index`, reads once. Reads stall the host on a GPU, so they are kept few."""
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(4)
+    query = torch.arange(2).repeat_interleave(4)
+    shared = {**inputs, "text_features": inputs["text_features"][:2], "text_mask": inputs["text_mask"][:2]}
+    windows = torch.arange(4).repeat(2)
+    long_video = {**shared, "video_pair_index": windows, "text_pair_index": query, "top_k_windows": 2}
+    reads = _count_device_reads(monkeypatch, lambda: model(**long_video))
+    assert reads == ["tolist", "nonzero", "_local_scalar_dense"], reads
+    assert _count_device_reads(monkeypatch, lambda: model(**inputs)) == ["tolist"]
+    grounded = {**inputs, "grounding_pair_index": torch.tensor([0, 2])}
+    assert _count_device_reads(monkeypatch, lambda: model(**grounded)) == ["tolist"]
+
+
+def test_bad_index_values_are_named_after_the_one_device_read(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(2)
+    shared = {**inputs, "text_features": inputs["text_features"][:1], "text_mask": inputs["text_mask"][:1]}
+    with pytest.raises(ValueError, match="`video_pair_index` must be a 1-D int64 tensor of indices in \\[0, 2\\)"):
+        model(**inputs, video_pair_index=torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="`text_pair_index` must be a 1-D int64 tensor of 2 pairs of indices in"):
+        model(**shared, text_pair_index=torch.tensor([0, -1]))
+    with pytest.raises(ValueError, match="distinct pair indices in \\[0, 2\\)"):
+        model(**inputs, grounding_pair_index=torch.tensor([1, 1]))
+    with torch.no_grad():  # in range: accepted
+        model(**shared, video_pair_index=torch.tensor([1, 0]), text_pair_index=torch.tensor([0, 0]))
 
 
 def _selector_case(num_pairs, num_padded, mode, dtype, seed=0, heads=2, head_dim=8, length=10):
