@@ -905,6 +905,51 @@ def merge_identical_spans(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[by_position], last[by_position]
 
 
+def _left_align(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of each row's `True` entries of an `(N, L)` mask, in order, padded with 0 to the longest row.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: positions `(N, K)` int64 and which of them are valid `(N, K)` bool.
+    """
+    counts = mask.sum(axis=1)
+    positions = np.argsort(~mask, axis=1, kind="stable")[:, : counts.max(initial=0)]  # a stable sort keeps the order
+    valid = np.arange(positions.shape[1]) < counts[:, None]
+    return np.where(valid, positions, 0), valid
+
+
+def batched_merge_identical_spans(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[`merge_identical_spans`] of many pools at once (e.g. all queries of a video), bit for bit.
+
+    Args:
+        spans (`np.ndarray` of shape `(N, P, 2)`): Each pool's candidate `(start, end)` in pool order.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray, np.ndarray)`: `first` and `last` `(N, M)` int64 and `valid` `(N, M)` bool,
+        `M` the most distinct spans in a pool: the valid entries of row `n` are `merge_identical_spans(spans[n])`,
+        followed by padding (0, not valid).
+    """
+    num_pools, pool_size = spans.shape[:2]
+    positions = np.broadcast_to(np.arange(pool_size), (num_pools, pool_size))
+    order = np.lexsort((positions, spans[..., 1], spans[..., 0]), axis=-1)  # per pool: by start, end, then position
+    pool = np.arange(num_pools)[:, None]
+    ordered = spans[pool, order]
+    new_group = np.ones((num_pools, pool_size), dtype=bool)
+    new_group[:, 1:] = (ordered[:, 1:] != ordered[:, :-1]).any(axis=-1)
+    # Identical spans are runs of the sorted order, from their first occurrence to their last. Flattened, every
+    # pool starts with a run, so each run ends just before the next one starts.
+    run_starts = np.flatnonzero(new_group)
+    run_ends = np.empty_like(run_starts)
+    run_ends[:-1] = run_starts[1:] - 1
+    run_ends[-1:] = new_group.size - 1
+    first_occurrence = (order + pool * pool_size).ravel()[run_starts]  # in the flattened pools
+    is_first = np.zeros(new_group.size, dtype=bool)
+    is_first[first_occurrence] = True
+    last_of_first = np.zeros(new_group.size, dtype=np.int64)
+    last_of_first[first_occurrence] = order.ravel()[run_ends]
+    first, valid = _left_align(is_first.reshape(num_pools, pool_size))  # distinct spans by first position
+    return first, np.where(valid, last_of_first.reshape(num_pools, pool_size)[pool, first], 0), valid
+
+
 def temporal_iou_matrix(spans: np.ndarray) -> np.ndarray:
     """Pairwise temporal IoU as intersection over hull, in exactly that form (spec §7.5); 0 where the hull is 0.
 
@@ -949,6 +994,91 @@ def temporal_nms(spans: np.ndarray, threshold: float, max_keep: int) -> np.ndarr
     return np.asarray(kept, dtype=np.int64)
 
 
+# Most pairs in one block of the batched NMS's IoU rows: its float64 temporaries (512 KiB) stay in the CPU cache.
+_NMS_BLOCK_PAIRS = 1 << 16
+
+
+def _iou_above(start: torch.Tensor, end: torch.Tensor, ranks: slice, threshold: float) -> np.ndarray:
+    """Whether each candidate of `ranks` suppresses each candidate from `ranks.start` on, in every list: for
+    `(M, N)` starts and ends (a column per list), the `(B, M - ranks.start, N)` array of
+    `temporal_iou_matrix(list's spans)[ranks, ranks.start:] > threshold`, with the same float operations (PyTorch's
+    broadcasting kernels are a few times faster than NumPy's here).
+
+    A zero hull gives `0 / 0 = NaN` here (its intersection is 0 too), which is not above any threshold, while
+    [`temporal_iou_matrix`] makes that IoU 0, above negative thresholds only.
+    """
+    row_start, row_end = start[ranks, None], end[ranks, None]
+    column_start, column_end = start[None, ranks.start :], end[None, ranks.start :]
+    intersection = torch.minimum(row_end, column_end)
+    intersection -= torch.maximum(row_start, column_start)
+    intersection.clamp_min_(0.0)  # keeps NaN, like `np.maximum(0.0, ·)`
+    hull = torch.maximum(row_end, column_end)
+    hull -= torch.minimum(row_start, column_start)
+    above = intersection.div_(hull).numpy() > threshold
+    if threshold < 0:
+        above |= hull.numpy() == 0
+    return above
+
+
+def batched_temporal_nms(
+    spans: np.ndarray, valid: np.ndarray, threshold: float, max_keep: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """[`temporal_nms`] of many candidate lists at once (e.g. all queries of a video), bit for bit.
+
+    Row `n` keeps the candidates `temporal_nms(spans[n][valid[n]], threshold, max_keep)` keeps; candidates that are
+    not valid (padding of shorter lists) are never kept and suppress nothing. The greedy pass is one loop over rank
+    positions, vectorised across rows. A candidate's IoU is computed only with the candidates ranked after it, for
+    a block of rank positions at a time, and the loop stops once every row has kept `max_keep` or has no candidate
+    left.
+
+    Args:
+        spans (`np.ndarray` of shape `(N, M, 2)`): `(start, end)` of each row's candidates in rank order.
+        valid (`np.ndarray` of shape `(N, M)`, bool): Which candidates take part.
+        threshold (`float`): IoU above which a candidate is suppressed.
+        max_keep (`int`): Most candidates kept per row (≥ 1).
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: `kept` `(N, K)` int64, each row's kept positions in rank order (padded
+        with 0 after its first `num_kept[n]`), and `num_kept` `(N,)` int64; `K` is the largest `num_kept`.
+    """
+    if isinstance(max_keep, bool) or not isinstance(max_keep, (int, np.integer)) or max_keep < 1:
+        raise ValueError(f"`max_keep` must be a positive integer, got {max_keep!r}.")
+    spans, valid = np.asarray(spans), np.asarray(valid, dtype=bool)
+    if spans.shape != (*valid.shape, 2):
+        raise ValueError(f"`spans` must have shape {(*valid.shape, 2)} like `valid`, got {spans.shape}.")
+    num_rows, num_candidates = valid.shape
+    if spans.dtype not in (np.float32, np.float64):
+        spans = spans.astype(np.float64)
+    # Candidate-major `(M, N)`: a rank step updates one contiguous block of all rows' later candidates.
+    start, end = (torch.from_numpy(np.ascontiguousarray(spans[..., side].T)) for side in (0, 1))
+    # Not suppressed so far; a rank's flags are final once the loop has passed it, so this ends as the kept ones.
+    alive = valid.T.copy()
+    block = max(1, _NMS_BLOCK_PAIRS // max(1, num_rows * num_candidates))
+    kept_by_all = 0  # ranks every row kept: once `max_keep`, no row keeps more (a free check, exact for one row)
+    for rank in range(num_candidates - 1):  # the last candidate suppresses nothing
+        row_in_block = rank % block
+        if row_in_block == 0:
+            if not alive[rank:].any() or (rank >= max_keep and (alive[:rank].sum(axis=0) >= max_keep).all()):
+                break
+            # (block, M - rank, N): later candidates that the block's candidates, if kept, leave alive.
+            spared = ~_iou_above(start, end, slice(rank, rank + block), threshold)
+        keep = alive[rank]  # not among the later candidates updated below
+        num_keeping = np.count_nonzero(keep)
+        if num_keeping:
+            later, spared_later = alive[rank + 1 :], spared[row_in_block, row_in_block + 1 :]
+            if num_keeping == num_rows:  # no mask needed
+                kept_by_all += 1
+                if kept_by_all == max_keep:
+                    break
+                later &= spared_later
+            else:
+                later &= spared_later | ~keep
+    alive = alive.T
+    # Greedy NMS stopped at `max_keep` keeps the first `max_keep` of the unbounded pass.
+    kept, kept_valid = _left_align(alive & (np.cumsum(alive, axis=1) <= max_keep))
+    return kept, kept_valid.sum(axis=1)
+
+
 @contextmanager
 def single_intra_op_thread() -> Iterator[None]:
     """Run PyTorch CPU operators on one thread inside the block, restoring the thread count after it.
@@ -968,10 +1098,32 @@ def single_intra_op_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _rank_and_suppress(rows: np.ndarray, score_column: int, settings: dict[str, Any]) -> np.ndarray:
-    """Indices of the `rows` kept, best first: stable sort by the score column, cut, then NMS."""
-    order = np.argsort(-rows[:, score_column], kind="stable")[: settings["max_candidates_before_nms"]]
-    return order[temporal_nms(rows[order, :2], settings["nms_threshold"], settings["max_predictions"])]
+def _rank_and_suppress(
+    rows: np.ndarray, valid: np.ndarray, score_columns: list[int], settings: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's `rows` kept, best first, ranking by each score column in turn: stable sort by the score, cut,
+    then NMS, for all queries and score columns in one [`batched_temporal_nms`].
+
+    Args:
+        rows (`np.ndarray` of shape `(Nq, M, 5)`): Merged candidates `[start_s, end_s, proposal, match, fusion]`.
+        valid (`np.ndarray` of shape `(Nq, M)`, bool): Which rows are candidates (the rest is padding).
+        score_columns (`list[int]`): Columns of `rows` to rank by.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: `kept` `(len(score_columns), Nq, K)` int64, indices into `rows[query]`
+        (padded with 0), and `num_kept` `(len(score_columns), Nq)` int64.
+    """
+    num_queries = len(rows)
+    # Padding sorts as NaN after every candidate, NaN scores included: a stable sort keeps NaNs in position order.
+    negated = np.where(valid[..., None], -rows[..., score_columns], np.nan)  # (Nq, M, S)
+    negated = negated.transpose(2, 0, 1).reshape(-1, rows.shape[1])  # (S·Nq, M), score column major
+    order = np.argsort(negated, axis=1, kind="stable")[:, : settings["max_candidates_before_nms"]]
+    query = np.tile(np.arange(num_queries), len(score_columns))[:, None]
+    kept, num_kept = batched_temporal_nms(
+        rows[query, order, :2], valid[query, order], settings["nms_threshold"], settings["max_predictions"]
+    )
+    kept = order[np.arange(len(order))[:, None], kept]
+    return kept.reshape(len(score_columns), num_queries, -1), num_kept.reshape(len(score_columns), num_queries)
 
 
 def post_process_query(
@@ -1085,8 +1237,8 @@ def post_process_queries(
 ) -> list[dict[str, torch.Tensor]]:
     """[`post_process_query`] for `Nq` queries over the same windows of one video, vectorised across queries too.
 
-    Window ranking, proposal scores, seconds and matching scores run once for all queries; the merge of identical
-    spans and the greedy NMS run per query. Each query's result is bit for bit that of its own
+    Window ranking, proposal scores, seconds, matching scores, the merge of identical spans, the ranking and the
+    greedy NMS ([`batched_temporal_nms`]) run once for all queries. Each query's result is bit for bit that of its own
     [`post_process_query`] call, whatever the other queries are.
 
     Args:
@@ -1175,13 +1327,16 @@ def post_process_queries(
         "max_predictions": max_predictions,
     }
     sorted_scores = window_scores.gather(1, window_rankings)  # `σ(ρ)` in rank order
+    # One row per distinct span, at its first position, with its last occurrence's values (padded per query).
+    _, last, valid = batched_merge_identical_spans(pools[..., :2])
+    merged = pools[np.arange(num_queries)[:, None], last]  # (Nq, M, 5)
+    score_columns = [4, 2, 3] if return_single_score_rankings else [4]  # fusion, then proposal and matching only
+    ranked, num_ranked = _rank_and_suppress(merged, valid, score_columns, settings)
     results = []
-    for query in range(num_queries):  # merging and NMS are sequential per query
-        pool = pools[query]
-        _, last = merge_identical_spans(pool[:, :2])
-        merged = pool[last]  # one row per distinct span, at its first position, with its last occurrence's values
-        ranked = _rank_and_suppress(merged, 4, settings)
-        predictions = torch.from_numpy(merged[ranked])
+    for query in range(num_queries):  # slicing each query's rows out of the batched arrays
+        rows = merged[query]
+        best = ranked[0, query, : num_ranked[0, query]]
+        predictions = torch.from_numpy(rows[best])
         result = {
             "predictions": predictions,
             "spans": predictions[:, :2],
@@ -1189,15 +1344,15 @@ def post_process_queries(
             "proposal_scores": predictions[:, 2],
             "matching_scores": predictions[:, 3],
             # The window and slot of the candidate whose values each prediction carries.
-            "prediction_sources": pool_sources[query][torch.from_numpy(last[ranked])],
+            "prediction_sources": pool_sources[query][torch.from_numpy(last[query, best])],
             "window_ranking": window_rankings[query].clone(),
             "window_scores": sorted_scores[query].clone(),
         }
         if return_candidates:
-            result["candidates"] = torch.from_numpy(np.column_stack([pooled_windows[query], pool[:, :4]]))
+            result["candidates"] = torch.from_numpy(np.column_stack([pooled_windows[query], pools[query, :, :4]]))
         if return_single_score_rankings:
-            result["proposal_only"] = torch.from_numpy(merged[_rank_and_suppress(merged, 2, settings)])
-            result["matching_only"] = torch.from_numpy(merged[_rank_and_suppress(merged, 3, settings)])
+            for ranking, name in ((1, "proposal_only"), (2, "matching_only")):
+                result[name] = torch.from_numpy(rows[ranked[ranking, query, : num_ranked[ranking, query]]])
         results.append(result)
     return results
 
@@ -2179,6 +2334,8 @@ __all__ = [
     "RGNetVideoWindows",
     "RGNetWindowMetadata",
     "RGNetWindowSample",
+    "batched_merge_identical_spans",
+    "batched_temporal_nms",
     "compute_num_windows",
     "count_pairs",
     "draw_negative_windows",

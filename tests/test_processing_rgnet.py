@@ -25,11 +25,14 @@ from processing_rgnet import (
     RGNetDataCollator,
     RGNetProcessor,
     RGNetWindowMetadata,
+    batched_merge_identical_spans,
+    batched_temporal_nms,
     draw_negative_windows,
     draw_saliency_frames,
     enumerate_windows,
     frame_query_similarities,
     merge_identical_spans,
+    min_max_normalize,
     moment_to_frames,
     normalize_ego4d_query,
     normalize_mad_query,
@@ -890,6 +893,85 @@ def test_merge_identical_spans_keeps_the_first_position_and_the_last_values():
     np.testing.assert_array_equal(last, [2, 4, 3, 6])
 
 
+def random_candidate_lists(rng, num_lists, length):
+    """`(num_lists, length, 2)` spans on a coarse grid: repeated spans, tied IoUs, zero-length spans (identical ones
+    have a zero hull), `-0.0` next to `0.0`, and some NaN rows."""
+    start = rng.integers(0, 8, size=(num_lists, length)) / 2
+    spans = np.stack([start, start + rng.integers(0, 5, size=(num_lists, length)) / 2], axis=-1)
+    repeated = rng.random((num_lists, length)) < 0.3
+    spans[:, 1:][repeated[:, 1:]] = spans[:, :-1][repeated[:, 1:]]
+    spans[rng.random((num_lists, length)) < 0.05] = np.nan
+    spans[..., 0] = np.where(spans[..., 0] == 0, rng.choice([-0.0, 0.0], size=(num_lists, length)), spans[..., 0])
+    return spans
+
+
+@pytest.mark.parametrize("block_pairs", [1, 40, 1 << 16])  # one rank per IoU block, a few, all at once
+def test_batched_nms_keeps_what_temporal_nms_keeps_list_by_list(monkeypatch, block_pairs):
+    monkeypatch.setattr(processing_rgnet, "_NMS_BLOCK_PAIRS", block_pairs)
+    rng = np.random.default_rng(21)
+    cut_short = 0
+    for _ in range(100):
+        num_lists, length = int(rng.integers(1, 9)), int(rng.integers(1, 30))
+        spans = random_candidate_lists(rng, num_lists, length)
+        if rng.random() < 0.2:  # float32 spans: IoU in float32, as `temporal_nms` computes it
+            spans = spans.astype(np.float32)
+        lengths = rng.integers(0, length + 1, size=num_lists)  # padded lists of different lengths
+        valid = np.arange(length) < lengths[:, None]
+        threshold = float(rng.choice([0.0, 0.3, 0.5, 1.0, -0.1]))
+        max_keep = int(rng.integers(1, length + 2) if rng.random() < 0.5 else rng.integers(1, 4))
+        valid_before = valid.copy()
+        kept, num_kept = batched_temporal_nms(spans, valid, threshold, max_keep)
+        np.testing.assert_array_equal(valid, valid_before)  # the input is not modified
+        assert kept.dtype == np.int64 and kept.shape == (num_lists, num_kept.max(initial=0))
+        for row in range(num_lists):
+            expected = temporal_nms(spans[row, : lengths[row]], threshold, max_keep)
+            np.testing.assert_array_equal(kept[row, : num_kept[row]], expected)
+            assert not kept[row, num_kept[row] :].any()  # padded with 0
+            cut_short += len(expected) == max_keep < len(temporal_nms(spans[row, : lengths[row]], threshold, 10**6))
+    assert cut_short > 0  # some lists had more survivors than `max_keep`
+
+
+def test_batched_nms_handles_masks_that_are_not_a_prefix():
+    rng = np.random.default_rng(22)
+    spans = random_candidate_lists(rng, 5, 25)
+    valid = rng.random((5, 25)) < 0.6
+    kept, num_kept = batched_temporal_nms(spans, valid, 0.4, 8)
+    for row in range(5):
+        positions = np.flatnonzero(valid[row])
+        np.testing.assert_array_equal(
+            kept[row, : num_kept[row]], positions[temporal_nms(spans[row][valid[row]], 0.4, 8)]
+        )
+
+
+def test_batched_nms_rejects_bad_arguments():
+    spans, valid = np.zeros((2, 3, 2)), np.ones((2, 3), dtype=bool)
+    for max_keep in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="max_keep"):
+            batched_temporal_nms(spans, valid, 0.5, max_keep)
+    with pytest.raises(ValueError, match="shape"):
+        batched_temporal_nms(spans[:, :2], valid, 0.5, 3)
+
+
+def test_batched_merge_matches_merge_identical_spans_pool_by_pool():
+    rng = np.random.default_rng(23)
+    for _ in range(40):
+        num_pools, pool_size = int(rng.integers(1, 7)), int(rng.integers(1, 40))
+        spans = random_candidate_lists(rng, num_pools, pool_size)
+        first, last, valid = batched_merge_identical_spans(spans)
+        assert first.dtype == last.dtype == np.int64 and first.shape == last.shape == valid.shape
+        for pool in range(num_pools):
+            expected_first, expected_last = merge_identical_spans(spans[pool])
+            assert valid[pool].sum() == len(expected_first) and valid[pool, : len(expected_first)].all()
+            np.testing.assert_array_equal(first[pool, : len(expected_first)], expected_first)
+            np.testing.assert_array_equal(last[pool, : len(expected_first)], expected_last)
+            assert not first[pool, len(expected_first) :].any() and not last[pool, len(expected_first) :].any()
+    first, last, valid = batched_merge_identical_spans(
+        np.array([[[1.0, 2.0], [0.0, 1.0], [1.0, 2.0], [3.0, 4.0], [0.0, 1.0], [-0.0, 5.0], [0.0, 5.0]]])
+    )
+    np.testing.assert_array_equal(first, [[0, 1, 3, 5]])
+    np.testing.assert_array_equal(last, [[2, 4, 3, 6]])
+
+
 def test_reference_fusion_reproduces_the_original(postprocess_fixture):
     """Validates the test's plain-Python reference of spec §7 steps 7-8 on the original's own candidates."""
     outputs, _, _ = postprocess_fixture
@@ -1403,6 +1485,87 @@ def test_queries_post_processed_together_match_each_alone(window_length):
     for bad, match in bad_inputs:
         with pytest.raises(ValueError, match=match):
             post_process_queries(window_offsets=offsets, window_lengths=lengths, **{**arguments, **bad}, **settings)
+
+
+def assert_bitwise_equal(actual, expected, name):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, name
+    view = np.int64 if actual.dtype == np.float64 else actual.dtype  # NaN and the sign of zero count too
+    np.testing.assert_array_equal(actual.view(view), expected.view(view), err_msg=name)
+
+
+def per_query_rankings(candidates, nms_threshold, max_candidates_before_nms, max_predictions):
+    """The per-query loop that ended `post_process_queries` before it was batched, on one query's own candidates:
+    fusion, `merge_identical_spans`, then for each score a stable sort, the cut and `temporal_nms`.
+
+    Returns the rows of `predictions`, `proposal_only` and `matching_only` by name, and the window each prediction
+    comes from.
+    """
+    pool = np.column_stack(
+        [candidates[:, 1:], min_max_normalize(candidates[:, 3]) + min_max_normalize(candidates[:, 4])]
+    )
+    _, last = merge_identical_spans(pool[:, :2])
+    merged = pool[last]
+    rankings, prediction_windows = {}, None
+    for name, column in (("predictions", 4), ("proposal_only", 2), ("matching_only", 3)):
+        order = np.argsort(-merged[:, column], kind="stable")[:max_candidates_before_nms]
+        kept = order[temporal_nms(merged[order, :2], nms_threshold, max_predictions)]
+        rankings[name] = merged[kept]
+        if name == "predictions":
+            prediction_windows = candidates[last[kept], 0].astype(np.int64)
+    return rankings, prediction_windows
+
+
+@pytest.mark.parametrize("block_pairs", [50, 1 << 16])  # NMS IoU in blocks of a few ranks, and all at once
+def test_batched_post_processing_matches_the_per_query_loop(monkeypatch, block_pairs):
+    """`post_process_queries` merges, ranks and suppresses all queries at once; each query must get, bit for bit,
+    what the per-query loop gives on its own candidates: repeated spans merged differently per query (pools of
+    different sizes), tied scores, NaN moments, cuts before and after NMS."""
+    monkeypatch.setattr(processing_rgnet, "_NMS_BLOCK_PAIRS", block_pairs)
+    rng = np.random.default_rng(24)
+    offsets, lengths = enumerate_windows(187, 20, 10)
+    num_queries, num_windows, num_slots = 7, len(offsets), 5
+    logits = torch.from_numpy(
+        np.round(rng.normal(size=(num_queries, num_windows, num_slots, 2)), 1).astype(np.float32)
+    )
+    centers = rng.integers(1, 8, size=(num_queries, num_windows, num_slots)) / 8
+    widths = rng.integers(0, 4, size=(num_queries, num_windows, num_slots)) / 8  # zero-length spans too
+    spans = torch.from_numpy(np.stack([centers, widths], axis=-1).astype(np.float32))
+    for query in range(num_queries):  # a different number of repeated spans per query
+        spans[query, :, : query % num_slots] = spans[query, :, :1]
+    # NaN moments in a query with a small merged pool: NaN fusion scores, NaN proposal scores and spans for some
+    # candidates, which must rank after the others but before the padding of the queries' shared arrays.
+    logits[4, :, 4] = float("nan")
+    spans[4, :, 4] = float("nan")
+    window_logits = torch.from_numpy(np.round(rng.normal(size=(num_queries, num_windows)), 1).astype(np.float32))
+    similarities = torch.from_numpy(np.round(rng.normal(size=(200, num_queries)), 1).astype(np.float32))
+    for nms_threshold, before, after in ((0.5, 200, 100), (0.3, 9, 4), (0.0, 40, 100), (1.0, 25, 12)):
+        settings = dict(
+            seconds_per_frame=0.5,
+            top_k_windows=6,
+            nms_threshold=nms_threshold,
+            max_candidates_before_nms=before,
+            max_predictions=after,
+            matching_top_k_frames=3,
+            scale_matching_by_window_score=True,
+        )
+        arguments = (logits, spans, window_logits, offsets, lengths, similarities)
+        full = post_process_queries(*arguments, **settings, return_candidates=True, return_single_score_rankings=True)
+        plain = post_process_queries(*arguments, **settings)
+        assert {len(result["candidates"]) for result in full} == {6 * num_slots}
+        assert len({len(merge_identical_spans(result["candidates"].numpy()[:, 1:3])[0]) for result in full}) > 1
+        for query, (result, plain_result) in enumerate(zip(full, plain, strict=True)):
+            assert set(result) - set(plain_result) == {"candidates", "proposal_only", "matching_only"}
+            for name, value in plain_result.items():
+                assert_bitwise_equal(value.numpy(), result[name].numpy(), (query, name))
+            expected, windows = per_query_rankings(result["candidates"].numpy(), nms_threshold, before, after)
+            for name, rows in expected.items():
+                assert_bitwise_equal(result[name].numpy(), rows, (query, name))
+            assert_bitwise_equal(result["prediction_sources"][:, 0].numpy(), windows, (query, "prediction_sources"))
+            views = {"spans": slice(0, 2), "scores": 4, "proposal_scores": 2, "matching_scores": 3}
+            for name, columns in views.items():
+                assert_bitwise_equal(result[name].numpy(), result["predictions"][:, columns].numpy(), (query, name))
+        assert np.isnan(full[4]["predictions"].numpy()).any() and np.isnan(full[4]["proposal_only"].numpy()).any()
 
 
 # ---- Bad settings and malformed inputs get a clear error ----
