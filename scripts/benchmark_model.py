@@ -41,6 +41,7 @@ python scripts/benchmark_model.py --device cpu --workloads mad-train --steps 2
 python scripts/benchmark_model.py --device cpu --workloads mad-train --steps 4 --cpu-allocator retain
 python scripts/benchmark_model.py --device cuda                        # every workload, every precision
 python scripts/benchmark_model.py --device cuda --workloads mad-inference --inference-queries 128
+python scripts/benchmark_model.py --device cuda --compile --compile-mode reduce-overhead --warmup 2  # CUDA graphs
 python scripts/benchmark_model.py --tiny --output /tmp/benchmark.json  # seconds-long smoke run
 ```
 """
@@ -373,6 +374,36 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return moved
 
 
+# ---- torch.compile ----
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that record CUDA graphs (on CUDA)
+
+
+def compile_model(module: torch.nn.Module, args: argparse.Namespace):
+    """`torch.compile` with static shapes and `--compile-mode` (`default`: no mode, torch.compile's default)."""
+    return torch.compile(module, dynamic=False, mode=None if args.compile_mode == "default" else args.compile_mode)
+
+
+def records_cuda_graphs(args: argparse.Namespace) -> bool:
+    return args.compile and args.compile_mode in CUDA_GRAPH_MODES
+
+
+def release_cuda_graphs(args: argparse.Namespace) -> None:
+    """After a measurement with CUDA graphs: drop the compiled code and the recorded graphs (`torch._dynamo.reset`),
+    whose memory pool would otherwise stay allocated through the next measurements and count in their memory."""
+    if records_cuda_graphs(args):
+        torch._dynamo.reset()
+
+
+def _cudagraph_skips() -> int:
+    """Compiled graphs so far that inductor ran without a CUDA graph although the mode asked for one (its reason is
+    logged with `TORCH_LOGS=cudagraphs`, or `perf_hints` in older PyTorch; on the CPU every graph counts)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
 # ---- Training ----
 
 
@@ -421,6 +452,7 @@ def count_step_operators(model, batch, grounding_pair_index, device, precision) 
 
 
 _LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC")
+_GRAPH_LAUNCHES = ("cudaGraphLaunch", "cuGraphLaunch")  # a recorded CUDA graph replayed: its kernels in one launch
 # Profiler records of ATen operators that launch no kernel: views, metadata, allocations, host reads.
 _NO_KERNEL = {
     "aten::" + name
@@ -446,13 +478,17 @@ def _profile_once(run, device: torch.device) -> torch.profiler.profile:
 
 def count_compiled_step_kernels(step, device: torch.device) -> dict[str, int]:
     """Kernels of one compiled training step (optimizer included), from `torch.profiler`: on CUDA the kernel
-    launches; on the CPU the kernels inductor generated (`graph_*_cpp_fused_*`, profiled with
+    launches, and the CUDA graph launches (`--compile-mode reduce-overhead`: a replayed graph's kernels are not counted
+    among the kernel launches); on the CPU the kernels inductor generated (`graph_*_cpp_fused_*`, profiled with
     `cpp.enable_kernel_profile`) and the outermost ATen operators that compute something (the matrix products, the
     eager loss and optimizer), each at least one launch on a GPU: a lower bound (a composite operator counts once).
     Inside a view or a cast (`aten::to`), the copy counts."""
     events = _profile_once(step, device).events()
     if device.type == "cuda":
-        return {"compiled_step_kernel_launches": sum(event.name in _LAUNCHES for event in events)}
+        return {
+            "compiled_step_kernel_launches": sum(event.name in _LAUNCHES for event in events),
+            "compiled_step_graph_launches": sum(event.name in _GRAPH_LAUNCHES for event in events),
+        }
 
     def outermost(event) -> bool:  # not inside a generated kernel or another computing operator
         parent = event.cpu_parent
@@ -482,12 +518,19 @@ def benchmark_training(
     model = RGNetForVideoGrounding(config).to(device).train()
     # Fused AdamW, as `RGNetTrainer` runs it (transformers' default optimizer `adamw_torch_fused` with torch >= 2.8).
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
-    if args.compile:  # the warm-up steps compile
-        model = torch.compile(model, dynamic=False)
+    if args.compile:  # the warm-up steps compile (and with CUDA graphs, record them: give --warmup >= 2)
+        model = compile_model(model, args)
     # Compiled for the CPU, the generated kernels record themselves in torch.profiler (`count_compiled_step_kernels`);
     # the setting applies while the warm-up steps compile, not to later compilations in this process.
     kernel_profile = {"cpp.enable_kernel_profile": True} if args.compile and device.type == "cpu" else {}
 
+    # CUDA graphs (`--compile-mode reduce-overhead`): a replay overwrites the outputs of the one before, gradients
+    # included when the compiled backward allocated them. A step reads its own outputs only: the loss (computed
+    # eagerly) as a float, the gradients (set to None before each backward, so never accumulated into a replayed
+    # graph's output) by the clipping and the optimizer. Cudagraph trees start a new generation at each call of the
+    # compiled model once the step before ran its backward, so `torch.compiler.cudagraph_mark_step_begin` is not
+    # called: after one call of it, generations advance only at its calls, which the inference workloads later in
+    # this process (`forward_whole_queries`) do not make.
     def step() -> float:
         with _autocast(device, precision):
             outputs = model(**batch, grounding_pair_index=grounding_pair_index)
@@ -498,6 +541,7 @@ def benchmark_training(
         return outputs.loss.item()
 
     losses, seconds = [], []
+    skips = _cudagraph_skips()
     with torch._inductor.config.patch(kernel_profile), PeakMemory(device) as memory:
         for index in range(args.warmup + args.steps):
             _synchronize(device)
@@ -507,6 +551,7 @@ def benchmark_training(
             if index >= args.warmup:
                 seconds.append(time.perf_counter() - start)
                 losses.append(round(loss, 4))
+    skips = _cudagraph_skips() - skips
     if args.profile:
         _write_profile(args.profile, f"{workload.preset} training step, {precision}", device, step)
     if args.compile:
@@ -526,6 +571,8 @@ def benchmark_training(
         **memory.report(),
         "operators": operators,
     }
+    if records_cuda_graphs(args):
+        result["cudagraph_skips"] = skips
     return result
 
 
@@ -638,8 +685,12 @@ def benchmark_inference(
     models = {precision: model for precision in precisions}
     if "bf16-weights" in precisions:  # the same weights, rounded to bfloat16
         models["bf16-weights"] = copy.deepcopy(model).to(torch.bfloat16)
-    if args.compile:  # the warm-up passes compile (one graph per pair count, so keep the groups equal)
-        compiled = {id(module): torch.compile(module, dynamic=False) for module in models.values()}
+    # The warm-up passes compile (one graph per pair count, so keep the groups equal) and, with CUDA graphs, record
+    # them. `forward_whole_queries` copies each forward's outputs to the CPU before the next forward, whose replay
+    # overwrites them; each call of the compiled model starts a new replay generation (no backward is pending).
+    skips = _cudagraph_skips()
+    if args.compile:
+        compiled = {id(module): compile_model(module, args) for module in models.values()}
         models = {precision: compiled[id(module)] for precision, module in models.items()}
     processor = RGNetProcessor.from_config(config)
     args.top_k_windows = processor.top_k_windows
@@ -652,6 +703,7 @@ def benchmark_inference(
         "top_k_windows_grounded": None if args.ground_all_windows else args.top_k_windows,
         "overlap_post_processing": args.overlap_post_processing,
         "compiled": args.compile,
+        "compile_mode": args.compile_mode,
     }
     top1_moments: dict[tuple[str, str], list] = {}
     for pipeline in args.pipelines:
@@ -711,6 +763,8 @@ def benchmark_inference(
             precision: agreement((args.pipelines[0], precision), (args.pipelines[1], precision))
             for precision in precisions
         }
+    if records_cuda_graphs(args):
+        result["cudagraph_skips"] = _cudagraph_skips() - skips
     del model, models
     return result
 
@@ -720,8 +774,9 @@ def _write_profile(path: Path, title: str, device: torch.device, run) -> None:
     number of kernel launches (a CPU-bound GPU step shows many launches and little device time)."""
     events = _profile_once(run, device).key_averages()
     launches = sum(event.count for event in events if event.key in _LAUNCHES)
+    graph_launches = sum(event.count for event in events if event.key in _GRAPH_LAUNCHES)
     with path.open("a") as file:
-        file.write(f"== {title}: {launches} kernel launches\n")
+        file.write(f"== {title}: {launches} kernel launches, {graph_launches} CUDA graph launches\n")
         if device.type == "cuda":
             file.write(events.table(sort_by="self_device_time_total", row_limit=30) + "\n")
         file.write(events.table(sort_by="self_cpu_time_total", row_limit=30) + "\n")
@@ -856,6 +911,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch.compile the model (training and inference; the warm-up passes compile, give --warmup >= 2).",
     )
     parser.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        default="default",
+        help="torch.compile's `mode` with --compile (`default`: none given). `reduce-overhead` (and `max-autotune`) "
+        "records CUDA graphs on CUDA (cudagraph trees, one per compiled segment between the model's graph breaks): "
+        "a step or forward then launches its recorded kernels at once instead of one by one. The first call of each "
+        "shape runs the compiled code, the second records the graph, later ones replay it: give --warmup >= 2. On "
+        "the CPU inductor skips CUDA graphs, so the mode only matters on a GPU. Reported with the skipped graphs "
+        "(`cudagraph_skips`; on the CPU every graph) and, with --profile or a compiled training step, the CUDA "
+        "graph launches.",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -888,6 +955,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--queries-per-batch must be >= 1")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
+    if args.compile_mode != "default" and not args.compile:
+        parser.error(f"--compile-mode {args.compile_mode} needs --compile")
     return args
 
 
@@ -923,6 +992,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warmup": args.warmup,
             "tiny": args.tiny,
             "compile": args.compile,
+            "compile_mode": args.compile_mode,
             "ground_all_pairs": args.ground_all_pairs,
             "ground_all_windows": args.ground_all_windows,
             "selector_bias": args.selector_bias,
@@ -935,16 +1005,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets": TARGETS,
         "workloads": {},
     }
-    for name in args.workloads:
-        with _attention_backends(args.sdpa_backends):
-            report["workloads"][name] = _run_workload(name, workloads[name], device, precisions, args)
-        _release_host_memory()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
     suffix = "_malloc-retain" if allocator == "retain" else ""
     output = args.output or REPO_ROOT / "benchmarks" / "results" / f"model_{device_kind(device)}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.workloads:
+        with _attention_backends(args.sdpa_backends):
+            report["workloads"][name] = _run_workload(name, workloads[name], device, precisions, args)
+        # Written after every workload: a run stopped by a time limit keeps the workloads it finished.
+        output.write_text(json.dumps(report, indent=2) + "\n")
+        _release_host_memory()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"[benchmark_model] wrote {output}")
     return report
@@ -973,9 +1044,11 @@ def _run_workload(name: str, workload: Workload, device: torch.device, precision
             if precision in INFERENCE_ONLY_PRECISIONS:
                 continue
             entry[precision] = benchmark_training(workload, config, device, precision, args)
+            release_cuda_graphs(args)
             print(f"  {precision}: {json.dumps(entry[precision])}", flush=True)
     else:
         entry.update(benchmark_inference(workload, config, device, precisions, args))
+        release_cuda_graphs(args)
         print(f"  {json.dumps({key: entry[key] for key in entry if key != 'config'})}", flush=True)
     if not args.tiny:
         entry["ratios_to_original"] = _ratios(name, entry, device)

@@ -34,6 +34,7 @@ from training_rgnet import (  # noqa: E402
 )
 
 logger = logging.getLogger("evaluate_rgnet")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def check_device(device: str) -> str | None:
@@ -79,6 +80,15 @@ def main(argv: list[str] | None = None) -> dict:
         "--torch_compile_backend", default="inductor", help="torch.compile backend with --torch_compile"
     )
     parser.add_argument(
+        "--torch_compile_mode",
+        choices=COMPILE_MODES,
+        default="default",
+        help="torch.compile mode with --torch_compile (`default`: none given). `reduce-overhead` (and `max-autotune`) "
+        "records CUDA graphs on a GPU, replayed with fewer kernel launches; with dynamic shapes each distinct input "
+        "shape (pairs per forward, which varies with the videos' window counts) records its own graph, which costs "
+        "recording time and memory per shape. On the CPU inductor records none: the mode only matters on a GPU",
+    )
+    parser.add_argument(
         "--retain_freed_cpu_memory",
         action="store_true",
         help="keep freed memory in the process for reuse (glibc): on the CPU each forward then stops faulting its "
@@ -86,6 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     # Flags are checked before anything is loaded.
+    if args.torch_compile_mode != "default" and not args.torch_compile:
+        parser.error(f"--torch_compile_mode {args.torch_compile_mode} needs --torch_compile")
     if args.pairs_per_batch < 1:
         parser.error(f"--pairs_per_batch must be >= 1, got {args.pairs_per_batch}")
     if args.max_predictions is not None and args.max_predictions < 1:
@@ -104,7 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     model = RGNetForVideoGrounding.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
     if args.torch_compile:
-        model = torch.compile(model, backend=args.torch_compile_backend, dynamic=True)
+        # With CUDA graphs each forward's replay overwrites the outputs of the one before: `predict_long_videos`
+        # copies them to the CPU first (`forward_whole_queries`).
+        mode = None if args.torch_compile_mode == "default" else args.torch_compile_mode
+        model = torch.compile(model, backend=args.torch_compile_backend, dynamic=True, mode=mode)
     processor = RGNetProcessor.from_pretrained(args.model)
     queries, store = load_rgnet_dataset(args.dataset_dir)
     if args.split not in queries:

@@ -19,12 +19,15 @@
 #      bf16, PyTorch picks cuDNN for the retrieval encoder's biased attention, which the profile showed slow (training
 #      still writes the bias out; inference does only for the windows with padded keys);
 #   6. torch.compile: bf16 and fp32 MAD and Ego4D NaQ training steps with a profile (model_cuda_compiled_train.json,
-#      gpu_profile_compiled_train.txt), then bf16 inference, both forms (model_cuda_compiled.json).
+#      gpu_profile_compiled_train.txt), then bf16 inference, both forms (model_cuda_compiled.json);
+#   7. CUDA graphs, torch.compile's `reduce-overhead` mode: the bf16 MAD training step, then Ego4D and MAD inference,
+#      both bf16 forms, with 128 queries as in step 3 (model_cuda_compiled_cudagraphs.json, against step 6's files).
 # Logs and JSON go to benchmarks/results/, or with $OUT set (the device tool, which returns at most 8 files) to one
 # archive, $OUT/gpu_check_results.tar.gz, rewritten after every step so that a run cut short keeps what it finished.
 # RGNET_GPU_CHECK_STEPS picks steps, comma-separated, of: tests, benchmark, attention, agreement, selector_bias,
-# ego4d_64, no_overlap, trained, no_cudnn, compile (default: all; e.g. two device calls under 600 s each).
-# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (step 6).
+# ego4d_64, no_overlap, trained, no_cudnn, compile, cudagraphs (default: all; e.g. two device calls under 600 s each;
+# `cudagraphs` alone runs step 7).
+# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 6 and 7).
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
 set -uo pipefail
@@ -39,7 +42,7 @@ archive() {  # after every step: one file for the device tool to return
         tar czf "$OUT/.partial.tar.gz" -C "$out" . && mv "$OUT/.partial.tar.gz" "$OUT/gpu_check_results.tar.gz"
     fi
 }
-steps=",${RGNET_GPU_CHECK_STEPS:-tests,benchmark,attention,agreement,selector_bias,ego4d_64,no_overlap,trained,no_cudnn,compile},"
+steps=",${RGNET_GPU_CHECK_STEPS:-tests,benchmark,attention,agreement,selector_bias,ego4d_64,no_overlap,trained,no_cudnn,compile,cudagraphs},"
 wanted() { [[ "$steps" == *",$1,"* ]]; }
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 python=${PYTHON:-python3}
@@ -121,12 +124,21 @@ if wanted no_cudnn; then
     benchmark --workloads mad-train,mad-inference,ego4d-inference "${many_queries[@]}" \
         --sdpa-backends flash,efficient,math --steps 3 --output "$out/model_cuda_no_cudnn_attention.json"
 fi
-if ! wanted compile || [[ "${RGNET_GPU_CHECK_COMPILE:-1}" == 0 ]]; then  # the compiled runs take minutes
+if [[ "${RGNET_GPU_CHECK_COMPILE:-1}" == 0 ]]; then  # the compiled runs take minutes
     exit $status
 fi
-# Training first: an eager step is bound by launching its ~4,000 kernels; the profile counts the compiled step's.
-benchmark --compile --workloads mad-train,ego4d-pretrain-train --precisions bf16,fp32 --steps 5 --warmup 2 \
-    --profile "$out/gpu_profile_compiled_train.txt" --output "$out/model_cuda_compiled_train.json"
-benchmark --compile --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16,bf16-weights \
-    --steps 3 --warmup 2 --output "$out/model_cuda_compiled.json"
+if wanted compile; then
+    # Training first: an eager step is bound by launching its ~4,000 kernels; the profile counts the compiled step's.
+    benchmark --compile --workloads mad-train,ego4d-pretrain-train --precisions bf16,fp32 --steps 5 --warmup 2 \
+        --profile "$out/gpu_profile_compiled_train.txt" --output "$out/model_cuda_compiled_train.json"
+    benchmark --compile --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16,bf16-weights \
+        --steps 3 --warmup 2 --output "$out/model_cuda_compiled.json"
+fi
+if wanted cudagraphs; then
+    # The compiled code replayed as CUDA graphs (cudagraph trees, one graph per segment between the model's graph
+    # breaks; each is recorded at its second call, in the warm-up). Training runs bf16 only (bf16-weights is inference's).
+    benchmark --compile --compile-mode reduce-overhead --workloads mad-train,ego4d-inference,mad-inference \
+        "${many_queries[@]}" --precisions bf16,bf16-weights --steps 3 --warmup 2 \
+        --output "$out/model_cuda_compiled_cudagraphs.json"
+fi
 exit $status

@@ -618,6 +618,39 @@ def test_evaluate_script_checks_its_flags_before_loading(monkeypatch, tmp_path, 
         evaluate_rgnet.main([*flags, "--device", "cuda:1", "--max_predictions", "5"])
 
 
+@pytest.mark.parametrize(("mode", "expected"), [("default", None), ("reduce-overhead", "reduce-overhead")])
+def test_evaluate_script_passes_its_compile_mode(monkeypatch, tmp_path, capsys, mode, expected):
+    """`--torch_compile_mode` is torch.compile's `mode` (`default`: none, as before), and needs `--torch_compile`.
+    Loading and compiling are stubbed out: only the wiring is under test."""
+
+    class Compiled(Exception):
+        pass
+
+    calls = []
+
+    def compile_stub(module, **kwargs):
+        calls.append(kwargs)
+        raise Compiled  # stop before reading the dataset
+
+    def load(*args, **kwargs):
+        return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(evaluate_rgnet.RGNetForVideoGrounding, "from_pretrained", load)
+    monkeypatch.setattr(torch, "compile", compile_stub)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    flags = ["--model", str(tmp_path / "model"), "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "o")]
+    flags += ["--device", "cpu", "--torch_compile_mode", mode]
+    with pytest.raises(Compiled):
+        evaluate_rgnet.main([*flags, "--torch_compile"])
+    assert calls == [{"backend": "inductor", "dynamic": True, "mode": expected}]
+    if mode != "default":
+        with pytest.raises(SystemExit):
+            evaluate_rgnet.main(flags)
+        assert f"--torch_compile_mode {mode} needs --torch_compile" in capsys.readouterr().err
+        assert len(calls) == 1
+
+
 def test_evaluate_script_with_bfloat16_weights_and_torch_compile(tiny_dataset, tmp_path, fresh_compiler, monkeypatch):
     """`--torch_compile` (dynamic shapes: chunks of 27 and 9 pairs) predicts what eager inference does, the factored
     selector attention included (windows of 17 tokens, hidden size 8); `--dtype bfloat16` evaluates a bfloat16 model,
