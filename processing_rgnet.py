@@ -22,6 +22,7 @@ queries per batch, `K` saliency pairs per query. Masks use 1 = valid.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -1652,15 +1653,13 @@ class RGNetProcessor(ProcessorMixin):
         if window_stride is None:
             window_stride = max_window_frames // 2
         _check_window_settings(max_window_frames, window_stride)
-        for name, value in (
-            ("max_text_tokens", max_text_tokens),
-            ("top_k_windows", top_k_windows),
-            ("max_candidates_before_nms", max_candidates_before_nms),
-            ("max_predictions", max_predictions),
-            ("matching_top_k_frames", matching_top_k_frames),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        # Python ints from here on (numpy integers are accepted, and would not serialise to JSON).
+        max_window_frames, window_stride = int(max_window_frames), int(window_stride)
+        max_text_tokens = _check_positive_int(max_text_tokens, "max_text_tokens")
+        top_k_windows = _check_positive_int(top_k_windows, "top_k_windows")
+        max_candidates_before_nms = _check_positive_int(max_candidates_before_nms, "max_candidates_before_nms")
+        max_predictions = _check_positive_int(max_predictions, "max_predictions")
+        matching_top_k_frames = _check_positive_int(matching_top_k_frames, "matching_top_k_frames")
         _check_seconds_per_frame(seconds_per_frame)
         if not isinstance(query_normalization, str) or query_normalization not in QUERY_NORMALIZERS:
             raise ValueError(
@@ -1754,7 +1753,8 @@ class RGNetProcessor(ProcessorMixin):
         """Load a saved processor; a folder without tokenizer files gives a feature-only processor.
 
         Keyword arguments are settings overriding the saved ones, or loading options (`cache_dir`, `revision`,
-        `token`, `local_files_only`, `subfolder`, ...). For a feature-only folder anything else is a TypeError.
+        `token`, `local_files_only`, `subfolder`, ...). For a feature-only folder anything else is a TypeError; with
+        a tokenizer other keywords go to the tokenizer's loading, except near misses of a setting's name (TypeError).
         """
         from transformers.utils import cached_file
 
@@ -1766,6 +1766,15 @@ class RGNetProcessor(ProcessorMixin):
             **lookup,
         )
         if tokenizer_file is not None:
+            # With a tokenizer, other keywords also go to the tokenizer's loading, so only a near miss of a setting's
+            # name is surely a mistake; it must not silently keep the saved value.
+            for key in kwargs:
+                if key not in cls.SETTINGS and key not in cls._LOADING_KWARGS:
+                    close = difflib.get_close_matches(key, cls.SETTINGS, n=1, cutoff=0.8)
+                    if close:
+                        raise TypeError(
+                            f"Unexpected keyword argument {key!r} for RGNetProcessor; did you mean {close[0]!r}?"
+                        )
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         config_file = cached_file(pretrained_model_name_or_path, PROCESSOR_CONFIG_NAME, **lookup)
         with open(config_file, encoding="utf-8") as handle:
@@ -2030,8 +2039,8 @@ class RGNetProcessor(ProcessorMixin):
             ),
         }
         for name, value in settings.items():
-            if name != "nms_threshold" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+            if name != "nms_threshold":
+                settings[name] = _check_positive_int(value, name)
         _check_nms_threshold(settings["nms_threshold"])
         if scale_matching_by_window_score is None:
             scale_matching_by_window_score = self.scale_matching_by_window_score

@@ -636,6 +636,21 @@ def test_processor_save_and_load_round_trip(tokenizer, tmp_path):
         assert loaded.tokenizer("the cat").input_ids == tokenizer("the cat").input_ids
 
 
+def test_loading_with_a_tokenizer_rejects_a_misspelt_setting_and_takes_numpy_integers(tokenizer, tmp_path):
+    make_processor(tokenizer).save_pretrained(tmp_path)
+    for loader in (RGNetProcessor, AutoProcessor):
+        with pytest.raises(TypeError, match="'top_k_windos' for RGNetProcessor; did you mean 'top_k_windows'"):
+            loader.from_pretrained(tmp_path, top_k_windos=3)
+        loaded = loader.from_pretrained(tmp_path, top_k_windows=np.int64(4), use_fast=False)  # a tokenizer option
+        assert loaded.top_k_windows == 4 and type(loaded.top_k_windows) is int
+    built = make_processor(
+        tokenizer, max_window_frames=np.int64(40), window_stride=np.int32(20), max_predictions=np.int16(7)
+    )
+    assert all(type(getattr(built, name)) is int for name in ("max_window_frames", "window_stride", "max_predictions"))
+    built.save_pretrained(tmp_path / "numpy")  # JSON holds Python ints
+    assert RGNetProcessor.from_pretrained(tmp_path / "numpy").max_predictions == 7
+
+
 def test_saved_processor_loads_with_trust_remote_code_in_a_fresh_process(tokenizer, tmp_path):
     save_directory = tmp_path / "saved"
     make_processor(tokenizer, max_window_frames=12, window_stride=6).save_pretrained(save_directory)
