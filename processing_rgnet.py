@@ -832,16 +832,27 @@ def _span_top_k_sum(
         return sums[0]
     longest = window_lengths.amax(dim=1)  # (Nq,)
     counts = longest.clamp(max=top_k_frames)  # each query's k
+    frame_starts = frame_starts.clamp_min(0)  # a NaN span's bounds come as the most negative integer
+    span_lengths = (frame_ends - frame_starts).clamp_min(0)  # (Nq, K, Q)
     sums = torch.empty(frame_starts.shape, dtype=cosine.dtype)
+    last_frame = cosine.shape[0] - 1
     for count in counts.unique().tolist():  # one group in practice (windows longer than k)
         queries = (counts == count).nonzero().squeeze(1)
-        local = torch.arange(int(longest[queries].max()))
-        frame_index = (window_offsets[queries, :, None] + local).clamp(max=cosine.shape[0] - 1)  # (n, K, Lv)
-        window_cosine = cosine[frame_index, queries[:, None, None]]  # (n, K, Lv)
-        starts, ends = frame_starts[queries, ..., None], frame_ends[queries, ..., None]  # (n, K, Q, 1)
-        in_span = (local >= starts) & (local < ends)  # (n, K, Q, Lv)
-        masked = torch.where(in_span, window_cosine[:, :, None, :], torch.tensor(-math.inf))
-        best = masked.topk(count, dim=-1).values  # (n, K, Q, k)
+        starts, lengths = frame_starts[queries, ..., None], span_lengths[queries, ..., None]  # (n, K, Q, 1)
+        window_width = int(longest[queries].max())
+        span_width = max(count, int(lengths.max()))  # at least k wide, as topk needs
+        # Rows of candidate frames, -inf outside the span: the same k best values, in the same order, either way.
+        if 2 * span_width <= window_width:  # short spans (a trained model's): each span's own frames
+            local = torch.arange(span_width)
+            frame_index = window_offsets[queries, :, None, None] + starts + local  # (n, K, Q, L)
+            values = cosine[frame_index.clamp(max=last_frame), queries[:, None, None, None]]
+            in_span = local < lengths
+        else:  # long spans: the window's frames, gathered once for its Q spans
+            local = torch.arange(window_width)
+            frame_index = window_offsets[queries, :, None] + local  # (n, K, Lv)
+            values = cosine[frame_index.clamp(max=last_frame), queries[:, None, None]][:, :, None, :]
+            in_span = (local >= starts) & (local < starts + lengths)  # (n, K, Q, Lv)
+        best = torch.where(in_span, values, torch.tensor(-math.inf)).topk(count, dim=-1).values  # (n, K, Q, k)
         sums[queries] = torch.where(torch.isfinite(best), best, torch.zeros(())).sum(dim=-1)
     return sums
 

@@ -901,6 +901,34 @@ def test_nms_uses_intersection_over_hull_and_a_strict_threshold():
     np.testing.assert_array_equal(temporal_nms(spans, 0.5, 2), [0, 1])
 
 
+def test_span_top_k_sum_reads_only_the_span_and_its_two_layouts_agree_bit_for_bit():
+    """The matching score's top-k sum gathers each span's own frames when spans are short and the window's frames when
+    one is long: both give a plain per-span reference's sums, and the same bits for the same spans."""
+    generator = torch.Generator().manual_seed(3)
+    num_frames, num_queries, num_windows, window = 400, 3, 4, 60
+    cosine = torch.randn(num_frames, num_queries, generator=generator)
+    offsets = torch.randint(0, num_frames - window, (num_queries, num_windows), generator=generator)
+    lengths = torch.full((num_queries, num_windows), window)
+    lengths[0, 0] = 10  # a truncated last window
+    starts = torch.randint(0, 8, (num_queries, num_windows, 5), generator=generator)
+    ends = starts + torch.randint(0, 12, (num_queries, num_windows, 5), generator=generator)  # empty spans too
+    ends = torch.minimum(ends, lengths[..., None])
+    for k in (1, 3, 20):
+        short = processing_rgnet._span_top_k_sum(cosine, offsets, lengths, starts, ends, k)  # spans of < 30 frames
+        long_ends = ends.clone()
+        long_ends[2, 3, 4] = window  # one long span: the window layout for every span
+        mixed = processing_rgnet._span_top_k_sum(cosine, offsets, lengths, starts, long_ends, k)
+        untouched = torch.ones_like(ends, dtype=torch.bool)
+        untouched[2, 3, 4] = False
+        assert torch.equal(short[untouched], mixed[untouched])
+        for query, window_index, slot in np.ndindex(*ends.shape):
+            first = int(offsets[query, window_index] + starts[query, window_index, slot])
+            last = int(offsets[query, window_index] + long_ends[query, window_index, slot])
+            frames = cosine[first:last, query]
+            expected = frames.topk(min(k, len(frames))).values.sum() if len(frames) else torch.tensor(0.0)
+            torch.testing.assert_close(mixed[query, window_index, slot], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_merge_identical_spans_keeps_the_first_position_and_the_last_values():
     spans = np.array([[1.0, 2.0], [0.0, 1.0], [1.0, 2.0], [3.0, 4.0], [0.0, 1.0], [-0.0, 5.0], [0.0, 5.0]])
     first, last = merge_identical_spans(spans)
