@@ -1954,7 +1954,7 @@ def select_top_windows(window_logits: torch.Tensor, pair_query_index: torch.Tens
     """Pairs holding each query's `top_k` best windows by score `σ(ρ)`, plus windows within 1e-6 of its k-th score.
 
     The windows that inference post-processing pools (spec §7 step 3) are always among them, whatever the device
-    and batching, so grounding only these pairs changes no prediction. Vectorised over queries (two stable sorts).
+    and batching, so grounding only these pairs changes no prediction. Vectorised over queries (three sorts).
 
     Args:
         window_logits (`torch.Tensor` of shape `(N, 1)` or `(N,)`): Retrieval logits `ρ` of the pairs.
@@ -1968,20 +1968,16 @@ def select_top_windows(window_logits: torch.Tensor, pair_query_index: torch.Tens
     if logits.device.type == "mps":  # no float64 there
         logits = logits.cpu()
     scores = logits.double().sigmoid()  # (N,)
-    # Queries numbered 0 … Nq − 1 in label order, as `unique(return_inverse=True)` would, but with sizes known
-    # without reading the device: the only read is the final `nonzero`.
+    # Each pair's query located in the sorted labels (its first position and pair count): sizes known without
+    # reading the device, so the only read is the final `nonzero`.
     labels = pair_query_index.to(scores.device)
-    sorted_labels, by_label = torch.sort(labels, stable=True)
-    new_query = torch.ones_like(sorted_labels, dtype=torch.bool)
-    new_query[1:] = sorted_labels[1:] != sorted_labels[:-1]
-    queries = torch.empty_like(labels).index_put_((by_label,), new_query.cumsum(0) - 1)  # (N,)
+    sorted_labels = torch.sort(labels).values
+    first = torch.searchsorted(sorted_labels, labels)  # (N,)
+    count = torch.searchsorted(sorted_labels, labels, right=True) - first
     order = torch.sort(scores, descending=True, stable=True).indices
-    order = order[torch.sort(queries[order], stable=True).indices]  # grouped by query, best window first
-    counts = torch.zeros_like(queries).index_add_(0, queries, torch.ones_like(queries))  # (N,): Nq used
-    # Position of each query's k-th best pair in `order` (unused entries point at the last pair).
-    kth_position = counts.cumsum(0) - counts + counts.clamp(max=top_k) - 1
-    kth_score = scores[order[kth_position]]  # (N,)
-    chosen = (scores >= kth_score[queries] - TOP_WINDOW_SCORE_TOLERANCE).nonzero().flatten()
+    order = order[torch.sort(labels[order], stable=True).indices]  # grouped by query in label order, best first
+    kth_score = scores[order[first + count.clamp(max=top_k) - 1]]  # (N,): the k-th best score of the pair's query
+    chosen = (scores >= kth_score - TOP_WINDOW_SCORE_TOLERANCE).nonzero().flatten()
     return chosen.to(window_logits.device)
 
 

@@ -830,11 +830,13 @@ def _span_top_k_sum(
             top_k_frames,
         )
         return sums[0]
+    sums = torch.zeros(frame_starts.shape, dtype=cosine.dtype)
+    if frame_starts.numel() == 0:
+        return sums
     longest = window_lengths.amax(dim=1)  # (Nq,)
     counts = longest.clamp(max=top_k_frames)  # each query's k
     frame_starts = frame_starts.clamp_min(0)  # a NaN span's bounds come as the most negative integer
     span_lengths = (frame_ends - frame_starts).clamp_min(0)  # (Nq, K, Q)
-    sums = torch.empty(frame_starts.shape, dtype=cosine.dtype)
     last_frame = cosine.shape[0] - 1
     for count in counts.unique().tolist():  # one group in practice (windows longer than k)
         queries = (counts == count).nonzero().squeeze(1)
@@ -1044,7 +1046,8 @@ def batched_temporal_nms(
     left.
 
     Args:
-        spans (`np.ndarray` of shape `(N, M, 2)`): `(start, end)` of each row's candidates in rank order.
+        spans (`np.ndarray` of shape `(N, M, 2)`): `(start, end)` of each row's candidates in rank order, float32
+            or float64 (other dtypes are computed in float64, where `temporal_nms` would compute in theirs).
         valid (`np.ndarray` of shape `(N, M)`, bool): Which candidates take part.
         threshold (`float`): IoU above which a candidate is suppressed.
         max_keep (`int`): Most candidates kept per row (≥ 1).
@@ -1053,8 +1056,7 @@ def batched_temporal_nms(
         `tuple(np.ndarray, np.ndarray)`: `kept` `(N, K)` int64, each row's kept positions in rank order (padded
         with 0 after its first `num_kept[n]`), and `num_kept` `(N,)` int64; `K` is the largest `num_kept`.
     """
-    if isinstance(max_keep, bool) or not isinstance(max_keep, (int, np.integer)) or max_keep < 1:
-        raise ValueError(f"`max_keep` must be a positive integer, got {max_keep!r}.")
+    max_keep = _check_positive_int(max_keep, "max_keep")
     spans, valid = np.asarray(spans), np.asarray(valid, dtype=bool)
     if spans.shape != (*valid.shape, 2):
         raise ValueError(f"`spans` must have shape {(*valid.shape, 2)} like `valid`, got {spans.shape}.")
@@ -1070,7 +1072,8 @@ def batched_temporal_nms(
     for rank in range(num_candidates - 1):  # the last candidate suppresses nothing
         row_in_block = rank % block
         if row_in_block == 0:
-            if not alive[rank:].any() or (rank >= max_keep and (alive[:rank].sum(axis=0) >= max_keep).all()):
+            # Every row done: `max_keep` kept, or no candidate left.
+            if ((alive[:rank].sum(axis=0) >= max_keep) | ~alive[rank:].any(axis=0)).all():
                 break
             # (block, M - rank, N): later candidates that the block's candidates, if kept, leave alive.
             spared = ~_iou_above(start, end, slice(rank, rank + block), threshold)

@@ -611,6 +611,8 @@ def test_select_top_windows_matches_a_per_query_reference_and_covers_post_proces
     for top_k in (1, 2, 3, 8):
         chosen = modeling_rgnet.select_top_windows(logits, pair_query_index, top_k)
         assert chosen.tolist() == _reference_top_windows(logits, pair_query_index, top_k)
+        for labels in (pair_query_index.int(), pair_query_index - 10**12):  # any integer labels
+            assert modeling_rgnet.select_top_windows(logits, labels, top_k).tolist() == chosen.tolist()
         for query in pair_query_index.unique():  # post-processing's kept windows (float32 scores) are all chosen
             pairs = (pair_query_index == query).nonzero().flatten()
             kept = pairs[torch.sort(torch.sigmoid(logits[pairs, 0]), descending=True, stable=True).indices[:top_k]]

@@ -913,6 +913,8 @@ def test_span_top_k_sum_reads_only_the_span_and_its_two_layouts_agree_bit_for_bi
     starts = torch.randint(0, 8, (num_queries, num_windows, 5), generator=generator)
     ends = starts + torch.randint(0, 12, (num_queries, num_windows, 5), generator=generator)  # empty spans too
     ends = torch.minimum(ends, lengths[..., None])
+    no_spans = torch.zeros(num_queries, num_windows, 0, dtype=torch.long)
+    assert processing_rgnet._span_top_k_sum(cosine, offsets, lengths, no_spans, no_spans, 3).shape == no_spans.shape
     for k in (1, 3, 20):
         short = processing_rgnet._span_top_k_sum(cosine, offsets, lengths, starts, ends, k)  # spans of < 30 frames
         long_ends = ends.clone()
@@ -984,6 +986,23 @@ def test_batched_nms_handles_masks_that_are_not_a_prefix():
         np.testing.assert_array_equal(
             kept[row, : num_kept[row]], positions[temporal_nms(spans[row][valid[row]], 0.4, 8)]
         )
+
+
+def test_batched_nms_stops_once_every_list_is_full_or_exhausted(monkeypatch):
+    """A list that has kept `max_keep` and one with no candidate left: the greedy pass stops there, not at the end."""
+    spans = np.zeros((2, 200, 2))
+    spans[0, :, 0] = np.arange(200) * 2.0  # disjoint: nothing suppressed
+    spans[0, :, 1] = spans[0, :, 0] + 1
+    spans[1] = spans[0]
+    valid = np.ones((2, 200), dtype=bool)
+    valid[1, 1:] = False  # one candidate
+    monkeypatch.setattr(processing_rgnet, "_NMS_BLOCK_PAIRS", 1)  # one rank per IoU block
+    blocks = []
+    iou_above = processing_rgnet._iou_above
+    monkeypatch.setattr(processing_rgnet, "_iou_above", lambda *args: blocks.append(args[2]) or iou_above(*args))
+    kept, num_kept = batched_temporal_nms(spans, valid, 0.5, 5)
+    assert num_kept.tolist() == [5, 1] and kept[0].tolist() == [0, 1, 2, 3, 4]
+    assert len(blocks) <= 6
 
 
 def test_batched_nms_rejects_bad_arguments():
