@@ -145,8 +145,9 @@ class RGNetTrainingArguments(TrainingArguments):
         same_video_negatives (`bool`, *optional*, defaults to `False`): build each batch from queries of one video,
             so the cross-pair negatives are windows of the same video (the paper's description; the released
             recipes use random batches).
-        eval_pairs_per_batch (`int`, *optional*, defaults to 256): (query, window) pairs per forward pass during
-            long-video evaluation, rounded down to whole queries (at least one); bounds memory on hour-long videos.
+        eval_pairs_per_batch (`int`, *optional*): (query, window) pairs per forward pass during long-video
+            evaluation, rounded down to whole queries (at least one); bounds memory on hour-long videos. Defaults to
+            [`default_pairs_per_batch`]: 256 MAD windows of 900 frames, or as many frames of shorter windows.
         eval_metric_config (`str`, *optional*, defaults to `"auto"`): `"mad"` or `"ego4d"` conventions of the
             metric module; `"auto"` follows the model's `query_normalization`.
         per_process_log (`bool`, *optional*, defaults to `False`): every process appends its logs to
@@ -159,7 +160,7 @@ class RGNetTrainingArguments(TrainingArguments):
     lr_drop_epochs: list[int] = field(default_factory=list)
     lr_drop_factor: float = 0.1
     same_video_negatives: bool = False
-    eval_pairs_per_batch: int = 256
+    eval_pairs_per_batch: int | None = None
     eval_metric_config: str = "auto"
     per_process_log: bool = False
     retain_freed_cpu_memory: bool = False
@@ -171,7 +172,7 @@ class RGNetTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.eval_pairs_per_batch < 1:
+        if self.eval_pairs_per_batch is not None and self.eval_pairs_per_batch < 1:
             raise ValueError(f"`eval_pairs_per_batch` must be positive, got {self.eval_pairs_per_batch}.")
         if not 0 < self.lr_drop_factor <= 1:
             raise ValueError(f"`lr_drop_factor` must be in (0, 1], got {self.lr_drop_factor}.")
@@ -362,6 +363,20 @@ def _text_inputs(rows: Mapping[str, Any], indices: Sequence[int], processor: RGN
     return {"text_features": [np.array(rows["text_features"][index], dtype=np.float32) for index in indices]}
 
 
+# `torch.compile` modes the scripts offer (`default`: none given); `reduce-overhead` and `max-autotune` record CUDA graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+# Long-video inference's default forward size in frames: 256 MAD windows of 900 frames (about 2.7 GB of float32
+# activations on a CPU with the MAD preset). Memory grows with the frames, so shorter windows get more pairs.
+INFERENCE_FRAMES_PER_FORWARD = 256 * 900
+
+
+def default_pairs_per_batch(window_frames: int) -> int:
+    """(query, window) pairs per long-video forward pass by default: [`INFERENCE_FRAMES_PER_FORWARD`] frames' worth
+    of windows of `window_frames` frames (256 MAD windows, 2,560 Ego4D ones), at least one."""
+    return max(1, INFERENCE_FRAMES_PER_FORWARD // window_frames)
+
+
 def forward_whole_queries(
     model,
     inputs: Mapping[str, torch.Tensor],
@@ -457,7 +472,7 @@ def predict_long_videos(
     queries,
     feature_store,
     *,
-    pairs_per_batch: int = 256,
+    pairs_per_batch: int | None = None,
     max_predictions: int | None = None,
     video_ids: Sequence[str] | None = None,
     progress: bool = True,
@@ -478,7 +493,8 @@ def predict_long_videos(
         queries (`datasets.Dataset`): rows with `query_id`, `video_id`, `text_features` (or `query` with a text
             encoder) and optionally `sentence_embedding` (without it the matching score is 0 for every span).
         feature_store: frames of each video (`read_frames`, `num_frames`).
-        pairs_per_batch (`int`, *optional*, defaults to 256): pairs per forward pass (at least one query's windows).
+        pairs_per_batch (`int`, *optional*): pairs per forward pass (at least one query's windows); defaults to
+            [`default_pairs_per_batch`] of the processor's window length.
         max_predictions (`int`, *optional*): moments kept per query (the processor's default otherwise).
         video_ids (`Sequence[str]`, *optional*): only these videos (e.g. one process's share).
         progress (`bool`, *optional*, defaults to `True`): show a progress bar over videos.
@@ -493,6 +509,10 @@ def predict_long_videos(
         `[start, end, proposal, match, fusion]` in seconds), `prediction_sources` (`[window, slot]` of each
         prediction) and `window_ranking` (window indices, best first).
     """
+    if pairs_per_batch is None:
+        pairs_per_batch = default_pairs_per_batch(processor.max_window_frames)
+    elif isinstance(pairs_per_batch, bool) or not isinstance(pairs_per_batch, int) or pairs_per_batch < 1:
+        raise ValueError(f"`pairs_per_batch` must be a positive integer or None, got {pairs_per_batch!r}.")
     use_text = getattr(model.config, "text_config", None) is not None
     check_query_table(
         queries, split="evaluation", require_timestamps=False, needs_text="query" if use_text else "text_features"
@@ -887,6 +907,8 @@ class RGNetTrainer(Trainer):
 
 
 __all__ = [
+    "COMPILE_MODES",
+    "INFERENCE_FRAMES_PER_FORWARD",
     "PostProcessingWorker",
     "RECIPES",
     "RGNetRecipe",
@@ -896,6 +918,7 @@ __all__ = [
     "SameVideoBatchSampler",
     "check_dataset_matches_config",
     "check_query_table",
+    "default_pairs_per_batch",
     "forward_whole_queries",
     "get_recipe",
     "predict_long_videos",

@@ -86,7 +86,12 @@ from processing_rgnet import (  # noqa: E402
     frame_query_similarities,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
-from training_rgnet import PostProcessingWorker, forward_whole_queries, retain_freed_host_memory  # noqa: E402
+from training_rgnet import (  # noqa: E402
+    COMPILE_MODES,
+    PostProcessingWorker,
+    forward_whole_queries,
+    retain_freed_host_memory,
+)
 
 
 @dataclass(frozen=True)
@@ -376,7 +381,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 # ---- torch.compile ----
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that record CUDA graphs (on CUDA)
 
 

@@ -27,6 +27,7 @@ from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
 from training_rgnet import (  # noqa: E402
+    COMPILE_MODES,
     check_dataset_matches_config,
     predict_long_videos,
     retain_freed_host_memory,
@@ -34,7 +35,6 @@ from training_rgnet import (  # noqa: E402
 )
 
 logger = logging.getLogger("evaluate_rgnet")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def check_device(device: str) -> str | None:
@@ -59,7 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--metric_config", choices=("auto", "mad", "ego4d"), default="auto")
-    parser.add_argument("--pairs_per_batch", type=int, default=256, help="(query, window) pairs per forward")
+    parser.add_argument(
+        "--pairs_per_batch",
+        type=int,
+        default=None,
+        help="(query, window) pairs per forward pass (default: 256 MAD windows of 900 frames' worth of the model's "
+        "windows, e.g. 2,560 Ego4D windows of 90 frames); larger ones launch fewer kernels on a GPU with memory to spare",
+    )
     parser.add_argument("--max_predictions", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
@@ -98,7 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     # Flags are checked before anything is loaded.
     if args.torch_compile_mode != "default" and not args.torch_compile:
         parser.error(f"--torch_compile_mode {args.torch_compile_mode} needs --torch_compile")
-    if args.pairs_per_batch < 1:
+    if args.torch_compile_mode != "default" and args.torch_compile_backend != "inductor":
+        parser.error(
+            f"--torch_compile_mode is an inductor option; --torch_compile_backend is {args.torch_compile_backend}"
+        )
+    if args.pairs_per_batch is not None and args.pairs_per_batch < 1:
         parser.error(f"--pairs_per_batch must be >= 1, got {args.pairs_per_batch}")
     if args.max_predictions is not None and args.max_predictions < 1:
         parser.error(

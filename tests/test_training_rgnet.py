@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
@@ -31,6 +31,7 @@ from training_rgnet import (
     SameVideoBatchSampler,
     check_dataset_matches_config,
     check_query_table,
+    default_pairs_per_batch,
     get_recipe,
     predict_long_videos,
 )
@@ -187,6 +188,21 @@ def test_long_video_inference_sends_each_window_once_and_matches_repeated_window
 
     # Fewer pairs per forward than a query has windows: still one whole query per forward, the same predictions.
     assert predict_long_videos(model, processor, validation, store, pairs_per_batch=5, progress=False) == predicted
+    # The default forward size is a frame budget: every query of these short videos in one forward per video.
+    assert default_pairs_per_batch(900) == 256 and default_pairs_per_batch(90) == 2560
+    assert default_pairs_per_batch(10**6) == 1
+    seen["pairs"].clear()
+    handle = model.register_forward_hook(record, with_kwargs=True)
+    assert predict_long_videos(model, processor, validation, store, progress=False) == predicted
+    handle.remove()
+    queries_per_video = Counter(validation["video_id"])
+    assert len(seen["pairs"]) == len(queries_per_video)
+    budget = default_pairs_per_batch(processor.max_window_frames)
+    for video, count in queries_per_video.items():
+        assert count * compute_num_windows(store.num_frames(video), processor.window_stride) <= budget
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="`pairs_per_batch` must be a positive integer or None"):
+            predict_long_videos(model, processor, validation, store, pairs_per_batch=bad, progress=False)
     # Post-processing on a worker thread while the next chunk runs (the default on accelerators): the same results.
     overlapped = predict_long_videos(
         model, processor, validation, store, pairs_per_batch=5, progress=False, overlap_post_processing=True
@@ -648,6 +664,11 @@ def test_evaluate_script_passes_its_compile_mode(monkeypatch, tmp_path, capsys, 
         with pytest.raises(SystemExit):
             evaluate_rgnet.main(flags)
         assert f"--torch_compile_mode {mode} needs --torch_compile" in capsys.readouterr().err
+        with pytest.raises(SystemExit):  # a mode of inductor's, not of another backend
+            evaluate_rgnet.main([*flags, "--torch_compile", "--torch_compile_backend", "eager"])
+        assert (
+            "--torch_compile_mode is an inductor option; --torch_compile_backend is eager" in capsys.readouterr().err
+        )
         assert len(calls) == 1
 
 
