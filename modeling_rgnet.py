@@ -628,35 +628,60 @@ class _CPUDropoutAttention(torch.autograd.Function):
     """Attention with dropout on the probabilities, computed block by block (CPU training).
 
     `P = softmax(Q Kᵀ / sqrt(Dqk) + bias)`, `out = (P ⊙ M) V / (1 − p)` with `M` a Bernoulli(1 − p) keep mask
-    ([`_CPUKeepMasks`], drawn block after block): the function of PyTorch's math path. Each block (one pair, or a
-    few heads of it) goes through reused scratch buffers small enough to stay in cache, reading the projections in
-    their `(N, L, H, D)` layout without copies. The backward recomputes the block's `P` (the same kernels on the same
-    inputs give the same values) and keeps only `M`, packed 8 per byte (52 MB for a MAD encoder layer at 64 pairs,
-    where PyTorch's math path keeps several float maps of 1.7 GB each). It uses `rowsum(dP ⊙ P) = rowsum(dout ⊙
-    out)`. Reduced-precision inputs are computed in float32.
+    ([`_CPUKeepMasks`], drawn block after block): the function of PyTorch's math path. Each block (a few heads of
+    one pair when its map is large, whole pairs when maps are small) goes through reused scratch buffers small
+    enough to stay in cache, reading a one-pair block's projections in their `(N, L, H, D)` layout without copies.
+    The backward recomputes the block's `P` (the same kernels on the same inputs give the same values) and keeps
+    only `M`, packed 8 per byte (52 MB for a MAD encoder layer at 64 pairs, where PyTorch's math path keeps several
+    float maps of 1.7 GB each). It uses `rowsum(dP ⊙ P) = rowsum(dout ⊙ out)`. Reduced-precision inputs are
+    computed in float32.
     """
 
     # Used for maps of at least this many elements per pair: faster than PyTorch's kernel from the global-token row
-    # (8·901) up; the decoder's tiny self-attention maps (8·5·5) are cheaper there than one loop step per pair.
+    # (8·901) up; the decoder's tiny self-attention maps (8·5·5) are cheaper there.
     min_map_elements = 1 << 12
-    # Elements of one block's score map (4 MB): a whole pair when its map is small, otherwise a few heads of it.
+    # Elements of one block's score map (4 MB): a few heads of a pair with a large map, otherwise as many whole
+    # pairs as fit (one Python step per block: small maps are not computed pair by pair).
     _block_elements = 1 << 20
 
     @staticmethod
-    def _blocks(num_pairs: int, num_heads: int, map_elements: int) -> list[tuple[int, slice]]:
-        """`(pair, heads)` blocks covering `(N, H)`, each holding at most `_block_elements` map entries (≥ 1 head)."""
-        step = min(num_heads, max(1, _CPUDropoutAttention._block_elements // map_elements))
-        return [(pair, slice(head, head + step)) for pair in range(num_pairs) for head in range(0, num_heads, step)]
+    def _blocks(num_pairs: int, num_heads: int, map_elements: int) -> list[tuple[slice, slice]]:
+        """`(pairs, heads)` blocks covering `(N, H)` in order, each holding at most `_block_elements` map entries
+        (at least one head): heads of one pair, or whole consecutive pairs."""
+        heads = min(num_heads, max(1, _CPUDropoutAttention._block_elements // map_elements))
+        if heads < num_heads:
+            return [
+                (slice(pair, pair + 1), slice(head, head + heads))
+                for pair in range(num_pairs)
+                for head in range(0, num_heads, heads)
+            ]
+        pairs = max(1, _CPUDropoutAttention._block_elements // (num_heads * map_elements))
+        return [(slice(pair, pair + pairs), slice(0, num_heads)) for pair in range(0, num_pairs, pairs)]
+
+    @staticmethod
+    def _rows(tensor, block):
+        """The block's `(pairs·heads, L, D)` rows of an `(N, H, L, D)` tensor: a view for one pair, else a copy."""
+        return tensor[block].flatten(0, 1)
+
+    @staticmethod
+    def _bmm_into(destination, block, left, right, factor):
+        """`destination[block] = factor · left @ right`, `(pairs·heads, L, D)` products written in place."""
+        target = destination[block]
+        if target.shape[0] == 1:  # a view of the destination: written directly
+            torch.bmm(left, right, out=target[0]).mul_(factor)
+        else:
+            target.copy_(torch.bmm(left, right).mul_(factor).view(target.shape))
 
     @staticmethod
     def _probabilities(query, key, attention_bias, scale, block, buffer):
-        """`softmax(scale · Q Kᵀ + bias)` of one block, `(h, Lq, Lk)`, computed in `buffer`."""
-        query, key = query[block], key[block]  # (h, Lq, Dqk), (h, Lk, Dqk)
+        """`softmax(scale · Q Kᵀ + bias)` of one block, `(pairs·heads, Lq, Lk)`, computed in `buffer`."""
+        query, key = _CPUDropoutAttention._rows(query, block), _CPUDropoutAttention._rows(key, block)
         scores = buffer[: query.shape[0] * query.shape[1] * key.shape[1]].view(query.shape[0], query.shape[1], -1)
         if attention_bias is None:
             torch.bmm(query, key.transpose(1, 2), out=scores).mul_(scale)
         else:
-            torch.baddbmm(attention_bias[block], query, key.transpose(1, 2), alpha=scale, out=scores)
+            bias = _CPUDropoutAttention._rows(attention_bias, block)
+            torch.baddbmm(bias, query, key.transpose(1, 2), alpha=scale, out=scores)
         return torch.softmax(scores, dim=-1, out=scores)
 
     @staticmethod
@@ -673,15 +698,18 @@ class _CPUDropoutAttention(torch.autograd.Function):
         map_elements = query_length * key_length
         packed_keep = torch.empty(num_pairs, num_heads, (map_elements + 7) // 8, dtype=torch.uint8, device="cpu")
         blocks = _CPUDropoutAttention._blocks(num_pairs, num_heads, map_elements)
-        block_elements = len(range(num_heads)[blocks[0][1]]) * map_elements
+        first_pairs, first_heads = blocks[0]
+        block_elements = len(range(num_pairs)[first_pairs]) * len(range(num_heads)[first_heads]) * map_elements
         probs_buffer = value.new_empty(block_elements)
         keep_buffer = torch.empty(block_elements, dtype=torch.bool, device="cpu")
         masks, packed = _CPUKeepMasks(dropout), packed_keep.numpy()
-        for pair, heads in blocks:
-            probs = _CPUDropoutAttention._probabilities(query, key, attention_bias, scale, (pair, heads), probs_buffer)
+        for block in blocks:
+            probs = _CPUDropoutAttention._probabilities(query, key, attention_bias, scale, block, probs_buffer)
             keep = masks.fill_(keep_buffer[: probs.numel()]).view(probs.shape)
-            packed[pair, heads] = np.packbits(keep.numpy().reshape(probs.shape[0], -1), axis=1)
-            torch.bmm(probs.mul_(keep), value[pair, heads], out=output[pair, heads]).mul_(1.0 / (1.0 - dropout))
+            packed[block] = np.packbits(keep.numpy().reshape(packed[block].shape[:2] + (-1,)), axis=-1)
+            _CPUDropoutAttention._bmm_into(
+                output, block, probs.mul_(keep), _CPUDropoutAttention._rows(value, block), 1.0 / (1.0 - dropout)
+            )
         ctx.save_for_backward(query, key, value, output, packed_keep, attention_bias)
         ctx.dropout, ctx.scale, ctx.blocks = dropout, scale, blocks
         ctx.map_elements, ctx.block_elements = map_elements, block_elements
@@ -696,20 +724,21 @@ class _CPUDropoutAttention(torch.autograd.Function):
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
         probs_buffer, grad_buffer = value.new_empty(ctx.block_elements), value.new_empty(ctx.block_elements)
         packed = packed_keep.numpy()
+        rows, bmm_into = _CPUDropoutAttention._rows, _CPUDropoutAttention._bmm_into
         for block in ctx.blocks:
             probs = _CPUDropoutAttention._probabilities(query, key, attention_bias, scale, block, probs_buffer)
-            unpacked = np.unpackbits(packed[block], axis=1, count=ctx.map_elements)  # (h, Lq·Lk) of 0/1 bytes
+            unpacked = np.unpackbits(packed[block], axis=-1, count=ctx.map_elements)  # (p, h, Lq·Lk) 0/1 bytes
             block_keep = torch.from_numpy(unpacked).view(torch.bool).view(probs.shape)
-            grad_out = grad_output[block]
-            row_dot = (grad_out * output[block]).sum(dim=-1, keepdim=True)  # rowsum(dP ⊙ P), (h, Lq, 1)
+            grad_out, block_value = rows(grad_output, block), rows(value, block)
+            row_dot = (grad_out * rows(output, block)).sum(dim=-1, keepdim=True)  # rowsum(dP ⊙ P), (b, Lq, 1)
             # dS = P ⊙ (dP − row_dot), dP = (dout Vᵀ) ⊙ M / (1 − p).
             grad_scores = grad_buffer[: probs.numel()].view(probs.shape)
-            torch.bmm(grad_out, value[block].transpose(1, 2), out=grad_scores)
+            torch.bmm(grad_out, block_value.transpose(1, 2), out=grad_scores)
             grad_scores.mul_(block_keep).mul_(keep_scale).sub_(row_dot).mul_(probs)
             kept_probs = probs.mul_(block_keep)
-            torch.bmm(kept_probs.transpose(1, 2), grad_out, out=grad_value[block]).mul_(keep_scale)
-            torch.bmm(grad_scores, key[block], out=grad_query[block]).mul_(scale)
-            torch.bmm(grad_scores.transpose(1, 2), query[block], out=grad_key[block]).mul_(scale)
+            bmm_into(grad_value, block, kept_probs.transpose(1, 2), grad_out, keep_scale)
+            bmm_into(grad_query, block, grad_scores, rows(key, block), scale)
+            bmm_into(grad_key, block, grad_scores.transpose(1, 2), rows(query, block), scale)
         return grad_query, grad_key, grad_value, None, None, None
 
 
