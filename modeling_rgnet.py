@@ -438,7 +438,13 @@ def logsumexp_attention_kernel(query: torch.Tensor, key: torch.Tensor, value: to
     if query.device.type != "cuda":
         return None
     params = torch.backends.cuda.SDPAParams(query, key, value, None, 0.0, False, False)
-    if torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.can_use_flash_attention(params):
+    # `can_use_flash_attention` accepts any head width up to 256: `scaled_dot_product_attention` pads the others to a
+    # multiple of 8 before calling the kernel, which rejects them when called directly, as here.
+    if (
+        torch.backends.cuda.flash_sdp_enabled()
+        and query.shape[-1] % 8 == 0
+        and torch.backends.cuda.can_use_flash_attention(params)
+    ):
         return "flash"
     if torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.can_use_efficient_attention(params):
         return "efficient"
@@ -1130,13 +1136,17 @@ class RGNetFrameSelector(nn.Module):
         logits = self.dense(sequence_hidden).squeeze(-1)
         if not self.training:
             return (logits >= 0).to(logits.dtype), None, logits
+        # The noise and the gate in float32 at least: bfloat16 would round every u above 1 − 2⁻⁹ to 1 (noise 18.4
+        # instead of 6–9) and move the 0.5 threshold of the sigmoid by its own rounding.
+        noise_dtype = torch.promote_types(logits.dtype, torch.float32)
         if uniform_noise is None:
-            uniform_noise = torch.rand_like(logits)
-        uniform_noise = uniform_noise.to(logits.dtype)
-        noisy_logits = logits + torch.log(uniform_noise + 1e-8) - torch.log(1 - uniform_noise + 1e-8)
+            uniform_noise = torch.rand(logits.shape, dtype=noise_dtype, device=logits.device)
+        uniform_noise = uniform_noise.to(noise_dtype)
+        noisy_logits = logits.to(noise_dtype) + torch.log(uniform_noise + 1e-8) - torch.log(1 - uniform_noise + 1e-8)
         soft = torch.sigmoid(noisy_logits / self.temperature)
         hard = (soft >= 0.5).to(soft.dtype)
-        return hard - soft.detach() + soft, noisy_logits, logits
+        gate = hard - soft.detach() + soft
+        return gate.to(logits.dtype), noisy_logits.to(logits.dtype), logits
 
 
 # ---- Retrieval encoder (spec §5.5) ----
@@ -1802,6 +1812,8 @@ class RGNetModel(RGNetPreTrainedModel):
             video_pair_index,
             text_pair_index,
         )
+        if grounding_pair_index is not None:  # `index_copy` needs it beside the states; indexing would not
+            grounding_pair_index = grounding_pair_index.to(video_features.device)
         # Features in the weights' dtype: float32 features run through a model loaded with `dtype=torch.bfloat16`.
         video_features = video_features.to(self.video_projection.blocks[0].norm.weight.dtype)
         text_features = text_features.to(self.text_projection.blocks[0].norm.weight.dtype)

@@ -198,6 +198,39 @@ def test_factored_selector_attention_on_the_device(
     torch.testing.assert_close(output.cpu().double(), expected, atol=tolerance, rtol=tolerance)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("head_dim", [4, 12])
+def test_factored_selector_attention_with_head_widths_off_the_flash_kernels_multiple(
+    device, dtype, tolerance, head_dim
+):
+    """Head widths that are not a multiple of 8 (CUDA's flash kernel, called directly, rejects them where
+    `scaled_dot_product_attention` would pad them): another kernel, or the biased form, computes the same function."""
+    from tests.test_modeling_rgnet_fast_paths import _biased_reference, _selector_case
+
+    query, key, value, mask = _selector_case(8, 1, "additive_unit_bias", dtype, heads=2, head_dim=head_dim, length=40)
+    expected = _biased_reference(query, key, value, mask.bias(torch.float64), heads=2)
+    output = modeling_rgnet.selector_attention(
+        query.to(device), key.to(device), value.to(device), mask.to(device), num_heads=2
+    )
+    assert output.dtype == dtype and output.device.type == device
+    torch.testing.assert_close(output.cpu().double(), expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grounding_pair_index_may_stay_on_the_cpu(tester, device):
+    """Like the other index inputs, a CPU `grounding_pair_index` works with the model on the device."""
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(5)
+    index = torch.tensor([3, 0])
+    with torch.no_grad():
+        reference = model(**inputs, grounding_pair_index=index)
+        outputs = model.to(device)(**to_device(inputs, device), grounding_pair_index=index)
+    assert outputs.grounding_pair_index.device.type == device
+    for name in ("logits", "pred_spans", "window_logits"):
+        torch.testing.assert_close(getattr(outputs, name).cpu(), getattr(reference, name), atol=1e-4, rtol=1e-4)
+
+
 # ---- torch.compile (the Trainer's `torch_compile=True`, `benchmark_model.py --compile`) ----
 
 # `aot_eager` traces the forward and backward as the compiler does, in seconds; `inductor` also generates the kernels.

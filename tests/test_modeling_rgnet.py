@@ -384,6 +384,27 @@ def test_heads_run_in_float32_with_bfloat16_weights():
         assert modeling_rgnet.run_head_in_float32(head, hidden).dtype == torch.float32
 
 
+def test_frame_selector_noise_and_gate_stay_float32_under_bfloat16():
+    """The logistic noise and the gate's threshold are computed in float32 whatever the logits' dtype: bfloat16
+    would round a sample u = 1 − 1e-4 to 1 (noise −log(1e-8) = 18.4 instead of 9.2)."""
+    torch.manual_seed(0)
+    selector = modeling_rgnet.RGNetFrameSelector(RGNetConfig(hidden_size=8, num_attention_heads=2)).train()
+    hidden = torch.randn(3, 6, 8)
+    noise = torch.full((3, 6), 1 - 1e-4)
+    noise[:, ::2] = torch.rand(3, 3)
+    gate, noisy_logits, logits = selector(hidden, noise)
+    expected_noise = torch.log(noise + 1e-8) - torch.log(1 - noise + 1e-8)
+    torch.testing.assert_close(noisy_logits, logits + expected_noise)
+    selector.to(torch.bfloat16)
+    reduced_gate, reduced_noisy, reduced_logits = selector(hidden.bfloat16(), noise)
+    assert reduced_gate.dtype == reduced_noisy.dtype == reduced_logits.dtype == torch.bfloat16
+    exact = reduced_logits.float() + expected_noise  # the bfloat16 logits plus the float32 noise
+    torch.testing.assert_close(reduced_noisy.float(), exact, atol=0.07, rtol=0)  # only the sum's rounding
+    torch.testing.assert_close(reduced_gate.float(), (exact >= 0).float())  # σ(x / τ) ≥ ½ where x ≥ 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 weights, bfloat16 logits: the same arithmetic
+        assert selector.float()(hidden, noise)[1].dtype == torch.bfloat16
+
+
 def test_trainer_scales_the_loss_for_gradient_accumulation():
     # The loss is a mean over targets: Trainer must divide it by the accumulation steps itself.
     assert RGNetForVideoGrounding.accepts_loss_kwargs is False
