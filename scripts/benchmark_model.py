@@ -82,6 +82,7 @@ from configuration_rgnet import RGNetConfig  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import (  # noqa: E402
     RGNetProcessor,
+    compute_num_windows,
     count_pairs,
     frame_query_similarities,
 )
@@ -89,6 +90,7 @@ from scripts.benchmark_data import cpu_model  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     PostProcessingWorker,
+    default_pairs_per_batch,
     forward_whole_queries,
     retain_freed_host_memory,
 )
@@ -678,7 +680,13 @@ def benchmark_inference(
     workload: Workload, config: RGNetConfig, device: torch.device, precisions: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
     num_queries = workload.num_queries or args.inference_queries or (8 if device.type == "cuda" else 1)
-    args.chunk_pairs = args.inference_chunk_pairs or (1024 if device.type == "cuda" else 16)
+    processor = RGNetProcessor.from_config(config)
+    if args.evaluation_chunks:  # as `predict_long_videos` by default: one group per forward of whole queries
+        num_windows = compute_num_windows(workload.num_video_frames, processor.window_stride)
+        args.queries_per_batch = max(1, default_pairs_per_batch(config.max_window_frames) // num_windows)
+        args.chunk_pairs = args.queries_per_batch * num_windows
+    else:
+        args.chunk_pairs = args.inference_chunk_pairs or (1024 if device.type == "cuda" else 16)
     if not isinstance(args.overlap_post_processing, bool):  # `auto`: where predict_long_videos overlaps
         args.overlap_post_processing = {"on": True, "off": False}.get(
             args.overlap_post_processing, device.type != "cpu"
@@ -696,7 +704,6 @@ def benchmark_inference(
     if args.compile:
         compiled = {id(module): compile_model(module, args) for module in models.values()}
         models = {precision: compiled[id(module)] for precision, module in models.items()}
-    processor = RGNetProcessor.from_config(config)
     args.top_k_windows = processor.top_k_windows
     video, texts, embeddings = inference_inputs(config, workload, num_queries, args.seed)
     result: dict[str, Any] = {
@@ -704,6 +711,7 @@ def benchmark_inference(
         "num_video_frames": workload.num_video_frames,
         "queries_per_batch": args.queries_per_batch,
         "chunk_pairs": args.chunk_pairs,
+        "evaluation_chunks": args.evaluation_chunks,
         "top_k_windows_grounded": None if args.ground_all_windows else args.top_k_windows,
         "overlap_post_processing": args.overlap_post_processing,
         "compiled": args.compile,
@@ -862,7 +870,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--queries-per-batch",
         type=int,
-        default=8,
+        default=None,
         help="Queries sent through the pipeline together (the processor repeats every window for each; default 8).",
     )
     parser.add_argument(
@@ -871,6 +879,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="(query, window) pairs per inference forward, rounded down to whole queries, at least one "
         "(default: 1024 on CUDA, 16 on CPU).",
+    )
+    parser.add_argument(
+        "--evaluation-chunks",
+        action="store_true",
+        help="Inference: group and forward the queries as evaluation does by default (`predict_long_videos`, "
+        "`default_pairs_per_batch`: whole queries within a budget of 256 windows of 900 frames per forward; a "
+        "2-hour MAD movie's 81 windows 3 queries at a time, an Ego4D clip's 21 windows 121 at a time) instead of "
+        "--queries-per-batch and --inference-chunk-pairs.",
     )
     parser.add_argument(
         "--pipelines",
@@ -955,6 +971,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.pipelines = [name.strip() for name in args.pipelines.split(",") if name.strip()]
     if not args.pipelines or set(args.pipelines) - set(PIPELINES):
         parser.error(f"--pipelines must name some of {list(PIPELINES)}")
+    if args.evaluation_chunks and (args.queries_per_batch is not None or args.inference_chunk_pairs):
+        parser.error(
+            "--evaluation-chunks sets the query groups and forward sizes: drop --queries-per-batch and "
+            "--inference-chunk-pairs"
+        )
+    if args.queries_per_batch is None:
+        args.queries_per_batch = 8
     if args.queries_per_batch < 1:
         parser.error("--queries-per-batch must be >= 1")
     if args.steps < 1 or args.warmup < 0:

@@ -144,6 +144,29 @@ def test_compile_mode_needs_compile(tmp_path, capsys):
     assert not (tmp_path / "o.json").exists()
 
 
+def test_evaluation_chunks_group_queries_as_evaluation_does(tmp_path, monkeypatch, capsys):
+    """`--evaluation-chunks`: whole queries per forward within `default_pairs_per_batch`, as `predict_long_videos`
+    runs them by default (here a budget of one query's windows and a pair, so the two queries go one at a time)."""
+    import scripts.benchmark_model as benchmark_model
+
+    budgets = []
+
+    def budget(window_frames):
+        budgets.append(window_frames)
+        return 7  # the tiny Ego4D video has 6 windows
+
+    monkeypatch.setattr(benchmark_model, "default_pairs_per_batch", budget)
+    run = ["--tiny", "--device", "cpu", "--workloads", "ego4d-inference", "--pipelines", "shared_windows"]
+    run += ["--steps", "1", "--warmup", "0", "--evaluation-chunks"]
+    entry = main([*run, "--output", str(tmp_path / "o.json")])["workloads"]["ego4d-inference"]
+    assert budgets == [entry["config"]["max_window_frames"]] and entry["num_windows"] == 6
+    assert entry["evaluation_chunks"] is True and entry["queries_per_batch"] == 1 and entry["chunk_pairs"] == 6
+    assert entry["num_queries"] == 2 and entry["shared_windows_fp32"]["queries_per_s"] > 0
+    with pytest.raises(SystemExit):
+        main([*run, "--queries-per-batch", "4"])
+    assert "--evaluation-chunks sets the query groups" in capsys.readouterr().err
+
+
 # One training and one inference workload, each compiled once (fp32, one pipeline, one step).
 COMPILED_RUN = ["--tiny", "--device", "cpu", "--workloads", "ego4d-finetune-train,ego4d-inference", "--compile"]
 COMPILED_RUN += ["--precisions", "fp32", "--pipelines", "shared_windows", "--steps", "1"]
