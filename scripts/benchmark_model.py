@@ -683,7 +683,8 @@ def benchmark_inference(
     processor = RGNetProcessor.from_config(config)
     if args.evaluation_chunks:  # as `predict_long_videos` by default: one group per forward of whole queries
         num_windows = compute_num_windows(workload.num_video_frames, processor.window_stride)
-        args.queries_per_batch = max(1, default_pairs_per_batch(config.max_window_frames) // num_windows)
+        budget = default_pairs_per_batch(config.max_window_frames) // num_windows
+        args.queries_per_batch = max(1, min(num_queries, budget))
         args.chunk_pairs = args.queries_per_batch * num_windows
     else:
         args.chunk_pairs = args.inference_chunk_pairs or (1024 if device.type == "cuda" else 16)
