@@ -32,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from configuration_rgnet import RGNetConfig  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
+from processing_rgnet import RGNetProcessor  # noqa: E402
 
 logger = logging.getLogger("convert_original_rgnet_checkpoint")
 
@@ -265,7 +266,8 @@ def load_original_checkpoint(checkpoint: str | Path, original_options: str | Pat
 
 
 def convert(checkpoint, output_dir, original_options=None, safe_serialization=True) -> RGNetForVideoGrounding:
-    """Convert `checkpoint` and save it to `output_dir`; returns the loaded model."""
+    """Convert `checkpoint` and save it to `output_dir` with a feature-only processor (the config's windowing and
+    inference settings; `AutoProcessor`, evaluation and grounding read it); returns the loaded model."""
     state_dict, options = load_original_checkpoint(checkpoint, original_options)
     config = config_from_original(options, state_dict)
     converted, dropped = convert_original_state_dict(state_dict, config.num_decoder_layers)
@@ -276,7 +278,19 @@ def convert(checkpoint, output_dir, original_options=None, safe_serialization=Tr
     if dropped:
         logger.info("Dropped %d unused original keys: %s", len(dropped), ", ".join(dropped))
     model.save_pretrained(output_dir, safe_serialization=safe_serialization)
-    logger.info("Saved RGNetForVideoGrounding (%s parameters) to %s", f"{model.num_parameters():,}", output_dir)
+    processor = RGNetProcessor.from_config(config)
+    processor.save_pretrained(output_dir)
+    logger.info(
+        "Saved RGNetForVideoGrounding (%s parameters) and its processor to %s (windows of %d frames every %d, "
+        "%g s per frame, %s query normalisation, top %d windows)",
+        f"{model.num_parameters():,}",
+        output_dir,
+        processor.max_window_frames,
+        processor.window_stride,
+        processor.seconds_per_frame,
+        processor.query_normalization,
+        processor.top_k_windows,
+    )
     return model
 
 

@@ -9,7 +9,9 @@ Usage:
 §3.4 (learning rate, epochs, LR drops, batch size per device, seed). Every `TrainingArguments` /
 `RGNetTrainingArguments` flag overrides the recipe, and every `RGNetConfig` field can be overridden too, e.g.
 `--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type). All
-errors about the data, the recipe or `--init_from` are raised before training starts.
+errors about the data, the recipe or `--init_from` are raised before training starts. At the end the training
+metrics, and with `--eval_split` the evaluation's (Recall@K at IoU, mIoU, window recall), are printed and written to
+`train_results.json` in the output directory beside the model and its processor.
 """
 
 from __future__ import annotations
@@ -218,8 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     metrics = dict(result.metrics)
+    trainer.log_metrics("train", result.metrics)  # printed by the main process, as the examples of transformers do
     if eval_dataset is not None:
-        metrics.update(trainer.evaluate())
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
     if trainer.is_world_process_zero():
         Path(training_args.output_dir, "train_results.json").write_text(json.dumps(metrics, indent=2))
     # Every process waits until the main one has written its files, then the process group is torn down

@@ -11,9 +11,11 @@ from argparse import Namespace
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoProcessor
 
 from configuration_rgnet import RGNetConfig
 from modeling_rgnet import RGNetForVideoGrounding
+from processing_rgnet import RGNetProcessor
 from scripts import convert_original_rgnet_checkpoint as converter
 from scripts.convert_original_rgnet_checkpoint import config_from_original, convert_original_state_dict
 
@@ -297,6 +299,11 @@ def test_conversion_cli_round_trip(fixture, tmp_path):
     converter.main(["--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "converted")])
     model = RGNetForVideoGrounding.from_pretrained(tmp_path / "converted").eval()
     assert model.config.video_position_temperature == flags["pos_temperature"]
+    # With its processor: the folder loads through AutoProcessor, as evaluation and grounding read it.
+    processor = AutoProcessor.from_pretrained(tmp_path / "converted", trust_remote_code=True)
+    assert isinstance(processor, RGNetProcessor) and processor.tokenizer is None
+    expected = RGNetProcessor.from_config(model.config)
+    assert all(getattr(processor, name) == getattr(expected, name) for name in RGNetProcessor.SETTINGS)
     assert model.config.retrieval_loss_weight == flags["retrieval_loss_coef"]
     reference = fixture.model().eval()
     with torch.no_grad():

@@ -343,7 +343,7 @@ def script_flags(dataset_dir, output_dir, *extra):
     ]
 
 
-def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path):
+def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path, capsys):
     metrics = train_rgnet.main(
         script_flags(
             tiny_dataset,
@@ -357,6 +357,8 @@ def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path):
         )
     )
     assert "eval_R@1,IoU=0.3" in metrics and "train_loss" in metrics
+    printed = capsys.readouterr().out  # the final metrics are shown, not only written
+    assert "***** eval metrics *****" in printed and re.search(r"eval_R@1,IoU=0\.3\s+=", printed)
     saved = tmp_path / "run"
     for name in ("config.json", "model.safetensors", "processor_config.json", "train_results.json"):
         assert (saved / name).is_file(), name
@@ -382,6 +384,13 @@ def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path):
     assert results == json.loads((tmp_path / "eval" / "metrics.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and len(rows[0]["predicted_times"][0]) == 5
+    # A folder of `model.save_pretrained` alone: the processor comes from the config's settings, the same metrics.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(saved / name, bare / name)
+    flags = ["--dataset_dir", str(tiny_dataset), "--split", "validation", "--output_dir", str(tmp_path / "eval-bare")]
+    assert evaluate_rgnet.main(["--model", str(bare), *flags]) == results
 
 
 def test_train_script_with_torch_compile_trains_as_eager(tiny_dataset, tmp_path, fresh_compiler):
