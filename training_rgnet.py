@@ -199,7 +199,15 @@ def check_query_table(queries, *, split: str, require_timestamps: bool, needs_te
     if needs_text is not None and needs_text not in columns:
         missing.append(needs_text)
     if missing:
-        raise ValueError(f"The {split!r} query table lacks the column(s) {missing}; it has {sorted(columns)}.")
+        hint = ""
+        if "text_features" in missing:  # the official Ego4D release and a MAD conversion without --text-features
+            hint = (
+                " Query token features come from the converters: `prepare_mad.py --text-features` (MAD's CLIP token "
+                "file) or `--original-layout --text-lmdb` (the original implementation's text store, MAD or Ego4D); "
+                "the official Ego4D release has none. A model with a text encoder (`RGNetConfig.text_config`, as "
+                "`scripts/quickstart.py` builds one) reads the `query` column instead."
+            )
+        raise ValueError(f"The {split!r} query table lacks the column(s) {missing}; it has {sorted(columns)}.{hint}")
     if len(queries) == 0:
         raise ValueError(f"The {split!r} query table is empty.")
     if require_timestamps and any(value is None for value in queries["timestamps"]):

@@ -199,6 +199,12 @@ def main(argv: list[str] | None = None) -> dict:
     if script_args.eval_split is not None:
         eval_dataset = queries[script_args.eval_split]
         check_query_table(eval_dataset, split=script_args.eval_split, require_timestamps=True, needs_text=text_column)
+        if "sentence_embedding" not in eval_dataset.column_names:  # said now, not after hours of training
+            logger.warning(
+                "The %r split has no `sentence_embedding` column: evaluation ranks moments by their proposal scores "
+                "alone (the matching score with the query's sentence embedding is 0).",
+                script_args.eval_split,
+            )
 
     processor = RGNetProcessor.from_config(config)
     set_seed(training_args.seed)  # before the model is built: its initial weights come from this seed

@@ -256,6 +256,10 @@ def test_query_table_without_needed_columns_is_rejected(tiny_dataset):
     queries, store = load_rgnet_dataset(tiny_dataset)
     with pytest.raises(ValueError, match="timestamps"):
         check_query_table(queries["train"].remove_columns("timestamps"), split="train", require_timestamps=True)
+    without_tokens = queries["train"].remove_columns("text_features")
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['text_features'\].*--text-features.*--text-lmdb"):
+        check_query_table(without_tokens, split="train", require_timestamps=True, needs_text="text_features")
+    check_query_table(without_tokens, split="train", require_timestamps=True, needs_text="query")  # a text encoder
     processor = RGNetProcessor.from_config(RGNetConfig(**TINY_CONFIG))
     with pytest.raises(ValueError, match="video_id"):
         RGNetTrainingDataset(queries["train"].remove_columns("video_id"), store, processor, pair_mode="cross_pairs")
