@@ -1213,6 +1213,10 @@ def converter_options(args, parser) -> tuple[dict[str, Path], dict[str, Any]]:
         parser.error(str(error))
     if args.original_layout and args.video_lmdb is None:
         parser.error("--original-layout needs --video-lmdb.")
+    for name in ("video_features", "text_features", "video_lmdb", "text_lmdb", "features_dir"):  # those given
+        path = getattr(args, name, None)
+        if path is not None and not Path(path).exists():
+            parser.error(f"--{name.replace('_', '-')} {str(path)!r} does not exist.")
     options = {
         "train_splits": args.train_splits.split(",") if args.train_splits else None,
         "strict": args.strict,

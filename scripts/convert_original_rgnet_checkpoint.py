@@ -305,4 +305,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as error:  # bad input or an unreadable file: one line, no traceback
+        sys.exit(f"convert_original_rgnet_checkpoint.py: error: {error}")

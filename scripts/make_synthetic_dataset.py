@@ -865,4 +865,7 @@ __all__ = [
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # bad input, named by the message: no traceback on the command line
+        sys.exit(f"make_synthetic_dataset.py: error: {error}")

@@ -165,7 +165,7 @@ def convert_ego4d_release(
         `dict`: The conversion summary.
 
     Raises:
-        ValueError: If `features_dir` is not a directory, or as `build_rgnet_dataset`.
+        ValueError: If `features_dir` is not a directory or holds no `.pt` file, or as `build_rgnet_dataset`.
     """
     if not features_dir.is_dir():
         raise ValueError(f"`features_dir` {str(features_dir)!r} is not a directory.")
@@ -177,6 +177,8 @@ def convert_ego4d_release(
         rows_by_split[split] = _rows_from_annotation_data(data, str(path))
         del data
     feature_files = {path.stem: path for path in features_dir.glob("*.pt")}
+    if not feature_files:
+        raise ValueError(f"`features_dir` {str(features_dir)!r} holds no `{{clip_uid}}.pt` feature file.")
     return build_rgnet_dataset(
         output_dir,
         rows_by_split,
@@ -240,4 +242,7 @@ __all__ = ["build_parser", "convert_ego4d_release", "ego4d_annotation_rows", "lo
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as error:  # bad input or an unreadable file: one line, no traceback
+        sys.exit(f"prepare_ego4d_nlq.py: error: {error}")

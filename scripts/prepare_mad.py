@@ -26,6 +26,7 @@ python scripts/prepare_mad.py --annotations train=MAD_train.json --annotations v
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -112,43 +113,48 @@ def convert_mad_release(
     Returns:
         `dict`: The conversion summary.
     """
+    rows_by_split = {split: mad_annotation_rows(path) for split, path in annotations.items()}
+    with contextlib.ExitStack() as files:
+        video_file = files.enter_context(_open_h5(video_features, "video_features"))
+        text_file = files.enter_context(_open_h5(text_features, "text_features")) if text_features else None
+
+        def load_video(movie: str) -> np.ndarray:
+            return np.asarray(video_file[movie][()])
+
+        def load_text(query_id: str) -> dict[str, np.ndarray]:
+            return {"text_features": np.asarray(text_file[query_id][()])}
+
+        return build_rgnet_dataset(
+            output_dir,
+            rows_by_split,
+            dataset="mad",
+            video_ids=set(video_file.keys()),
+            load_video=load_video,
+            text_ids=set(text_file.keys()) if text_file is not None else None,
+            load_text=load_text if text_file is not None else None,
+            train_splits=train_splits,
+            strict=strict,
+            metadata={
+                "dataset": "mad",
+                "source": "mad-release",
+                "seconds_per_frame": MAD_SECONDS_PER_FRAME,
+                "video_features": video_features.name,
+                "text_features": text_features.name if text_features is not None else None,
+            },
+            max_shard_bytes=max_shard_bytes,
+            overwrite=overwrite,
+            progress=progress,
+        )
+
+
+def _open_h5(path: Path, name: str):
+    """`h5py.File(path)` for reading, or a ValueError naming the argument when it is not a readable HDF5 file."""
     import h5py
 
-    rows_by_split = {split: mad_annotation_rows(path) for split, path in annotations.items()}
-    with h5py.File(video_features, "r") as video_file:
-        text_file = h5py.File(text_features, "r") if text_features is not None else None
-        try:
-
-            def load_video(movie: str) -> np.ndarray:
-                return np.asarray(video_file[movie][()])
-
-            def load_text(query_id: str) -> dict[str, np.ndarray]:
-                return {"text_features": np.asarray(text_file[query_id][()])}
-
-            return build_rgnet_dataset(
-                output_dir,
-                rows_by_split,
-                dataset="mad",
-                video_ids=set(video_file.keys()),
-                load_video=load_video,
-                text_ids=set(text_file.keys()) if text_file is not None else None,
-                load_text=load_text if text_file is not None else None,
-                train_splits=train_splits,
-                strict=strict,
-                metadata={
-                    "dataset": "mad",
-                    "source": "mad-release",
-                    "seconds_per_frame": MAD_SECONDS_PER_FRAME,
-                    "video_features": video_features.name,
-                    "text_features": text_features.name if text_features is not None else None,
-                },
-                max_shard_bytes=max_shard_bytes,
-                overwrite=overwrite,
-                progress=progress,
-            )
-        finally:
-            if text_file is not None:
-                text_file.close()
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"`{name}` {str(path)!r} is not a readable HDF5 file ({error}).") from error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_converter_arguments(parser, source="MAD JSON")
     parser.add_argument("--video-features", type=Path, help="CLIP_B32_frames_features_5fps.h5 (MAD release).")
     parser.add_argument(
-        "--text-features", type=Path, help="CLIP_B32_language_tokens_features.h5 (optional, MAD release)."
+        "--text-features",
+        type=Path,
+        help="CLIP_B32_language_tokens_features.h5 (MAD release): the queries' token features, which a model without "
+        "a text encoder needs (optional).",
     )
     return parser
 
@@ -198,4 +207,7 @@ __all__ = ["build_parser", "convert_mad_release", "mad_annotation_rows", "main"]
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as error:  # bad input or an unreadable file: one line, no traceback
+        sys.exit(f"prepare_mad.py: error: {error}")

@@ -10,6 +10,8 @@ import io
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -420,6 +422,38 @@ def test_prepare_mad_strict_and_bad_features(tmp_path):
         prepare_mad.main(["--annotations", "train", "--video-features", "x.h5", "--output", str(tmp_path / "o")])
 
 
+@pytest.mark.parametrize("flag", ["--video-features", "--text-features"])
+def test_prepare_mad_names_a_missing_input_file(tmp_path, capsys, flag):
+    _, _, paths = _write_mad_release(tmp_path)
+    features = {"--video-features": str(tmp_path / "CLIP_B32_frames_features_5fps.h5")}
+    features[flag] = str(tmp_path / "nope.h5")
+    arguments = ["--annotations", f"train={paths['train']}", "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("prepare_mad").main([*arguments, *(part for item in features.items() for part in item)])
+    assert exit_info.value.code == 2
+    assert f"{flag} '{tmp_path / 'nope.h5'}' does not exist." in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_converter_scripts_report_bad_input_in_one_line(tmp_path):
+    """On the command line a data error is one `error:` line naming the problem, not a traceback."""
+    _, _, paths = _write_mad_release(tmp_path)
+    (tmp_path / "not.h5").write_text("{}")  # not an HDF5 file
+    script = Path(__file__).resolve().parents[1] / "scripts" / "prepare_mad.py"
+    arguments = ["--annotations", f"train={paths['train']}", "--video-features", str(tmp_path / "not.h5")]
+    result = subprocess.run(
+        [sys.executable, str(script), *arguments, "--output", str(tmp_path / "o"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (
+        f"prepare_mad.py: error: `video_features` '{tmp_path / 'not.h5'}' is not a readable HDF5 file" in result.stderr
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Ego4D-NLQ v1 / v2 / NaQ (annotation JSON + per-clip EgoVLP .pt)
 # ---------------------------------------------------------------------------------------------------------------
@@ -574,6 +608,9 @@ def test_prepare_ego4d_rejects_bad_feature_files(tmp_path):
     annotations.write_text(json.dumps(_nlq_json("v2", [clip])))
     arguments = ["--annotations", f"train={annotations}", "--features-dir", str(features_dir), "--no-progress"]
 
+    with pytest.raises(ValueError, match="`features_dir` .* holds no `{clip_uid}.pt` feature file"):
+        prepare.main([*arguments, "--output", str(tmp_path / "empty")])
+    assert not (tmp_path / "empty").exists()
     torch.save({"features": torch.zeros(3, 4)}, features_dir / "clip_a.pt")
     with pytest.raises(ValueError, match="clip_a.pt"):
         prepare.main([*arguments, "--output", str(tmp_path / "dict")])
