@@ -54,20 +54,36 @@ def check_device(device: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a folder saved by the trainer (model + processor)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a saved model folder: the trainer's (model + processor), or a converted or save_pretrained one",
+    )
     parser.add_argument("--dataset_dir", required=True, help="dataset folder in the project's layout")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--metric_config", choices=("auto", "mad", "ego4d"), default="auto")
+    parser.add_argument("--split", default="test", help="query table to evaluate (default: test)")
+    parser.add_argument("--output_dir", required=True, help="folder for metrics.json and predictions.jsonl")
+    parser.add_argument(
+        "--metric_config",
+        choices=("auto", "mad", "ego4d"),
+        default="auto",
+        help="metric conventions (default auto: the model's query_normalization)",
+    )
     parser.add_argument(
         "--pairs_per_batch",
         type=int,
         default=None,
-        help="(query, window) pairs per forward pass (default: 256 MAD windows of 900 frames' worth of the model's "
-        "windows, e.g. 2,560 Ego4D windows of 90 frames); larger ones launch fewer kernels on a GPU with memory to spare",
+        help="(query, window) pairs per forward pass, whole queries (default: as many windows as hold 256 × 900 "
+        "frames: 256 MAD windows, 2,560 Ego4D windows of 90 frames); larger ones launch fewer kernels on a GPU with "
+        "memory to spare",
     )
-    parser.add_argument("--max_predictions", type=int, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--max_predictions", type=int, default=None, help="moments kept per query (default: the processor's setting)"
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default: cuda when available)",
+    )
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16"),

@@ -68,7 +68,7 @@ class RGNetScriptArguments:
 
     dataset_dir: str = field(metadata={"help": "dataset folder in the project's layout (see data_rgnet.py)"})
     recipe: str = field(default="mad", metadata={"help": "mad | ego4d_naq_pretrain | ego4d_finetune"})
-    train_split: str = field(default="train")
+    train_split: str = field(default="train", metadata={"help": "query table trained on"})
     eval_split: str | None = field(default=None, metadata={"help": "query table evaluated on full videos"})
     init_from: str | None = field(
         default=None, metadata={"help": "a save_pretrained folder (e.g. a pretraining checkpoint) to start from"}
