@@ -245,29 +245,36 @@ def check_dataset_matches_config(queries, store, config, *, flags: bool = True) 
         config ([`RGNetConfig`]): the model's config.
         flags (`bool`): name the fix as a command-line flag (`--video_feature_dim 512`) rather than a config field.
     """
-
-    def fix(name: str, value: Any) -> str:
-        return f"pass --{name} {value}" if flags else f"set `{name}={value!r}` in the config"
-
+    problems, fixes = [], {}  # every mismatch at once: one run to find them all
     if store.feature_dim != config.video_feature_dim:
-        raise ValueError(
-            f"The dataset's frame features are {store.feature_dim}-d but the config expects video_feature_dim="
-            f"{config.video_feature_dim}: {fix('video_feature_dim', store.feature_dim)} or pick the right model."
+        problems.append(
+            f"its frame features are {store.feature_dim}-d but the config expects video_feature_dim="
+            f"{config.video_feature_dim}"
         )
+        fixes["video_feature_dim"] = store.feature_dim
     if config.text_config is None and "text_features" in queries.column_names and len(queries):
         rows = queries.select(range(min(len(queries), 32)))["text_features"]  # the first query with tokens
         width = next((len(tokens[0]) for tokens in rows if len(tokens)), None)
         if width is not None and width != config.text_feature_dim:
-            raise ValueError(
-                f"The dataset's query token features are {width}-d but the config expects text_feature_dim="
-                f"{config.text_feature_dim}: {fix('text_feature_dim', width)} or pick the right model."
+            problems.append(
+                f"its query token features are {width}-d but the config expects text_feature_dim="
+                f"{config.text_feature_dim}"
             )
+            fixes["text_feature_dim"] = width
     recorded = store.metadata.get("seconds_per_frame")
     if recorded is not None and not math.isclose(float(recorded), float(config.seconds_per_frame), rel_tol=1e-6):
-        raise ValueError(
-            f"The dataset's frames are {recorded} s apart (its manifest) but the config has seconds_per_frame="
-            f"{config.seconds_per_frame}, which would misplace every moment: {fix('seconds_per_frame', recorded)}."
+        problems.append(
+            f"its frames are {recorded} s apart (its manifest) but the config has seconds_per_frame="
+            f"{config.seconds_per_frame}, which would misplace every moment"
         )
+        fixes["seconds_per_frame"] = recorded
+    if problems:
+        if flags:  # a command line that builds the model: the flags fix it
+            fix = "Pass " + " ".join(f"--{name} {value}" for name, value in fixes.items())
+        else:  # a built model: its config, or another model
+            settings = ", ".join(f"`{name}={value!r}`" for name, value in fixes.items())
+            fix = f"Set {settings} in the config, or use a model made for these features"
+        raise ValueError(f"The dataset does not fit the model config: {'; '.join(problems)}. {fix}.")
 
 
 class RGNetTrainingDataset(Dataset):

@@ -763,6 +763,15 @@ def test_dataset_config_mismatches_name_the_setting_to_change(tiny_dataset):
     for override, match in cases:
         with pytest.raises(ValueError, match=match):
             check_dataset_matches_config(table, store, RGNetConfig(**{**TINY_CONFIG, **override}))
-    with pytest.raises(ValueError, match="set `seconds_per_frame="):
+    with pytest.raises(ValueError, match="Set `seconds_per_frame="):
         bad = RGNetConfig(**{**TINY_CONFIG, "seconds_per_frame": 2 * config.seconds_per_frame})
         check_dataset_matches_config(table, store, bad, flags=False)
+    # Every mismatch in one message, with every flag to pass.
+    every = {**cases[0][0], **cases[1][0], **cases[2][0]}
+    with pytest.raises(ValueError) as error:
+        check_dataset_matches_config(table, store, RGNetConfig(**{**TINY_CONFIG, **every}))
+    recorded = store.metadata["seconds_per_frame"]
+    expected = (
+        f"Pass --video_feature_dim {store.feature_dim} --text_feature_dim {width} --seconds_per_frame {recorded}."
+    )
+    assert str(error.value).endswith(expected) and str(error.value).count("; ") == 2
