@@ -1703,6 +1703,14 @@ class RGNetProcessor(ProcessorMixin):
         """
         return cls(tokenizer, **{name: getattr(config, name) for name in cls.SETTINGS})
 
+    @classmethod
+    def from_model_folder(cls, model_dir: str | os.PathLike, config: RGNetConfig) -> RGNetProcessor:
+        """The processor saved in a local model folder (with its tokenizer, if any), or, for a folder without one
+        (`model.save_pretrained` alone), a feature-only processor [`from_config`] of the model's `config`."""
+        if os.path.isfile(os.path.join(model_dir, PROCESSOR_CONFIG_NAME)):
+            return cls.from_pretrained(model_dir)
+        return cls.from_config(config)
+
     # The `__init__` keywords besides the tokenizer: read from `RGNetConfig` fields of the same names by
     # `from_config`, written to `processor_config.json` by a feature-only `save_pretrained`.
     SETTINGS = (

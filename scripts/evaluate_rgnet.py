@@ -146,10 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         # copies them to the CPU first (`forward_whole_queries`).
         mode = None if args.torch_compile_mode == "default" else args.torch_compile_mode
         model = torch.compile(model, backend=args.torch_compile_backend, dynamic=True, mode=mode)
-    if Path(args.model, "processor_config.json").is_file():
-        processor = RGNetProcessor.from_pretrained(args.model)
-    else:  # a folder of `model.save_pretrained` alone: the config holds the processor's settings
-        processor = RGNetProcessor.from_config(model.config)
+    processor = RGNetProcessor.from_model_folder(args.model, model.config)
     queries, store = load_rgnet_dataset(args.dataset_dir)
     if args.split not in queries:
         parser.error(f"--split {args.split!r} is not in the dataset; it has {sorted(queries)}")

@@ -94,11 +94,7 @@ def load_model_and_processor(model_dir: str | os.PathLike, device: str = "cpu"):
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"`model` {str(model_dir)!r} is not a saved RGNet model folder (no config.json).")
     model = RGNetForVideoGrounding.from_pretrained(model_dir).to(device).eval()
-    if (model_dir / "processor_config.json").is_file():
-        processor = RGNetProcessor.from_pretrained(model_dir)
-    else:
-        processor = RGNetProcessor.from_config(model.config)
-    return model, processor
+    return model, RGNetProcessor.from_model_folder(model_dir, model.config)
 
 
 def _load_feature_file(path: Path) -> np.ndarray:
