@@ -42,10 +42,9 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -328,7 +327,8 @@ def build_selector_attention_bias(
 
     `"additive_unit_bias"` (the released checkpoints): the row of every non-selected frame gets `+1` on every key
     but itself. `"hard_mask"` (the paper): the row of every non-selected frame may attend only to itself. The
-    global token (position 0) is always treated as selected. Padded keys are excluded in both modes.
+    global token (position 0) is always treated as selected. Padded keys are excluded in both modes, and padded rows
+    keep the padding bias alone (in the hard mode a padded row would otherwise have no key left).
 
     Softmax ignores a constant added to a whole row, so the additive mode is built as `−1` on the diagonal of each
     non-selected row (same attention weights): the bias is then the keys' padding written once plus a diagonal,
@@ -360,7 +360,9 @@ def build_selector_attention_bias(
         bias.copy_(key_bias.expand(-1, length, -1))
         bias.diagonal(dim1=1, dim2=2).sub_(own_key_valid.to(dtype))
     else:
-        bias.copy_(torch.where(not_selected[:, :, None], minimum, key_bias))
+        # Only valid rows: a padded non-selected row would have no key left, which fused kernels and the math kernel
+        # fill differently (zeros / uniform weights); it keeps the padding bias, as in the additive mode.
+        bias.copy_(torch.where(own_key_valid[:, :, None], minimum, key_bias))
         bias.diagonal(dim1=1, dim2=2).masked_fill_(own_key_valid, 0.0)
     return bias[:, None]
 
@@ -387,11 +389,18 @@ class RGNetSelectorMask:
     sequence_mask: torch.Tensor
     mode: str
     global_only: bool = False
+    # Derived from the gate and the padding unless given (a mask of the same gate for other rows or another device).
+    penalised_rows: torch.Tensor | None = field(default=None, repr=False)
+    padded_pairs: torch.Tensor | None = field(default=None, repr=False)
 
-    @torch.compiler.disable  # reads values (`nonzero`): eager under `torch.compile`
     def __post_init__(self):
         if self.mode not in ("additive_unit_bias", "hard_mask"):
             raise ValueError(f"Unknown `selector_attention_mode` {self.mode!r}.")
+        if self.penalised_rows is None or self.padded_pairs is None:
+            self._derive_rows_and_pairs()
+
+    @torch.compiler.disable  # reads values (`nonzero`): eager under `torch.compile`
+    def _derive_rows_and_pairs(self):
         valid = self.sequence_mask.bool()
         not_selected = self.frame_gate.detach() < 0.5
         not_selected[:, 0] = False  # the global token counts as selected
@@ -407,17 +416,19 @@ class RGNetSelectorMask:
 
     def global_row(self) -> RGNetSelectorMask:
         """The mask of the global row's attention (queries: the global token alone)."""
-        row = copy.copy(self)  # the derived tensors are the same: no second pass over the gate
-        row.global_only = True
-        return row
+        # The derived tensors are the same: no second pass over the gate. (Built, not `copy.copy`-ed: `torch.compile`
+        # traces a constructor but breaks its graph at `copy.copy` in some PyTorch versions.)
+        return RGNetSelectorMask(
+            self.frame_gate, self.sequence_mask, self.mode, True, self.penalised_rows, self.padded_pairs
+        )
 
     def to(self, device: torch.device | str) -> RGNetSelectorMask:
         """The mask on `device` (a layer on another GPU under a `device_map`); itself when already there."""
         if self.frame_gate.device == torch.device(device):
             return self
-        return RGNetSelectorMask(
-            self.frame_gate.to(device), self.sequence_mask.to(device), self.mode, self.global_only
-        )
+        tensors = (self.frame_gate, self.sequence_mask, self.penalised_rows, self.padded_pairs)
+        gate, sequence_mask, penalised_rows, padded_pairs = (tensor.to(device) for tensor in tensors)
+        return RGNetSelectorMask(gate, sequence_mask, self.mode, self.global_only, penalised_rows, padded_pairs)
 
     def bias(self, dtype: torch.dtype, pair_index: torch.Tensor | None = None) -> torch.Tensor:
         """The written-out bias, `(N, 1, S, S)` or `(N, 1, 1, S)` with `global_only`; of pairs `pair_index` if given."""

@@ -434,7 +434,10 @@ def test_selector_bias_modes():
     assert additive[2, 2] == -1 and additive[4, 4] == minimum and (additive[:2, :3] == 0).all()
     hard = build_selector_attention_bias(gate, mask, "hard_mask", torch.float32)[0, 0]
     assert hard[2, 2] == 0 and hard[2, 0] == minimum and hard[2, 1] == minimum
-    assert (hard[:2, :3] == 0).all() and (hard[:, 3:] == minimum).all() and (hard[4] == minimum).all()
+    assert (hard[:2, :3] == 0).all() and (hard[:, 3:] == minimum).all()
+    # A padded non-selected row (4) keeps the padding bias: with its own key padded it would have no key left, a row
+    # that fused kernels and the math kernel fill differently.
+    assert (hard[4, :3] == 0).all()
     for mode in ("additive_unit_bias", "hard_mask"):  # the bias is a view into rows padded to 8 elements
         bias = build_selector_attention_bias(gate, mask, mode, torch.bfloat16)
         assert bias.shape == (1, 1, 5, 5) and bias.dtype == torch.bfloat16 and bias.stride(-2) == 8

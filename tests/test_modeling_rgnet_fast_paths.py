@@ -791,8 +791,10 @@ def test_selector_attention_equals_attention_under_the_written_out_bias(
     monkeypatch.setattr(modeling_rgnet, "_attention_with_logsumexp", lambda *a: calls.append(1) or fused(*a))
     query, key, value, mask = _selector_case(6, num_padded, mode, dtype)
     assert mask.penalised_rows.any() and len(mask.padded_pairs) == num_padded
-    if global_only:
-        mask, query = mask.global_row(), query[:, :1]
+    if global_only:  # the same derived rows and pairs, not found again
+        row = mask.global_row()
+        assert row.penalised_rows is mask.penalised_rows and row.padded_pairs is mask.padded_pairs
+        mask, query = row, query[:, :1]
     output = modeling_rgnet.selector_attention(query, key, value, mask, num_heads=2)
     expected = _biased_reference(query, key, value, mask.bias(torch.float64), heads=2)
     assert output.dtype == dtype and output.shape == expected.shape
