@@ -147,7 +147,8 @@ class RGNetTrainingArguments(TrainingArguments):
             recipes use random batches).
         eval_pairs_per_batch (`int`, *optional*): (query, window) pairs per forward pass during long-video
             evaluation, rounded down to whole queries (at least one); bounds memory on hour-long videos. Defaults to
-            [`default_pairs_per_batch`]: 256 MAD windows of 900 frames, or as many frames of shorter windows.
+            [`default_pairs_per_batch`]: 256 MAD windows of 900 frames on a CPU, 1,296 on a GPU with memory to
+            spare, or as many frames of shorter windows.
         eval_metric_config (`str`, *optional*, defaults to `"auto"`): `"mad"` or `"ego4d"` conventions of the
             metric module; `"auto"` follows the model's `query_normalization`.
         per_process_log (`bool`, *optional*, defaults to `False`): every process appends its logs to
@@ -169,7 +170,7 @@ class RGNetTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "(query, window) pairs per forward in long-video evaluation, whole queries; unset: a budget "
-            "of 256 windows of 900 frames"
+            "of 256 windows of 900 frames on a CPU, 1,296 on a GPU with memory to spare"
         },
     )
     eval_metric_config: str = field(
@@ -402,12 +403,25 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # Long-video inference's default forward size in frames: 256 MAD windows of 900 frames (about 2.7 GB of float32
 # activations on a CPU with the MAD preset). Memory grows with the frames, so shorter windows get more pairs.
 INFERENCE_FRAMES_PER_FORWARD = 256 * 900
+# On a CUDA device, where small forwards are bound by launching kernels: at most 16 MAD queries' 81 windows (1,296
+# windows of 900 frames; 6.4 ms per query on an H200 with bfloat16 weights against 14.1 with the CPU's budget, at 10.2
+# GB peak, 19.8 GB in float32), within half the device's free memory at [`CUDA_INFERENCE_BYTES_PER_FRAME`].
+CUDA_INFERENCE_FRAMES_PER_FORWARD = 1296 * 900
+# Peak device memory per frame of a float32 inference forward, with margin (measured on the H200: 17 kB for MAD's
+# windows, 21 kB for Ego4D's).
+CUDA_INFERENCE_BYTES_PER_FRAME = 24_000
 
 
-def default_pairs_per_batch(window_frames: int) -> int:
-    """(query, window) pairs per long-video forward pass by default: [`INFERENCE_FRAMES_PER_FORWARD`] frames' worth
-    of windows of `window_frames` frames (256 MAD windows, 2,560 Ego4D ones), at least one."""
-    return max(1, INFERENCE_FRAMES_PER_FORWARD // window_frames)
+def default_pairs_per_batch(window_frames: int, device: torch.device | str | None = None) -> int:
+    """(query, window) pairs per long-video forward pass by default, at least one: on a CPU (or with no `device`),
+    [`INFERENCE_FRAMES_PER_FORWARD`] frames' worth of windows of `window_frames` frames (256 MAD windows, 2,560 Ego4D
+    ones); on a CUDA device [`CUDA_INFERENCE_FRAMES_PER_FORWARD`] frames (1,296 MAD windows, 12,960 Ego4D ones), or
+    fewer where half the device's free memory holds fewer at [`CUDA_INFERENCE_BYTES_PER_FRAME`]."""
+    frames = INFERENCE_FRAMES_PER_FORWARD
+    if device is not None and torch.device(device).type == "cuda":
+        free_bytes, _ = torch.cuda.mem_get_info(torch.device(device))
+        frames = min(CUDA_INFERENCE_FRAMES_PER_FORWARD, free_bytes // 2 // CUDA_INFERENCE_BYTES_PER_FRAME)
+    return max(1, frames // window_frames)
 
 
 def forward_whole_queries(
@@ -527,7 +541,7 @@ def predict_long_videos(
             encoder) and optionally `sentence_embedding` (without it the matching score is 0 for every span).
         feature_store: frames of each video (`read_frames`, `num_frames`).
         pairs_per_batch (`int`, *optional*): pairs per forward pass (at least one query's windows); defaults to
-            [`default_pairs_per_batch`] of the processor's window length.
+            [`default_pairs_per_batch`] of the processor's window length on the model's device.
         max_predictions (`int`, *optional*): moments kept per query (the processor's default otherwise).
         video_ids (`Sequence[str]`, *optional*): only these videos (e.g. one process's share).
         progress (`bool`, *optional*, defaults to `True`): show a progress bar over videos.
@@ -542,8 +556,9 @@ def predict_long_videos(
         `[start, end, proposal, match, fusion]` in seconds), `prediction_sources` (`[window, slot]` of each
         prediction) and `window_ranking` (window indices, best first).
     """
+    device = next(model.parameters()).device
     if pairs_per_batch is None:
-        pairs_per_batch = default_pairs_per_batch(processor.max_window_frames)
+        pairs_per_batch = default_pairs_per_batch(processor.max_window_frames, device)
     elif isinstance(pairs_per_batch, bool) or not isinstance(pairs_per_batch, int) or pairs_per_batch < 1:
         raise ValueError(f"`pairs_per_batch` must be a positive integer or None, got {pairs_per_batch!r}.")
     use_text = getattr(model.config, "text_config", None) is not None
@@ -563,7 +578,6 @@ def predict_long_videos(
     selected = list(by_video) if video_ids is None else [video for video in video_ids if video in by_video]
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     if overlap_post_processing is None:
         overlap_post_processing = device.type != "cpu"
     results: dict[int, dict[str, Any]] = {}
@@ -941,6 +955,8 @@ class RGNetTrainer(Trainer):
 
 __all__ = [
     "COMPILE_MODES",
+    "CUDA_INFERENCE_BYTES_PER_FRAME",
+    "CUDA_INFERENCE_FRAMES_PER_FORWARD",
     "INFERENCE_FRAMES_PER_FORWARD",
     "PostProcessingWorker",
     "RECIPES",

@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
         type=int,
         default=None,
         help="(query, window) pairs per forward pass, whole queries (default: as many windows as hold 256 × 900 "
-        "frames: 256 MAD windows, 2,560 Ego4D windows of 90 frames); larger ones launch fewer kernels on a GPU with "
-        "memory to spare",
+        "frames on a CPU, 256 MAD windows or 2,560 Ego4D windows of 90 frames; on a GPU 1,296 × 900 frames, fewer "
+        "where half its free memory holds fewer)",
     )
     parser.add_argument(
         "--max_predictions", type=int, default=None, help="moments kept per query (default: the processor's setting)"

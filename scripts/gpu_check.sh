@@ -8,7 +8,8 @@
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
 #   3a. MAD and Ego4D inference, 128 queries, grouped and forwarded as evaluation does by default (whole queries within
-#       `default_pairs_per_batch`: 3 MAD queries, 121 Ego4D queries per forward) in fp32 and with bfloat16 weights
+#       the device's `default_pairs_per_batch`: 16 MAD queries, all 128 Ego4D ones per forward on a GPU with the
+#       memory) in fp32 and with bfloat16 weights
 #       (model_cuda_evaluation_chunks.json);
 #   3b. MAD and Ego4D inference in fp32 and with bfloat16 weights, the retrieval encoder's selector bias written
 #       out as before the factored selector attention (model_cuda_selector_bias.json, against the same precisions

@@ -151,15 +151,15 @@ def test_evaluation_chunks_group_queries_as_evaluation_does(tmp_path, monkeypatc
 
     budgets = []
 
-    def budget(window_frames):
-        budgets.append(window_frames)
+    def budget(window_frames, device):
+        budgets.append((window_frames, device.type))
         return 7  # the tiny Ego4D video has 6 windows
 
     monkeypatch.setattr(benchmark_model, "default_pairs_per_batch", budget)
     run = ["--tiny", "--device", "cpu", "--workloads", "ego4d-inference", "--pipelines", "shared_windows"]
     run += ["--steps", "1", "--warmup", "0", "--evaluation-chunks"]
     entry = main([*run, "--output", str(tmp_path / "o.json")])["workloads"]["ego4d-inference"]
-    assert budgets == [entry["config"]["max_window_frames"]] and entry["num_windows"] == 6
+    assert budgets == [(entry["config"]["max_window_frames"], "cpu")] and entry["num_windows"] == 6
     assert entry["evaluation_chunks"] is True and entry["queries_per_batch"] == 1 and entry["chunk_pairs"] == 6
     assert entry["num_queries"] == 2 and entry["shared_windows_fp32"]["queries_per_s"] > 0
     with pytest.raises(SystemExit):

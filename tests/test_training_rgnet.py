@@ -190,7 +190,7 @@ def test_long_video_inference_sends_each_window_once_and_matches_repeated_window
     assert predict_long_videos(model, processor, validation, store, pairs_per_batch=5, progress=False) == predicted
     # The default forward size is a frame budget: every query of these short videos in one forward per video.
     assert default_pairs_per_batch(900) == 256 and default_pairs_per_batch(90) == 2560
-    assert default_pairs_per_batch(10**6) == 1
+    assert default_pairs_per_batch(10**6) == 1 and default_pairs_per_batch(900, "cpu") == 256
     seen["pairs"].clear()
     handle = model.register_forward_hook(record, with_kwargs=True)
     assert predict_long_videos(model, processor, validation, store, progress=False) == predicted
@@ -219,6 +219,26 @@ def test_long_video_inference_sends_each_window_once_and_matches_repeated_window
         # step by 1 / (range of the query's scores): its order is checked through `prediction_sources` above.
         predictions, expected_predictions = np.asarray(item["predictions"]), np.asarray(reference["predictions"])
         np.testing.assert_allclose(predictions[:, :4], expected_predictions[:, :4], atol=1.5e-4)
+
+
+@pytest.mark.parametrize(
+    ("free_gib", "mad_pairs", "ego4d_pairs"),
+    [(140, 1296, 12960), (40, 994, 9942), (20, 497, 4971), (0, 1, 1)],  # an H200, cards of 48 and 24 GB, a full one
+)
+def test_default_forward_size_on_a_gpu_follows_its_free_memory(monkeypatch, free_gib, mad_pairs, ego4d_pairs):
+    """On CUDA: 1,296 × 900 frames per forward (16 MAD queries of 81 windows), fewer where half the free memory
+    holds fewer at 24 kB per frame; the CPU's budget does not ask the device."""
+    seen = []
+
+    def mem_get_info(device):
+        seen.append(device)
+        return free_gib * 2**30, 141 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    assert default_pairs_per_batch(900, "cuda:1") == mad_pairs
+    assert default_pairs_per_batch(90, torch.device("cuda")) == ego4d_pairs
+    assert seen == [torch.device("cuda:1"), torch.device("cuda")]
+    assert default_pairs_per_batch(900, torch.device("cpu")) == 256 and len(seen) == 2
 
 
 def test_training_samples_are_reproducible_and_change_per_epoch(tiny_dataset):
