@@ -545,9 +545,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no_plot", action="store_true", help="skip the timeline PNG")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
+    for flag in ("top_k", "batch_size"):  # usage errors, before the model loads
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.top_k < 1:
-        raise ValueError(f"`top_k` must be a positive integer, got {args.top_k}.")
 
     model, processor = load_model_and_processor(args.model, device=args.device)
     query_encoder = CLIPQueryEncoder(args.text_encoder, device=args.device) if args.text_encoder else None

@@ -407,6 +407,13 @@ def test_precomputed_features_give_the_same_moments_as_the_video(
         ground_video.main(cli("no_plot", video=tmp_path / "features", **common))
 
 
+@pytest.mark.parametrize("flag", ["top_k", "batch_size"])
+def test_ground_video_rejects_non_positive_counts_as_usage_errors(ground_video, flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # before any model or video is read
+        ground_video.main(cli(model=tmp_path / "no-model", video=tmp_path / "no-video", query="q", **{flag: 0}))
+    assert exit_info.value.code == 2 and f"--{flag} must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_query_features_are_clip_token_states_between_start_and_end(clip_dir, ground_video):
     from transformers import CLIPTextModelWithProjection
 
