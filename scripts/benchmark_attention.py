@@ -18,9 +18,13 @@ last windows half windows), each way of computing the attention of already proje
 * `selector_attention`: the model's factored form (what inference runs; `selector_attention_kernel` in the report
   names the fused kernel it ran, `None` when none could and it ran the biased one);
 * `padding_bias`: SDPA with the `(N, 1, 1, S)` padding bias only, broadcast over rows: another function;
-* `no_bias`: SDPA without a bias (the flash kernel on CUDA): the lower bound, another function too.
+* `no_bias`: SDPA without a bias (the flash kernel on CUDA): the lower bound, another function too;
+* `no_bias_cudnn` (CUDA): the same on cuDNN's kernel;
+* `logsumexp_flash`, `logsumexp_efficient`, `logsumexp_cudnn` (CUDA): the bias-free kernels that also return the
+  log-sum-exp, called as `selector_attention` calls its kernel (it runs flash for bf16, memory-efficient for fp32;
+  whether cuDNN's Hopper kernels would be faster at head width 32 is what these compare).
 
-`max_abs_error` is each variant's distance to `selector_bias`.
+`max_abs_error` is each variant's distance to `selector_bias`, or for the bias-free variants to `no_bias`.
 
 A variant the device cannot run records its error instead of a time. Writes
 `benchmarks/results/attention_<device-kind>.json` unless `--output` is given.
@@ -130,14 +134,24 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     )
     variants["padding_bias"] = sdpa(key_bias)
     variants["no_bias"] = sdpa(None)
+    bias_free = {"no_bias"}
+    if device.type == "cuda":
+        variants["no_bias_cudnn"] = sdpa(None, SDPBackend.CUDNN_ATTENTION)
+        split = (split_query, split_key, split_value)
+        aten = torch.ops.aten
+        variants["logsumexp_flash"] = lambda: aten._scaled_dot_product_flash_attention(*split)[0]
+        variants["logsumexp_efficient"] = lambda: aten._scaled_dot_product_efficient_attention(*split, None, True)[0]
+        variants["logsumexp_cudnn"] = lambda: aten._scaled_dot_product_cudnn_attention(*split, None, True)[0]
+        bias_free |= {"no_bias_cudnn", "logsumexp_flash", "logsumexp_efficient", "logsumexp_cudnn"}
 
-    reference = variants["selector_bias"]()
+    reference, bias_free_reference = variants["selector_bias"](), variants["no_bias"]()
     report: dict[str, Any] = {}
     for name, run in variants.items():
         try:
             entry = _time(run, device, args.steps, args.warmup)
             if name != "no_bias":  # padded keys: another function; the others compute the model's
-                entry["max_abs_error"] = float((run().float() - reference.float()).abs().max())
+                expected = bias_free_reference if name in bias_free else reference
+                entry["max_abs_error"] = float((run().float() - expected.float()).abs().max())
         except (RuntimeError, NotImplementedError) as error:  # a kernel this device or build does not have
             entry = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
         report[name] = entry
