@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.profiler_util import EventList
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -470,13 +471,13 @@ _NO_KERNEL = {
 }
 
 
-def _profile_once(run, device: torch.device) -> torch.profiler.profile:
+def _profile_once(run, device: torch.device, record_shapes: bool = False) -> torch.profiler.profile:
     """`torch.profiler` over one call of `run` (host and, on CUDA, device activity), the device synchronised."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     _synchronize(device)
-    with torch.profiler.profile(activities=activities) as profiler:
+    with torch.profiler.profile(activities=activities, record_shapes=record_shapes) as profiler:
         run()
         _synchronize(device)
     return profiler
@@ -784,15 +785,23 @@ def benchmark_inference(
 
 def _write_profile(path: Path, title: str, device: torch.device, run) -> None:
     """Append torch.profiler tables of one call of `run`: operators by device time (CUDA) and by CPU time, with the
-    number of kernel launches (a CPU-bound GPU step shows many launches and little device time)."""
-    events = _profile_once(run, device).key_averages()
+    number of kernel launches (a CPU-bound GPU step shows many launches and little device time), then the attention
+    operators by input shape (which of the model's attentions each kernel's time belongs to)."""
+    profiler = _profile_once(run, device, record_shapes=True)
+    events = profiler.key_averages()
     launches = sum(event.count for event in events if event.key in _LAUNCHES)
     graph_launches = sum(event.count for event in events if event.key in _GRAPH_LAUNCHES)
+    time_column = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    attention = EventList(
+        event for event in profiler.key_averages(group_by_input_shape=True) if "attention" in event.key
+    )
     with path.open("a") as file:
         file.write(f"== {title}: {launches} kernel launches, {graph_launches} CUDA graph launches\n")
         if device.type == "cuda":
             file.write(events.table(sort_by="self_device_time_total", row_limit=30) + "\n")
         file.write(events.table(sort_by="self_cpu_time_total", row_limit=30) + "\n")
+        file.write(f"-- attention operators by input shape ({title})\n")
+        file.write(attention.table(sort_by=time_column, row_limit=20) + "\n")
 
 
 def top1(result: Mapping[str, Any]) -> dict[str, Any] | None:

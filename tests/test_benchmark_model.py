@@ -126,6 +126,19 @@ def test_selector_bias_flag_runs_the_written_out_bias(tmp_path, monkeypatch):
     assert not calls and biased["settings"]["selector_bias"] is True
 
 
+def test_profile_tables_name_each_attention_by_its_input_shapes(tmp_path):
+    """`--profile`: operators by time, then the attention operators by input shape, which tell the model's
+    attentions apart (here the text-to-video one: keys of the 5 tiny text tokens, their padding bias)."""
+    profile = tmp_path / "profile.txt"
+    arguments = ["--tiny", "--device", "cpu", "--workloads", "mad-inference", "--precisions", "fp32"]
+    arguments += ["--pipelines", "shared_windows", "--steps", "1", "--warmup", "0", "--profile", str(profile)]
+    main([*arguments, "--output", str(tmp_path / "o.json")])
+    text = profile.read_text()
+    assert text.startswith("== mad: shared_windows pipeline, fp32") and "-- attention operators by input shape" in text
+    shapes_table = text.split("-- attention operators by input shape")[1]
+    assert "Input Shapes" in shapes_table and "[16, 1, 1, 5]" in shapes_table
+
+
 def test_compiled_step_kernels_are_counted_from_the_profile(fresh_compiler):
     """On the CPU: inductor's generated kernels (profiled with `cpp.enable_kernel_profile`, as `--compile` sets it)
     and the operators outside them; the matrix product runs as ATen's, the other operations fuse into one kernel."""
