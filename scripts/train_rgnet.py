@@ -8,8 +8,10 @@ Usage:
 `--recipe` (mad | ego4d_naq_pretrain | ego4d_finetune) sets the model preset and the optimisation settings of spec
 §3.4 (learning rate, epochs, LR drops, batch size per device, seed). Every `TrainingArguments` /
 `RGNetTrainingArguments` flag overrides the recipe, and every `RGNetConfig` field can be overridden too, e.g.
-`--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type). All
-errors about the data, the recipe or `--init_from` are raised before training starts. At the end the training
+`--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type).
+`--init_from` starts from a saved model with its architecture (layer counts and widths, feature widths, text encoder;
+a flag asking for another is an error) and the recipe's other settings. All errors about the data, the recipe or
+`--init_from` are raised before training starts. At the end the training
 metrics, and with `--eval_split` the evaluation's (Recall@K at IoU, mIoU, window recall), are printed and written to
 `train_results.json` in the output directory beside the model and its processor.
 """
@@ -48,7 +50,7 @@ from training_rgnet import (  # noqa: E402
 
 logger = logging.getLogger("train_rgnet")
 
-# Fields that define the architecture: a checkpoint given to `--init_from` must agree on all of them.
+# Fields that define the architecture: `--init_from` takes them from its checkpoint (flags that disagree are errors).
 ARCHITECTURE_FIELDS = (
     "video_feature_dim",
     "text_feature_dim",
@@ -71,7 +73,10 @@ class RGNetScriptArguments:
     train_split: str = field(default="train", metadata={"help": "query table trained on"})
     eval_split: str | None = field(default=None, metadata={"help": "query table evaluated on full videos"})
     init_from: str | None = field(
-        default=None, metadata={"help": "a save_pretrained folder (e.g. a pretraining checkpoint) to start from"}
+        default=None,
+        metadata={
+            "help": "a save_pretrained folder (e.g. a pretraining checkpoint) to start from, with its architecture"
+        },
     )
 
 
@@ -136,25 +141,28 @@ def _parse_config_overrides(remaining: list[str]) -> dict:
 
 
 def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetConfig:
+    """The recipe's config with the command line's field overrides; with `--init_from`, the checkpoint's architecture
+    (its [`ARCHITECTURE_FIELDS`], sentence-embedding width and text encoder) in place of the recipe's."""
     recipe = get_recipe(script_args.recipe)
-    config = RGNetConfig.from_preset(recipe.preset, **overrides)
-    if script_args.init_from is not None:
-        init_dir = Path(script_args.init_from)
-        if not (init_dir / "config.json").is_file():
-            raise ValueError(f"`--init_from` {init_dir} holds no config.json (a save_pretrained folder is needed).")
-        pretrained = RGNetConfig.from_pretrained(init_dir)
-        mismatched = {
-            name: (getattr(pretrained, name), getattr(config, name))
-            for name in ARCHITECTURE_FIELDS
-            if getattr(pretrained, name) != getattr(config, name)
-        }
-        if mismatched:
-            flags = " ".join(f"--{name} {value}" for name, (value, _) in mismatched.items())
-            raise ValueError(
-                f"`--init_from` {init_dir} does not match the recipe's architecture (checkpoint, recipe): {mismatched}; "
-                f"pass the checkpoint's values ({flags}) or start from another checkpoint."
-            )
-    return config
+    if script_args.init_from is None:
+        return RGNetConfig.from_preset(recipe.preset, **overrides)
+    init_dir = Path(script_args.init_from)
+    if not (init_dir / "config.json").is_file():
+        raise ValueError(f"`--init_from` {init_dir} holds no config.json (a save_pretrained folder is needed).")
+    pretrained = RGNetConfig.from_pretrained(init_dir)
+    conflicting = {
+        name: (getattr(pretrained, name), overrides[name])
+        for name in ARCHITECTURE_FIELDS
+        if name in overrides and overrides[name] != getattr(pretrained, name)
+    }
+    if conflicting:
+        flags = " ".join(f"--{name} {value}" for name, (_, value) in conflicting.items())
+        raise ValueError(
+            f"`--init_from` {init_dir} has another architecture than the command line asks for (checkpoint, flag): "
+            f"{conflicting}; drop {flags} (the checkpoint's architecture is used) or start from another checkpoint."
+        )
+    inherited = {name: getattr(pretrained, name) for name in (*ARCHITECTURE_FIELDS, "pooled_text_dim", "text_config")}
+    return RGNetConfig.from_preset(recipe.preset, **{**inherited, **overrides})
 
 
 def main(argv: list[str] | None = None) -> dict:

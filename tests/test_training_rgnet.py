@@ -494,14 +494,29 @@ def test_train_script_command_line_prints_its_errors_without_a_traceback(tmp_pat
     assert "Traceback" not in result.stderr
 
 
-def test_train_script_rejects_a_mismatched_init_checkpoint(tiny_dataset, tmp_path):
-    RGNetForVideoGrounding(RGNetConfig(**{**TINY_CONFIG, "hidden_size": 64})).save_pretrained(tmp_path / "other")
-    with pytest.raises(ValueError, match="pass the checkpoint's values \\(--hidden_size 64\\)"):
-        train_rgnet.main(
-            script_flags(
-                tiny_dataset, tmp_path / "run", "--recipe", "ego4d_finetune", "--init_from", str(tmp_path / "other")
-            )
-        )
+def test_train_script_takes_the_architecture_of_its_init_checkpoint(tiny_dataset, tmp_path):
+    other = RGNetConfig(**{**TINY_CONFIG, "hidden_size": 16, "num_decoder_layers": 1})
+    RGNetForVideoGrounding(other).save_pretrained(tmp_path / "other")
+    # Flags that ask for another architecture than the checkpoint's: an error naming them (TINY_FLAGS hold 32 and 2).
+    flags = script_flags(tiny_dataset, tmp_path / "run", "--recipe", "ego4d_finetune")
+    with pytest.raises(ValueError, match="drop --hidden_size 32 --num_decoder_layers 2 \\(the checkpoint's arch"):
+        train_rgnet.main([*flags, "--init_from", str(tmp_path / "other")])
+    # Without them, the checkpoint's architecture and weights, the recipe's training settings.
+    architecture = set(train_rgnet.ARCHITECTURE_FIELDS)
+    kept = [
+        item
+        for key, value in TINY_CONFIG.items()
+        if key not in architecture
+        for item in (f"--{key}", json.dumps(value))
+    ]
+    flags = script_flags(tiny_dataset, tmp_path / "run")[: -len(TINY_FLAGS)] + kept  # TINY_FLAGS come last
+    start = RGNetForVideoGrounding.from_pretrained(tmp_path / "other")
+    train_rgnet.main([*flags, "--recipe", "ego4d_finetune", "--init_from", str(tmp_path / "other")])
+    config = RGNetConfig.from_pretrained(tmp_path / "run")
+    assert (config.hidden_size, config.num_decoder_layers, config.pair_mode) == (16, 1, "paired_negative")
+    assert config.max_window_frames == TINY_CONFIG["max_window_frames"]
+    trained = RGNetForVideoGrounding.from_pretrained(tmp_path / "run")
+    assert trained.state_dict().keys() == start.state_dict().keys()
 
 
 # ---- multi-process training ----
