@@ -64,6 +64,7 @@ from modeling_rgnet import (  # noqa: E402
     selector_attention,
 )
 from scripts.benchmark_model import device_kind, environment_info  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -180,7 +181,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--pairs", type=int, default=1296, help="(query, window) pairs (default 16 × 81 windows).")

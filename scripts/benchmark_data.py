@@ -41,6 +41,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_rgnet import RGNetDatasetWriter, RGNetFeatureStore  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 
 TARGET_MS = 5.0
 
@@ -181,7 +182,7 @@ def time_per_video_rows(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--num-videos", type=int, default=6)
     parser.add_argument("--frames", type=int, default=18_000, help="Frames per video (18,000 = 1 h at 5 fps).")
     parser.add_argument("--dim", type=int, default=512, help="Feature width.")

@@ -88,6 +88,7 @@ from processing_rgnet import (  # noqa: E402
     frame_query_similarities,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     PostProcessingWorker,
@@ -856,7 +857,7 @@ def top1_agreement(reference: list, other: list, min_iou: float = 0.9) -> dict[s
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),

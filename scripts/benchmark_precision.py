@@ -17,7 +17,6 @@ python scripts/benchmark_precision.py --model_dir runs/quickstart/model --datase
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -37,11 +36,12 @@ from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
 from scripts.benchmark_model import PRECISIONS, environment_info, top1, top1_agreement  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 from training_rgnet import predict_long_videos, score_predictions  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--model_dir", type=Path, required=True, help="A saved RGNetForVideoGrounding + processor.")
     parser.add_argument("--dataset_dir", type=Path, required=True, help="An RGNet dataset directory.")
     parser.add_argument("--split", default="test", help="Split(s) to run, comma-separated (e.g. `test,validation`).")

@@ -51,6 +51,7 @@ from scripts.benchmark_model import (  # noqa: E402
     environment_info,
     inference_inputs,
 )
+from scripts.cli import script_parser  # noqa: E402
 
 INFERENCE_WORKLOADS = [name for name, workload in WORKLOADS.items() if workload.kind == "inference"]
 PRECISIONS = ("fp32", "bf16", "bf16-weights")
@@ -204,7 +205,7 @@ def count_traffic(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--workload", choices=INFERENCE_WORKLOADS, default="mad-inference")
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16-weights")
     parser.add_argument("--queries", type=int, default=4, help="Queries per forward pass (default 4).")

@@ -16,7 +16,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -33,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 from configuration_rgnet import RGNetConfig  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 
 logger = logging.getLogger("convert_original_rgnet_checkpoint")
 
@@ -295,7 +295,7 @@ def convert(checkpoint, output_dir, original_options=None, safe_serialization=Tr
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="original .ckpt (with `model` and `opt`) or state dict")
     parser.add_argument("--output_dir", required=True, help="folder for the converted model (save_pretrained)")
     parser.add_argument("--original_options", default=None, help="JSON of the original training options")

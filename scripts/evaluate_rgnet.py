@@ -11,7 +11,6 @@ Writes `metrics.json` (Recall@K at temporal IoU, mIoU for the Ego4D conventions,
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -26,6 +25,7 @@ import torch  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     check_dataset_matches_config,
@@ -53,7 +53,7 @@ def check_device(device: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--model",
         required=True,

@@ -36,7 +36,6 @@ without extension; for a folder, the path relative to it, with `/`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -58,6 +57,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_rgnet import RGNetDatasetWriter, RGNetFeatureStore, read_manifest  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 
 logger = logging.getLogger("extract_features")
 
@@ -545,7 +545,7 @@ def extract_features(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--video", required=True, help="a video file or a folder of videos (searched recursively)")
     parser.add_argument("--output_dir", required=True, help="RGNet dataset directory to write")
     parser.add_argument(

@@ -43,7 +43,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -64,6 +63,7 @@ if str(REPO_ROOT) not in sys.path:
 from data_rgnet import RGNetFeatureStore  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor, normalize_query  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 from scripts.extract_features import build_frame_encoder, extract_video_features, quiet_transformers  # noqa: E402
 from training_rgnet import forward_whole_queries  # noqa: E402
 from visualization_rgnet import plot_timelines  # noqa: E402
@@ -526,7 +526,7 @@ def print_top_moments(results: Sequence[dict[str, Any]], top_k: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--model", required=True, help="RGNet model folder (save_pretrained or converted)")
     parser.add_argument("--video", required=True, help="video file, RGNet dataset folder, or .npy/.npz/.pt features")
     parser.add_argument("--query", required=True, action="append", help="query text (repeat for several queries)")

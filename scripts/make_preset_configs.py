@@ -6,7 +6,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from configuration_rgnet import RGNetConfig  # noqa: E402
+from scripts.cli import script_parser  # noqa: E402
 
 # Model-card folder of each preset.
 PRESET_FOLDERS = {
@@ -35,7 +35,7 @@ def write_preset_configs(output_root: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--output_root", default=str(REPO_ROOT / "model_cards"))
     args = parser.parse_args(argv)
     for path in write_preset_configs(args.output_root):

@@ -113,6 +113,7 @@ from data_rgnet import (  # noqa: E402
     RGNetDatasetWriter,
     read_manifest,
 )
+from scripts.cli import script_parser  # noqa: E402
 
 logger = logging.getLogger("make_synthetic_dataset")
 
@@ -742,7 +743,7 @@ def load_synthetic_vocabulary(path: str | os.PathLike) -> SyntheticVocabulary:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     defaults = SyntheticDatasetSettings()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--output", required=True, type=Path, help="Dataset directory to create.")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="Random seed.")
     parser.add_argument("--num-train-videos", type=int, default=defaults.num_train_videos)

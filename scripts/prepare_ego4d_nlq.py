@@ -52,6 +52,7 @@ from data_rgnet import (  # noqa: E402
     convert_original_layout,
     converter_options,
 )
+from scripts.cli import script_parser  # noqa: E402
 
 logger = logging.getLogger("prepare_ego4d_nlq")
 
@@ -202,7 +203,7 @@ def convert_ego4d_release(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     add_converter_arguments(parser, source="NLQ/NaQ JSON")
     parser.add_argument("--features-dir", type=Path, help="Folder of EgoVLP {clip_uid}.pt feature files.")
     return parser

@@ -46,6 +46,7 @@ from data_rgnet import (  # noqa: E402
     convert_original_layout,
     converter_options,
 )
+from scripts.cli import script_parser  # noqa: E402
 
 logger = logging.getLogger("prepare_mad")
 
@@ -159,7 +160,7 @@ def _open_h5(path: Path, name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     add_converter_arguments(parser, source="MAD JSON")
     parser.add_argument("--video-features", type=Path, help="CLIP_B32_frames_features_5fps.h5 (MAD release).")
     parser.add_argument(

@@ -40,6 +40,8 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from scripts.cli import script_parser  # noqa: E402
+
 logger = logging.getLogger("quickstart")
 
 # The small model trained here (every field documented in configuration_rgnet.py). Feature widths, window length
@@ -209,7 +211,7 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--seed", type=int, default=0, help="seed of the dataset, the model and training")
     parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "outputs" / "quickstart")
     parser.add_argument("--dataset_dir", type=Path, default=None, help="default: <output_dir>/../synthetic-<seed>")

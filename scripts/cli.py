@@ -1,0 +1,34 @@
+"""The command-line parser of the project's scripts: `argparse`, with every long option in both spellings.
+
+The training script parses its flags with transformers' `HfArgumentParser`, which accepts `--init_from` and
+`--init-from` alike; the other scripts declare theirs in one spelling or the other (`--output_dir`,
+`--num-train-videos`). [`ArgumentParser`] gives each long option its other spelling as an alias, so that every
+script takes both, whichever it declares (the declared one comes first in `--help` and names the attribute).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["ArgumentParser", "script_parser"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose `add_argument` also registers each long option's other spelling (`_` and
+    `-` exchanged) when the parser does not already have it."""
+
+    def add_argument(self, *names: str, **kwargs):
+        aliases = []
+        for name in names:
+            if not name.startswith("--"):
+                continue
+            body = name[2:]
+            for other in (f"--{body.replace('_', '-')}", f"--{body.replace('-', '_')}"):
+                if other not in names and other not in aliases and other not in self._option_string_actions:
+                    aliases.append(other)
+        return super().add_argument(*names, *aliases, **kwargs)
+
+
+def script_parser(doc: str | None, **kwargs) -> ArgumentParser:
+    """The parser of a script whose module docstring is `doc`: its first paragraph is the description."""
+    return ArgumentParser(description=(doc or "").split("\n\n")[0], **kwargs)

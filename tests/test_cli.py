@@ -1,0 +1,50 @@
+"""`scripts/cli.py`: every script's long options in both spellings, `--a_b` and `--a-b`."""
+
+import argparse
+
+import pytest
+
+from scripts.cli import ArgumentParser, script_parser
+
+
+def test_each_long_option_takes_its_other_spelling():
+    parser = ArgumentParser()
+    parser.add_argument("--output_dir")
+    parser.add_argument("--num-train-videos", type=int)
+    parser.add_argument("-k", "--top_k", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("path")
+    args = parser.parse_args(["x", "--output-dir", "o", "--num_train_videos", "3", "-k", "2", "--tiny"])
+    assert (args.output_dir, args.num_train_videos, args.top_k, args.tiny, args.path) == ("o", 3, 2, True, "x")
+    assert parser.parse_args(["x", "--output_dir", "p", "--top-k", "4"]).top_k == 4
+    # The declared spelling comes first in --help and names the attribute.
+    help_text = parser.format_help()
+    assert "--output_dir OUTPUT_DIR, --output-dir OUTPUT_DIR" in help_text
+    assert "--num-train-videos NUM_TRAIN_VIDEOS, --num_train_videos NUM_TRAIN_VIDEOS" in help_text
+
+
+def test_spellings_a_script_declares_itself_are_not_added_twice():
+    parser = ArgumentParser()
+    parser.add_argument("--no_plot", "--no-plot", action="store_true")
+    parser.add_argument("--plain", dest="value")
+    parser.add_argument("--other-name", dest="value2")
+    assert parser.parse_args(["--no-plot"]).no_plot and parser.parse_args(["--other_name", "v"]).value2 == "v"
+    with pytest.raises(argparse.ArgumentError, match="conflicting option string: --other_name"):
+        parser.add_argument("--other_name")  # a second option may not take an existing one's spelling
+
+
+def test_script_parser_describes_the_script_by_its_docstring_summary():
+    parser = script_parser("Make the data.\n\nLonger text.")
+    assert parser.description == "Make the data." and script_parser(None).description == ""
+
+
+def test_the_scripts_take_both_spellings(tmp_path, capsys):
+    from scripts import make_synthetic_dataset
+    from scripts.evaluate_rgnet import main as evaluate
+
+    with pytest.raises(SystemExit):
+        make_synthetic_dataset.main(["--num_train_videos", "-1", "--output", str(tmp_path / "d")])
+    assert "`num_train_videos` must be non-negative, got -1" in capsys.readouterr().err  # parsed, then checked
+    with pytest.raises(SystemExit):
+        evaluate(["--model", "m", "--dataset-dir", "d", "--output-dir", "o", "--pairs-per-batch", "0"])
+    assert "--pairs_per_batch must be >= 1, got 0" in capsys.readouterr().err
