@@ -383,20 +383,24 @@ class RGNetSelectorMask:
         frame_gate (`torch.Tensor` of shape `(N, S)`), sequence_mask (`(N, S)`), mode (`str`): as in
             [`build_selector_attention_bias`].
         global_only (`bool`): the attention's queries are the global row alone (keys span every token).
+        penalised_rows (`torch.Tensor` of shape `(N, S)`, *optional*), padded_pairs (`(P,)`, *optional*): the valid
+            non-selected rows and the pairs with padded keys, derived from the gate and the padding unless both are
+            given (the mask of the same gate for other rows or on another device).
     """
 
     frame_gate: torch.Tensor
     sequence_mask: torch.Tensor
     mode: str
     global_only: bool = False
-    # Derived from the gate and the padding unless given (a mask of the same gate for other rows or another device).
     penalised_rows: torch.Tensor | None = field(default=None, repr=False)
     padded_pairs: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.mode not in ("additive_unit_bias", "hard_mask"):
             raise ValueError(f"Unknown `selector_attention_mode` {self.mode!r}.")
-        if self.penalised_rows is None or self.padded_pairs is None:
+        if (self.penalised_rows is None) != (self.padded_pairs is None):
+            raise ValueError("Give `penalised_rows` and `padded_pairs` together, or neither (both are then derived).")
+        if self.penalised_rows is None:
             self._derive_rows_and_pairs()
 
     @torch.compiler.disable  # reads values (`nonzero`): eager under `torch.compile`

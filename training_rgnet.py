@@ -410,18 +410,25 @@ CUDA_INFERENCE_FRAMES_PER_FORWARD = 1296 * 900
 # Peak device memory per frame of a float32 inference forward, with margin (measured on the H200: 17 kB for MAD's
 # windows, 21 kB for Ego4D's).
 CUDA_INFERENCE_BYTES_PER_FRAME = 24_000
+# CUDA's fused attention kernels have failed on batches of more than 65,535 (pairs × heads launch grids): windows
+# shorter than 18 frames would otherwise get more pairs than that.
+CUDA_MAX_PAIRS_PER_FORWARD = 65_535
 
 
 def default_pairs_per_batch(window_frames: int, device: torch.device | str | None = None) -> int:
     """(query, window) pairs per long-video forward pass by default, at least one: on a CPU (or with no `device`),
     [`INFERENCE_FRAMES_PER_FORWARD`] frames' worth of windows of `window_frames` frames (256 MAD windows, 2,560 Ego4D
     ones); on a CUDA device [`CUDA_INFERENCE_FRAMES_PER_FORWARD`] frames (1,296 MAD windows, 12,960 Ego4D ones), or
-    fewer where half the device's free memory holds fewer at [`CUDA_INFERENCE_BYTES_PER_FRAME`]."""
-    frames = INFERENCE_FRAMES_PER_FORWARD
-    if device is not None and torch.device(device).type == "cuda":
-        free_bytes, _ = torch.cuda.mem_get_info(torch.device(device))
-        frames = min(CUDA_INFERENCE_FRAMES_PER_FORWARD, free_bytes // 2 // CUDA_INFERENCE_BYTES_PER_FRAME)
-    return max(1, frames // window_frames)
+    fewer where half the device's free memory holds fewer at [`CUDA_INFERENCE_BYTES_PER_FRAME`], and at most
+    [`CUDA_MAX_PAIRS_PER_FORWARD`] pairs. Free memory counts what PyTorch's allocator holds unused (cached blocks of
+    earlier work, e.g. training before an evaluation), as a fresh process would have it."""
+    if device is None or torch.device(device).type != "cuda":
+        return max(1, INFERENCE_FRAMES_PER_FORWARD // window_frames)
+    device = torch.device(device)
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    free_bytes += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    frames = min(CUDA_INFERENCE_FRAMES_PER_FORWARD, free_bytes // 2 // CUDA_INFERENCE_BYTES_PER_FRAME)
+    return max(1, min(CUDA_MAX_PAIRS_PER_FORWARD, frames // window_frames))
 
 
 def forward_whole_queries(
@@ -957,6 +964,7 @@ __all__ = [
     "COMPILE_MODES",
     "CUDA_INFERENCE_BYTES_PER_FRAME",
     "CUDA_INFERENCE_FRAMES_PER_FORWARD",
+    "CUDA_MAX_PAIRS_PER_FORWARD",
     "INFERENCE_FRAMES_PER_FORWARD",
     "PostProcessingWorker",
     "RECIPES",

@@ -959,8 +959,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="Append to this file torch.profiler tables (operators by device time on CUDA and by CPU time, with the "
-        "kernel launch count) of one more training step per training precision and one more inference pass per "
-        "inference workload (the last pipeline and precision).",
+        "kernel launch count, then the attention operators by input shape) of one more training step per training "
+        "precision and one more inference pass per inference workload (the last pipeline and precision).",
     )
     parser.add_argument(
         "--overlap-post-processing",

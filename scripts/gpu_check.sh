@@ -23,10 +23,11 @@
 #      bf16, PyTorch picks cuDNN for the retrieval encoder's biased attention, which the profile showed slow (training
 #      still writes the bias out; inference does only for the windows with padded keys);
 #   6. torch.compile: bf16 MAD and Ego4D NaQ training steps with a profile (model_cuda_compiled_train.json,
-#      gpu_profile_compiled_train.txt), then inference with bfloat16 weights with a profile of the MAD pipeline
+#      gpu_profile_compiled_train.txt), then Ego4D and MAD inference with bfloat16 weights with a profile of each
 #      (model_cuda_compiled.json, gpu_profile_compiled_inference.txt);
 #   7. CUDA graphs, torch.compile's `reduce-overhead` mode: the bf16 MAD training step, then Ego4D and MAD inference,
-#      both bf16 forms, with 128 queries as in step 3 (model_cuda_compiled_cudagraphs.json, against step 6's files).
+#      both bf16 forms, with 128 queries as in step 3 (model_cuda_compiled_cudagraphs.json, against step 6's files for
+#      training and bfloat16 weights, step 3's eager ones for autocast).
 # Logs and JSON go to benchmarks/results/, or with $OUT set (the device tool, which returns at most 8 files) to one
 # archive, $OUT/gpu_check_results.tar.gz, rewritten after every step so that a run cut short keeps what it finished.
 # RGNET_GPU_CHECK_STEPS picks steps, comma-separated, of: tests, benchmark, attention, agreement (3), eval_chunks
@@ -228,7 +229,7 @@ if wanted compile; then
     # bf16 only: on the H200 compiling MAD's bf16 and fp32 steps took over 3 minutes (fp32 measured 0.088 s).
     benchmark --compile --workloads mad-train,ego4d-pretrain-train --precisions bf16 --steps 5 --warmup 2 \
         --profile "$out/gpu_profile_compiled_train.txt" --output "$out/model_cuda_compiled_train.json"
-    # Inference with bfloat16 weights, the fastest eager form, with a profile of the compiled MAD pipeline's kernels.
+    # Inference with bfloat16 weights, the fastest eager form, with a profile of each compiled pipeline's kernels.
     benchmark --compile --workloads ego4d-inference,mad-inference "${many_queries[@]}" --precisions bf16-weights \
         --steps 3 --warmup 2 --profile "$out/gpu_profile_compiled_inference.txt" \
         --output "$out/model_cuda_compiled.json"

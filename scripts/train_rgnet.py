@@ -10,7 +10,7 @@ Usage:
 `RGNetTrainingArguments` flag overrides the recipe, and every `RGNetConfig` field can be overridden too, e.g.
 `--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type).
 `--init_from` starts from a saved model with its architecture (layer counts and widths, feature widths, text encoder;
-a flag asking for another is an error) and the recipe's other settings. All errors about the data, the recipe or
+a flag asking for another is an error), its selector attention mode, and the recipe's other settings. All errors about the data, the recipe or
 `--init_from` are raised before training starts. At the end the training
 metrics, and with `--eval_split` the evaluation's (Recall@K at IoU, mIoU, window recall), are printed and written to
 `train_results.json` in the output directory beside the model and its processor.
@@ -62,6 +62,9 @@ ARCHITECTURE_FIELDS = (
     "ffn_dim",
     "num_moment_queries",
 )
+# Fields without weights of their own that change the function a checkpoint's weights compute: `--init_from` takes
+# them from its checkpoint unless given.
+FUNCTION_FIELDS = ("selector_attention_mode", "emulate_text_mask_head_ordering")
 
 
 @dataclass
@@ -142,7 +145,8 @@ def _parse_config_overrides(remaining: list[str]) -> dict:
 
 def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetConfig:
     """The recipe's config with the command line's field overrides; with `--init_from`, the checkpoint's architecture
-    (its [`ARCHITECTURE_FIELDS`], sentence-embedding width and text encoder) in place of the recipe's."""
+    (its [`ARCHITECTURE_FIELDS`], sentence-embedding width and text encoder) and its [`FUNCTION_FIELDS`] in place of
+    the recipe's."""
     recipe = get_recipe(script_args.recipe)
     if script_args.init_from is None:
         return RGNetConfig.from_preset(recipe.preset, **overrides)
@@ -150,6 +154,11 @@ def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetCon
     if not (init_dir / "config.json").is_file():
         raise ValueError(f"`--init_from` {init_dir} holds no config.json (a save_pretrained folder is needed).")
     pretrained = RGNetConfig.from_pretrained(init_dir)
+    if "text_config" in overrides:
+        raise ValueError(
+            f"`--text_config` cannot be combined with `--init_from` {init_dir}: the checkpoint's text encoder "
+            f"({'none' if pretrained.text_config is None else pretrained.text_config.model_type}) and its weights are used."
+        )
     conflicting = {
         name: (getattr(pretrained, name), overrides[name])
         for name in ARCHITECTURE_FIELDS
@@ -161,7 +170,11 @@ def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetCon
             f"`--init_from` {init_dir} has another architecture than the command line asks for (checkpoint, flag): "
             f"{conflicting}; drop {flags} (the checkpoint's architecture is used) or start from another checkpoint."
         )
-    inherited = {name: getattr(pretrained, name) for name in (*ARCHITECTURE_FIELDS, "pooled_text_dim", "text_config")}
+    # Also what the weights were trained to compute without holding weights of its own (the flags may change those).
+    inherited = {
+        name: getattr(pretrained, name)
+        for name in (*ARCHITECTURE_FIELDS, "pooled_text_dim", "text_config", *FUNCTION_FIELDS)
+    }
     return RGNetConfig.from_preset(recipe.preset, **{**inherited, **overrides})
 
 

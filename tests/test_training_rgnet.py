@@ -228,17 +228,32 @@ def test_long_video_inference_sends_each_window_once_and_matches_repeated_window
 def test_default_forward_size_on_a_gpu_follows_its_free_memory(monkeypatch, free_gib, mad_pairs, ego4d_pairs):
     """On CUDA: 1,296 × 900 frames per forward (16 MAD queries of 81 windows), fewer where half the free memory
     holds fewer at 24 kB per frame; the CPU's budget does not ask the device."""
-    seen = []
+    seen, cached = [], {"reserved": 0, "allocated": 0}
 
     def mem_get_info(device):
         seen.append(device)
         return free_gib * 2**30, 141 * 2**30
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: cached["reserved"])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: cached["allocated"])
     assert default_pairs_per_batch(900, "cuda:1") == mad_pairs
     assert default_pairs_per_batch(90, torch.device("cuda")) == ego4d_pairs
     assert seen == [torch.device("cuda:1"), torch.device("cuda")]
     assert default_pairs_per_batch(900, torch.device("cpu")) == 256 and len(seen) == 2
+    # Memory the allocator holds unused (cached by earlier work) counts as free, as in a fresh process.
+    cached.update(reserved=(140 - free_gib) * 2**30, allocated=0)
+    assert default_pairs_per_batch(900, "cuda") == 1296
+    cached.update(allocated=(140 - free_gib) * 2**30)
+    assert default_pairs_per_batch(900, "cuda") == mad_pairs
+
+
+def test_default_forward_size_on_a_gpu_stays_within_the_attention_kernels_batch_limit(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (140 * 2**30, 141 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
+    assert default_pairs_per_batch(18, "cuda") == 64800 and default_pairs_per_batch(17, "cuda") == 65535
+    assert default_pairs_per_batch(1, "cuda") == 65535 and default_pairs_per_batch(1) == 230400
 
 
 def test_training_samples_are_reproducible_and_change_per_epoch(tiny_dataset):
@@ -495,7 +510,9 @@ def test_train_script_command_line_prints_its_errors_without_a_traceback(tmp_pat
 
 
 def test_train_script_takes_the_architecture_of_its_init_checkpoint(tiny_dataset, tmp_path):
-    other = RGNetConfig(**{**TINY_CONFIG, "hidden_size": 16, "num_decoder_layers": 1})
+    other = RGNetConfig(
+        **{**TINY_CONFIG, "hidden_size": 16, "num_decoder_layers": 1, "selector_attention_mode": "hard_mask"}
+    )
     RGNetForVideoGrounding(other).save_pretrained(tmp_path / "other")
     # Flags that ask for another architecture than the checkpoint's: an error naming them (TINY_FLAGS hold 32 and 2).
     flags = script_flags(tiny_dataset, tmp_path / "run", "--recipe", "ego4d_finetune")
@@ -511,12 +528,20 @@ def test_train_script_takes_the_architecture_of_its_init_checkpoint(tiny_dataset
     ]
     flags = script_flags(tiny_dataset, tmp_path / "run")[: -len(TINY_FLAGS)] + kept  # TINY_FLAGS come last
     start = RGNetForVideoGrounding.from_pretrained(tmp_path / "other")
-    train_rgnet.main([*flags, "--recipe", "ego4d_finetune", "--init_from", str(tmp_path / "other")])
+    # Learning rate 0 (AdamW's decay is scaled by it too): the saved weights are the checkpoint's, not a new init.
+    train_rgnet.main(
+        [*flags, "--recipe", "ego4d_finetune", "--init_from", str(tmp_path / "other"), "--learning_rate", "0"]
+    )
     config = RGNetConfig.from_pretrained(tmp_path / "run")
     assert (config.hidden_size, config.num_decoder_layers, config.pair_mode) == (16, 1, "paired_negative")
     assert config.max_window_frames == TINY_CONFIG["max_window_frames"]
+    assert config.selector_attention_mode == "hard_mask"  # no weights of its own, but the function they compute
     trained = RGNetForVideoGrounding.from_pretrained(tmp_path / "run")
     assert trained.state_dict().keys() == start.state_dict().keys()
+    for name, tensor in start.state_dict().items():
+        torch.testing.assert_close(trained.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="`--text_config` cannot be combined with `--init_from`"):
+        train_rgnet.main([*flags, "--init_from", str(tmp_path / "other"), "--text_config", "{}"])
 
 
 # ---- multi-process training ----
