@@ -10,9 +10,9 @@ Usage:
 `RGNetTrainingArguments` flag overrides the recipe, and every `RGNetConfig` field can be overridden too, e.g.
 `--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type).
 `--init_from` starts from a saved model with its architecture (layer counts and widths, feature widths, text encoder;
-a flag asking for another is an error), its selector attention mode, and the recipe's other settings. All errors about the data, the recipe or
-`--init_from` are raised before training starts. At the end the training
-metrics, and with `--eval_split` the evaluation's (Recall@K at IoU, mIoU, window recall), are printed and written to
+a flag asking for another is an error), its selector attention mode, and the recipe's other settings. All errors
+about the data, the recipe or `--init_from` are raised before training starts. At the end the training metrics, and
+with `--eval_split` the evaluation's (Recall@K at IoU, mIoU, window recall), are printed and written to
 `train_results.json` in the output directory beside the model and its processor.
 """
 
@@ -155,9 +155,10 @@ def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetCon
         raise ValueError(f"`--init_from` {init_dir} holds no config.json (a save_pretrained folder is needed).")
     pretrained = RGNetConfig.from_pretrained(init_dir)
     if "text_config" in overrides:
+        encoder = "none" if pretrained.text_config is None else pretrained.text_config.model_type
         raise ValueError(
             f"`--text_config` cannot be combined with `--init_from` {init_dir}: the checkpoint's text encoder "
-            f"({'none' if pretrained.text_config is None else pretrained.text_config.model_type}) and its weights are used."
+            f"({encoder}) and its weights are used."
         )
     conflicting = {
         name: (getattr(pretrained, name), overrides[name])
