@@ -9,8 +9,11 @@ script takes both, whichever it declares (the declared one comes first in `--hel
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["ArgumentParser", "script_parser"]
+__all__ = ["ArgumentParser", "run_script", "script_parser"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -32,3 +35,12 @@ class ArgumentParser(argparse.ArgumentParser):
 def script_parser(doc: str | None, **kwargs) -> ArgumentParser:
     """The parser of a script whose module docstring is `doc`: its first paragraph is the description."""
     return ArgumentParser(description=(doc or "").split("\n\n")[0], **kwargs)
+
+
+def run_script(main: Callable[[], object], errors: tuple[type[BaseException], ...] = (ValueError,)) -> None:
+    """Run a script's `main` from the command line: an error of `errors` (bad input, named by its message) ends it
+    with one `<script>: error: <message>` line and exit status 1, without a traceback."""
+    try:
+        main()
+    except errors as error:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")

@@ -32,7 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 from configuration_rgnet import RGNetConfig  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import run_script, script_parser  # noqa: E402
 
 logger = logging.getLogger("convert_original_rgnet_checkpoint")
 
@@ -305,7 +305,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as error:  # bad input or an unreadable file: one line, no traceback
-        sys.exit(f"convert_original_rgnet_checkpoint.py: error: {error}")
+    run_script(main, errors=(ValueError, OSError))

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import run_script, script_parser  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     check_dataset_matches_config,
@@ -181,7 +181,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as error:  # bad input, named by the message: no traceback on the command line
-        sys.exit(f"evaluate_rgnet.py: error: {error}")
+    run_script(main)

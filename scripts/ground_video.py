@@ -63,7 +63,7 @@ if str(REPO_ROOT) not in sys.path:
 from data_rgnet import RGNetFeatureStore  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor, normalize_query  # noqa: E402
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import run_script, script_parser  # noqa: E402
 from scripts.extract_features import build_frame_encoder, extract_video_features, quiet_transformers  # noqa: E402
 from training_rgnet import forward_whole_queries  # noqa: E402
 from visualization_rgnet import plot_timelines  # noqa: E402
@@ -616,7 +616,4 @@ __all__ = [
 ]
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as error:  # bad input, named by the message: no traceback on the command line
-        sys.exit(f"ground_video.py: error: {error}")
+    run_script(main)

@@ -113,7 +113,7 @@ from data_rgnet import (  # noqa: E402
     RGNetDatasetWriter,
     read_manifest,
 )
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import run_script, script_parser  # noqa: E402
 
 logger = logging.getLogger("make_synthetic_dataset")
 
@@ -866,7 +866,4 @@ __all__ = [
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as error:  # bad input, named by the message: no traceback on the command line
-        sys.exit(f"make_synthetic_dataset.py: error: {error}")
+    run_script(main)

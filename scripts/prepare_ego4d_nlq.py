@@ -52,7 +52,7 @@ from data_rgnet import (  # noqa: E402
     convert_original_layout,
     converter_options,
 )
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import run_script, script_parser  # noqa: E402
 
 logger = logging.getLogger("prepare_ego4d_nlq")
 
@@ -243,7 +243,4 @@ __all__ = ["build_parser", "convert_ego4d_release", "ego4d_annotation_rows", "lo
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as error:  # bad input or an unreadable file: one line, no traceback
-        sys.exit(f"prepare_ego4d_nlq.py: error: {error}")
+    run_script(main, errors=(ValueError, OSError))

@@ -46,7 +46,7 @@ from data_rgnet import (  # noqa: E402
     convert_original_layout,
     converter_options,
 )
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import run_script, script_parser  # noqa: E402
 
 logger = logging.getLogger("prepare_mad")
 
@@ -208,7 +208,4 @@ __all__ = ["build_parser", "convert_mad_release", "mad_annotation_rows", "main"]
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as error:  # bad input or an unreadable file: one line, no traceback
-        sys.exit(f"prepare_mad.py: error: {error}")
+    run_script(main, errors=(ValueError, OSError))

@@ -39,6 +39,7 @@ from configuration_rgnet import RGNetConfig  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
+from scripts.cli import run_script  # noqa: E402
 from training_rgnet import (  # noqa: E402
     RGNetTrainer,
     RGNetTrainingArguments,
@@ -263,7 +264,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, StrictDataclassError) as error:  # bad input, named by the message: no traceback
-        sys.exit(f"train_rgnet.py: error: {error}")
+    run_script(main, errors=(ValueError, StrictDataclassError))

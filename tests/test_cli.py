@@ -48,3 +48,20 @@ def test_the_scripts_take_both_spellings(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate(["--model", "m", "--dataset-dir", "d", "--output-dir", "o", "--pairs-per-batch", "0"])
     assert "--pairs_per_batch must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_run_script_ends_on_bad_input_with_one_error_line(monkeypatch):
+    from scripts.cli import run_script
+
+    def bad_input():
+        raise ValueError("`video` 'x' does not exist.")
+
+    monkeypatch.setattr("sys.argv", ["/somewhere/scripts/prepare_mad.py", "--flag"])
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(bad_input)
+    assert exit_info.value.code == "prepare_mad.py: error: `video` 'x' does not exist."
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: open("/no/such/file"), errors=(ValueError, OSError))
+    assert str(exit_info.value.code).startswith("prepare_mad.py: error: [Errno 2]")
+    with pytest.raises(OSError):  # not one of `errors`: raised as it is, with its traceback
+        run_script(lambda: open("/no/such/file"))
