@@ -137,10 +137,14 @@ def l2_normalize_text_features(features: torch.Tensor) -> torch.Tensor:
     return features / (features.norm(dim=-1, keepdim=True) + TEXT_NORM_EPS)
 
 
-def _as_float_tensor(value: Any, name: str, *, keep_device: bool = False) -> torch.Tensor:
-    """`value` as a float32 tensor, on the CPU unless `keep_device` (a tensor then stays where it is)."""
+def _as_float_tensor(
+    value: Any, name: str, *, keep_device: bool = False, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """`value` as a float32 tensor: on `device` if given, else on the CPU unless `keep_device` (a tensor then stays
+    where it is). Sent to `device` in its own dtype and converted there (float16 features cross at half the size)."""
     if isinstance(value, torch.Tensor):
-        tensor = value.detach().to(dtype=torch.float32, device=None if keep_device else "cpu")
+        target = device if device is not None else (None if keep_device else "cpu")
+        tensor = value.detach().to(device=target).float()
     else:
         try:
             array = np.asarray(value)
@@ -149,7 +153,10 @@ def _as_float_tensor(value: Any, name: str, *, keep_device: bool = False) -> tor
         if array.dtype.kind not in "biuf":
             # None (or a list holding one) would read as NaN, and strings would be parsed: neither is a feature.
             raise ValueError(f"`{name}` must be a numeric array, got {type(value).__name__} with dtype {array.dtype}.")
-        tensor = torch.as_tensor(array.astype(np.float32, copy=False))
+        if device is not None and array.dtype.kind == "f":
+            tensor = torch.as_tensor(array).to(device).float()
+        else:
+            tensor = torch.as_tensor(array.astype(np.float32, copy=False)).to(device)
     if not _all_finite(tensor):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
     return tensor
@@ -617,7 +624,8 @@ def sample_training_windows(
 def gather_windows(
     video_features: torch.Tensor, window_offsets: np.ndarray, window_lengths: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut windows out of a video's frame features with one gather (no loop over windows or frames).
+    """Cut windows out of a video's frame features with one gather (no loop over windows or frames), on the
+    features' device.
 
     Args:
         video_features (`torch.Tensor` of shape `(T, Dv)`): Per-frame features.
@@ -628,9 +636,11 @@ def gather_windows(
         `tuple(torch.Tensor, torch.FloatTensor)`: windows `(W, Lv, Dv)` zero padded to `Lv = max n`, and mask
         `(W, Lv)` (1 = real frame).
     """
-    offsets = torch.as_tensor(np.asarray(window_offsets, dtype=np.int64))
-    lengths = torch.as_tensor(np.asarray(window_lengths, dtype=np.int64))
-    local = torch.arange(int(lengths.max()))
+    device = video_features.device
+    window_lengths = np.asarray(window_lengths, dtype=np.int64)
+    offsets = torch.as_tensor(np.asarray(window_offsets, dtype=np.int64), device=device)
+    lengths = torch.as_tensor(window_lengths, device=device)
+    local = torch.arange(int(window_lengths.max()), device=device)
     mask = local[None, :] < lengths[:, None]  # (W, Lv)
     frame_index = (offsets[:, None] + local[None, :]).clamp(max=video_features.shape[0] - 1)  # (W, Lv)
     windows = video_features[frame_index] * mask[..., None].to(video_features.dtype)  # (W, Lv, Dv)
@@ -1876,16 +1886,19 @@ class RGNetProcessor(ProcessorMixin):
         features, mask = prepare_text_features(items, self.max_text_tokens)
         return {"text_features": features, "text_mask": mask}
 
-    def cut_windows(self, video_features: Any) -> RGNetVideoWindows:
+    def cut_windows(self, video_features: Any, device: torch.device | str | None = None) -> RGNetVideoWindows:
         """Cut one video into this processor's windows (spec §7.1), to pair with many groups of queries.
 
         Args:
             video_features (`np.ndarray` or `torch.Tensor` of shape `(T, Dv)`): One video's per-frame features.
+            device (`torch.device` or `str`, *optional*): Where to cut and keep the windows (the model's device): the
+                video goes there once and the windows, which overlap (twice its size at MAD's half-window stride),
+                are gathered there. Defaults to the CPU.
 
         Returns:
-            [`RGNetVideoWindows`] on the CPU, for `__call__(video_windows=...)`.
+            [`RGNetVideoWindows`] on `device`, for `__call__(video_windows=...)`.
         """
-        video = _as_float_tensor(video_features, "video_features")
+        video = _as_float_tensor(video_features, "video_features", device=device)
         if video.ndim != 2 or video.shape[0] == 0:
             raise ValueError(f"`video_features` must have shape (T >= 1, Dv) for one video, got {tuple(video.shape)}.")
         offsets, lengths = enumerate_windows(video.shape[0], self.max_window_frames, self.window_stride)

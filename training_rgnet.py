@@ -537,8 +537,8 @@ def predict_long_videos(
 
     Queries are grouped by video; each group is cut into chunks of whole queries whose (query, window) pairs fit one
     forward pass of `pairs_per_batch` pairs (one query per pass when its video has more windows), so memory stays
-    bounded on hour-long videos. A video's windows are cut and sent to the model's device once, for all its chunks.
-    The model runs in eval mode on its own device and grounds only each query's `processor.top_k_windows` best
+    bounded on hour-long videos. A video's frames are sent to the model's device once and cut into windows there,
+    for all its chunks. The model runs in eval mode on its own device and grounds only each query's `processor.top_k_windows` best
     windows, the ones post-processing keeps (the model's `top_k_windows`).
 
     Args:
@@ -605,8 +605,9 @@ def predict_long_videos(
             frames = feature_store.read_frames(video)
             # The matching score's frame-query product runs where the model is, once per chunk for all its queries.
             device_frames = torch.as_tensor(frames).to(device)
-            # Windows cut and sent to the device once per video; each chunk's pairs read them (`video_pair_index`).
-            video_windows = processor.cut_windows(frames).to(device)
+            # Windows cut on the device once per video (the video crosses once); each chunk's pairs read them
+            # (`video_pair_index`).
+            video_windows = processor.cut_windows(device_frames, device=device)
             num_windows = video_windows.num_windows
             members = by_video[video]
             queries_per_chunk = max(1, pairs_per_batch // num_windows)

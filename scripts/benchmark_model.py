@@ -648,8 +648,8 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
     worker thread while the device computes the next group, and `post_process_s` counts only the host's waits for it
     (before handing over the next group, and for the last one)."""
     clock, results = _StageClock(device), []
-    video_windows = processor.cut_windows(video).to(device)  # (W, Lv, Dv), each window once
-    device_video = video.to(device)
+    device_video = video.to(device)  # the video crosses once; its windows are cut there, each once (W, Lv, Dv)
+    video_windows = processor.cut_windows(device_video, device=device)
     clock.lap("prepare_s")
     with PostProcessingWorker(background=args.overlap_post_processing) as worker:
         for first in range(0, len(texts), args.queries_per_batch):

@@ -148,6 +148,16 @@ def test_post_processing_with_the_video_on_the_device_matches_the_cpu(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_windows_cut_on_the_device_match_the_cpu(device):
+    video = torch.randn(95, 8, generator=torch.Generator().manual_seed(4))
+    processor = RGNetProcessor(max_window_frames=20, window_stride=10)
+    expected = processor.cut_windows(video)
+    cut = processor.cut_windows(video.to(device), device=device)
+    assert cut.windows.device.type == cut.window_mask.device.type == torch.device(device).type
+    assert torch.equal(cut.windows.cpu(), expected.windows) and torch.equal(cut.window_mask.cpu(), expected.window_mask)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_long_video_inference_on_the_device_matches_the_cpu(device, tmp_path):
     """`predict_long_videos` with the model on the device (windows sent once per video; on an accelerator,
     post-processing on a worker thread beside the next forward) ranks the windows like the CPU run and predicts the

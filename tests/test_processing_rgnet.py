@@ -1491,6 +1491,21 @@ def test_precut_video_windows_give_the_same_batch():
         processor.cut_windows(video[0])
 
 
+def test_windows_cut_on_a_device_from_half_precision_frames():
+    """`cut_windows(..., device=...)` sends the frames in their own dtype and cuts them there: float16 frames give
+    the windows of their float32 values, and bad values are still refused."""
+    video = np.random.default_rng(23).normal(size=(57, 8)).astype(np.float16)
+    processor = make_processor()
+    expected = processor.cut_windows(video.astype(np.float32))
+    for frames in (video, torch.from_numpy(video)):
+        cut = processor.cut_windows(frames, device="cpu")
+        assert cut.windows.dtype == torch.float32 and cut.windows.device.type == "cpu"
+        assert torch.equal(cut.windows, expected.windows) and torch.equal(cut.window_mask, expected.window_mask)
+    video[3, 2] = np.inf
+    with pytest.raises(ValueError, match="`video_features` contains NaN or infinite"):
+        processor.cut_windows(video, device="cpu")
+
+
 @pytest.mark.parametrize("window_length", [40, 4])  # k = 5 frames: longer windows, and windows shorter than k
 def test_queries_post_processed_together_match_each_alone(window_length):
     """`post_process_queries` (all queries of a video at once) gives each query, bit for bit, its own
