@@ -154,7 +154,8 @@ def test_windows_cut_on_the_device_match_the_cpu(device):
     expected = processor.cut_windows(video)
     cut = processor.cut_windows(video.to(device), device=device)
     assert cut.windows.device.type == cut.window_mask.device.type == torch.device(device).type
-    assert torch.equal(cut.windows.cpu(), expected.windows) and torch.equal(cut.window_mask.cpu(), expected.window_mask)
+    assert torch.equal(cut.windows.cpu(), expected.windows)
+    assert torch.equal(cut.window_mask.cpu(), expected.window_mask)
 
 
 @pytest.mark.parametrize("device", DEVICES)
