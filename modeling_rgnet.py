@@ -480,7 +480,6 @@ def _attention_with_logsumexp(query: torch.Tensor, key: torch.Tensor, value: tor
     return None
 
 
-@torch.compiler.disable  # chooses kernels and pairs at run time: eager under `torch.compile`, one call
 def selector_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: RGNetSelectorMask, num_heads: int
 ) -> torch.Tensor:
@@ -496,6 +495,9 @@ def selector_attention(
     more than half the pairs are padded, or no kernel returns the log-sum-exp ([`logsumexp_attention_kernel`]), all
     are.
 
+    Under `torch.compile` the kernel choice and the padded pairs run eagerly (they read values on the host), while the
+    row correction, elementwise work over `(N, S, H·d)` tensors, is compiled into one pass over them.
+
     Args:
         query (`torch.Tensor` of shape `(N, Lq, H·d)`): rows `0..Lq−1` of the sequence (`Lq = 1` with
             `mask.global_only`), key, value (`(N, S, H·d)`): already projected.
@@ -505,13 +507,10 @@ def selector_attention(
         `torch.Tensor` of shape `(N, Lq, H·d)`.
     """
     mask = mask.to(query.device)
-    padded = mask.padded_pairs
     split = [rearrange(x, "n l (h d) -> n h l d", h=num_heads) for x in (query, key, value)]
-    fused = None if 2 * len(padded) > query.shape[0] else _attention_with_logsumexp(*split)
-    if fused is None:
-        attended = F.scaled_dot_product_attention(*split, attn_mask=mask.bias(query.dtype))
+    attended, lse = _bias_free_selector_attention(*split, mask)
+    if lse is None:  # computed under the bias: exact as it is
         return rearrange(attended, "n h l d -> n l (h d)")
-    attended, lse = fused
     if not mask.global_only:
         rows = mask.penalised_rows[:, None, :, None]  # (N, 1, S, 1)
         if mask.mode == "hard_mask":
@@ -523,12 +522,31 @@ def selector_attention(
             own_logit = products.unflatten(-1, (num_heads, -1)).sum(-1).transpose(1, 2) * split[0].shape[-1] ** -0.5
             removed = (_OWN_KEY_SHRINK * torch.exp(own_logit - lse))[..., None] * rows  # a_i, 0 on other rows
             # (out − a v) / (1 − a) is out + w (v − out) with w = −a / (1 − a): one pass.
-            attended = attended.lerp_(split[2], (-removed / (1.0 - removed)).to(attended.dtype))
-    if len(padded):
-        bias = mask.bias(query.dtype, padded)
-        exact = F.scaled_dot_product_attention(*(x[padded] for x in split), attn_mask=bias)
-        attended = attended.index_copy_(0, padded, exact)
-    return rearrange(attended, "n h l d -> n l (h d)")
+            attended = torch.lerp(attended, split[2], (-removed / (1.0 - removed)).to(attended.dtype))
+    return rearrange(_with_padded_pairs_exact(attended, *split, mask), "n h l d -> n l (h d)")
+
+
+@torch.compiler.disable  # chooses a kernel from the inputs and the number of padded pairs: eager under `torch.compile`
+def _bias_free_selector_attention(query, key, value, mask: RGNetSelectorMask):
+    """`(attended, lse)` of [`selector_attention`]'s `(N, H, L, d)` inputs: bias-free attention and its float32
+    log-sum-exp `(N, H, Lq)`, or `(attention under the written-out bias, None)` where more than half the pairs have
+    padded keys or no kernel returns the log-sum-exp."""
+    fused = None if 2 * len(mask.padded_pairs) > query.shape[0] else _attention_with_logsumexp(query, key, value)
+    if fused is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask.bias(query.dtype)), None
+    return fused
+
+
+@torch.compiler.disable  # indexes the pairs with padded keys, whose number is read on the host
+def _with_padded_pairs_exact(attended, query, key, value, mask: RGNetSelectorMask):
+    """`attended` `(N, H, Lq, d)` with the rows of the pairs with padded keys computed again under their bias."""
+    padded = mask.padded_pairs
+    if not len(padded):
+        return attended
+    exact = F.scaled_dot_product_attention(
+        query[padded], key[padded], value[padded], attn_mask=mask.bias(query.dtype, padded)
+    )
+    return attended.index_copy_(0, padded, exact)  # `attended` is this attention's own (kernel or correction output)
 
 
 def emulated_text_mask_head_ordering_bias(

@@ -260,8 +260,8 @@ def _compiled_graph_breaks(function, *args):
 
 def test_compiled_model_breaks_only_at_its_eager_parts(tester, fresh_compiler):
     """Under `torch.compile` the CPU training kernels step aside and the parts that need values on the host (input
-    and label checks, the choice of the top windows, the loss with its matching, the factored selector attention)
-    run eagerly: every graph break is one of those `torch.compiler.disable` calls, whatever the path (training;
+    and label checks, the choice of the top windows, the loss with its matching, the factored selector attention's
+    kernel choice and padded pairs) run eagerly: every graph break is one of those `torch.compiler.disable` calls, whatever the path (training;
     top-window inference with windows longer than the hidden size, which factors the selector bias)."""
     config = tester.get_config(hidden_size=8, num_attention_heads=2, dropout=0.1, input_dropout=0.1)
     model = RGNetForVideoGrounding(config)
@@ -281,6 +281,25 @@ def test_compiled_model_breaks_only_at_its_eager_parts(tester, fresh_compiler):
     assert training_breaks and inference_breaks
     for reason in training_breaks + inference_breaks:
         assert "torch.compiler.disable" in reason, reason
+
+
+def test_compiled_inference_traces_the_selector_row_correction(tester, fresh_compiler):
+    """The factored selector attention leaves only its kernel choice and its padded pairs to eager code: the row
+    correction (elementwise passes over `(N, S, H·d)` tensors) is in a compiled graph, where it fuses."""
+    config = tester.get_config(hidden_size=8, num_attention_heads=2)
+    model = RGNetForVideoGrounding(config).eval()
+    inputs = tester.prepare_inputs(9, config)
+    inputs["video_mask"][1:] = 1  # one pair with padded keys: the others run bias-free and are corrected
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    with torch.no_grad():
+        torch.compile(lambda: model(**inputs).pred_spans, backend=backend)()
+    targets = [node.target for graph in graphs for node in graph.graph.nodes if node.op == "call_function"]
+    assert torch.lerp in targets and torch.exp in targets
 
 
 @pytest.mark.parametrize("backend", COMPILE_BACKENDS)
