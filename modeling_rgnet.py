@@ -35,9 +35,13 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
   encoder's attention runs from the selector's gate (`RGNetSelectorMask`) instead of its written-out `(N, 1, S, S)`
   bias: `selector_attention` corrects bias-free attention with the kernel's log-sum-exp (pairs with padded keys, a
   video's ends, still run under their bias);
+* without gradients or dropout on CUDA, the text-to-video attention runs over each pair's real text tokens alone
+  (`RGNetKeyPaddingMask`, `key_padding_attention`: the variable-length flash kernel) instead of under the padding
+  bias;
 * under `torch.compile` the CPU kernels step aside for PyTorch's operators, which the compiler fuses; the parts
   that read values on the host (input and label checks, the choice of the top windows, the factored selector
-  attention, the loss with its Hungarian matching) run eagerly (`torch.compiler.disable`), the only graph breaks.
+  attention's kernel choice and padded pairs, the packing of the text keys, the loss with its Hungarian matching)
+  run eagerly (`torch.compiler.disable`), the only graph breaks.
 """
 
 from __future__ import annotations
@@ -549,6 +553,98 @@ def _with_padded_pairs_exact(attended, query, key, value, mask: RGNetSelectorMas
     return attended.index_copy_(0, padded, exact)  # `attended` is this attention's own (kernel or correction output)
 
 
+@dataclass(eq=False)
+class RGNetKeyPaddingMask:
+    """The text-to-video attention's mask in factored form: which text tokens of each pair are real. Where no gradient
+    or dropout is needed and CUDA's flash kernel can run the inputs, [`key_padding_attention`] attends to each pair's
+    real tokens alone (its variable-length form) instead of adding the `(N, 1, 1, Lk)` padding bias, which rules the
+    flash kernel out (a MAD forward's 1,296 pairs × 900 frames then ran cuDNN's biased kernel over at most 25 keys).
+
+    Args:
+        key_mask (`torch.Tensor` of shape `(N, Lk)`): 1 = real key; every pair has one at least.
+        packed (`bool`, *optional*, defaults to `True`): allow the variable-length kernel (`False`: always the bias).
+    """
+
+    key_mask: torch.Tensor
+    packed: bool = True
+    _packed_keys: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """The padding bias `(N, 1, 1, Lk)` ([`padding_bias`])."""
+        return padding_bias(self.key_mask, dtype)
+
+    def to(self, device: torch.device | str) -> RGNetKeyPaddingMask:
+        """The mask on `device` (a layer on another GPU under a `device_map`); itself when already there."""
+        if self.key_mask.device == torch.device(device):
+            return self
+        return RGNetKeyPaddingMask(self.key_mask.to(device), self.packed)
+
+    @torch.compiler.disable  # reads values (`nonzero`)
+    def packed_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(index, offsets)`: the real keys' rows of the flattened `(N·Lk)` keys, pair by pair, and the int32 offsets
+        `(N + 1,)` of each pair's first one among them. Computed once per mask, for every layer that reads it."""
+        if self._packed_keys is None:
+            real = self.key_mask.bool()
+            offsets = F.pad(real.sum(dim=1).cumsum(0), (1, 0)).to(torch.int32)
+            self._packed_keys = (real.flatten().nonzero().squeeze(1), offsets)
+        return self._packed_keys
+
+
+def key_padding_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: RGNetKeyPaddingMask,
+    num_heads: int,
+    dropout: float,
+) -> torch.Tensor:
+    """`multi_head_attention` under `mask`'s padding bias, computed over each pair's real keys alone where it can.
+
+    Without gradients or dropout, on CUDA inputs the flash kernel runs, it is the variable-length flash kernel: the
+    queries of pair `n` attend to its real keys only, packed (the same function: padded keys get no weight under the
+    bias). Everywhere else, SDPA with the bias.
+
+    Args:
+        query (`torch.Tensor` of shape `(N, Lq, H·d)`), key, value (`(N, Lk, H·d)`): already projected.
+        mask ([`RGNetKeyPaddingMask`]), num_heads (`int`): `H`; dropout (`float`): on the attention probabilities.
+
+    Returns:
+        `torch.Tensor` of shape `(N, Lq, H·d)`.
+    """
+    if mask.packed and dropout == 0 and not torch.is_grad_enabled() and query.device.type == "cuda":
+        attended = _packed_key_attention(query, key, value, mask.to(query.device), num_heads)
+        if attended is not None:
+            return attended
+    return multi_head_attention(query, key, value, mask.bias(query.dtype).to(query.device), num_heads, dropout)
+
+
+@torch.compiler.disable  # chooses the kernel from the inputs and packs keys whose number is read on the host
+def _packed_key_attention(query, key, value, mask: RGNetKeyPaddingMask, num_heads: int) -> torch.Tensor | None:
+    """[`key_padding_attention`] on the variable-length flash kernel; `None` where the flash kernel cannot run."""
+    split = [rearrange(x, "n l (h d) -> n h l d", h=num_heads) for x in (query, key, value)]
+    if logsumexp_attention_kernel(*split) != "flash":
+        return None
+    num_pairs, query_length, width = query.shape
+    index, key_offsets = mask.packed_keys()
+    keys, values = (x.flatten(0, 1).index_select(0, index).unflatten(-1, (num_heads, -1)) for x in (key, value))
+    query_offsets = torch.arange(
+        0, (num_pairs + 1) * query_length, query_length, dtype=torch.int32, device=query.device
+    )  # every pair's queries: its `Lq` rows
+    attended = torch.ops.aten._flash_attention_forward(
+        query.reshape(num_pairs * query_length, num_heads, -1),  # (N·Lq, H, d): a view of the projection
+        keys,  # (real keys, H, d)
+        values,
+        query_offsets,
+        key_offsets,
+        query_length,
+        key.shape[1],  # a bound on any pair's real keys
+        0.0,
+        False,
+        False,
+    )[0]
+    return attended.view(num_pairs, query_length, width)
+
+
 def emulated_text_mask_head_ordering_bias(
     video_mask: torch.Tensor, text_mask: torch.Tensor, num_heads: int, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -1011,15 +1107,17 @@ class RGNetAttention(nn.Module):
         self.out_proj = RGNetXavierLinear(hidden, hidden, zero_bias=True)
 
     def forward(self, query, key, value, attention_bias=None):
-        """`attention_bias`: a tensor broadcastable to `(N, H, Lq, Lk)`, or the retrieval encoder's factored
-        [`RGNetSelectorMask`] (no gradient through the attention)."""
+        """`attention_bias`: a tensor broadcastable to `(N, H, Lq, Lk)`, the retrieval encoder's factored
+        [`RGNetSelectorMask`] (no gradient through the attention), or the text keys' [`RGNetKeyPaddingMask`]."""
         query, key, value = self.q_proj(query), self.k_proj(key), self.v_proj(value)
         if isinstance(attention_bias, RGNetSelectorMask) and self.training and self.dropout > 0:
             attention_bias = attention_bias.to(query.device).bias(query.dtype)  # dropout needs the plain kernel
+        dropout = self.dropout if self.training else 0.0
         if isinstance(attention_bias, RGNetSelectorMask):
             attended = selector_attention(query, key, value, attention_bias, self.num_heads)
+        elif isinstance(attention_bias, RGNetKeyPaddingMask):
+            attended = key_padding_attention(query, key, value, attention_bias, self.num_heads, dropout)
         else:
-            dropout = self.dropout if self.training else 0.0
             attended = multi_head_attention(query, key, value, attention_bias, self.num_heads, dropout)
         return self.out_proj(attended)
 
@@ -1581,6 +1679,9 @@ class RGNetModel(RGNetPreTrainedModel):
         # size runs from the factored selector mask ([`selector_attention`]) instead of the written-out bias: the
         # same function. False: always the bias (benchmarks).
         self.factored_selector_attention = True
+        # Without gradients, on CUDA, the text-to-video attention runs over each pair's real text tokens alone
+        # ([`key_padding_attention`]) where the flash kernel can: the same function. False: always the padding bias.
+        self.packed_text_attention = True
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -1872,7 +1973,7 @@ class RGNetModel(RGNetPreTrainedModel):
                 video_mask, text_mask, config.num_attention_heads, compute_dtype
             )
         else:
-            text_bias = padding_bias(text_mask, compute_dtype)
+            text_bias = RGNetKeyPaddingMask(text_mask, packed=self.packed_text_attention)
         video_hidden = self.text_to_video(video_hidden, text_hidden, video_position, text_bias)
 
         # Sequence [global; frames] with positions [u; PE] (§5.3-5.5).
@@ -2253,6 +2354,7 @@ __all__ = [
     "RGNetForVideoGrounding",
     "RGNetModel",
     "RGNetModelOutput",
+    "RGNetKeyPaddingMask",
     "RGNetPreTrainedModel",
     "RGNetSelectorMask",
     "RGNetVideoGroundingOutput",
@@ -2261,6 +2363,7 @@ __all__ = [
     "computes_plain_linear",
     "cpu_inference_linear",
     "inverse_sigmoid",
+    "key_padding_attention",
     "linear_relu",
     "logsumexp_attention_kernel",
     "run_head_in_float32",

@@ -697,6 +697,7 @@ def benchmark_inference(
     torch.manual_seed(args.seed)
     model = RGNetForVideoGrounding(config).to(device).eval()
     model.model.factored_selector_attention = not args.selector_bias
+    model.model.packed_text_attention = not args.text_attention_bias
     models = {precision: model for precision in precisions}
     if "bf16-weights" in precisions:  # the same weights, rounded to bfloat16
         models["bf16-weights"] = copy.deepcopy(model).to(torch.bfloat16)
@@ -919,6 +920,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "training runs it, instead of the factored form (`RGNetModel.factored_selector_attention`).",
     )
     parser.add_argument(
+        "--text-attention-bias",
+        action="store_true",
+        help="Inference: the text-to-video attention under the text's padding bias instead of over each pair's real "
+        "tokens packed (CUDA's variable-length flash kernel; `RGNetModel.packed_text_attention`).",
+    )
+    parser.add_argument(
         "--ground-all-pairs",
         action="store_true",
         help="Decode every pair of a cross_pairs training batch, not only the positives.",
@@ -1035,6 +1042,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ground_all_pairs": args.ground_all_pairs,
             "ground_all_windows": args.ground_all_windows,
             "selector_bias": args.selector_bias,
+            "text_attention_bias": args.text_attention_bias,
             "sdpa_backends": args.sdpa_backends or "default",
             "cpu_allocator": allocator,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),

@@ -14,6 +14,8 @@
 #   3b. MAD and Ego4D inference in fp32 and with bfloat16 weights, the retrieval encoder's selector bias written
 #       out as before the factored selector attention (model_cuda_selector_bias.json, against the same precisions
 #       in model_cuda_agreement.json);
+#   3b'. MAD and Ego4D inference with bfloat16 weights, the text-to-video attention under the text's padding bias as
+#       before its packed form (model_cuda_text_attention_bias.json, against model_cuda_agreement.json);
 #   3c. Ego4D inference with 64 queries per forward (model_cuda_ego4d_64-queries.json), and MAD inference with
 #       post-processing not overlapped with the next forward (model_cuda_no_overlap.json);
 #   4. with RGNET_TRAINED_MODEL=<a saved quickstart model>: agreement of both bf16 forms and metrics of that model
@@ -31,8 +33,8 @@
 # Logs and JSON go to benchmarks/results/, or with $OUT set (the device tool, which returns at most 8 files) to one
 # archive, $OUT/gpu_check_results.tar.gz, rewritten after every step so that a run cut short keeps what it finished.
 # RGNET_GPU_CHECK_STEPS picks steps, comma-separated, of: tests, benchmark, attention, agreement (3), eval_chunks
-# (3a), selector_bias (3b), ego4d_64, no_overlap (3c), trained, no_cudnn, compile, cudagraphs (default: all; e.g. two
-# device calls under 600 s each; `cudagraphs` alone runs step 7).
+# (3a), selector_bias (3b), text_bias (3b'), ego4d_64, no_overlap (3c), trained, no_cudnn, compile, cudagraphs
+# (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7).
 # RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 6 and 7).
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
@@ -75,7 +77,7 @@ archive() {  # after every step: one file for the device tool to return
         tar czf "$OUT/.partial.tar.gz" -C "$out" . && mv "$OUT/.partial.tar.gz" "$OUT/gpu_check_results.tar.gz"
     fi
 }
-all_steps=tests,benchmark,attention,agreement,eval_chunks,selector_bias,ego4d_64,no_overlap,trained,no_cudnn,compile,cudagraphs
+all_steps=tests,benchmark,attention,agreement,eval_chunks,selector_bias,text_bias,ego4d_64,no_overlap,trained,no_cudnn,compile,cudagraphs
 steps=",${RGNET_GPU_CHECK_STEPS:-$all_steps},"
 wanted() { [[ "$steps" == *",$1,"* ]]; }
 IFS=, read -ra given_steps <<< "${RGNET_GPU_CHECK_STEPS:-$all_steps}"
@@ -197,6 +199,10 @@ fi
 if wanted selector_bias; then  # the same with the selector bias written out: what the factored attention saves
     benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16-weights,fp32 \
         --selector-bias --steps 3 --output "$out/model_cuda_selector_bias.json"
+fi
+if wanted text_bias; then  # the text-to-video attention under the padding bias: what packing the text keys saves
+    benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --precisions bf16-weights \
+        --text-attention-bias --steps 3 --output "$out/model_cuda_text_attention_bias.json"
 fi
 if wanted ego4d_64; then  # Ego4D's 21 short windows leave a 16-query forward bound by kernel launches
     benchmark --workloads ego4d-inference --pipelines shared_windows --inference-queries 128 --queries-per-batch 64 \

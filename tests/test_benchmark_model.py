@@ -126,6 +126,25 @@ def test_selector_bias_flag_runs_the_written_out_bias(tmp_path, monkeypatch):
     assert not calls and biased["settings"]["selector_bias"] is True
 
 
+def test_text_attention_bias_flag_turns_the_packed_text_attention_off(tmp_path, monkeypatch):
+    import modeling_rgnet
+
+    packed = []
+    attention = modeling_rgnet.key_padding_attention
+    monkeypatch.setattr(
+        modeling_rgnet,
+        "key_padding_attention",
+        lambda q, k, v, mask, *a: packed.append(mask.packed) or attention(q, k, v, mask, *a),
+    )
+    arguments = ["--tiny", "--device", "cpu", "--workloads", "mad-inference", "--precisions", "fp32"]
+    arguments += ["--pipelines", "shared_windows", "--steps", "1", "--warmup", "0"]
+    report = main([*arguments, "--output", str(tmp_path / "packed.json")])
+    assert packed and all(packed) and report["settings"]["text_attention_bias"] is False
+    packed.clear()
+    biased = main([*arguments, "--text-attention-bias", "--output", str(tmp_path / "biased.json")])
+    assert packed and not any(packed) and biased["settings"]["text_attention_bias"] is True
+
+
 def test_profile_tables_name_each_attention_by_its_input_shapes(tmp_path):
     """`--profile`: operators by time, then the attention operators by input shape, which tell the model's
     attentions apart (here the text-to-video one: keys of the 5 tiny text tokens, their padding bias)."""

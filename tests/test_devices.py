@@ -229,6 +229,52 @@ def test_factored_selector_attention_with_head_widths_off_the_flash_kernels_mult
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("head_dim", [32, 12])
+def test_packed_text_attention_on_the_device(device, dtype, tolerance, head_dim, monkeypatch):
+    """The text-to-video attention over each pair's real tokens: on CUDA with bf16 inputs the variable-length flash
+    kernel runs (head widths a multiple of 8) and equals attention under the padding bias; otherwise the bias runs."""
+    ran = []
+    packed = modeling_rgnet._packed_key_attention
+    monkeypatch.setattr(modeling_rgnet, "_packed_key_attention", lambda *a: ran.append(packed(*a)) or ran[-1])
+    generator = torch.Generator().manual_seed(1)
+    query = torch.randn(6, 50, 2 * head_dim, generator=generator, dtype=torch.float64)
+    key, value = torch.randn(2, 6, 9, 2 * head_dim, generator=generator, dtype=torch.float64)
+    key_mask = (torch.arange(9)[None] < torch.tensor([9, 1, 4, 7, 9, 2])[:, None]).float()
+    key_mask[4, :3] = 0  # padding before real tokens (a left-padded tokenizer)
+    mask = modeling_rgnet.RGNetKeyPaddingMask(key_mask)
+    expected = modeling_rgnet.multi_head_attention(query, key, value, mask.bias(torch.float64), 2, 0.0)
+    inputs = (x.to(device, dtype) for x in (query, key, value))
+    with torch.no_grad():
+        output = modeling_rgnet.key_padding_attention(*inputs, mask.to(device), num_heads=2, dropout=0.0)
+    runs_packed = device == "cuda" and dtype == torch.bfloat16 and head_dim % 8 == 0
+    assert (len(ran) == 1 and ran[0] is not None) == runs_packed, ran
+    assert output.dtype == dtype and output.device.type == device
+    torch.testing.assert_close(output.cpu().double(), expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="the packed text attention runs on CUDA")
+def test_inference_with_packed_text_attention_matches_the_padding_bias(tester, monkeypatch):
+    """The model's bf16 inference on CUDA: packed text attention or the padding bias, the same outputs."""
+    ran = []
+    packed_attention = modeling_rgnet._packed_key_attention
+    monkeypatch.setattr(
+        modeling_rgnet, "_packed_key_attention", lambda *a: ran.append(packed_attention(*a)) or ran[-1]
+    )
+    model = RGNetForVideoGrounding(tester.get_config(hidden_size=64, num_attention_heads=2)).eval()
+    model.to("cuda", torch.bfloat16)
+    inputs = to_device(tester.prepare_inputs(5), "cuda")
+    with torch.no_grad():
+        packed = model(**inputs)
+        assert len(ran) == 1 and ran[0] is not None  # the text-to-video layer ran packed
+        model.model.packed_text_attention = False
+        biased = model(**inputs)
+    assert len(ran) == 1
+    for name in ("logits", "pred_spans", "window_logits"):
+        torch.testing.assert_close(getattr(packed, name), getattr(biased, name), atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_grounding_pair_index_may_stay_on_the_cpu(tester, device):
     """Like the other index inputs, a CPU `grounding_pair_index` works with the model on the device."""
     model = RGNetForVideoGrounding(tester.get_config()).eval()

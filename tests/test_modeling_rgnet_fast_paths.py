@@ -860,6 +860,55 @@ def test_selector_mask_selects_pairs_and_the_global_row():
         modeling_rgnet.RGNetSelectorMask(mask.frame_gate, mask.sequence_mask, mask.mode, False, mask.penalised_rows)
 
 
+def _pairwise_varlen_attention(query, key, value, query_offsets, key_offsets, max_q, max_k, dropout, causal, debug):
+    """The function of CUDA's variable-length flash kernel (`(total, H, d)` rows, pair `b` owning rows
+    `offsets[b]:offsets[b + 1]`), pair by pair: PyTorch has no CPU kernel for it."""
+    assert (
+        dropout == 0
+        and not causal
+        and max_q >= int(query_offsets.diff().max())
+        and max_k >= int(key_offsets.diff().max())
+    )
+    assert query_offsets.dtype == key_offsets.dtype == torch.int32
+    rows = []
+    for pair in range(len(query_offsets) - 1):
+        q, k, v = (
+            x[offsets[pair] : offsets[pair + 1]].transpose(0, 1)
+            for x, offsets in ((query, query_offsets), (key, key_offsets), (value, key_offsets))
+        )
+        rows.append(torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(0, 1))
+    return (torch.cat(rows),)
+
+
+def test_packed_text_attention_attends_to_each_pairs_real_keys(monkeypatch):
+    """`key_padding_attention`'s packed form gives the padding bias's result (masks with holes too); the bias runs
+    where the packed kernel cannot (the CPU, gradients, dropout, `packed=False`)."""
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(5, 7, 16, generator=generator)
+    key, value = torch.randn(2, 5, 6, 16, generator=generator)
+    key_mask = (torch.rand(5, 6, generator=generator) < 0.6).float()
+    key_mask[:, 2] = 1  # every pair has a real key; some have padding before it
+    mask = modeling_rgnet.RGNetKeyPaddingMask(key_mask)
+    expected = modeling_rgnet.multi_head_attention(query, key, value, mask.bias(torch.float32), 2, 0.0)
+
+    monkeypatch.setattr(torch.ops.aten, "_flash_attention_forward", _pairwise_varlen_attention)
+    monkeypatch.setattr(modeling_rgnet, "logsumexp_attention_kernel", lambda *inputs: "flash")
+    packed = modeling_rgnet._packed_key_attention(query, key, value, mask, 2)
+    torch.testing.assert_close(packed, expected, atol=1e-6, rtol=1e-6)
+    assert mask.packed_keys() is mask.packed_keys()  # packed once for every layer
+    index, offsets = mask.packed_keys()
+    assert torch.equal(offsets, torch.nn.functional.pad(key_mask.sum(1).cumsum(0), (1, 0)).int())
+    monkeypatch.setattr(modeling_rgnet, "logsumexp_attention_kernel", lambda *inputs: "efficient")
+    assert modeling_rgnet._packed_key_attention(query, key, value, mask, 2) is None  # no flash kernel: no packing
+
+    calls = []
+    monkeypatch.setattr(modeling_rgnet, "_packed_key_attention", lambda *args: calls.append(1))
+    with torch.no_grad():
+        on_cpu = modeling_rgnet.key_padding_attention(query, key, value, mask, 2, 0.0)
+    torch.testing.assert_close(on_cpu, expected)
+    assert not calls  # CPU inputs: the biased kernel, without asking
+
+
 @pytest.mark.parametrize("mode", ["additive_unit_bias", "hard_mask"])
 def test_inference_runs_the_factored_selector_attention(mode, monkeypatch):
     calls = []
