@@ -13,7 +13,8 @@ Usage:
 a flag asking for another is an error), its selector attention mode, and the recipe's other settings. All errors
 about the data, the recipe or `--init_from` are raised before training starts. At the end the training metrics, and
 with `--eval_split` the evaluation's (Recall@K at IoU, mIoU, window recall), are printed and written to
-`train_results.json` in the output directory beside the model and its processor.
+`train_results.json` in the output directory (`--output_dir`, by default `runs/rgnet-<recipe>`) beside the model and
+its processor.
 """
 
 from __future__ import annotations
@@ -180,8 +181,9 @@ def build_config(script_args: RGNetScriptArguments, overrides: dict) -> RGNetCon
     return RGNetConfig.from_preset(recipe.preset, **{**inherited, **overrides})
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def parse_arguments(argv: list[str]) -> tuple[RGNetScriptArguments, RGNetTrainingArguments, list[str]]:
+    """The script's arguments, its training arguments with the recipe's defaults (explicit flags win; the output
+    directory defaults to `runs/rgnet-<recipe>`), and the remaining strings (`RGNetConfig` overrides)."""
     # The recipe sets the defaults of the training arguments; explicit flags still win.
     pre_parser = argparse.ArgumentParser(add_help=False)  # the recipe alone; `--help` is the full parser's
     pre_parser.add_argument("--recipe", default=RGNetScriptArguments.recipe)
@@ -199,10 +201,14 @@ def main(argv: list[str] | None = None) -> dict:
         lr_drop_epochs=list(recipe.lr_drop_epochs),
         per_device_train_batch_size=recipe.per_device_train_batch_size,
         seed=recipe.seed,
+        output_dir=str(Path("runs", f"rgnet-{pre_args.recipe}")),  # not transformers' generic `trainer_output`
     )
-    script_args, training_args, remaining = parser.parse_args_into_dataclasses(
-        args=argv, return_remaining_strings=True
-    )
+    return parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    script_args, training_args, remaining = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = build_config(script_args, _parse_config_overrides(remaining))
 

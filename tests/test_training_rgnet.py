@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -467,6 +468,14 @@ def test_train_script_rejects_bad_setups_before_training(tiny_dataset, tmp_path,
     with pytest.raises(ValueError, match=message):
         train_rgnet.main(script_flags(tiny_dataset, tmp_path / "run", *extra))
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_train_script_writes_to_a_directory_named_after_its_recipe_by_default():
+    _, training_args, _ = train_rgnet.parse_arguments(["--recipe", "ego4d_finetune", "--dataset_dir", "unused"])
+    assert Path(training_args.output_dir) == Path("runs", "rgnet-ego4d_finetune")
+    assert training_args.learning_rate == get_recipe("ego4d_finetune").learning_rate
+    _, training_args, _ = train_rgnet.parse_arguments(["--dataset_dir", "unused", "--output_dir", "elsewhere"])
+    assert training_args.output_dir == "elsewhere"
 
 
 def test_train_script_parses_config_values_by_the_field_type():
