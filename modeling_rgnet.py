@@ -555,14 +555,15 @@ def _with_padded_pairs_exact(attended, query, key, value, mask: RGNetSelectorMas
 
 @dataclass(eq=False)
 class RGNetKeyPaddingMask:
-    """The text-to-video attention's mask in factored form: which text tokens of each pair are real. Where no gradient
-    or dropout is needed and CUDA's flash kernel can run the inputs, [`key_padding_attention`] attends to each pair's
+    """The text-to-video attention's mask in factored form: which text tokens of each pair are real. In eval mode
+    without gradients, where CUDA's flash kernel can run the inputs, [`key_padding_attention`] attends to each pair's
     real tokens alone (its variable-length form) instead of adding the `(N, 1, 1, Lk)` padding bias, which rules the
     flash kernel out (a MAD forward's 1,296 pairs × 900 frames then ran cuDNN's biased kernel over at most 25 keys).
 
     Args:
         key_mask (`torch.Tensor` of shape `(N, Lk)`): 1 = real key; every pair has one at least.
-        packed (`bool`, *optional*, defaults to `True`): allow the variable-length kernel (`False`: always the bias).
+        packed (`bool`, *optional*, defaults to `True`): allow the variable-length kernel (`False`: always the bias;
+            the model passes `False` in training mode).
     """
 
     key_mask: torch.Tensor
@@ -600,9 +601,9 @@ def key_padding_attention(
 ) -> torch.Tensor:
     """`multi_head_attention` under `mask`'s padding bias, computed over each pair's real keys alone where it can.
 
-    Without gradients or dropout, on CUDA inputs the flash kernel runs, it is the variable-length flash kernel: the
-    queries of pair `n` attend to its real keys only, packed (the same function: padded keys get no weight under the
-    bias). Everywhere else, SDPA with the bias.
+    Where `mask.packed` (the model sets it in eval mode), without gradients or dropout, on CUDA inputs the flash kernel
+    runs, it is the variable-length flash kernel: the queries of pair `n` attend to its real keys only, packed (the
+    same function: padded keys get no weight under the bias). Everywhere else, SDPA with the bias.
 
     Args:
         query (`torch.Tensor` of shape `(N, Lq, H·d)`), key, value (`(N, Lk, H·d)`): already projected.
@@ -642,7 +643,7 @@ def _packed_key_attention(query, key, value, mask: RGNetKeyPaddingMask, num_head
         False,
         False,
     )[0]
-    return attended.view(num_pairs, query_length, width)
+    return attended.reshape(num_pairs, query_length, width)
 
 
 def emulated_text_mask_head_ordering_bias(
@@ -1679,8 +1680,8 @@ class RGNetModel(RGNetPreTrainedModel):
         # size runs from the factored selector mask ([`selector_attention`]) instead of the written-out bias: the
         # same function. False: always the bias (benchmarks).
         self.factored_selector_attention = True
-        # Without gradients, on CUDA, the text-to-video attention runs over each pair's real text tokens alone
-        # ([`key_padding_attention`]) where the flash kernel can: the same function. False: always the padding bias.
+        # In eval mode without gradients, on CUDA, the text-to-video attention runs over each pair's real text tokens
+        # alone ([`key_padding_attention`]) where the flash kernel can: the same function. False: always the bias.
         self.packed_text_attention = True
         self.post_init()
 
@@ -1973,7 +1974,10 @@ class RGNetModel(RGNetPreTrainedModel):
                 video_mask, text_mask, config.num_attention_heads, compute_dtype
             )
         else:
-            text_bias = RGNetKeyPaddingMask(text_mask, packed=self.packed_text_attention)
+            # Packed only in eval mode (with no gradient, checked where it runs): the same kernel then in a reentrant
+            # checkpoint's recompute as in its first, gradient-free pass.
+            packed = self.packed_text_attention and not self.text_to_video.training
+            text_bias = RGNetKeyPaddingMask(text_mask, packed=packed)
         video_hidden = self.text_to_video(video_hidden, text_hidden, video_position, text_bias)
 
         # Sequence [global; frames] with positions [u; PE] (§5.3-5.5).

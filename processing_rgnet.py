@@ -137,6 +137,10 @@ def l2_normalize_text_features(features: torch.Tensor) -> torch.Tensor:
     return features / (features.norm(dim=-1, keepdim=True) + TEXT_NORM_EPS)
 
 
+# Feature dtypes sent to a device as they are and converted to float32 there (no larger, and every device has them).
+_SENT_AS_THEY_ARE = (torch.float16, torch.bfloat16, torch.float32)
+
+
 def _as_float_tensor(
     value: Any, name: str, *, keep_device: bool = False, device: torch.device | str | None = None
 ) -> torch.Tensor:
@@ -144,7 +148,10 @@ def _as_float_tensor(
     where it is). Sent to `device` in its own dtype and converted there (float16 features cross at half the size)."""
     if isinstance(value, torch.Tensor):
         target = device if device is not None else (None if keep_device else "cpu")
-        tensor = value.detach().to(device=target).float()
+        tensor = value.detach()
+        if tensor.dtype not in _SENT_AS_THEY_ARE:  # float64, integers: float32 before they cross
+            tensor = tensor.float()
+        tensor = tensor.to(device=target).float()
     else:
         try:
             array = np.asarray(value)
@@ -153,7 +160,7 @@ def _as_float_tensor(
         if array.dtype.kind not in "biuf":
             # None (or a list holding one) would read as NaN, and strings would be parsed: neither is a feature.
             raise ValueError(f"`{name}` must be a numeric array, got {type(value).__name__} with dtype {array.dtype}.")
-        if device is not None and array.dtype.kind == "f":
+        if device is not None and array.dtype in (np.dtype(np.float16), np.dtype(np.float32)):  # native byte order
             tensor = torch.as_tensor(array).to(device).float()
         else:
             tensor = torch.as_tensor(array.astype(np.float32, copy=False)).to(device)

@@ -538,8 +538,8 @@ def predict_long_videos(
     Queries are grouped by video; each group is cut into chunks of whole queries whose (query, window) pairs fit one
     forward pass of `pairs_per_batch` pairs (one query per pass when its video has more windows), so memory stays
     bounded on hour-long videos. A video's frames are sent to the model's device once and cut into windows there,
-    for all its chunks. The model runs in eval mode on its own device and grounds only each query's `processor.top_k_windows` best
-    windows, the ones post-processing keeps (the model's `top_k_windows`).
+    for all its chunks. The model runs in eval mode on its own device and grounds only each query's
+    `processor.top_k_windows` best windows, the ones post-processing keeps (the model's `top_k_windows`).
 
     Args:
         model ([`RGNetForVideoGrounding`]): the model.

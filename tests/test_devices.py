@@ -307,8 +307,9 @@ def _compiled_graph_breaks(function, *args):
 def test_compiled_model_breaks_only_at_its_eager_parts(tester, fresh_compiler):
     """Under `torch.compile` the CPU training kernels step aside and the parts that need values on the host (input
     and label checks, the choice of the top windows, the loss with its matching, the factored selector attention's
-    kernel choice and padded pairs) run eagerly: every graph break is one of those `torch.compiler.disable` calls, whatever the path (training;
-    top-window inference with windows longer than the hidden size, which factors the selector bias)."""
+    kernel choice and padded pairs) run eagerly: every graph break is one of those `torch.compiler.disable` calls,
+    whatever the path (training; top-window inference with windows longer than the hidden size, which factors the
+    selector bias)."""
     config = tester.get_config(hidden_size=8, num_attention_heads=2, dropout=0.1, input_dropout=0.1)
     model = RGNetForVideoGrounding(config)
     inputs, labels, noise = training_batch(tester)
@@ -329,13 +330,22 @@ def test_compiled_model_breaks_only_at_its_eager_parts(tester, fresh_compiler):
         assert "torch.compiler.disable" in reason, reason
 
 
-def test_compiled_inference_traces_the_selector_row_correction(tester, fresh_compiler):
+def test_compiled_inference_traces_the_selector_row_correction(tester, fresh_compiler, monkeypatch):
     """The factored selector attention leaves only its kernel choice and its padded pairs to eager code: the row
-    correction (elementwise passes over `(N, S, H·d)` tensors) is in a compiled graph, where it fuses."""
+    correction (elementwise passes over `(N, S, H·d)` tensors) is in a compiled graph, where it fuses, and the padded
+    pair computed again eagerly is written into that graph's output."""
     config = tester.get_config(hidden_size=8, num_attention_heads=2)
     model = RGNetForVideoGrounding(config).eval()
     inputs = tester.prepare_inputs(9, config)
-    inputs["video_mask"][1:] = 1  # one pair with padded keys: the others run bias-free and are corrected
+    inputs["video_mask"][:] = 1
+    inputs["video_mask"][3, -2:] = 0  # one pair with padded keys: the others run bias-free and are corrected
+    calls = []
+    padded_pairs = modeling_rgnet._with_padded_pairs_exact
+    monkeypatch.setattr(
+        modeling_rgnet,
+        "_with_padded_pairs_exact",
+        lambda *a: calls.append(len(a[-1].padded_pairs)) or padded_pairs(*a),
+    )
     graphs = []
 
     def backend(graph_module, example_inputs):
@@ -343,9 +353,13 @@ def test_compiled_inference_traces_the_selector_row_correction(tester, fresh_com
         return graph_module.forward
 
     with torch.no_grad():
-        torch.compile(lambda: model(**inputs).pred_spans, backend=backend)()
+        expected = model(**inputs)
+        compiled = torch.compile(lambda: model(**inputs), backend=backend)()
     targets = [node.target for graph in graphs for node in graph.graph.nodes if node.op == "call_function"]
     assert torch.lerp in targets and torch.exp in targets
+    assert calls and set(calls) == {1}  # the padded pair, eager and compiled
+    for name in ("logits", "pred_spans", "window_logits", "encoder_last_hidden_state"):
+        torch.testing.assert_close(compiled[name], expected[name], atol=1e-6, rtol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("backend", COMPILE_BACKENDS)

@@ -1492,12 +1492,13 @@ def test_precut_video_windows_give_the_same_batch():
 
 
 def test_windows_cut_on_a_device_from_half_precision_frames():
-    """`cut_windows(..., device=...)` sends the frames in their own dtype and cuts them there: float16 frames give
-    the windows of their float32 values, and bad values are still refused."""
+    """`cut_windows(..., device=...)` sends float16 and float32 frames in their own dtype and cuts them there (other
+    dtypes and byte orders become float32 first): the windows of their float32 values; bad values are still refused."""
     video = np.random.default_rng(23).normal(size=(57, 8)).astype(np.float16)
     processor = make_processor()
     expected = processor.cut_windows(video.astype(np.float32))
-    for frames in (video, torch.from_numpy(video)):
+    others = (video.astype(np.float64), video.astype(">f4"), torch.from_numpy(video).double())  # converted first
+    for frames in (video, torch.from_numpy(video), *others):
         cut = processor.cut_windows(frames, device="cpu")
         assert cut.windows.dtype == torch.float32 and cut.windows.device.type == "cpu"
         assert torch.equal(cut.windows, expected.windows) and torch.equal(cut.window_mask, expected.window_mask)
