@@ -1,4 +1,5 @@
-"""Time the retrieval encoder's self-attention with its written-out `(S, S)` selector bias and in factored form.
+"""Time the model's masked attentions at inference: the retrieval encoder's under its selector bias, written out and
+in factored form, and the text-to-video attention under the text's padding bias and packed.
 
 The frame selector's bias (`build_selector_attention_bias`, the released checkpoints' `additive_unit_bias` mode) is
 the keys' padding plus `−1` on the diagonal of every non-selected frame's row. Written out it is an `(N, 1, S, S)`
@@ -25,6 +26,17 @@ last windows half windows), each way of computing the attention of already proje
   whether cuDNN's Hopper kernels would be faster at head width 32 is what these compare).
 
 `max_abs_error` is each variant's distance to `selector_bias`, or for the bias-free variants to `no_bias`.
+
+`text_to_video` times the other attention the text padding decides, at the same pairs: each window's frames (the
+queries, `--frames` of them) attend to its query's tokens (at most `--text-tokens`, each query a length between a
+third of that and all of it):
+
+* `text_bias`: SDPA under the `(N, 1, 1, Lt)` padding bias, PyTorch's kernel choice (cuDNN's on an H200 in bf16);
+* `text_bias_efficient`, `text_bias_cudnn`, `text_bias_math` (CUDA): the same on one backend;
+* `packed_text`: `key_padding_attention`, what the model's inference runs (on CUDA in bf16 the variable-length flash
+  kernel over each pair's real tokens; `packed_text_kernel` in the report says whether it could).
+
+Its `max_abs_error` is each variant's distance to `text_bias`.
 
 A variant the device cannot run records its error instead of a time. Writes
 `benchmarks/results/attention_<device-kind>.json` unless `--output` is given.
@@ -58,7 +70,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from modeling_rgnet import (  # noqa: E402
+    RGNetKeyPaddingMask,
     RGNetSelectorMask,
+    key_padding_attention,
     logsumexp_attention_kernel,
     padding_bias,
     selector_attention,
@@ -88,6 +102,20 @@ def attention_inputs(
     gate = (torch.rand(num_pairs, length, generator=generator) < 0.5).float()
     mask = RGNetSelectorMask(gate.to(device), valid.to(device), "additive_unit_bias")
     return query, key, value, mask
+
+
+def text_attention_inputs(
+    num_pairs: int, num_frames: int, max_tokens: int, num_heads: int, head_dim: int, dtype, device, seed: int
+):
+    """Random projected frame queries `(N, Lv, H·d)`, text keys and values `(N, Lt, H·d)` and the text's
+    [`RGNetKeyPaddingMask`]: each pair a query of between a third of `max_tokens` and all of them, right-padded."""
+    generator = torch.Generator().manual_seed(seed)
+    width = num_heads * head_dim
+    query = torch.randn(num_pairs, num_frames, width, generator=generator).to(device, dtype)
+    key, value = (torch.randn(num_pairs, max_tokens, width, generator=generator).to(device, dtype) for _ in "kv")
+    lengths = torch.randint(max(1, max_tokens // 3), max_tokens + 1, (num_pairs,), generator=generator)
+    key_mask = (torch.arange(max_tokens)[None] < lengths[:, None]).float()
+    return query, key, value, RGNetKeyPaddingMask(key_mask.to(device))
 
 
 def _time(run, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
@@ -146,17 +174,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         bias_free |= {"no_bias_cudnn", "logsumexp_flash", "logsumexp_efficient", "logsumexp_cudnn"}
 
     reference, bias_free_reference = variants["selector_bias"](), variants["no_bias"]()
-    report: dict[str, Any] = {}
-    for name, run in variants.items():
-        try:
-            entry = _time(run, device, args.steps, args.warmup)
-            if name != "no_bias":  # padded keys: another function; the others compute the model's
-                expected = bias_free_reference if name in bias_free else reference
-                entry["max_abs_error"] = float((run().float() - expected.float()).abs().max())
-        except (RuntimeError, NotImplementedError) as error:  # a kernel this device or build does not have
-            entry = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
-        report[name] = entry
-        print(f"  {name:26s} {entry}")
+    report = _time_variants(
+        variants, {name: bias_free_reference for name in bias_free} | {"no_bias": None}, reference, device, args
+    )
+    text_to_video, packed_text_kernel = _text_to_video_variants(args, dtype, device)
     return {
         "benchmark": "rgnet-encoder-attention",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -177,7 +198,63 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "selector_attention_kernel": logsumexp_attention_kernel(split_query, split_key, split_value),
         "padded_pairs": len(mask.padded_pairs),
         "variants": report,
+        "text_tokens": args.text_tokens,
+        # Whether `key_padding_attention` could run the variable-length flash kernel on these inputs.
+        "packed_text_kernel": packed_text_kernel,
+        "text_to_video": text_to_video,
     }
+
+
+def _time_variants(variants, references, reference, device, args) -> dict[str, Any]:
+    """Time each variant and measure its distance to `references.get(name, reference)` (none where that is `None`);
+    a variant the device or build cannot run records its error instead."""
+    report: dict[str, Any] = {}
+    for name, run in variants.items():
+        try:
+            entry = _time(run, device, args.steps, args.warmup)
+            expected = references.get(name, reference)
+            if expected is not None:
+                entry["max_abs_error"] = float((run().float() - expected.float()).abs().max())
+        except (RuntimeError, NotImplementedError) as error:  # a kernel this device or build does not have
+            entry = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+        report[name] = entry
+        print(f"  {name:26s} {entry}")
+    return report
+
+
+def _text_to_video_variants(args: argparse.Namespace, dtype, device: torch.device) -> tuple[dict[str, Any], bool]:
+    """The text-to-video attention's timings (see the module's docstring) and whether the packed kernel ran."""
+    query, key, value, mask = text_attention_inputs(
+        args.pairs, args.frames, args.text_tokens, args.heads, args.head_dim, dtype, device, args.seed
+    )
+    split = [rearrange(x, "n l (h d) -> n h l d", h=args.heads) for x in (query, key, value)]
+    bias = mask.bias(dtype)
+
+    def sdpa(backend=None):
+        def run():
+            if backend is None:
+                return F.scaled_dot_product_attention(*split, attn_mask=bias)
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(*split, attn_mask=bias)
+
+        return run
+
+    def packed():
+        with torch.no_grad():
+            return rearrange(
+                key_padding_attention(query, key, value, mask, args.heads, 0.0), "n l (h d) -> n h l d", h=args.heads
+            )
+
+    variants = {"text_bias": sdpa()}
+    if device.type == "cuda":
+        variants["text_bias_efficient"] = sdpa(SDPBackend.EFFICIENT_ATTENTION)
+        variants["text_bias_cudnn"] = sdpa(SDPBackend.CUDNN_ATTENTION)
+        variants["text_bias_math"] = sdpa(SDPBackend.MATH)
+    variants["packed_text"] = packed
+    print("  text to video:")
+    report = _time_variants(variants, {"text_bias": None}, variants["text_bias"](), device, args)
+    packed_kernel = device.type == "cuda" and logsumexp_attention_kernel(*split) == "flash"
+    return report, packed_kernel
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -192,6 +269,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=81,
         help="Windows of each query's video (default 81, a 2-hour MAD movie); its first and last are half windows.",
     )
+    parser.add_argument(
+        "--text-tokens", type=int, default=25, help="Most query tokens, text-to-video attention (default 25, MAD)."
+    )
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="Timed repetitions (default 10).")
@@ -201,13 +281,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None, help="JSON report path.")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.pairs, args.frames, args.steps, args.warmup, args.windows_per_query = 8, 30, 2, 1, 4
+        args.pairs, args.frames, args.steps, args.warmup, args.windows_per_query, args.text_tokens = 8, 30, 2, 1, 4, 6
     if (
-        min(args.pairs, args.frames, args.heads, args.head_dim, args.steps, args.windows_per_query) < 1
+        min(args.pairs, args.frames, args.heads, args.head_dim, args.steps, args.windows_per_query, args.text_tokens)
+        < 1
         or args.warmup < 0
     ):
         parser.error(
-            "--pairs, --frames, --heads, --head-dim, --steps and --windows-per-query must be >= 1, --warmup >= 0"
+            "--pairs, --frames, --text-tokens, --heads, --head-dim, --steps and --windows-per-query must be >= 1, "
+            "--warmup >= 0"
         )
     return args
 

@@ -4,7 +4,8 @@
 #   2. the CUDA benchmarks: fp32 and bf16-autocast training steps, and long-video inference in fp32, under bf16
 #      autocast and with bfloat16 weights (model_cuda.json);
 #   2b. the retrieval encoder's attention with its (S, S) selector bias written out and in the factored form that
-#       inference runs, beside bias-free kernels (attention_cuda_*.json);
+#       inference runs, beside bias-free kernels, and the text-to-video attention under the padding bias and packed
+#       (attention_cuda_*.json);
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
 #   3a. MAD and Ego4D inference, 128 queries, grouped and forwarded as evaluation does by default (whole queries within

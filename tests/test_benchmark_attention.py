@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from scripts.benchmark_attention import attention_inputs, main
+from scripts.benchmark_attention import attention_inputs, main, text_attention_inputs
 
 
 def test_inputs_pad_each_querys_first_and_last_windows_and_select_about_half_the_frames():
@@ -13,6 +13,14 @@ def test_inputs_pad_each_querys_first_and_last_windows_and_select_about_half_the
     assert query.shape == key.shape == value.shape == (10, 31, 16)
     assert mask.padded_pairs.tolist() == [0, 4, 5, 9] and mask.sequence_mask[4].sum() == 16
     assert 0.3 < mask.penalised_rows[1:4].float().mean() < 0.7
+
+
+def test_text_inputs_hold_right_padded_queries_of_a_third_of_the_tokens_or_more():
+    query, key, value, mask = text_attention_inputs(40, 9, 12, 2, 4, torch.float32, "cpu", seed=0)
+    assert query.shape == (40, 9, 8) and key.shape == value.shape == (40, 12, 8)
+    lengths = mask.key_mask.sum(1)
+    assert lengths.min() >= 4 and lengths.max() == 12 and len(set(lengths.tolist())) > 3
+    assert torch.equal(mask.key_mask, (torch.arange(12)[None] < lengths[:, None]).float())
 
 
 def test_tiny_report(tmp_path):
@@ -25,3 +33,7 @@ def test_tiny_report(tmp_path):
     assert report["selector_attention_kernel"] == "cpu_flash" and report["padded_pairs"] == 4
     assert variants["selector_attention"]["max_abs_error"] < 1e-5
     assert variants["padding_bias"]["max_abs_error"] > 1e-3  # without the selector's term: another function
+    text = report["text_to_video"]
+    assert set(text) == {"text_bias", "packed_text"} and report["text_tokens"] == 6
+    assert all(entry["median_ms"] > 0 for entry in text.values())
+    assert text["packed_text"]["max_abs_error"] < 1e-6 and report["packed_text_kernel"] is False  # the CPU: the bias
