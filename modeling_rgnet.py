@@ -35,7 +35,7 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
   encoder's attention runs from the selector's gate (`RGNetSelectorMask`) instead of its written-out `(N, 1, S, S)`
   bias: `selector_attention` corrects bias-free attention with the kernel's log-sum-exp (pairs with padded keys, a
   video's ends, still run under their bias);
-* without gradients or dropout on CUDA, the text-to-video attention runs over each pair's real text tokens alone
+* in eval mode without gradients on CUDA, the text-to-video attention runs over each pair's real text tokens alone
   (`RGNetKeyPaddingMask`, `key_padding_attention`: the variable-length flash kernel) instead of under the padding
   bias;
 * under `torch.compile` the CPU kernels step aside for PyTorch's operators, which the compiler fuses; the parts
@@ -2356,9 +2356,9 @@ RGNetForVideoGrounding.register_for_auto_class("AutoModel")
 
 __all__ = [
     "RGNetForVideoGrounding",
+    "RGNetKeyPaddingMask",
     "RGNetModel",
     "RGNetModelOutput",
-    "RGNetKeyPaddingMask",
     "RGNetPreTrainedModel",
     "RGNetSelectorMask",
     "RGNetVideoGroundingOutput",

@@ -604,7 +604,10 @@ def predict_long_videos(
         for video in tqdm(selected, desc="long-video inference", unit="video", disable=not progress):
             frames = feature_store.read_frames(video)
             # The matching score's frame-query product runs where the model is, once per chunk for all its queries.
-            device_frames = torch.as_tensor(frames).to(device)
+            device_frames = torch.as_tensor(frames)
+            if device_frames.dtype not in (torch.float16, torch.float32):  # float64 (not on every device), integers
+                device_frames = device_frames.float()
+            device_frames = device_frames.to(device)
             # Windows cut on the device once per video (the video crosses once); each chunk's pairs read them
             # (`video_pair_index`).
             video_windows = processor.cut_windows(device_frames, device=device)

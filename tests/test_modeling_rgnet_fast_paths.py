@@ -881,8 +881,8 @@ def _pairwise_varlen_attention(query, key, value, query_offsets, key_offsets, ma
 
 
 def test_packed_text_attention_attends_to_each_pairs_real_keys(monkeypatch):
-    """`key_padding_attention`'s packed form gives the padding bias's result (masks with holes too); the bias runs
-    where the packed kernel cannot (the CPU, gradients, dropout, `packed=False`)."""
+    """`key_padding_attention`'s packed form gives the padding bias's result (masks with holes too); on the CPU the
+    bias runs, without trying the packed kernel. The model allows packing in eval mode only."""
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(5, 7, 16, generator=generator)
     key, value = torch.randn(2, 5, 6, 16, generator=generator)
@@ -907,6 +907,21 @@ def test_packed_text_attention_attends_to_each_pairs_real_keys(monkeypatch):
         on_cpu = modeling_rgnet.key_padding_attention(query, key, value, mask, 2, 0.0)
     torch.testing.assert_close(on_cpu, expected)
     assert not calls  # CPU inputs: the biased kernel, without asking
+
+    allowed = []
+    attention = modeling_rgnet.key_padding_attention
+    monkeypatch.setattr(
+        modeling_rgnet, "key_padding_attention", lambda *args: allowed.append(args[3].packed) or attention(*args)
+    )
+    tester = RGNetModelTester()
+    model = RGNetForVideoGrounding(tester.get_config())
+    inputs = tester.prepare_inputs(3)
+    with torch.no_grad():
+        model.train()(**inputs)
+        model.eval()(**inputs)
+        model.model.packed_text_attention = False
+        model(**inputs)
+    assert allowed == [False, True, False]  # training mode, eval mode, turned off
 
 
 @pytest.mark.parametrize("mode", ["additive_unit_bias", "hard_mask"])
