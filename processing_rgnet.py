@@ -142,10 +142,16 @@ _SENT_AS_THEY_ARE = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _as_float_tensor(
-    value: Any, name: str, *, keep_device: bool = False, device: torch.device | str | None = None
+    value: Any,
+    name: str,
+    *,
+    keep_device: bool = False,
+    device: torch.device | str | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """`value` as a float32 tensor: on `device` if given, else on the CPU unless `keep_device` (a tensor then stays
-    where it is). Sent to `device` in its own dtype and converted there (float16 features cross at half the size)."""
+    where it is). Sent to `device` in its own dtype and converted there (float16 features cross at half the size).
+    NaN and infinite values are refused unless `check_finite=False` (the caller checks them)."""
     if isinstance(value, torch.Tensor):
         target = device if device is not None else (None if keep_device else "cpu")
         tensor = value.detach()
@@ -164,7 +170,7 @@ def _as_float_tensor(
             tensor = torch.as_tensor(array).to(device).float()
         else:
             tensor = torch.as_tensor(array.astype(np.float32, copy=False)).to(device)
-    if not _all_finite(tensor):
+    if check_finite and not _all_finite(tensor):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
     return tensor
 
@@ -186,17 +192,22 @@ def prepare_text_features(text_features: Sequence[Any], max_text_tokens: int) ->
     for index, item in enumerate(text_features):  # one entry per query, not per token
         if item is None:
             raise ValueError(f"`text_features[{index}]` must be an array of shape (Lt, Dt), got None.")
-        tensor = _as_float_tensor(item, f"text_features[{index}]")
+        tensor = _as_float_tensor(item, f"text_features[{index}]", check_finite=False)  # checked below, at once
         if tensor.ndim != 2 or tensor.shape[0] == 0:
             raise ValueError(
                 f"`text_features[{index}]` must have shape (num_tokens >= 1, Dt), got {tuple(tensor.shape)}."
             )
-        tensors.append(l2_normalize_text_features(tensor[:max_text_tokens]))
+        tensors.append(tensor)
     widths = {tensor.shape[1] for tensor in tensors}
     if len(widths) != 1:
         raise ValueError(f"All `text_features` must have the same width Dt, got {sorted(widths)}.")
-    lengths = torch.tensor([tensor.shape[0] for tensor in tensors])
-    features = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)  # (Nq, Lt, Dt)
+    if not _all_finite(torch.cat(tensors)):  # every token, kept or not, in one pass; the culprit named
+        index = next(index for index, tensor in enumerate(tensors) if not _all_finite(tensor))
+        raise ValueError(f"`text_features[{index}]` contains NaN or infinite values.")
+    kept = [tensor[:max_text_tokens] for tensor in tensors]
+    lengths = torch.tensor([tensor.shape[0] for tensor in kept])
+    # Normalised once for the batch: the zero padding stays zero (0 / (0 + eps)).
+    features = l2_normalize_text_features(torch.nn.utils.rnn.pad_sequence(kept, batch_first=True))  # (Nq, Lt, Dt)
     mask = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).float()  # (Nq, Lt)
     return features, mask
 

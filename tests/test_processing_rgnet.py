@@ -515,6 +515,10 @@ def test_text_features_are_l2_normalised_and_truncated():
         prepare_text_features([raw[0], raw[1][:, :8]], 6)
     with pytest.raises(ValueError, match=r"text_features\[0\]"):
         prepare_text_features([np.zeros((0, 16))], 6)
+    bad = raw[0].copy()
+    bad[8, 3] = np.nan  # a token the truncation drops is still refused
+    with pytest.raises(ValueError, match=r"`text_features\[1\]` contains NaN or infinite values"):
+        prepare_text_features([raw[1], bad], 6)
 
 
 # ---- processor ----
