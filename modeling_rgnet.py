@@ -1958,11 +1958,16 @@ class RGNetModel(RGNetPreTrainedModel):
 
         # Input projections and position encodings (§5.1, §5.2).
         video_hidden = self._project_per_pair(self.video_projection, video_features, video_pair_index)  # (N, Lv, D)
-        video_position = video_sine_position_encoding(
+        frame_position = video_sine_position_encoding(
             video_mask, config.hidden_size, config.video_position_temperature
         ).to(video_hidden.dtype)  # (N, Lv, D), or (W, Lv, D): once per window, like the projection
+        # Positions of the sequence [global; frames] (§5.3-5.5), `[u; PE]`, built per window before they are given to
+        # the pairs; the frames' positions are a view of them (one gather, no concatenation over the pairs).
+        global_position = self.global_position.to(frame_position.dtype).expand(frame_position.shape[0], 1, -1)
+        sequence_position = torch.cat([global_position, frame_position], dim=1)  # (N or W, 1 + Lv, D)
         if video_pair_index is not None:
-            video_mask, video_position = video_mask[video_pair_index], video_position[video_pair_index]
+            video_mask, sequence_position = video_mask[video_pair_index], sequence_position[video_pair_index]
+        video_position = sequence_position[:, 1:]  # (N, Lv, D)
         num_pairs = video_hidden.shape[0]
         text_hidden = self._project_per_pair(self.text_projection, text_features, text_pair_index)  # (N, Lt, D)
         if text_pair_index is not None:
@@ -1980,12 +1985,9 @@ class RGNetModel(RGNetPreTrainedModel):
             text_bias = RGNetKeyPaddingMask(text_mask, packed=packed)
         video_hidden = self.text_to_video(video_hidden, text_hidden, video_position, text_bias)
 
-        # Sequence [global; frames] with positions [u; PE] (§5.3-5.5).
+        # Sequence [global; frames] (§5.3-5.5), with the positions `sequence_position` built above.
         global_token = self.global_token.to(video_hidden.dtype).expand(num_pairs, 1, -1)
         sequence_hidden = torch.cat([global_token, video_hidden], dim=1)  # (N, 1 + Lv, D)
-        sequence_position = torch.cat(
-            [self.global_position.to(video_position.dtype).expand(num_pairs, 1, -1), video_position], dim=1
-        )
         sequence_mask = torch.cat([video_mask.new_ones(num_pairs, 1), video_mask], dim=1)  # (N, 1 + Lv)
 
         # Frame selector (§5.4) and the retrieval encoder under its bias (§5.5).
