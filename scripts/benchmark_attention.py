@@ -118,6 +118,18 @@ def text_attention_inputs(
     return query, key, value, RGNetKeyPaddingMask(key_mask.to(device))
 
 
+def _sdpa(inputs, bias, backend=None):
+    """A call of SDPA on `(N, H, L, d)` `inputs` under `bias`, on `backend` if given (PyTorch's choice otherwise)."""
+
+    def run():
+        if backend is None:
+            return F.scaled_dot_product_attention(*inputs, attn_mask=bias)
+        with sdpa_kernel([backend]):
+            return F.scaled_dot_product_attention(*inputs, attn_mask=bias)
+
+    return run
+
+
 def _time(run, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
     for _ in range(warmup):
         run()
@@ -140,33 +152,23 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     query, key, value, mask = attention_inputs(
         args.pairs, args.frames, args.heads, args.head_dim, dtype, device, args.seed, args.windows_per_query
     )
-    heads = (rearrange(x, "n l (h d) -> n h l d", h=args.heads) for x in (query, key, value))
-    split_query, split_key, split_value = heads  # views, as the model's attention reads them
+    # Views, as the model's attention reads them.
+    split = [rearrange(x, "n l (h d) -> n h l d", h=args.heads) for x in (query, key, value)]
     selector_bias = mask.bias(dtype)  # (N, 1, S, S)
     key_bias = padding_bias(mask.sequence_mask, dtype)  # (N, 1, 1, S)
 
-    def sdpa(bias, backend=None):
-        def run():
-            if backend is None:
-                return F.scaled_dot_product_attention(split_query, split_key, split_value, attn_mask=bias)
-            with sdpa_kernel([backend]):
-                return F.scaled_dot_product_attention(split_query, split_key, split_value, attn_mask=bias)
-
-        return run
-
-    variants = {"selector_bias": sdpa(selector_bias)}
+    variants = {"selector_bias": _sdpa(split, selector_bias)}
     if device.type == "cuda":
-        variants["selector_bias_efficient"] = sdpa(selector_bias, SDPBackend.EFFICIENT_ATTENTION)
-        variants["selector_bias_cudnn"] = sdpa(selector_bias, SDPBackend.CUDNN_ATTENTION)
+        variants["selector_bias_efficient"] = _sdpa(split, selector_bias, SDPBackend.EFFICIENT_ATTENTION)
+        variants["selector_bias_cudnn"] = _sdpa(split, selector_bias, SDPBackend.CUDNN_ATTENTION)
     variants["selector_attention"] = lambda: rearrange(
         selector_attention(query, key, value, mask, args.heads), "n l (h d) -> n h l d", h=args.heads
     )
-    variants["padding_bias"] = sdpa(key_bias)
-    variants["no_bias"] = sdpa(None)
+    variants["padding_bias"] = _sdpa(split, key_bias)
+    variants["no_bias"] = _sdpa(split, None)
     bias_free = {"no_bias"}
     if device.type == "cuda":
-        variants["no_bias_cudnn"] = sdpa(None, SDPBackend.CUDNN_ATTENTION)
-        split = (split_query, split_key, split_value)
+        variants["no_bias_cudnn"] = _sdpa(split, None, SDPBackend.CUDNN_ATTENTION)
         aten = torch.ops.aten
         variants["logsumexp_flash"] = lambda: aten._scaled_dot_product_flash_attention(*split)[0]
         variants["logsumexp_efficient"] = lambda: aten._scaled_dot_product_efficient_attention(*split, None, True)[0]
@@ -195,7 +197,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         # The fused kernel `selector_attention` runs on the unpadded pairs while at most half the pairs are padded
         # (`None`: none fits, the biased kernel for all).
-        "selector_attention_kernel": logsumexp_attention_kernel(split_query, split_key, split_value),
+        "selector_attention_kernel": logsumexp_attention_kernel(*split),
         "padded_pairs": len(mask.padded_pairs),
         "variants": report,
         "text_tokens": args.text_tokens,
@@ -230,26 +232,17 @@ def _text_to_video_variants(args: argparse.Namespace, dtype, device: torch.devic
     split = [rearrange(x, "n l (h d) -> n h l d", h=args.heads) for x in (query, key, value)]
     bias = mask.bias(dtype)
 
-    def sdpa(backend=None):
-        def run():
-            if backend is None:
-                return F.scaled_dot_product_attention(*split, attn_mask=bias)
-            with sdpa_kernel([backend]):
-                return F.scaled_dot_product_attention(*split, attn_mask=bias)
-
-        return run
-
     def packed():
         with torch.no_grad():
             return rearrange(
                 key_padding_attention(query, key, value, mask, args.heads, 0.0), "n l (h d) -> n h l d", h=args.heads
             )
 
-    variants = {"text_bias": sdpa()}
+    variants = {"text_bias": _sdpa(split, bias)}
     if device.type == "cuda":
-        variants["text_bias_efficient"] = sdpa(SDPBackend.EFFICIENT_ATTENTION)
-        variants["text_bias_cudnn"] = sdpa(SDPBackend.CUDNN_ATTENTION)
-        variants["text_bias_math"] = sdpa(SDPBackend.MATH)
+        variants["text_bias_efficient"] = _sdpa(split, bias, SDPBackend.EFFICIENT_ATTENTION)
+        variants["text_bias_cudnn"] = _sdpa(split, bias, SDPBackend.CUDNN_ATTENTION)
+        variants["text_bias_math"] = _sdpa(split, bias, SDPBackend.MATH)
     variants["packed_text"] = packed
     print("  text to video:")
     report = _time_variants(variants, {"text_bias": None}, variants["text_bias"](), device, args)
