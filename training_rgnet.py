@@ -42,6 +42,7 @@ try:
     from .processing_rgnet import (
         RGNetDataCollator,
         RGNetProcessor,
+        _as_float_tensor,
         compute_num_windows,
         count_pairs,
         frame_query_similarities,
@@ -54,6 +55,7 @@ except ImportError:
     from processing_rgnet import (
         RGNetDataCollator,
         RGNetProcessor,
+        _as_float_tensor,
         compute_num_windows,
         count_pairs,
         frame_query_similarities,
@@ -604,10 +606,8 @@ def predict_long_videos(
         for video in tqdm(selected, desc="long-video inference", unit="video", disable=not progress):
             frames = feature_store.read_frames(video)
             # The matching score's frame-query product runs where the model is, once per chunk for all its queries.
-            device_frames = torch.as_tensor(frames)
-            if device_frames.dtype not in (torch.float16, torch.float32):  # float64 (not on every device), integers
-                device_frames = device_frames.float()
-            device_frames = device_frames.to(device)
+            # float32 on the device; its values are checked by `cut_windows` next.
+            device_frames = _as_float_tensor(frames, "video_features", device=device, check_finite=False)
             # Windows cut on the device once per video (the video crosses once); each chunk's pairs read them
             # (`video_pair_index`).
             video_windows = processor.cut_windows(device_frames, device=device)
