@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -375,6 +376,17 @@ def build_selector_attention_bias(
 _OWN_KEY_SHRINK = 1.0 - math.exp(-1.0)
 
 
+@torch.compiler.disable  # reads values (`nonzero`): eager under `torch.compile`
+def pairs_with_padded_frames(mask: torch.Tensor, pair_index: torch.Tensor | None = None) -> torch.Tensor:
+    """The pairs whose keys include padding, `(P,)` ascending: rows of `mask` `(N, L)` (1 = real) with a 0, or with
+    `pair_index` `(N,)` the pairs whose row `pair_index[n]` has one (a long video's first window and its last one or
+    two). Reads the device once (`nonzero`)."""
+    padded = (mask == 0).any(dim=1)
+    if pair_index is not None:
+        padded = padded[pair_index]
+    return padded.nonzero().squeeze(1)
+
+
 @dataclass(eq=False)
 class RGNetSelectorMask:
     """The retrieval encoder's attention mask in factored form: the frame selector's gate and the padding, from which
@@ -387,9 +399,12 @@ class RGNetSelectorMask:
         frame_gate (`torch.Tensor` of shape `(N, S)`), sequence_mask (`(N, S)`), mode (`str`): as in
             [`build_selector_attention_bias`].
         global_only (`bool`): the attention's queries are the global row alone (keys span every token).
-        penalised_rows (`torch.Tensor` of shape `(N, S)`, *optional*), padded_pairs (`(P,)`, *optional*): the valid
-            non-selected rows and the pairs with padded keys, derived from the gate and the padding unless both are
-            given (the mask of the same gate for other rows or on another device).
+        penalised_rows (`torch.Tensor` of shape `(N, S)`, *optional*): the valid non-selected rows, derived from the
+            gate and the padding when not given.
+        padded_pairs (`torch.LongTensor` of shape `(P,)`, *optional*): the pairs with padded keys, derived from the
+            padding when not given ([`pairs_with_padded_frames`]). Deriving them reads the device (`nonzero`), which
+            mid-forward stalls it until the host has queued the next layers: the model reads them at the start of its
+            forward instead, while the device is idle, and passes them.
     """
 
     frame_gate: torch.Tensor
@@ -402,21 +417,14 @@ class RGNetSelectorMask:
     def __post_init__(self):
         if self.mode not in ("additive_unit_bias", "hard_mask"):
             raise ValueError(f"Unknown `selector_attention_mode` {self.mode!r}.")
-        if (self.penalised_rows is None) != (self.padded_pairs is None):
-            raise ValueError("Give `penalised_rows` and `padded_pairs` together, or neither (both are then derived).")
         if self.penalised_rows is None:
-            self._derive_rows_and_pairs()
-
-    @torch.compiler.disable  # reads values (`nonzero`): eager under `torch.compile`
-    def _derive_rows_and_pairs(self):
-        valid = self.sequence_mask.bool()
-        not_selected = self.frame_gate.detach() < 0.5
-        not_selected[:, 0] = False  # the global token counts as selected
-        # Rows whose attention the selector changes (in a pair without padding, where the factored form is used).
-        self.penalised_rows = not_selected & valid  # (N, S)
-        # Pairs with padded keys (a long video's first window and its last one or two): computed under the bias.
-        # `nonzero` waits for the device once per mask.
-        self.padded_pairs = (~valid).any(dim=1).nonzero().squeeze(1)  # (P,)
+            # Rows whose attention the selector changes (in a pair without padding, where the factored form is used);
+            # the global token counts as selected.
+            not_selected = self.frame_gate.detach() < 0.5
+            not_selected[:, 0] = False
+            self.penalised_rows = not_selected & self.sequence_mask.bool()  # (N, S)
+        if self.padded_pairs is None:
+            self.padded_pairs = pairs_with_padded_frames(self.sequence_mask)
 
     def pairs(self, index: torch.Tensor) -> RGNetSelectorMask:
         """The mask of pairs `index`."""
@@ -580,6 +588,17 @@ class RGNetKeyPaddingMask:
             return self
         return RGNetKeyPaddingMask(self.key_mask.to(device), self.packed)
 
+    def may_pack(self, dtype: torch.dtype) -> bool:
+        """Whether [`key_padding_attention`] may run the variable-length kernel on this mask for inputs of `dtype`
+        (its conditions known before the inputs exist: packing allowed, no gradient, CUDA, a half-precision dtype
+        flash takes; the kernel check on the inputs comes later)."""
+        return (
+            self.packed
+            and not torch.is_grad_enabled()
+            and self.key_mask.device.type == "cuda"
+            and dtype in (torch.float16, torch.bfloat16)
+        )
+
     @torch.compiler.disable  # reads values (`nonzero`)
     def packed_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
         """`(index, offsets)`: the real keys' rows of the flattened `(N·Lk)` keys, pair by pair, and the int32 offsets
@@ -612,7 +631,7 @@ def key_padding_attention(
     Returns:
         `torch.Tensor` of shape `(N, Lq, H·d)`.
     """
-    if mask.packed and dropout == 0 and not torch.is_grad_enabled() and query.device.type == "cuda":
+    if dropout == 0 and query.device.type == "cuda" and mask.may_pack(query.dtype):
         attended = _packed_key_attention(query, key, value, mask.to(query.device), num_heads)
         if attended is not None:
             return attended
@@ -1354,9 +1373,12 @@ class RGNetRetrievalEncoder(nn.Module):
             return sequence_hidden, sequence_hidden[:, 0], None
 
         def last_layer_on(index):  # (G, 1 + Lv, D): the full last layer on the chosen pairs
+            # The mask first: its padded pairs are read on the host (`nonzero`) before the gathers are queued.
             if isinstance(attention_bias, RGNetSelectorMask):
-                return last_layer(sequence_hidden[index], sequence_position[index], attention_bias.pairs(index))
-            return last_layer(sequence_hidden[index], sequence_position[index], attention_bias[index])
+                pairs_bias = attention_bias.pairs(index)
+            else:
+                pairs_bias = attention_bias[index]
+            return last_layer(sequence_hidden[index], sequence_position[index], pairs_bias)
 
         def global_rows():  # (N, D): the last layer's global row alone, for every pair (far cheaper than all rows)
             return last_layer(sequence_hidden, sequence_position, attention_bias, global_only=True)[:, 0]
@@ -1958,6 +1980,23 @@ class RGNetModel(RGNetPreTrainedModel):
         video_mask = video_mask.to(video_features.dtype)
         text_mask = text_mask.to(video_features.dtype)
         compute_dtype = _compute_dtype(video_features)
+        num_pairs = video_features.shape[0] if video_pair_index is None else video_pair_index.shape[0]
+        pair_text_mask = text_mask if text_pair_index is None else text_mask[text_pair_index]  # (N, Lt)
+
+        # What the inference fast paths read on the host is read now, while the device has nothing queued: read
+        # mid-forward, each read would leave the device idle until the host had queued the next layers. The
+        # text-to-video attention's packed keys (eval mode only, so that a reentrant checkpoint's recompute runs the
+        # same kernel as its first, gradient-free pass) and the retrieval encoder's pairs with padded keys (its
+        # factored selector attention pays for windows longer than the hidden size: MAD's 901 tokens, not Ego4D's 91).
+        text_bias = None
+        if not config.emulate_text_mask_head_ordering:
+            packed = self.packed_text_attention and not self.text_to_video.training
+            text_bias = RGNetKeyPaddingMask(pair_text_mask, packed=packed)
+        factored = 1 + video_features.shape[1] > config.hidden_size and self.factored_selector_attention
+        factored = factored and not torch.is_grad_enabled() and not self.encoder.training
+        padded_pairs = _read_host_layout(text_bias, compute_dtype, video_mask, video_pair_index, factored)
+        if choose_grounding_pairs is not None:
+            choose_grounding_pairs = partial(_checked_choice, choose_grounding_pairs, num_pairs=num_pairs)
 
         # Input projections and position encodings (§5.1, §5.2).
         video_hidden = self._project_per_pair(self.video_projection, video_features, video_pair_index)  # (N, Lv, D)
@@ -1971,21 +2010,16 @@ class RGNetModel(RGNetPreTrainedModel):
         if video_pair_index is not None:
             video_mask, sequence_position = video_mask[video_pair_index], sequence_position[video_pair_index]
         video_position = sequence_position[:, 1:]  # (N, Lv, D)
-        num_pairs = video_hidden.shape[0]
         text_hidden = self._project_per_pair(self.text_projection, text_features, text_pair_index)  # (N, Lt, D)
+        text_mask = pair_text_mask
         if text_pair_index is not None:
-            text_features, text_mask = text_features[text_pair_index], text_mask[text_pair_index]  # per pair
+            text_features = text_features[text_pair_index]  # per pair, as returned
 
         # Text-to-video encoder (§5.3): frames attend to the query's own tokens.
         if config.emulate_text_mask_head_ordering:
             text_bias = emulated_text_mask_head_ordering_bias(
                 video_mask, text_mask, config.num_attention_heads, compute_dtype
             )
-        else:
-            # Packed only in eval mode (with no gradient, checked where it runs): the same kernel then in a reentrant
-            # checkpoint's recompute as in its first, gradient-free pass.
-            packed = self.packed_text_attention and not self.text_to_video.training
-            text_bias = RGNetKeyPaddingMask(text_mask, packed=packed)
         video_hidden = self.text_to_video(video_hidden, text_hidden, video_position, text_bias)
 
         # Sequence [global; frames] (§5.3-5.5), with the positions `sequence_position` built above.
@@ -1995,20 +2029,18 @@ class RGNetModel(RGNetPreTrainedModel):
 
         # Frame selector (§5.4) and the retrieval encoder under its bias (§5.5).
         gate, noisy_logits, selector_raw_logits = self.frame_selector(sequence_hidden, selector_noise)
-        # The factored form replaces an (S, S) bias per pair by passes over (S, D) activations: it pays for windows
-        # longer than the hidden size (MAD's 901 tokens, not Ego4D's 91).
-        factored = sequence_hidden.shape[1] > config.hidden_size and self.factored_selector_attention
-        if factored and not torch.is_grad_enabled() and not self.encoder.training:
-            selector_mask = RGNetSelectorMask(gate, sequence_mask, config.selector_attention_mode)
-        else:  # gradients flow through the attention: the bias written out
+        # The factored form replaces an (S, S) bias per pair by passes over (S, D) activations (`factored` above).
+        if factored:
+            selector_mask = RGNetSelectorMask(
+                gate, sequence_mask, config.selector_attention_mode, padded_pairs=padded_pairs
+            )
+        else:  # gradients flow through the attention, or short windows: the bias written out
             selector_mask = build_selector_attention_bias(
                 gate, sequence_mask, config.selector_attention_mode, compute_dtype
             )
         sequence_hidden, global_hidden, grounding_pair_index = self.encoder(
             sequence_hidden, sequence_position, selector_mask, grounding_pair_index, choose_grounding_pairs
         )  # (G, 1 + Lv, D), (N, D), (G,) or None
-        if choose_grounding_pairs is not None:
-            _check_grounding_pair_index(grounding_pair_index, num_pairs)
         frame_gate = gate[:, 1:]  # (N, Lv)
 
         # Fusion of the global context into the selected frames (§5.6); the selector's only gradient path.
@@ -2085,6 +2117,24 @@ def _check_grounding_pair_index(index, num_pairs: int) -> None:
     bad, error = _grounding_pair_index_check(index, num_pairs)
     if bad:
         raise error()
+
+
+@torch.compiler.disable  # reads values on the host: eager under `torch.compile` (one graph break for both reads)
+def _read_host_layout(text_bias, dtype, video_mask, video_pair_index, factored: bool) -> torch.Tensor | None:
+    """Reads what the inference fast paths need on the host: the packed keys of `text_bias` where the packed kernel
+    may run (kept in the mask), and returns the pairs with padded keys where the selector attention is `factored`
+    (else `None`)."""
+    if text_bias is not None and text_bias.may_pack(dtype):
+        text_bias.packed_keys()
+    return pairs_with_padded_frames(video_mask, video_pair_index) if factored else None
+
+
+def _checked_choice(choose_grounding_pairs, global_hidden: torch.Tensor, *, num_pairs: int) -> torch.Tensor:
+    """`choose_grounding_pairs(global_hidden)`, checked as it is made: right after the choice has read the device,
+    before the grounding layers are queued (a check after them would wait for them)."""
+    index = choose_grounding_pairs(global_hidden)
+    _check_grounding_pair_index(index, num_pairs)
+    return index
 
 
 def _rows_differ(rows: torch.Tensor | None) -> bool:
@@ -2375,6 +2425,7 @@ __all__ = [
     "key_padding_attention",
     "linear_relu",
     "logsumexp_attention_kernel",
+    "pairs_with_padded_frames",
     "run_head_in_float32",
     "select_top_windows",
     "selector_attention",

@@ -856,8 +856,26 @@ def test_selector_mask_selects_pairs_and_the_global_row():
     assert row.padded_pairs is subset.padded_pairs and subset.to("cpu") is subset
     with pytest.raises(ValueError, match="selector_attention_mode"):
         modeling_rgnet.RGNetSelectorMask(mask.frame_gate, mask.sequence_mask, "soft")
-    with pytest.raises(ValueError, match="`penalised_rows` and `padded_pairs` together, or neither"):
-        modeling_rgnet.RGNetSelectorMask(mask.frame_gate, mask.sequence_mask, mask.mode, False, mask.penalised_rows)
+    # Either derived part may be given (the model passes the padded pairs it read at the start of its forward).
+    given = modeling_rgnet.RGNetSelectorMask(
+        mask.frame_gate, mask.sequence_mask, mask.mode, padded_pairs=mask.padded_pairs
+    )
+    assert given.padded_pairs is mask.padded_pairs and torch.equal(given.penalised_rows, mask.penalised_rows)
+    given = modeling_rgnet.RGNetSelectorMask(
+        mask.frame_gate, mask.sequence_mask, mask.mode, False, mask.penalised_rows
+    )
+    assert given.penalised_rows is mask.penalised_rows and torch.equal(given.padded_pairs, mask.padded_pairs)
+
+
+def test_pairs_with_padded_frames_per_pair_and_through_a_pair_index():
+    mask = torch.ones(4, 6)
+    mask[1, 4:] = 0
+    mask[3, 5:] = 0
+    assert modeling_rgnet.pairs_with_padded_frames(mask).tolist() == [1, 3]
+    pair_index = torch.tensor([3, 0, 1, 1, 2])  # pairs reading shared windows
+    assert modeling_rgnet.pairs_with_padded_frames(mask, pair_index).tolist() == [0, 2, 3]
+    assert modeling_rgnet.pairs_with_padded_frames(mask.bool()).tolist() == [1, 3]
+    assert modeling_rgnet.pairs_with_padded_frames(torch.ones(3, 5)).tolist() == []
 
 
 def _pairwise_varlen_attention(query, key, value, query_offsets, key_offsets, max_q, max_k, dropout, causal, debug):
@@ -998,3 +1016,51 @@ def test_cpu_inference_linear_is_onednns_linear_for_float32_inference_only(monke
     with torch.no_grad():
         torch.testing.assert_close(linear(hidden), expected, atol=1e-5, rtol=1e-5)
     assert calls == [1]
+
+
+class _HostReadsAndProducts(TorchDispatchMode):
+    """Records, in order, the operators that read the device on the host (`"read"`: on an accelerator each waits for
+    the queued work) and the matrix products (`"product"`)."""
+
+    READS = {"aten.nonzero.default", "aten._local_scalar_dense.default", "aten.is_nonzero.default"}
+    PRODUCTS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten._addmm_activation.default"}
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        kind = "read" if name in self.READS else "product" if name in self.PRODUCTS else None
+        if kind and (not self.events or self.events[-1] != kind):
+            self.events.append(kind)
+        return func(*args, **(kwargs or {}))
+
+
+def test_top_window_inference_reads_the_device_only_before_the_layers_and_at_the_choice(tester, monkeypatch):
+    """On an accelerator every host read waits for the queued work, and the device then idles until the host has
+    queued more: top-window inference reads at the start of its forward (the packed text keys, the pairs with
+    padded keys of the factored selector attention) and where it chooses the windows (the choice, its check, the
+    chosen pairs' padding), never between the layers."""
+    # The packed text keys are read where CUDA's kernel would run; here the attention then takes the bias.
+    monkeypatch.setattr(modeling_rgnet.RGNetKeyPaddingMask, "may_pack", lambda self, dtype: True)
+    config = tester.get_config(hidden_size=8, num_attention_heads=2, num_encoder_layers=2)  # 13 tokens > 8: factored
+    model = RGNetForVideoGrounding(config).eval()
+    inputs = tester.prepare_inputs(9, config)
+    inputs["video_mask"][:] = 1
+    inputs["video_mask"][[2, 7], -3:] = 0  # pairs with padded keys, in the factored attention and at the choice
+    selector_masks = []
+    original = modeling_rgnet.RGNetSelectorMask.__post_init__
+    monkeypatch.setattr(
+        modeling_rgnet.RGNetSelectorMask, "__post_init__", lambda self: selector_masks.append(self) or original(self)
+    )
+    packed = []
+    packed_keys = modeling_rgnet.RGNetKeyPaddingMask.packed_keys
+    monkeypatch.setattr(
+        modeling_rgnet.RGNetKeyPaddingMask, "packed_keys", lambda self: packed.append(1) or packed_keys(self)
+    )
+    with torch.no_grad(), _HostReadsAndProducts() as log:
+        outputs = model(**inputs, top_k_windows=2, pair_query_index=torch.arange(3).repeat_interleave(3))
+    assert log.events == ["read", "product", "read", "product"]
+    assert packed == [1] and selector_masks[0].padded_pairs.tolist() == [2, 7]
+    assert len(outputs.grounding_pair_index) == 6
