@@ -30,12 +30,16 @@
 #      (model_cuda_compiled.json, gpu_profile_compiled_inference.txt);
 #   7. CUDA graphs, torch.compile's `reduce-overhead` mode: the bf16 MAD training step, then Ego4D and MAD inference,
 #      both bf16 forms, with 128 queries as in step 3 (model_cuda_compiled_cudagraphs.json, against step 6's files for
-#      training and bfloat16 weights, step 3's eager ones for autocast).
+#      training and bfloat16 weights, step 3's eager ones for autocast);
+#   7a. the MAD inference target's figure alone (about 2 minutes on an H200): MAD inference with bfloat16 weights,
+#      compiled with CUDA graphs, 128 queries as in step 3, with a profile (model_cuda_mad_cudagraphs.json,
+#      gpu_profile_mad_cudagraphs.txt).
 # Logs and JSON go to benchmarks/results/, or with $OUT set (the device tool, which returns at most 8 files) to one
 # archive, $OUT/gpu_check_results.tar.gz, rewritten after every step so that a run cut short keeps what it finished.
 # RGNET_GPU_CHECK_STEPS picks steps, comma-separated, of: tests, benchmark, attention, agreement (3), eval_chunks
-# (3a), selector_bias (3b), text_bias (3b'), ego4d_64, no_overlap (3c), trained, no_cudnn, compile, cudagraphs
-# (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7).
+# (3a), selector_bias (3b), text_bias (3b'), ego4d_64, no_overlap (3c), trained, no_cudnn, compile, cudagraphs,
+# mad_cudagraphs (7a) (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7; with 15
+# minutes of device time, `tests,mad_cudagraphs,attention,agreement` fits one call).
 # RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 6 and 7).
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
@@ -79,6 +83,7 @@ archive() {  # after every step: one file for the device tool to return
     fi
 }
 all_steps=tests,benchmark,attention,agreement,eval_chunks,selector_bias,text_bias,ego4d_64,no_overlap,trained,no_cudnn,compile,cudagraphs
+all_steps+=,mad_cudagraphs
 steps=",${RGNET_GPU_CHECK_STEPS:-$all_steps},"
 wanted() { [[ "$steps" == *",$1,"* ]]; }
 IFS=, read -ra given_steps <<< "${RGNET_GPU_CHECK_STEPS:-$all_steps}"
@@ -247,5 +252,10 @@ if wanted cudagraphs; then
     benchmark --compile --compile-mode reduce-overhead --workloads mad-train,ego4d-inference,mad-inference \
         "${many_queries[@]}" --precisions bf16,bf16-weights --steps 3 --warmup 2 \
         --output "$out/model_cuda_compiled_cudagraphs.json"
+fi
+if wanted mad_cudagraphs; then  # the MAD target's configuration alone, profiled
+    benchmark --compile --compile-mode reduce-overhead --workloads mad-inference "${many_queries[@]}" \
+        --precisions bf16-weights --steps 3 --warmup 2 --profile "$out/gpu_profile_mad_cudagraphs.txt" \
+        --output "$out/model_cuda_mad_cudagraphs.json"
 fi
 exit $status
