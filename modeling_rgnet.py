@@ -1994,7 +1994,10 @@ class RGNetModel(RGNetPreTrainedModel):
             text_bias = RGNetKeyPaddingMask(pair_text_mask, packed=packed)
         factored = 1 + video_features.shape[1] > config.hidden_size and self.factored_selector_attention
         factored = factored and not torch.is_grad_enabled() and not self.encoder.training
-        padded_pairs = _read_host_layout(text_bias, compute_dtype, video_mask, video_pair_index, factored)
+        packs_text = text_bias is not None and text_bias.may_pack(compute_dtype)
+        padded_pairs = None
+        if factored or packs_text:  # (training reads nothing: no eager step, no graph break)
+            padded_pairs = _read_host_layout(text_bias if packs_text else None, video_mask, video_pair_index, factored)
         if choose_grounding_pairs is not None:
             choose_grounding_pairs = partial(_checked_choice, choose_grounding_pairs, num_pairs=num_pairs)
 
@@ -2120,11 +2123,10 @@ def _check_grounding_pair_index(index, num_pairs: int) -> None:
 
 
 @torch.compiler.disable  # reads values on the host: eager under `torch.compile` (one graph break for both reads)
-def _read_host_layout(text_bias, dtype, video_mask, video_pair_index, factored: bool) -> torch.Tensor | None:
-    """Reads what the inference fast paths need on the host: the packed keys of `text_bias` where the packed kernel
-    may run (kept in the mask), and returns the pairs with padded keys where the selector attention is `factored`
-    (else `None`)."""
-    if text_bias is not None and text_bias.may_pack(dtype):
+def _read_host_layout(text_bias, video_mask, video_pair_index, factored: bool) -> torch.Tensor | None:
+    """Reads what the inference fast paths need on the host: the packed keys of `text_bias` when given (kept in the
+    mask), and returns the pairs with padded keys where the selector attention is `factored` (else `None`)."""
+    if text_bias is not None:
         text_bias.packed_keys()
     return pairs_with_padded_frames(video_mask, video_pair_index) if factored else None
 

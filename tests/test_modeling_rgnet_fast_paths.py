@@ -1064,3 +1064,23 @@ def test_top_window_inference_reads_the_device_only_before_the_layers_and_at_the
     assert log.events == ["read", "product", "read", "product"]
     assert packed == [1] and selector_masks[0].padded_pairs.tolist() == [2, 7]
     assert len(outputs.grounding_pair_index) == 6
+
+
+def test_host_layout_is_read_only_where_a_fast_path_needs_it(tester, monkeypatch):
+    """The start-of-forward host reads (`_read_host_layout`, an eager step under `torch.compile`) run only for
+    inference that packs the text keys or factors the selector attention: not in training, not for windows no longer
+    than the hidden size."""
+    calls = []
+    read = modeling_rgnet._read_host_layout
+    monkeypatch.setattr(modeling_rgnet, "_read_host_layout", lambda *a: calls.append(a) or read(*a))
+    inputs = tester.prepare_inputs(4)
+    long_windows = RGNetForVideoGrounding(tester.get_config(hidden_size=8, num_attention_heads=2))  # 13 tokens > 8
+    short_windows = RGNetForVideoGrounding(tester.get_config())  # 13 tokens, hidden size 32
+    long_windows.train()(**inputs)
+    with torch.no_grad():
+        short_windows.eval()(**inputs)
+    assert calls == []
+    with torch.no_grad():
+        long_windows.eval()(**inputs)
+    ((text_bias, _, _, factored),) = calls
+    assert text_bias is None and factored  # no packing on the CPU
