@@ -38,6 +38,9 @@ Speed and memory (the numerics are those of the plain formulation up to float32 
 * in eval mode without gradients on CUDA, the text-to-video attention runs over each pair's real text tokens alone
   (`RGNetKeyPaddingMask`, `key_padding_attention`: the variable-length flash kernel) instead of under the padding
   bias;
+* what these inference paths read on the host (the packed text keys, the pairs with padded keys) is read at the start
+  of the forward, and the chosen windows' checks right after the choice: on an accelerator each read waits for the
+  queued work, so no read falls between the layers;
 * under `torch.compile` the CPU kernels step aside for PyTorch's operators, which the compiler fuses; the parts
   that read values on the host (input and label checks, the choice of the top windows, the factored selector
   attention's kernel choice and padded pairs, the packing of the text keys, the loss with its Hungarian matching)
