@@ -6,6 +6,9 @@
 #   2b. the retrieval encoder's attention with its (S, S) selector bias written out and in the factored form that
 #       inference runs, beside bias-free kernels, and the text-to-video attention under the padding bias and packed
 #       (attention_cuda_*.json);
+#   2c. the MAD inference target's figure alone (about 2.5 minutes on an H200, compiling included): MAD inference with
+#       bfloat16 weights, compiled with CUDA graphs as in step 7, 128 queries as in step 3, with a profile
+#       (model_cuda_mad_cudagraphs.json, gpu_profile_mad_cudagraphs.txt);
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
 #   3a. MAD and Ego4D inference, 128 queries, grouped and forwarded as evaluation does by default (whole queries within
@@ -30,17 +33,14 @@
 #      (model_cuda_compiled.json, gpu_profile_compiled_inference.txt);
 #   7. CUDA graphs, torch.compile's `reduce-overhead` mode: the bf16 MAD training step, then Ego4D and MAD inference,
 #      both bf16 forms, with 128 queries as in step 3 (model_cuda_compiled_cudagraphs.json, against step 6's files for
-#      training and bfloat16 weights, step 3's eager ones for autocast);
-#   7a. the MAD inference target's figure alone (about 2 minutes on an H200): MAD inference with bfloat16 weights,
-#      compiled with CUDA graphs, 128 queries as in step 3, with a profile (model_cuda_mad_cudagraphs.json,
-#      gpu_profile_mad_cudagraphs.txt).
+#      training and bfloat16 weights, step 3's eager ones for autocast).
 # Logs and JSON go to benchmarks/results/, or with $OUT set (the device tool, which returns at most 8 files) to one
 # archive, $OUT/gpu_check_results.tar.gz, rewritten after every step so that a run cut short keeps what it finished.
 # RGNET_GPU_CHECK_STEPS picks steps, comma-separated, of: tests, benchmark, attention, agreement (3), eval_chunks
 # (3a), selector_bias (3b), text_bias (3b'), ego4d_64, no_overlap (3c), trained, no_cudnn, compile, cudagraphs,
-# mad_cudagraphs (7a) (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7; with 15
+# mad_cudagraphs (2c) (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7; with 15
 # minutes of device time, `tests,mad_cudagraphs,attention,agreement` fits one call).
-# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 6 and 7).
+# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 2c, 6 and 7).
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
 # RGNET_GPU_CHECK_DRY_RUN=1 runs the same steps on the CPU, a smoke run that finds a misspelt option, a rejected
@@ -194,6 +194,11 @@ if wanted attention; then  # the encoder attention: its selector bias written ou
 fi
 # Agreement: 128 queries per video, one forward per 16 queries (16 × 81 MAD windows = 1296 pairs).
 many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1296)
+if wanted mad_cudagraphs && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # the MAD target's figure, profiled
+    benchmark --compile --compile-mode reduce-overhead --workloads mad-inference "${many_queries[@]}" \
+        --precisions bf16-weights --steps 3 --warmup 2 --profile "$out/gpu_profile_mad_cudagraphs.txt" \
+        --output "$out/model_cuda_mad_cudagraphs.json"
+fi
 if wanted agreement; then
     benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \
         --output "$out/model_cuda_agreement.json"
@@ -252,10 +257,5 @@ if wanted cudagraphs; then
     benchmark --compile --compile-mode reduce-overhead --workloads mad-train,ego4d-inference,mad-inference \
         "${many_queries[@]}" --precisions bf16,bf16-weights --steps 3 --warmup 2 \
         --output "$out/model_cuda_compiled_cudagraphs.json"
-fi
-if wanted mad_cudagraphs; then  # the MAD target's configuration alone, profiled
-    benchmark --compile --compile-mode reduce-overhead --workloads mad-inference "${many_queries[@]}" \
-        --precisions bf16-weights --steps 3 --warmup 2 --profile "$out/gpu_profile_mad_cudagraphs.txt" \
-        --output "$out/model_cuda_mad_cudagraphs.json"
 fi
 exit $status
