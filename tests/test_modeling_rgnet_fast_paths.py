@@ -1018,20 +1018,18 @@ def test_cpu_inference_linear_is_onednns_linear_for_float32_inference_only(monke
     assert calls == [1]
 
 
-class _HostReadsAndProducts(TorchDispatchMode):
-    """Records, in order, the operators that read the device on the host (`"read"`: on an accelerator each waits for
-    the queued work) and the matrix products (`"product"`)."""
+class _HostReadsAndProducts(_DeviceReads):
+    """Records, in order, the operators that read the device on the host (`"read"`, [`_DeviceReads`]' operators) and
+    the matrix products (`"product"`), each run of one kind once."""
 
-    READS = {"aten.nonzero.default", "aten._local_scalar_dense.default", "aten.is_nonzero.default"}
-    PRODUCTS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten._addmm_activation.default"}
+    PRODUCTS = {"mm", "addmm", "bmm", "_addmm_activation"}
 
     def __init__(self):
         super().__init__()
         self.events = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func)
-        kind = "read" if name in self.READS else "product" if name in self.PRODUCTS else None
+        kind = "read" if func._opname in self.READS else "product" if func._opname in self.PRODUCTS else None
         if kind and (not self.events or self.events[-1] != kind):
             self.events.append(kind)
         return func(*args, **(kwargs or {}))
