@@ -586,10 +586,14 @@ class RGNetKeyPaddingMask:
         return padding_bias(self.key_mask, dtype)
 
     def to(self, device: torch.device | str) -> RGNetKeyPaddingMask:
-        """The mask on `device` (a layer on another GPU under a `device_map`); itself when already there."""
+        """The mask on `device` (a layer on another GPU under a `device_map`); itself when already there. Packed keys
+        already read go along, so the layers there do not read them again."""
         if self.key_mask.device == torch.device(device):
             return self
-        return RGNetKeyPaddingMask(self.key_mask.to(device), self.packed)
+        moved = RGNetKeyPaddingMask(self.key_mask.to(device), self.packed)
+        if self._packed_keys is not None:
+            moved._packed_keys = tuple(tensor.to(device) for tensor in self._packed_keys)
+        return moved
 
     def may_pack(self, dtype: torch.dtype) -> bool:
         """Whether [`key_padding_attention`] may run the variable-length kernel on this mask for inputs of `dtype`

@@ -916,6 +916,10 @@ def test_packed_text_attention_attends_to_each_pairs_real_keys(monkeypatch):
     assert mask.packed_keys() is mask.packed_keys()  # packed once for every layer
     index, offsets = mask.packed_keys()
     assert torch.equal(offsets, torch.nn.functional.pad(key_mask.sum(1).cumsum(0), (1, 0)).int())
+    moved = mask.to("meta")  # another device: the keys read go along (the layers there do not read them again)
+    assert mask.to("cpu") is mask and moved.key_mask.is_meta and moved.packed == mask.packed
+    assert [tensor.is_meta for tensor in moved._packed_keys] == [True, True]
+    assert [tensor.shape for tensor in moved._packed_keys] == [index.shape, offsets.shape]
     monkeypatch.setattr(modeling_rgnet, "logsumexp_attention_kernel", lambda *inputs: "efficient")
     assert modeling_rgnet._packed_key_attention(query, key, value, mask, 2) is None  # no flash kernel: no packing
 
