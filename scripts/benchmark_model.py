@@ -84,6 +84,7 @@ from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import (  # noqa: E402
     RGNetProcessor,
     compute_num_windows,
+    copy_to_device,
     count_pairs,
     frame_query_similarities,
 )
@@ -609,19 +610,24 @@ def _forward_in_chunks(model, batch, num_windows, device, precision, args) -> di
         )
 
 
+PIPELINE_STAGES = ("prepare_s", "model_s", "post_process_s")  # they add up to a pipeline run's time
+
+
 class _StageClock:
     """Seconds spent in each stage of the inference pipeline, synchronising the device at every boundary."""
 
     def __init__(self, device: torch.device):
-        self.device, self.seconds = device, {"prepare_s": 0.0, "model_s": 0.0, "post_process_s": 0.0}
+        self.device, self.seconds = device, dict.fromkeys(PIPELINE_STAGES, 0.0)
         _synchronize(device)
         self.last = time.perf_counter()
 
-    def lap(self, stage: str) -> None:
+    def lap(self, stage: str) -> float:
+        """Count the seconds since the last lap to `stage`, and return them."""
         _synchronize(self.device)
-        now = time.perf_counter()
-        self.seconds[stage] += now - self.last
+        now, last = time.perf_counter(), self.last
+        self.seconds[stage] += now - last
         self.last = now
+        return now - last
 
 
 def run_processor_pipeline(model, processor, video, texts, embeddings, device, precision, args):
@@ -648,9 +654,10 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
     worker thread while the device computes the next group, and `post_process_s` counts only the host's waits for it
     (before handing over the next group, and for the last one)."""
     clock, results = _StageClock(device), []
-    device_video = video.to(device)  # the video crosses once; its windows are cut there, each once (W, Lv, Dv)
+    # The video crosses once, as `predict_long_videos` sends it; its windows are cut there, each once (W, Lv, Dv).
+    device_video = copy_to_device(video, device)
     video_windows = processor.cut_windows(device_video, device=device)
-    clock.lap("prepare_s")
+    video_prepare_s = clock.lap("prepare_s")  # part of `prepare_s`, reported on its own too
     with PostProcessingWorker(background=args.overlap_post_processing) as worker:
         for first in range(0, len(texts), args.queries_per_batch):
             group = slice(first, first + args.queries_per_batch)
@@ -659,7 +666,8 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
             )
             clock.lap("prepare_s")
             outputs = _forward_in_chunks(model, inputs, video_windows.num_windows, device, precision, args)
-            similarities = frame_query_similarities(device_video, embeddings[group]).cpu()  # (T, group)
+            similarities = frame_query_similarities(device_video, embeddings[group])  # (T, group)
+            similarities = copy_to_device(similarities, "cpu")
             clock.lap("model_s")
             finished = worker.submit(
                 None,
@@ -672,7 +680,7 @@ def run_shared_windows_pipeline(model, processor, video, texts, embeddings, devi
             clock.lap("post_process_s")
         results += [result for _, processed in worker.finish() for result in processed]
     clock.lap("post_process_s")
-    return results, clock.seconds, video_windows.num_windows
+    return results, {**clock.seconds, "video_prepare_s": video_prepare_s}, video_windows.num_windows
 
 
 PIPELINES = {"processor": run_processor_pipeline, "shared_windows": run_shared_windows_pipeline}
@@ -731,7 +739,7 @@ def benchmark_inference(
                         models[precision], processor, video, texts, embeddings, device, precision, args
                     )
                     if index >= args.warmup:
-                        runs.append({**stages, "total_s": sum(stages.values())})
+                        runs.append({**stages, "total_s": sum(stages[name] for name in PIPELINE_STAGES)})
             top1_moments[pipeline, precision] = [top1(query) for query in results]
             total = [run["total_s"] for run in runs]
             median = float(np.median(total))
@@ -741,7 +749,8 @@ def benchmark_inference(
                 **_timing(total),
                 **{
                     name: round(float(np.median([run[name] for run in runs])), 4)
-                    for name in ("prepare_s", "model_s", "post_process_s")
+                    for name in (*PIPELINE_STAGES, "video_prepare_s")
+                    if name in runs[0]
                 },
                 "queries_per_s": round(num_queries / median, 4),
                 "s_per_query": round(median / num_queries, 5),

@@ -37,6 +37,10 @@ def test_tiny_benchmark_writes_every_workload(tmp_path):
             measured = entry[f"{pipeline}_fp32"]
             assert measured["queries_per_s"] > 0 and measured["peak_memory_gb"] > 0, (name, pipeline)
             assert {"prepare_s", "model_s", "post_process_s"} <= measured.keys()
+            if pipeline == "shared_windows":  # the video's upload and cut: the first part of `prepare_s`
+                assert 0 <= measured["video_prepare_s"] <= measured["prepare_s"]
+            else:
+                assert "video_prepare_s" not in measured
         exact = entry["pipelines_top1_agreement"]["fp32"]
         assert exact["fraction"] == 1.0 and exact["identical_seconds"] == exact["queries"]
     cross_pairs = report["workloads"]["mad-train"]["fp32"]

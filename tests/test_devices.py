@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import modeling_rgnet
+import processing_rgnet
 from configuration_rgnet import RGNetConfig
 from data_rgnet import load_rgnet_dataset
 from modeling_rgnet import RGNetForVideoGrounding
-from processing_rgnet import RGNetProcessor
+from processing_rgnet import RGNetProcessor, copy_to_device
 from tests.test_modeling_rgnet import RGNetModelTester
 from tests.tiny_data import TINY_CONFIG, build_tiny_dataset
 from training_rgnet import predict_long_videos
@@ -156,6 +157,29 @@ def test_windows_cut_on_the_device_match_the_cpu(device):
     assert cut.windows.device.type == cut.window_mask.device.type == torch.device(device).type
     assert torch.equal(cut.windows.cpu(), expected.windows)
     assert torch.equal(cut.window_mask.cpu(), expected.window_mask)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_copies_between_the_host_and_the_device_keep_their_values(device, monkeypatch):
+    """`copy_to_device` stages copies of `PINNED_COPY_MIN_BYTES` or more (here 1 kB) between the host and CUDA in
+    page-locked memory: the source may change as soon as an upload returns, the device's next work reads it
+    finished, and a copy back is complete (and page-locked) on return. Elsewhere it is `.to`."""
+    monkeypatch.setattr(processing_rgnet, "PINNED_COPY_MIN_BYTES", 1024)
+    frames = torch.randn(4096, 16, generator=torch.Generator().manual_seed(6))  # 256 kB
+    expected = frames.clone()
+    uploaded = copy_to_device(frames, device)
+    if device != "cpu":  # (on the CPU, `.to` returns the tensor itself)
+        frames.zero_()
+    doubled = uploaded * 2  # queued behind the upload on the same stream
+    back = copy_to_device(doubled, "cpu")
+    assert uploaded.device.type == torch.device(device).type and back.device.type == "cpu"
+    assert torch.equal(back, expected * 2)
+    assert back.is_pinned() == (device == "cuda")
+    small = copy_to_device(copy_to_device(torch.ones(16), device), "cpu")  # 64 bytes: plain `.to`
+    assert torch.equal(small, torch.ones(16)) and not small.is_pinned()
+    cut = RGNetProcessor(max_window_frames=512, window_stride=256).cut_windows(expected.numpy(), device=device)
+    start = int(cut.window_offsets[1])
+    assert torch.equal(copy_to_device(cut.windows, "cpu")[1, :10], expected[start : start + 10])
 
 
 @pytest.mark.parametrize("device", DEVICES)
