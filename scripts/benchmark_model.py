@@ -13,7 +13,9 @@ A training step is forward + loss + backward + gradient clipping (0.1) + AdamW (
 retrieval loss) unless `--ground-all-pairs`. Inference runs the whole pipeline per video: windows and pairs → model
 (eval, whole queries in `--inference-chunk-pairs` pairs per forward, decoding only each query's `top_k_windows` best
 windows unless `--ground-all-windows`) → `processor.post_process_video_grounding` (window top-k, matching score,
-fusion, NMS), reporting each stage, through two routes (`--pipelines`): `processor`, the processor's `__call__`
+fusion, NMS), reporting each stage (`prepare_s`, `model_s`, `post_process_s`; `video_prepare_s`, the share of the
+first that sends and cuts the video once, and on CUDA the video's upload timed alone from pageable and from page-locked
+memory), through two routes (`--pipelines`): `processor`, the processor's `__call__`
 (every window repeated for every query, all of it sent to the device), and `shared_windows`, as `predict_long_videos`
 runs it: each window cut and sent once per video and each query held once (`video_pair_index`, `text_pair_index`),
 post-processed per group of queries (on a worker thread beside the next forward on CUDA). With both `fp32`
@@ -613,6 +615,29 @@ def _forward_in_chunks(model, batch, num_windows, device, precision, args) -> di
 PIPELINE_STAGES = ("prepare_s", "model_s", "post_process_s")  # they add up to a pipeline run's time
 
 
+def time_video_upload(video: torch.Tensor, device: torch.device, repeats: int = 3) -> dict[str, float]:
+    """Seconds to send the video's frames to `device`, each until the device has them: with `.to` (from pageable
+    memory) and with `copy_to_device` (through page-locked memory, as the pipelines send them), the median of
+    `repeats` sends after a first one, reported too (where `copy_to_device` allocates its page-locked buffer)."""
+    senders = {
+        "upload_pageable": lambda: video.to(device),
+        "upload_copy_to_device": lambda: copy_to_device(video, device),
+    }
+    timings = {}
+    for name, send in senders.items():
+        seconds = []
+        for _ in range(1 + repeats):
+            _synchronize(device)
+            start = time.perf_counter()
+            sent = send()
+            _synchronize(device)
+            seconds.append(time.perf_counter() - start)
+            del sent
+        timings[f"{name}_first_s"] = round(seconds[0], 5)
+        timings[f"{name}_s"] = round(float(np.median(seconds[1:])), 5)
+    return timings
+
+
 class _StageClock:
     """Seconds spent in each stage of the inference pipeline, synchronising the device at every boundary."""
 
@@ -718,6 +743,8 @@ def benchmark_inference(
         models = {precision: compiled[id(module)] for precision, module in models.items()}
     args.top_k_windows = processor.top_k_windows
     video, texts, embeddings = inference_inputs(config, workload, num_queries, args.seed)
+    # The video's frames cross once per video; on CUDA, how long that takes each way (`video_prepare_s` holds it).
+    upload = time_video_upload(video, device) if device.type == "cuda" else {}
     result: dict[str, Any] = {
         "num_queries": num_queries,
         "num_video_frames": workload.num_video_frames,
@@ -728,6 +755,7 @@ def benchmark_inference(
         "overlap_post_processing": args.overlap_post_processing,
         "compiled": args.compile,
         "compile_mode": args.compile_mode,
+        **upload,
     }
     top1_moments: dict[tuple[str, str], list] = {}
     for pipeline in args.pipelines:

@@ -9,6 +9,9 @@
 #   2c. the MAD inference target's figure alone (about 2.5 minutes on an H200, compiling included): MAD inference with
 #       bfloat16 weights, compiled with CUDA graphs as in step 7, 128 queries as in step 3, with a profile
 #       (model_cuda_mad_cudagraphs.json, gpu_profile_mad_cudagraphs.txt);
+#   2c'. the same with 32 queries per forward (2,592 pairs; about 18 GB): half the forwards, so half their host reads
+#       and launches, against a last forward's post-processing twice as long with nothing left to hide it behind
+#       (model_cuda_mad_cudagraphs_32-queries.json);
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
 #   3a. MAD and Ego4D inference, 128 queries, grouped and forwarded as evaluation does by default (whole queries within
@@ -38,9 +41,9 @@
 # archive, $OUT/gpu_check_results.tar.gz, rewritten after every step so that a run cut short keeps what it finished.
 # RGNET_GPU_CHECK_STEPS picks steps, comma-separated, of: tests, benchmark, attention, agreement (3), eval_chunks
 # (3a), selector_bias (3b), text_bias (3b'), ego4d_64, no_overlap (3c), trained, no_cudnn, compile, cudagraphs,
-# mad_cudagraphs (2c) (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7; with 15
+# mad_cudagraphs (2c), mad_cudagraphs_32 (2c') (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7; with 15
 # minutes of device time, `tests,mad_cudagraphs,attention,agreement` fits one call).
-# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 2c, 6 and 7).
+# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 2c, 2c', 6 and 7).
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
 # RGNET_GPU_CHECK_DRY_RUN=1 runs the same steps on the CPU, a smoke run that finds a misspelt option, a rejected
@@ -83,7 +86,7 @@ archive() {  # after every step: one file for the device tool to return
     fi
 }
 all_steps=tests,benchmark,attention,agreement,eval_chunks,selector_bias,text_bias,ego4d_64,no_overlap,trained,no_cudnn,compile,cudagraphs
-all_steps+=,mad_cudagraphs
+all_steps+=,mad_cudagraphs,mad_cudagraphs_32
 steps=",${RGNET_GPU_CHECK_STEPS:-$all_steps},"
 wanted() { [[ "$steps" == *",$1,"* ]]; }
 IFS=, read -ra given_steps <<< "${RGNET_GPU_CHECK_STEPS:-$all_steps}"
@@ -198,6 +201,11 @@ if wanted mad_cudagraphs && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # 
     benchmark --compile --compile-mode reduce-overhead --workloads mad-inference "${many_queries[@]}" \
         --precisions bf16-weights --steps 3 --warmup 2 --profile "$out/gpu_profile_mad_cudagraphs.txt" \
         --output "$out/model_cuda_mad_cudagraphs.json"
+fi
+if wanted mad_cudagraphs_32 && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # the same, 32 queries per forward
+    benchmark --compile --compile-mode reduce-overhead --workloads mad-inference --pipelines shared_windows \
+        --inference-queries 128 --queries-per-batch 32 --inference-chunk-pairs 2592 --precisions bf16-weights \
+        --steps 3 --warmup 2 --output "$out/model_cuda_mad_cudagraphs_32-queries.json"
 fi
 if wanted agreement; then
     benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from scripts.benchmark_model import WORKLOADS, count_compiled_step_kernels, main, top1_agreement
+from scripts.benchmark_model import WORKLOADS, count_compiled_step_kernels, main, time_video_upload, top1_agreement
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +45,13 @@ def test_tiny_benchmark_writes_every_workload(tmp_path):
         assert exact["fraction"] == 1.0 and exact["identical_seconds"] == exact["queries"]
     cross_pairs = report["workloads"]["mad-train"]["fp32"]
     assert cross_pairs["grounded_pairs"] == cross_pairs["num_queries"] < cross_pairs["num_pairs"]
+
+
+def test_video_upload_is_timed_both_ways():
+    """(CUDA runs report it; any device can run it.)"""
+    timings = time_video_upload(torch.randn(4096, 64), torch.device("cpu"), repeats=2)
+    expected = {f"upload_{way}{first}_s" for way in ("pageable", "copy_to_device") for first in ("", "_first")}
+    assert timings.keys() == expected and all(value >= 0 for value in timings.values())
 
 
 def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):

@@ -26,7 +26,7 @@ SCRIPT = REPO_ROOT / "scripts" / "gpu_check.sh"
 
 # Invocations of each script in a full run (every step, compiled runs included, RGNET_TRAINED_MODEL set).
 EXPECTED_COUNTS = {
-    "scripts/benchmark_model.py": 12,
+    "scripts/benchmark_model.py": 13,
     "scripts/benchmark_attention.py": 2,
     "scripts/make_synthetic_dataset.py": 1,
     "scripts/benchmark_precision.py": 1,
