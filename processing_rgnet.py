@@ -143,8 +143,10 @@ _SENT_AS_THEY_ARE = (torch.float16, torch.bfloat16, torch.float32)
 # Copies between the host and a CUDA device of at least this many bytes go through page-locked host memory. From
 # pageable memory the driver stages a copy chunk by chunk through a small page-locked buffer of its own; on the H200
 # machine the benchmark's per-video preparation, whose one large step is that copy (74 MB of frames for a 2-hour MAD
-# movie), took 60-110 ms.
+# movie), took 60-110 ms. Above `PINNED_COPY_MAX_BYTES` the copy stays pageable: PyTorch's caching host allocator keeps
+# page-locked buffers (rounded up to a power of two) for reuse, taken from the memory the host can page.
 PINNED_COPY_MIN_BYTES = 1 << 20
+PINNED_COPY_MAX_BYTES = 1 << 30
 
 
 def copy_to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -153,8 +155,8 @@ def copy_to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Te
     To the device, the tensor is copied into page-locked memory (PyTorch's caching host allocator keeps the buffer for
     the next video) and sent from there without blocking the host, on the current stream, so later work on that
     stream sees the values; the allocator does not hand the buffer out again before the transfer is done. To the
-    host, it lands in page-locked memory, the copy done when this returns. Elsewhere (under
-    [`PINNED_COPY_MIN_BYTES`], other devices, a tensor already there or already page-locked) it is
+    host, it lands in page-locked memory, the copy done when this returns. Elsewhere (outside [`PINNED_COPY_MIN_BYTES`]
+    to [`PINNED_COPY_MAX_BYTES`], other devices, a tensor already there or already page-locked) it is
     `tensor.to(device)`.
 
     Args:
@@ -165,7 +167,7 @@ def copy_to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Te
         `torch.Tensor` on `device`.
     """
     device = torch.device(device)
-    large = tensor.numel() * tensor.element_size() >= PINNED_COPY_MIN_BYTES
+    large = PINNED_COPY_MIN_BYTES <= tensor.numel() * tensor.element_size() <= PINNED_COPY_MAX_BYTES
     if large and tensor.device.type == "cpu" and device.type == "cuda" and not tensor.is_pinned():
         return tensor.pin_memory().to(device, non_blocking=True)
     if large and tensor.device.type == "cuda" and device.type == "cpu":

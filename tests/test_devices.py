@@ -161,9 +161,9 @@ def test_windows_cut_on_the_device_match_the_cpu(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_large_copies_between_the_host_and_the_device_keep_their_values(device, monkeypatch):
-    """`copy_to_device` stages copies of `PINNED_COPY_MIN_BYTES` or more (here 1 kB) between the host and CUDA in
-    page-locked memory: the source may change as soon as an upload returns, the device's next work reads it
-    finished, and a copy back is complete (and page-locked) on return. Elsewhere it is `.to`."""
+    """`copy_to_device` stages copies of `PINNED_COPY_MIN_BYTES` (here 1 kB) to `PINNED_COPY_MAX_BYTES` between the
+    host and CUDA in page-locked memory: the source may change as soon as an upload returns, the device's next work
+    reads it finished, and a copy back is complete (and page-locked) on return. Elsewhere it is `.to`."""
     monkeypatch.setattr(processing_rgnet, "PINNED_COPY_MIN_BYTES", 1024)
     frames = torch.randn(4096, 16, generator=torch.Generator().manual_seed(6))  # 256 kB
     expected = frames.clone()
@@ -175,11 +175,13 @@ def test_large_copies_between_the_host_and_the_device_keep_their_values(device, 
     assert uploaded.device.type == torch.device(device).type and back.device.type == "cpu"
     assert torch.equal(back, expected * 2)
     assert back.is_pinned() == (device == "cuda")
-    small = copy_to_device(copy_to_device(torch.ones(16), device), "cpu")  # 64 bytes: plain `.to`
-    assert torch.equal(small, torch.ones(16)) and not small.is_pinned()
     cut = RGNetProcessor(max_window_frames=512, window_stride=256).cut_windows(expected.numpy(), device=device)
     start = int(cut.window_offsets[1])
     assert torch.equal(copy_to_device(cut.windows, "cpu")[1, :10], expected[start : start + 10])
+    small = copy_to_device(copy_to_device(torch.ones(16), device), "cpu")  # 64 bytes: plain `.to`
+    assert torch.equal(small, torch.ones(16)) and not small.is_pinned()
+    monkeypatch.setattr(processing_rgnet, "PINNED_COPY_MAX_BYTES", 128 * 1024)  # 256 kB: too large, plain `.to`
+    assert not copy_to_device(uploaded, "cpu").is_pinned()
 
 
 @pytest.mark.parametrize("device", DEVICES)
