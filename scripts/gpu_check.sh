@@ -43,7 +43,8 @@
 # (3a), selector_bias (3b), text_bias (3b'), ego4d_64, no_overlap (3c), trained, no_cudnn, compile, cudagraphs,
 # mad_cudagraphs (2c), mad_cudagraphs_32 (2c') (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7; with 15
 # minutes of device time, `tests,mad_cudagraphs,attention,agreement` fits one call).
-# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 2c, 2c', 6 and 7).
+# RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 2c, 2c', 6 and 7). RGNET_GPU_TESTS_K, a pytest `-k`
+# expression, runs only the matching cases in step 1 (e.g. the cases of what changed since the last GPU run).
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
 # in .whl/fallback/ (pyarrow, transformers) only when the machine's own versions do not import.
 # RGNET_GPU_CHECK_DRY_RUN=1 runs the same steps on the CPU, a smoke run that finds a misspelt option, a rejected
@@ -168,7 +169,9 @@ archive
 if wanted tests; then
     # The CPU cases of the inductor compile tests are left to the CPU machine (each compiles for about a minute).
     selection=()
-    if [[ "$dry_run" == 1 ]]; then
+    if [[ -n "${RGNET_GPU_TESTS_K:-}" ]]; then  # a part of the test files (pytest's -k), where device time is short
+        selection=(-k "$RGNET_GPU_TESTS_K")
+    elif [[ "$dry_run" == 1 ]]; then
         selection=(-k "eval_outputs_match_the_cpu_reference or gradients_without_dropout_match_the_cpu_reference")
     fi
     timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_modeling_rgnet.py \

@@ -223,6 +223,12 @@ def test_the_pytest_step_names_existing_tests(recorded):
     assert names and all(any(name in test_id for test_id in test_ids) for name in names)
 
 
+def test_the_pytest_step_runs_a_given_selection(tmp_path):
+    commands = _commands(tmp_path, "selected", RGNET_GPU_CHECK_STEPS="tests", RGNET_GPU_TESTS_K="copies or packed")
+    (arguments,) = commands["pytest"]
+    assert arguments[arguments.index("-k") + 1] == "copies or packed"
+
+
 def test_a_misspelt_step_or_dry_run_value_stops_the_script(tmp_path):
     result = _run_script(tmp_path, tmp_path / "record.jsonl", RGNET_GPU_CHECK_STEPS="benchmark,atention")
     assert result.returncode == 2 and "unknown step 'atention'" in result.stderr
