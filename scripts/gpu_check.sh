@@ -41,8 +41,8 @@
 # archive, $OUT/gpu_check_results.tar.gz, rewritten after every step so that a run cut short keeps what it finished.
 # RGNET_GPU_CHECK_STEPS picks steps, comma-separated, of: tests, benchmark, attention, agreement (3), eval_chunks
 # (3a), selector_bias (3b), text_bias (3b'), ego4d_64, no_overlap (3c), trained, no_cudnn, compile, cudagraphs,
-# mad_cudagraphs (2c), mad_cudagraphs_32 (2c') (default: all; e.g. two device calls under 600 s each; `cudagraphs` alone runs step 7; with 15
-# minutes of device time, `tests,mad_cudagraphs,attention,agreement` fits one call).
+# mad_cudagraphs (2c), mad_cudagraphs_32 (2c') (default: all; e.g. two device calls under 600 s each; `cudagraphs`
+# alone runs step 7; with 15 minutes of device time, `tests,mad_cudagraphs,attention,agreement` fits one call).
 # RGNET_GPU_CHECK_COMPILE=0 skips the compiled runs (steps 2c, 2c', 6 and 7). RGNET_GPU_TESTS_K, a pytest `-k`
 # expression, runs only the matching cases in step 1 (e.g. the cases of what changed since the last GPU run).
 # Wheels in .whl/ (scripts/fetch_device_wheels.sh) are installed first, for a machine without a package index; those
