@@ -200,15 +200,16 @@ if wanted attention; then  # the encoder attention: its selector bias written ou
 fi
 # Agreement: 128 queries per video, one forward per 16 queries (16 × 81 MAD windows = 1296 pairs).
 many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1296)
-if wanted mad_cudagraphs && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # the MAD target's figure, profiled
-    benchmark --compile --compile-mode reduce-overhead --workloads mad-inference "${many_queries[@]}" \
-        --precisions bf16-weights --steps 3 --warmup 2 --profile "$out/gpu_profile_mad_cudagraphs.txt" \
+# The MAD target's figure (steps 2c, 2c'): bfloat16 weights, compiled with CUDA graphs.
+mad_cudagraphs=(--compile --compile-mode reduce-overhead --workloads mad-inference --precisions bf16-weights --steps 3
+    --warmup 2)
+if wanted mad_cudagraphs && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # profiled
+    benchmark "${mad_cudagraphs[@]}" "${many_queries[@]}" --profile "$out/gpu_profile_mad_cudagraphs.txt" \
         --output "$out/model_cuda_mad_cudagraphs.json"
 fi
-if wanted mad_cudagraphs_32 && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # the same, 32 queries per forward
-    benchmark --compile --compile-mode reduce-overhead --workloads mad-inference --pipelines shared_windows \
-        --inference-queries 128 --queries-per-batch 32 --inference-chunk-pairs 2592 --precisions bf16-weights \
-        --steps 3 --warmup 2 --output "$out/model_cuda_mad_cudagraphs_32-queries.json"
+if wanted mad_cudagraphs_32 && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # 32 queries per forward
+    benchmark "${mad_cudagraphs[@]}" --pipelines shared_windows --inference-queries 128 --queries-per-batch 32 \
+        --inference-chunk-pairs 2592 --output "$out/model_cuda_mad_cudagraphs_32-queries.json"
 fi
 if wanted agreement; then
     benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \
