@@ -9,15 +9,14 @@
 #   2c. the MAD inference target's figure alone (about 2.5 minutes on an H200, compiling included): MAD inference with
 #       bfloat16 weights, compiled with CUDA graphs as in step 7, 128 queries as in step 3, with a profile
 #       (model_cuda_mad_cudagraphs.json, gpu_profile_mad_cudagraphs.txt);
-#   2c'. the same with 32 queries per forward (2,592 pairs; about 18 GB): half the forwards, so half their host reads
+#   2c'. the same with 32 queries per forward (2,400 pairs; about 17 GB): half the forwards, so half their host reads
 #       and launches, against a last forward's post-processing twice as long with nothing left to hide it behind
 #       (model_cuda_mad_cudagraphs_32-queries.json);
 #   3. top-1 agreement of both bf16 forms with random weights over 128 queries per video, with a profile of the
 #      bfloat16-weights pass (model_cuda_agreement.json, gpu_profile.txt);
 #   3a. MAD and Ego4D inference, 128 queries, grouped and forwarded as evaluation does by default (whole queries within
-#       the device's `default_pairs_per_batch`: 16 MAD queries, all 128 Ego4D ones per forward on a GPU with the
-#       memory) in fp32 and with bfloat16 weights
-#       (model_cuda_evaluation_chunks.json);
+#       the device's `default_pairs_per_batch`: 17 MAD queries of the workload's 75 windows, all 128 Ego4D ones per
+#       forward on a GPU with the memory) in fp32 and with bfloat16 weights (model_cuda_evaluation_chunks.json);
 #   3b. MAD and Ego4D inference in fp32 and with bfloat16 weights, the retrieval encoder's selector bias written
 #       out as before the factored selector attention (model_cuda_selector_bias.json, against the same precisions
 #       in model_cuda_agreement.json);
@@ -198,8 +197,8 @@ if wanted attention; then  # the encoder attention: its selector bias written ou
     done
     archive
 fi
-# Agreement: 128 queries per video, one forward per 16 queries (16 × 81 MAD windows = 1296 pairs).
-many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1296)
+# Agreement: 128 queries per video, one forward per 16 queries (16 × 75 MAD windows = 1,200 pairs).
+many_queries=(--pipelines shared_windows --inference-queries 128 --queries-per-batch 16 --inference-chunk-pairs 1200)
 # The MAD target's figure (steps 2c, 2c'): bfloat16 weights, compiled with CUDA graphs.
 mad_cudagraphs=(--compile --compile-mode reduce-overhead --workloads mad-inference --precisions bf16-weights --steps 3
     --warmup 2)
@@ -209,7 +208,7 @@ if wanted mad_cudagraphs && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # 
 fi
 if wanted mad_cudagraphs_32 && [[ "${RGNET_GPU_CHECK_COMPILE:-1}" != 0 ]]; then  # 32 queries per forward
     benchmark "${mad_cudagraphs[@]}" --pipelines shared_windows --inference-queries 128 --queries-per-batch 32 \
-        --inference-chunk-pairs 2592 --output "$out/model_cuda_mad_cudagraphs_32-queries.json"
+        --inference-chunk-pairs 2400 --output "$out/model_cuda_mad_cudagraphs_32-queries.json"
 fi
 if wanted agreement; then
     benchmark --workloads mad-inference,ego4d-inference "${many_queries[@]}" --steps 3 --profile "$out/gpu_profile.txt" \

@@ -6,7 +6,17 @@ import math
 import pytest
 import torch
 
-from scripts.benchmark_model import WORKLOADS, count_compiled_step_kernels, main, time_video_upload, top1_agreement
+from configuration_rgnet import RGNetConfig
+from processing_rgnet import compute_num_windows
+from scripts.benchmark_model import (
+    ORIGINAL_REFERENCE,
+    WORKLOADS,
+    _ratios,
+    count_compiled_step_kernels,
+    main,
+    time_video_upload,
+    top1_agreement,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +55,20 @@ def test_tiny_benchmark_writes_every_workload(tmp_path):
         assert exact["fraction"] == 1.0 and exact["identical_seconds"] == exact["queries"]
     cross_pairs = report["workloads"]["mad-train"]["fp32"]
     assert cross_pairs["grounded_pairs"] == cross_pairs["num_queries"] < cross_pairs["num_pairs"]
+
+
+@pytest.mark.parametrize("name", ["mad-inference", "ego4d-inference"])
+def test_inference_workloads_have_the_original_measurements_windows_per_query(name):
+    """Per-query figures compare with the original's only at the same number of windows per query."""
+    workload = WORKLOADS[name]
+    stride = RGNetConfig.from_preset(workload.preset).window_stride
+    assert compute_num_windows(workload.num_video_frames, stride) == ORIGINAL_REFERENCE[name]["num_windows"]
+    # The longest such video: one frame more starts another window.
+    assert compute_num_windows(workload.num_video_frames + 1, stride) > ORIGINAL_REFERENCE[name]["num_windows"]
+    entry = {"kind": "inference", "num_windows": 81, "num_queries": 8, "run": {"median_s": 0.08, "s_per_query": 0.01}}
+    ratios = _ratios(name, entry, torch.device("cuda"))  # (reads no device)
+    assert ratios["num_windows"] == 81 and ratios["reference_num_windows"] == ORIGINAL_REFERENCE[name]["num_windows"]
+    assert ratios["run_queries_per_s_speedup"] == round(ORIGINAL_REFERENCE[name]["gpu_s_per_query"] / 0.01, 3)
 
 
 def test_video_upload_is_timed_both_ways():
