@@ -373,6 +373,35 @@ def test_window_rankings_with_negative_or_repeated_windows_name_the_row(window_r
         compute_grounding_metrics(**inputs, window_rankings=window_rankings)
 
 
+@pytest.mark.parametrize(("window_length", "window_stride"), [(90, 45), (90, 30), (90, 60), (100, 30), (31, 30)])
+def test_positive_windows_follow_the_window_length_at_any_stride(window_length, window_stride):
+    """The windows overlapping a moment, brute force over window spans, as the processor's training windows."""
+    from processing_rgnet import compute_num_windows
+    from processing_rgnet import positive_window_range as processor_positive_window_range
+
+    rng = np.random.default_rng(window_length + window_stride)
+    num_frames = 1000
+    starts = rng.uniform(0, num_frames - 1, 200)
+    frames = np.stack([starts, np.minimum(starts + rng.uniform(0.5, 150, 200), num_frames)], axis=1)
+    first, last = positive_window_range(frames, 1.0, window_stride, window_length)
+    windows = np.arange(compute_num_windows(num_frames, window_stride))
+    window_starts = (windows - 1) * window_stride
+    for moment, lo, hi in zip(frames, first, last, strict=True):
+        overlapping = windows[(window_starts + window_length > moment[0]) & (window_starts < moment[1])]
+        assert (lo, min(hi, windows[-1])) == (overlapping[0], overlapping[-1]), moment
+    assert np.array_equal(
+        (first, np.minimum(last, windows[-1])),
+        processor_positive_window_range(frames, num_frames, window_length, window_stride),
+    )
+    settings = GROUNDING_METRIC_SETTINGS["ego4d"].with_overrides(
+        window_length=window_length, window_stride=window_stride, seconds_per_frame=1.0, window_top_k=[1]
+    )
+    hits = compute_grounding_metrics(
+        [[list(moment)] for moment in frames], frames.tolist(), settings=settings, window_rankings=first[:, None]
+    )
+    assert hits["WindowR@1"] == 1.0
+
+
 @pytest.mark.parametrize("window_stride", [91, 90])
 def test_window_stride_must_be_smaller_than_the_window(window_stride):
     inputs = {"predictions": [[[0.0, 1.0]]], "references": [[0.0, 1.0]], "window_rankings": [[0]]}

@@ -317,28 +317,40 @@ def mean_top1_iou(ious: Sequence[np.ndarray], dtype="float64") -> float:
     return float(np.mean(top1))
 
 
-def positive_window_range(references, seconds_per_frame: float, window_stride: int) -> tuple[np.ndarray, np.ndarray]:
+def positive_window_range(
+    references, seconds_per_frame: float, window_stride: int, window_length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """First and last window index that overlap each reference moment (both included).
 
-    Window `w` covers frames `[(w - 1) * stride, (w + 1) * stride)` (window 0 is the half window at the start),
-    so the windows overlapping frames `[a, b]` are `floor(a / stride) ... ceil(b / stride)`. The seconds are
-    converted to frames first (`seconds / seconds_per_frame`, float64), then divided by the stride.
+    Window `w` covers frames `[(w - 1) * stride, (w - 1) * stride + window_length)` from frame 0 on (window 0 is the
+    part of that span at the start), so the windows overlapping frames `[a, b]` are `first ... ceil(b / stride)`
+    with `first = floor((a - window_length mod stride) / stride) + 2 - floor(window_length / stride)` (at least 0):
+    `floor(a / stride)` for the recipes' `window_length = 2 * stride`. The seconds are converted to frames first
+    (`seconds / seconds_per_frame`, float64), then divided by the stride.
 
     Args:
         references (`array-like` of shape `(Q, 2)`): `[start, end]` in seconds.
         seconds_per_frame (`float`): duration of one feature frame.
         window_stride (`int`): distance between window starts in frames.
+        window_length (`int`, *optional*): window length in frames, more than `window_stride`; defaults to
+            `2 * window_stride`.
 
     Returns:
         `tuple` of two `np.ndarray` of shape `(Q,)`, int64: first and last positive window index.
     """
+    window_length = 2 * window_stride if window_length is None else window_length
+    if window_length <= window_stride:
+        raise ValueError(f"window_length ({window_length}) must be larger than window_stride ({window_stride})")
     frames = np.asarray(references, dtype=np.float64).reshape(-1, 2) / seconds_per_frame
-    first = np.floor(frames[:, 0] / window_stride).astype(np.int64)
+    whole, remainder = divmod(window_length, window_stride)
+    first = np.floor((frames[:, 0] - remainder) / window_stride).astype(np.int64) + 2 - whole
     last = np.ceil(frames[:, 1] / window_stride).astype(np.int64)
-    return first, last
+    return np.maximum(first, 0), last
 
 
-def window_recall_at_k(window_rankings, references, *, seconds_per_frame, window_stride, top_k) -> np.ndarray:
+def window_recall_at_k(
+    window_rankings, references, *, seconds_per_frame, window_stride, top_k, window_length=None
+) -> np.ndarray:
     """Recall@K of the window (clip) retrieval stage, in float32 as the original window evaluator.
 
     Args:
@@ -348,6 +360,7 @@ def window_recall_at_k(window_rankings, references, *, seconds_per_frame, window
         seconds_per_frame (`float`): duration of one feature frame.
         window_stride (`int`): distance between window starts in frames.
         top_k (`list` of `int`): K values.
+        window_length (`int`, *optional*): window length in frames; defaults to `2 * window_stride`.
 
     Returns:
         `np.ndarray` of shape `(len(top_k),)`, float32: fraction of queries with a positive window among the
@@ -361,7 +374,7 @@ def window_recall_at_k(window_rankings, references, *, seconds_per_frame, window
     rankings = _window_rankings(window_rankings, len(references))
     if len(rankings) == 0:
         raise ValueError("window_rankings must hold at least one query")
-    first, last = positive_window_range(references, seconds_per_frame, window_stride)
+    first, last = positive_window_range(references, seconds_per_frame, window_stride, window_length)
     # Rank (0-based) of the first positive window of each query; a query without one never hits.
     never = np.iinfo(np.int64).max
     first_positive_rank = np.array(
@@ -553,6 +566,7 @@ def compute_grounding_metrics(
             seconds_per_frame=settings.seconds_per_frame,
             window_stride=settings.resolved_window_stride,
             top_k=settings.window_top_k,
+            window_length=settings.window_length,
         )
         results.update(
             {f"WindowR@{k}": float(value) for k, value in zip(settings.window_top_k, window_recall, strict=True)}
