@@ -551,8 +551,7 @@ def draw_saliency_frames(
     Returns:
         `tuple(np.ndarray, np.ndarray)`: positive and negative frame indices `(B, K)`, int64, window-relative.
     """
-    if isinstance(num_pairs, bool) or not isinstance(num_pairs, int) or num_pairs < 1:
-        raise ValueError(f"`num_pairs` must be a positive integer, got {num_pairs!r}.")
+    num_pairs = _check_positive_int(num_pairs, "num_pairs")
     target = np.asarray(target_frames, dtype=np.float64)
     lengths = np.asarray(window_lengths, dtype=np.int64)[:, None]  # (B, 1)
     low = np.minimum(np.floor(target[:, :1]).astype(np.int64), lengths - 1)
@@ -634,12 +633,16 @@ def sample_training_windows(
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"`rng` must be a numpy.random.Generator, got {type(rng).__name__}.")
     _check_window_settings(max_window_frames, window_stride)
+    num_saliency_pairs = _check_positive_int(num_saliency_pairs, "num_saliency_pairs")
     moment = np.asarray(timestamps, dtype=np.float64)
     if moment.ndim == 1:
         moment = moment[None, :]
-    if moment.ndim != 2 or moment.shape[1] != 2:
-        raise ValueError(f"`timestamps` must have shape (B, 2) or (2,), got {moment.shape}.")
-    frames = np.broadcast_to(_check_num_frames(num_frames), moment.shape[:1])
+    if moment.ndim != 2 or moment.shape[1] != 2 or len(moment) == 0:
+        raise ValueError(f"`timestamps` must have shape (B, 2) with B >= 1, or (2,), got {moment.shape}.")
+    frames = _check_num_frames(num_frames)
+    if frames.ndim > 1 or frames.size not in (1, len(moment)):
+        raise ValueError(f"`num_frames` must be one count or one per query ({len(moment)}), got shape {frames.shape}.")
+    frames = np.broadcast_to(frames, moment.shape[:1])
     converted = moment_to_frames(moment, seconds_per_frame, frames)
     if converted.swapped.any() or converted.clipped.any():
         logger.warning(
@@ -956,6 +959,8 @@ def matching_scores(
 def min_max_normalize(values: np.ndarray) -> np.ndarray:
     """Min-max normalise in float64 along the last axis (each row of a 2-D array on its own); a list whose values are
     all equal is returned unchanged (spec §7 step 7)."""
+    if values.shape[-1] == 0:  # nothing to normalise (the min and max of no value are undefined)
+        return values.astype(np.float64)
     low, high = values.min(axis=-1, keepdims=True), values.max(axis=-1, keepdims=True)
     constant = high == low
     return np.where(constant, values, (values - low) / np.where(constant, 1.0, high - low))
@@ -971,6 +976,8 @@ def merge_identical_spans(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         `tuple(np.ndarray, np.ndarray)`: for each distinct span in order of first appearance, the index of its first
         and of its last occurrence (`(M,)` each, int64).
     """
+    if len(spans) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     order = np.lexsort((np.arange(len(spans)), spans[:, 1], spans[:, 0]))  # by start, end, then position
     ordered = spans[order]
     new_group = np.ones(len(spans), dtype=bool)
@@ -1058,6 +1065,7 @@ def temporal_nms(spans: np.ndarray, threshold: float, max_keep: int) -> np.ndarr
     Returns:
         `np.ndarray` of shape `(K,)`, int64: kept row indices in rank order.
     """
+    max_keep = _check_positive_int(max_keep, "max_keep")
     suppressed_by = temporal_iou_matrix(spans) > threshold  # (M, M)
     suppressed = np.zeros(len(spans), dtype=bool)
     kept = []
@@ -1204,6 +1212,30 @@ def _rank_and_suppress(
     return kept.reshape(len(score_columns), num_queries, -1), num_kept.reshape(len(score_columns), num_queries)
 
 
+def _check_post_processing_settings(
+    *, top_k_windows, nms_threshold, max_candidates_before_nms, max_predictions, matching_top_k_frames
+) -> dict[str, Any]:
+    """The post-processing counts and NMS threshold, checked (each error names its argument), as a dict."""
+    settings = {
+        name: _check_positive_int(value, name)
+        for name, value in (
+            ("top_k_windows", top_k_windows),
+            ("max_candidates_before_nms", max_candidates_before_nms),
+            ("max_predictions", max_predictions),
+            ("matching_top_k_frames", matching_top_k_frames),
+        )
+    }
+    return {**settings, "nms_threshold": _check_nms_threshold(nms_threshold)}
+
+
+def _cpu_tensor(value: Any, name: str) -> torch.Tensor:
+    """A model output (tensor on any device, or array) as a CPU tensor; a ValueError naming `name` otherwise."""
+    try:
+        return torch.as_tensor(value).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"`{name}` must be a tensor or an array of numbers, got {type(value).__name__}.") from error
+
+
 def post_process_query(
     logits: torch.Tensor,
     pred_spans: torch.Tensor,
@@ -1267,16 +1299,16 @@ def post_process_query(
         if video_features is None or sentence_embedding is None:
             raise ValueError("`video_features` and `sentence_embedding` are needed when `frame_similarities` is None.")
         frame_similarities = frame_query_similarities(video_features, sentence_embedding)
-    frame_similarities = torch.as_tensor(frame_similarities).detach().cpu().float()
+    frame_similarities = _as_float_tensor(frame_similarities, "frame_similarities")  # on the CPU, finite
     if frame_similarities.ndim != 1:
         raise ValueError(
             f"`frame_similarities` must be one query's cosines for every frame, shape (T,), got "
             f"{tuple(frame_similarities.shape)}."
         )
     (result,) = post_process_queries(
-        logits[None],
-        pred_spans[None],
-        window_logits.reshape(1, -1),
+        _cpu_tensor(logits, "logits")[None],
+        _cpu_tensor(pred_spans, "pred_spans")[None],
+        _cpu_tensor(window_logits, "window_logits").reshape(1, -1),
         window_offsets,
         window_lengths,
         frame_similarities[:, None],
@@ -1287,7 +1319,9 @@ def post_process_query(
         max_predictions=max_predictions,
         matching_top_k_frames=matching_top_k_frames,
         scale_matching_by_window_score=scale_matching_by_window_score,
-        window_rankings=None if window_ranking is None else window_ranking.long().reshape(1, -1),
+        window_rankings=None
+        if window_ranking is None
+        else _cpu_tensor(window_ranking, "window_ranking").reshape(1, -1),
         return_candidates=return_candidates,
         return_single_score_rankings=return_single_score_rankings,
     )
@@ -1330,24 +1364,53 @@ def post_process_queries(
     Returns:
         `list[dict[str, torch.Tensor]]`: one dict per query, as [`post_process_query`] returns.
     """
-    num_queries, num_windows = window_logits.shape
-    needed = int(np.max(np.asarray(window_offsets, dtype=np.int64) + np.asarray(window_lengths, dtype=np.int64)))
-    if (
-        frame_similarities.ndim != 2
-        or frame_similarities.shape[1] != num_queries
-        or frame_similarities.shape[0] < needed
+    settings = _check_post_processing_settings(
+        top_k_windows=top_k_windows,
+        nms_threshold=nms_threshold,
+        max_candidates_before_nms=max_candidates_before_nms,
+        max_predictions=max_predictions,
+        matching_top_k_frames=matching_top_k_frames,
+    )
+    delta = torch.tensor(_check_seconds_per_frame(seconds_per_frame), dtype=torch.float32)
+    for name, flag in (
+        ("scale_matching_by_window_score", scale_matching_by_window_score),
+        ("return_candidates", return_candidates),
+        ("return_single_score_rankings", return_single_score_rankings),
     ):
+        _check_bool(flag, name)
+    logits, pred_spans = _cpu_tensor(logits, "logits"), _cpu_tensor(pred_spans, "pred_spans")
+    window_logits = _cpu_tensor(window_logits, "window_logits")
+    frame_similarities = _cpu_tensor(frame_similarities, "frame_similarities")
+    if window_logits.ndim != 2 or not _all_finite(window_logits):
         raise ValueError(
-            f"`frame_similarities` must be the queries' cosines for every frame, shape (T, {num_queries}) with "
-            f"T >= {needed}, got {tuple(frame_similarities.shape)}."
+            f"`window_logits` must be finite retrieval logits of shape (Nq, W), got {tuple(window_logits.shape)}"
+            f"{'' if window_logits.ndim != 2 else ' with NaN or infinite values'}."
         )
-    if logits.shape[:2] != (num_queries, num_windows) or pred_spans.shape != logits.shape:
+    num_queries, num_windows = window_logits.shape
+    if frame_similarities.ndim != 2 or frame_similarities.shape[1] != num_queries:
+        raise ValueError(
+            f"`frame_similarities` must be the queries' cosines for every frame, shape (T, {num_queries}), got "
+            f"{tuple(frame_similarities.shape)}."
+        )
+    # The windows must lie inside the T frames the similarities cover.
+    window_offsets, window_lengths = _check_window_layout(
+        window_offsets,
+        window_lengths,
+        frame_similarities.shape[0],
+        "post-processing (T = rows of `frame_similarities`)",
+    )
+    if len(window_offsets) != num_windows:
+        raise ValueError(
+            f"`window_offsets` and `window_lengths` must describe the {num_windows} windows of `window_logits`, got "
+            f"{len(window_offsets)}."
+        )
+    if logits.shape[:2] != (num_queries, num_windows) or logits.shape[-1:] != (2,) or pred_spans.shape != logits.shape:
         raise ValueError(
             f"`logits` and `pred_spans` must have shape ({num_queries}, {num_windows}, Q, 2) like `window_logits` "
             f"({num_queries}, {num_windows}), got {tuple(logits.shape)} and {tuple(pred_spans.shape)}."
         )
     if window_rankings is not None:
-        window_rankings = window_rankings.long()
+        window_rankings = _cpu_tensor(window_rankings, "window_rankings").long()
         if window_rankings.shape != (num_queries, num_windows) or not torch.equal(
             torch.sort(window_rankings, dim=1).values, torch.arange(num_windows).expand(num_queries, -1)
         ):
@@ -1355,11 +1418,15 @@ def post_process_queries(
     window_scores = query_window_scores(window_logits)  # (Nq, W)
     if window_rankings is None:
         window_rankings = rank_windows(window_scores)
-    kept = window_rankings[:, :top_k_windows]  # (Nq, Kw)
+    kept = window_rankings[:, : settings["top_k_windows"]]  # (Nq, Kw)
     kept_scores = window_scores.gather(1, kept)  # (Nq, Kw)
-    offsets = torch.as_tensor(np.asarray(window_offsets, dtype=np.int64))[kept]
-    lengths = torch.as_tensor(np.asarray(window_lengths, dtype=np.int64))[kept]
+    offsets = torch.from_numpy(window_offsets)[kept]
+    lengths = torch.from_numpy(window_lengths)[kept]
     query_rows = torch.arange(num_queries)[:, None]
+    # Only the kept windows' moments are read: the others may be NaN (not grounded, `top_k_windows` inference).
+    for name, value in (("logits", logits), ("pred_spans", pred_spans)):
+        if not _all_finite(value[query_rows, kept]):
+            raise ValueError(f"`{name}` contains NaN or infinite values in the windows kept (`top_k_windows`).")
 
     # Proposal score and slot order (spec §7 step 4, §7.5: slots by proposal, descending, stable).
     proposals = logits[query_rows, kept].float().softmax(dim=-1)[..., 0] * kept_scores[..., None]  # (Nq, Kw, Q)
@@ -1373,7 +1440,6 @@ def post_process_queries(
     end_fraction = spans[..., 0] + half_width
     lengths_f32 = lengths.to(torch.float32)[..., None]
     offsets_f32 = offsets.to(torch.float32)[..., None]
-    delta = torch.tensor(seconds_per_frame, dtype=torch.float32)
     start_frames = start_fraction * lengths_f32  # window-relative frames
     end_frames = end_fraction * lengths_f32
     start_seconds = (start_frames + offsets_f32) * delta
@@ -1382,7 +1448,9 @@ def post_process_queries(
     # Matching score over the span's frames, clipped to the window's valid frames (spec §7.4, corrected).
     frame_starts = start_frames.floor().clamp_min(0).long()
     frame_ends = torch.minimum(end_frames.ceil().long(), lengths[..., None])
-    matches = _span_top_k_sum(frame_similarities, offsets, lengths, frame_starts, frame_ends, matching_top_k_frames)
+    matches = _span_top_k_sum(
+        frame_similarities, offsets, lengths, frame_starts, frame_ends, settings["matching_top_k_frames"]
+    )
     if scale_matching_by_window_score:
         matches = matches * kept_scores[..., None]
 
@@ -1399,11 +1467,6 @@ def post_process_queries(
     # Where each candidate comes from: its window and decoder slot.
     pool_sources = torch.stack([kept[..., None].expand_as(slot_order), slot_order], dim=-1).reshape(num_queries, -1, 2)
 
-    settings = {
-        "nms_threshold": nms_threshold,
-        "max_candidates_before_nms": max_candidates_before_nms,
-        "max_predictions": max_predictions,
-    }
     sorted_scores = window_scores.gather(1, window_rankings)  # `σ(ρ)` in rank order
     # One row per distinct span, at its first position, with its last occurrence's values (padded per query).
     _, last, valid = batched_merge_identical_spans(pools[..., :2])
@@ -2116,21 +2179,17 @@ class RGNetProcessor(ProcessorMixin):
                 f"`window_metadata` must be an RGNetWindowMetadata (`inputs.window_metadata`), "
                 f"got {type(window_metadata).__name__}."
             )
-        settings = {
-            "top_k_windows": self.top_k_windows if top_k_windows is None else top_k_windows,
-            "nms_threshold": self.nms_threshold if nms_threshold is None else nms_threshold,
-            "max_predictions": self.max_predictions if max_predictions is None else max_predictions,
-            "max_candidates_before_nms": (
+        settings = _check_post_processing_settings(
+            top_k_windows=self.top_k_windows if top_k_windows is None else top_k_windows,
+            nms_threshold=self.nms_threshold if nms_threshold is None else nms_threshold,
+            max_predictions=self.max_predictions if max_predictions is None else max_predictions,
+            max_candidates_before_nms=(
                 self.max_candidates_before_nms if max_candidates_before_nms is None else max_candidates_before_nms
             ),
-            "matching_top_k_frames": (
+            matching_top_k_frames=(
                 self.matching_top_k_frames if matching_top_k_frames is None else matching_top_k_frames
             ),
-        }
-        for name, value in settings.items():
-            if name != "nms_threshold":
-                settings[name] = _check_positive_int(value, name)
-        _check_nms_threshold(settings["nms_threshold"])
+        )
         if scale_matching_by_window_score is None:
             scale_matching_by_window_score = self.scale_matching_by_window_score
         _check_bool(scale_matching_by_window_score, "scale_matching_by_window_score")

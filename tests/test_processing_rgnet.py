@@ -495,8 +495,17 @@ def test_sample_training_windows_rejects_bad_arguments():
         sample_training_windows([1.0, 2.0], 100, 0, **kwargs)
     with pytest.raises(ValueError, match="timestamps"):
         sample_training_windows([[[1.0, 2.0]]], 100, np.random.default_rng(0), **kwargs)
-    with pytest.raises(ValueError, match="num_pairs"):
+    with pytest.raises(ValueError, match="`num_saliency_pairs` must be a positive integer"):
         sample_training_windows([1.0, 2.0], 100, np.random.default_rng(0), num_saliency_pairs=0, **kwargs)
+    with pytest.raises(ValueError, match=r"`timestamps` must have shape \(B, 2\) with B >= 1"):
+        sample_training_windows(np.zeros((0, 2)), 100, np.random.default_rng(0), **kwargs)
+    with pytest.raises(ValueError, match=r"`num_frames` must be one count or one per query \(1\)"):
+        sample_training_windows([1.0, 2.0], [100, 200], np.random.default_rng(0), **kwargs)
+    # numpy integers count as integers, as every other count setting
+    sample = sample_training_windows(
+        [1.0, 2.0], 100, np.random.default_rng(0), num_saliency_pairs=np.int64(2), **kwargs
+    )
+    assert sample.saliency_positive_frames.shape == (1, 2)
 
 
 # ---- text features ----
@@ -1014,8 +1023,17 @@ def test_batched_nms_rejects_bad_arguments():
     for max_keep in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="max_keep"):
             batched_temporal_nms(spans, valid, 0.5, max_keep)
+        with pytest.raises(ValueError, match="max_keep"):  # 0 would otherwise keep every candidate
+            temporal_nms(spans[0], 0.5, max_keep)
     with pytest.raises(ValueError, match="shape"):
         batched_temporal_nms(spans[:, :2], valid, 0.5, 3)
+
+
+def test_empty_candidate_lists():
+    first, last = merge_identical_spans(np.zeros((0, 2)))
+    assert first.dtype == last.dtype == np.int64 and first.shape == last.shape == (0,)
+    assert temporal_nms(np.zeros((0, 2)), 0.5, 3).shape == (0,)
+    assert min_max_normalize(np.zeros(0)).shape == (0,) and min_max_normalize(np.zeros((2, 0))).shape == (2, 0)
 
 
 def test_batched_merge_matches_merge_identical_spans_pool_by_pool():
@@ -1201,6 +1219,55 @@ def test_frame_similarities_must_be_one_query_over_every_frame(postprocess_fixtu
     for wrong in (torch.zeros(num_frames, 2), torch.zeros(num_frames - 1)):
         with pytest.raises(ValueError, match="frame_similarities"):
             post_process_query(*arrays, offsets, lengths, None, None, frame_similarities=wrong, **settings)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"top_k_windows": 0}, "`top_k_windows` must be a positive integer"),
+        ({"max_predictions": 0}, "`max_predictions` must be a positive integer"),
+        ({"max_candidates_before_nms": 1.5}, "`max_candidates_before_nms` must be a positive integer"),
+        ({"matching_top_k_frames": 0}, "`matching_top_k_frames` must be a positive integer"),
+        ({"nms_threshold": -1.0}, r"`nms_threshold` must be in \[0, 1\]"),
+        ({"seconds_per_frame": -0.2}, "`seconds_per_frame` must be positive"),
+        ({"scale_matching_by_window_score": "no"}, "`scale_matching_by_window_score` must be a bool"),
+        ({"window_offsets": "drop the last"}, "`window_offsets` and `window_lengths` must describe the same"),
+        ({"window_logits": "drop the last"}, "must describe the 3 windows of `window_logits`"),
+        ({"logits": "nan"}, "`logits` contains NaN"),
+        ({"frame_similarities": "nan"}, "`frame_similarities` contains NaN"),
+    ],
+)
+def test_post_process_query_checks_its_inputs(bad, match):
+    offsets, lengths = enumerate_windows(57, 40, 20)
+    generator = torch.Generator().manual_seed(0)
+    inputs = dict(
+        logits=torch.randn(len(offsets), 5, 2, generator=generator),
+        pred_spans=torch.rand(len(offsets), 5, 2, generator=generator),
+        window_logits=torch.randn(len(offsets), 1, generator=generator),
+        window_offsets=offsets,
+        window_lengths=lengths,
+        video_features=None,
+        sentence_embedding=None,
+        frame_similarities=torch.randn(57, generator=generator),
+        seconds_per_frame=0.2,
+        top_k_windows=30,
+        nms_threshold=0.5,
+        max_candidates_before_nms=200,
+        max_predictions=100,
+        matching_top_k_frames=3,
+        scale_matching_by_window_score=False,
+    )
+    assert len(post_process_query(**inputs)["predictions"]) > 0
+    numpy_inputs = {name: value.numpy() if torch.is_tensor(value) else value for name, value in inputs.items()}
+    assert torch.equal(post_process_query(**numpy_inputs)["predictions"], post_process_query(**inputs)["predictions"])
+    for name, value in bad.items():
+        if value == "drop the last":
+            value = inputs[name][:-1]
+        elif value == "nan":
+            value = inputs[name].clone().fill_(float("nan"))
+        inputs[name] = value
+    with pytest.raises(ValueError, match=match):
+        post_process_query(**inputs)
 
 
 def test_post_process_query_needs_video_or_similarities(postprocess_fixture):
@@ -1615,10 +1682,6 @@ def test_batched_post_processing_matches_the_per_query_loop(monkeypatch, block_p
     spans = torch.from_numpy(np.stack([centers, widths], axis=-1).astype(np.float32))
     for query in range(num_queries):  # a different number of repeated spans per query
         spans[query, :, : query % num_slots] = spans[query, :, :1]
-    # NaN moments in a query with a small merged pool: NaN fusion scores, NaN proposal scores and spans for some
-    # candidates, which must rank after the others but before the padding of the queries' shared arrays.
-    logits[4, :, 4] = float("nan")
-    spans[4, :, 4] = float("nan")
     window_logits = torch.from_numpy(np.round(rng.normal(size=(num_queries, num_windows)), 1).astype(np.float32))
     similarities = torch.from_numpy(np.round(rng.normal(size=(200, num_queries)), 1).astype(np.float32))
     for nms_threshold, before, after in ((0.5, 200, 100), (0.3, 9, 4), (0.0, 40, 100), (1.0, 25, 12)):
@@ -1647,7 +1710,38 @@ def test_batched_post_processing_matches_the_per_query_loop(monkeypatch, block_p
             views = {"spans": slice(0, 2), "scores": 4, "proposal_scores": 2, "matching_scores": 3}
             for name, columns in views.items():
                 assert_bitwise_equal(result[name].numpy(), result["predictions"][:, columns].numpy(), (query, name))
-        assert np.isnan(full[4]["predictions"].numpy()).any() and np.isnan(full[4]["proposal_only"].numpy()).any()
+
+
+def test_post_processing_reads_moments_only_of_the_windows_it_keeps():
+    """Moments of windows outside each query's `top_k_windows` best may be NaN (`top_k_windows` inference grounds
+    only those); a NaN moment in a kept window is an error naming its output."""
+    rng = np.random.default_rng(25)
+    offsets, lengths = enumerate_windows(187, 20, 10)
+    num_queries, num_windows = 3, len(offsets)
+    logits = torch.from_numpy(rng.normal(size=(num_queries, num_windows, 5, 2)).astype(np.float32))
+    spans = torch.from_numpy(rng.uniform(0.1, 0.4, size=(num_queries, num_windows, 5, 2)).astype(np.float32))
+    window_logits = torch.from_numpy(rng.normal(size=(num_queries, num_windows)).astype(np.float32))
+    similarities = torch.from_numpy(rng.normal(size=(187, num_queries)).astype(np.float32))
+    settings = dict(
+        seconds_per_frame=0.5,
+        top_k_windows=4,
+        nms_threshold=0.5,
+        max_candidates_before_nms=200,
+        max_predictions=10,
+        matching_top_k_frames=3,
+        scale_matching_by_window_score=False,
+    )
+    expected = post_process_queries(logits, spans, window_logits, offsets, lengths, similarities, **settings)
+    kept = torch.argsort(window_logits, dim=1, descending=True, stable=True)[:, :4]
+    not_kept = torch.ones(num_queries, num_windows, dtype=torch.bool).scatter_(1, kept, False)
+    nan_logits, nan_spans = logits.clone(), spans.clone()
+    nan_logits[not_kept], nan_spans[not_kept] = float("nan"), float("nan")
+    results = post_process_queries(nan_logits, nan_spans, window_logits, offsets, lengths, similarities, **settings)
+    for result, reference in zip(results, expected, strict=True):
+        assert torch.equal(result["predictions"], reference["predictions"])
+    nan_logits[1, kept[1, 3], 2] = float("nan")
+    with pytest.raises(ValueError, match="`logits` contains NaN or infinite values in the windows kept"):
+        post_process_queries(nan_logits, spans, window_logits, offsets, lengths, similarities, **settings)
 
 
 # ---- Bad settings and malformed inputs get a clear error ----
