@@ -118,6 +118,11 @@ class RGNetConfig(PreTrainedConfig):
             `input_ids`/`attention_mask` and computes query token features itself (final-LayerNorm token states,
             start/end tokens removed, L2-normalised, spec §2). When `None` (default) the model takes precomputed
             `text_features`/`text_mask`.
+        freeze_text_encoder (`bool`, *optional*, defaults to `True`):
+            Keep the text encoder fixed in training: its weights get no gradient and it stays in eval mode, as the
+            frozen, pre-extracted text features of the published recipes (spec §2). `False` trains it with the rest
+            (e.g. an encoder built from a bare `text_config`, without pretrained weights). Read when the model is
+            built.
 
     Loss and matching (spec §3.2, §6.3-6.4):
         span_l1_loss_weight (`float`, *optional*, defaults to 10.0):
@@ -216,6 +221,7 @@ class RGNetConfig(PreTrainedConfig):
     selector_attention_mode: str = "additive_unit_bias"
     emulate_text_mask_head_ordering: bool = False
     text_config: dict | PreTrainedConfig | None = None
+    freeze_text_encoder: bool = True
     # ---- loss and matching (spec §3.2) ----
     span_l1_loss_weight: float | int = 10.0
     giou_loss_weight: float | int = 1.0
@@ -353,6 +359,12 @@ class RGNetConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
         if not 0.0 <= self.nms_threshold <= 1.0:
             raise ValueError(f"`nms_threshold` must be in [0, 1], got {self.nms_threshold}.")
+        if self.matcher_span_l1_cost == self.matcher_giou_cost == self.matcher_class_cost == 0:
+            # `RGNetForVideoGrounding` builds its matcher from them; with every cost 0 it has nothing to match on.
+            raise ValueError(
+                "`matcher_span_l1_cost`, `matcher_giou_cost` and `matcher_class_cost` are all 0; at least one must be "
+                "positive for the Hungarian matching of moments to targets."
+            )
         if self.text_config is not None and self.text_config.hidden_size != self.text_feature_dim:
             raise ValueError(
                 f"`text_config.hidden_size` ({self.text_config.hidden_size}) must equal `text_feature_dim` "

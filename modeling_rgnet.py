@@ -1645,6 +1645,8 @@ class RGNetPreTrainedModel(PreTrainedModel):
             for tensor in list(model.parameters()) + list(model.buffers()):
                 if tensor.device.type == "cpu" and tensor.data_ptr() % 64 != 0:
                     tensor.data = tensor.data.clone()
+        # Loading makes new parameters, which require gradients again.
+        getattr(model, model.base_model_prefix, model).freeze_text_encoder_as_configured()
         return loaded
 
     @torch.no_grad()
@@ -1688,7 +1690,8 @@ class RGNetModel(RGNetPreTrainedModel):
 
     With `config.text_config` set, an optional text encoder (`text_encoder`, e.g. CLIP's text transformer) turns
     `input_ids`/`attention_mask` into query token features: final-LayerNorm token states without the start and end
-    tokens, L2-normalised as `x / (‖x‖ + 1e-5)`, truncated to `max_text_tokens` (spec §2).
+    tokens, L2-normalised as `x / (‖x‖ + 1e-5)`, truncated to `max_text_tokens` (spec §2). With
+    `config.freeze_text_encoder` (the default) its weights need no gradient and it stays in eval mode in training.
 
     Every attention runs through `scaled_dot_product_attention` (`config._attn_implementation` is `"sdpa"`; an
     `"eager"` request computes the same through the same kernels, and the text encoder follows its own setting).
@@ -1716,6 +1719,19 @@ class RGNetModel(RGNetPreTrainedModel):
         # alone ([`key_padding_attention`]) where the flash kernel can: the same function. False: always the bias.
         self.packed_text_attention = True
         self.post_init()
+        self.freeze_text_encoder_as_configured()
+
+    def freeze_text_encoder_as_configured(self) -> None:
+        """Take the text encoder's weights out of training where `config.freeze_text_encoder` says so (at
+        construction and after `from_pretrained`)."""
+        if self.text_encoder is not None and self.config.freeze_text_encoder:
+            self.text_encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.text_encoder is not None and self.config.freeze_text_encoder:
+            self.text_encoder.eval()  # a fixed function, like the pre-extracted features it stands for: no dropout
+        return self
 
     def get_input_embeddings(self) -> nn.Module:
         """The text encoder's token embeddings with `config.text_config`; otherwise the video input projection, the
@@ -1769,7 +1785,16 @@ class RGNetModel(RGNetPreTrainedModel):
             raise ValueError(
                 f"`attention_mask` must have the shape of `input_ids`, {tuple(input_ids.shape)}; got {got}."
             )
-        states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        elif bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+            # The start and end tokens are found by position (first, last real): padding must come after them.
+            raise ValueError(
+                "`attention_mask` must pad on the right (real tokens first): a tokenizer with `padding_side='left'` "
+                "moves each query's start token; tokenize with `padding_side='right'`."
+            )
+        # Without a weight to train (frozen), the encoder's activations need not be kept for a backward pass.
+        trains = torch.is_grad_enabled() and any(weight.requires_grad for weight in self.text_encoder.parameters())
+        with torch.set_grad_enabled(trains):
+            states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         # Drop the start token (position 0) and the end token (the last real position of each row).
         text_features = states[:, 1:-1]
         text_mask = attention_mask[:, 2:].to(states.dtype)
@@ -1865,11 +1890,15 @@ class RGNetModel(RGNetPreTrainedModel):
             ~((selector_noise >= 0) & (selector_noise <= 1)).all()
             if check_noise
             else torch.zeros((), dtype=torch.bool, device=video_mask.device),
+            # Padding columns beyond the limit are harmless; real tokens beyond it are not what the model learnt from.
+            (text_mask.sum(dim=1) > config.max_text_tokens).any()
+            if text_mask.shape[1] > config.max_text_tokens
+            else torch.zeros((), dtype=torch.bool, device=video_mask.device),
             *(flag for flag, _ in index_checks),
         ]
         flags = torch.stack([flag.to(video_mask.device) for flag in flags]).tolist()
-        bad_video_mask, bad_text_mask, empty_window, empty_query, bad_video, bad_text, bad_noise = flags[:7]
-        for (_, error), bad in zip(index_checks, flags[7:], strict=True):
+        bad_video_mask, bad_text_mask, empty_window, empty_query, bad_video, bad_text, bad_noise, long_text = flags[:8]
+        for (_, error), bad in zip(index_checks, flags[8:], strict=True):
             if bad:
                 raise error()
         # Positions are encoded from the mask's running sum and attention reads it as booleans: only 0 and 1 mean the
@@ -1891,6 +1920,11 @@ class RGNetModel(RGNetPreTrainedModel):
             raise ValueError("`text_features` contains NaN or infinite values.")
         if bad_noise:
             raise ValueError("`selector_noise` must hold uniform samples in [0, 1] (its logit is the gate's noise).")
+        if long_text and not bad_text_mask:
+            raise ValueError(
+                f"`text_mask` marks more than config.max_text_tokens = {config.max_text_tokens} real tokens in a query "
+                "(the processor keeps each query's first `max_text_tokens`)."
+            )
 
     def _project_per_pair(self, projection: nn.Module, features: torch.Tensor, pair_index: torch.Tensor | None):
         """`projection` of each pair's rows of `features`, which hold distinct windows or queries when `pair_index`

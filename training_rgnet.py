@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -587,8 +588,6 @@ def predict_long_videos(
     for index, video in enumerate(rows["video_id"]):
         by_video[str(video)].append(index)
     selected = list(by_video) if video_ids is None else [video for video in video_ids if video in by_video]
-    was_training = model.training
-    model.eval()
     if overlap_post_processing is None:
         overlap_post_processing = device.type != "cpu"
     results: dict[int, dict[str, Any]] = {}
@@ -604,7 +603,7 @@ def predict_long_videos(
                     "window_ranking": np.asarray(result["window_ranking"]).tolist(),
                 }
 
-    with PostProcessingWorker(background=overlap_post_processing) as worker:
+    with _in_eval_mode(model), PostProcessingWorker(background=overlap_post_processing) as worker:
         for video in tqdm(selected, desc="long-video inference", unit="video", disable=not progress):
             frames = feature_store.read_frames(video)
             # The matching score's frame-query product runs where the model is, once per chunk for all its queries.
@@ -649,8 +648,18 @@ def predict_long_videos(
                 )
                 collect(finished)
         collect(worker.finish())
-    model.train(was_training)
     return [results[index] for index in sorted(results)]
+
+
+@contextlib.contextmanager
+def _in_eval_mode(model):
+    """`model` in eval mode inside the block, back in its own mode after it, an error included."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def score_predictions(

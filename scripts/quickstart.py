@@ -118,12 +118,11 @@ def build_text_encoder(vocabulary, max_positions: int = 32):
 
 
 def load_text_encoder_weights(model, embeddings: torch.Tensor) -> None:
-    """Token embeddings = word vectors, no position embeddings, frozen."""
+    """Token embeddings = word vectors, no position embeddings (the config's `freeze_text_encoder` keeps them)."""
     encoder = model.model.text_encoder
     with torch.no_grad():
         encoder.embeddings.token_embedding.weight.copy_(embeddings)
         encoder.embeddings.position_embedding.weight.zero_()
-    encoder.requires_grad_(False)
 
 
 # ---- Baseline ----

@@ -85,6 +85,10 @@ def test_preset_overrides_and_unknown_names():
         ({"span_l1_loss_weight": float("nan")}, "`span_l1_loss_weight` must be a finite number"),
         ({"retrieval_loss_weight": float("inf")}, "`retrieval_loss_weight` must be a finite number"),
         ({"seconds_per_frame": float("inf")}, "`seconds_per_frame` must be a finite number"),
+        (
+            {"matcher_span_l1_cost": 0.0, "matcher_giou_cost": 0, "matcher_class_cost": 0.0},
+            "`matcher_span_l1_cost`, `matcher_giou_cost` and `matcher_class_cost` are all 0",
+        ),
     ],
 )
 def test_invalid_fields_raise_value_error(fields, message):

@@ -546,6 +546,59 @@ def test_text_encoder_path_matches_precomputed_token_features(tester):
     torch.testing.assert_close(from_ids.logits, from_features.logits, atol=0, rtol=0)
 
 
+def test_the_text_encoder_is_frozen_unless_the_config_says_otherwise(tester, tmp_path):
+    """Frozen (the default, as the recipes' pre-extracted text features): no gradient, eval mode in training, and
+    so after `save_pretrained` / `from_pretrained`; `freeze_text_encoder=False` trains it."""
+    input_ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]])
+    video = tester.prepare_inputs(2)
+
+    def text_encoder_gradients(model):
+        model.train()
+        assert model.model.text_encoder.training == (not model.config.freeze_text_encoder)
+        outputs = model(
+            video_features=video["video_features"],
+            video_mask=video["video_mask"],
+            input_ids=input_ids,
+            attention_mask=(input_ids != 0).long(),
+        )
+        (outputs.window_logits.sum() + outputs.logits.sum()).backward()
+        assert any(weight.grad is not None for weight in model.model.video_projection.parameters())
+        return [weight.grad for weight in model.model.text_encoder.parameters()]
+
+    frozen = RGNetForVideoGrounding(tester.get_config(text_config=tiny_text_config()))
+    assert not any(weight.requires_grad for weight in frozen.model.text_encoder.parameters())
+    assert all(grad is None for grad in text_encoder_gradients(frozen))
+    frozen.save_pretrained(tmp_path / "frozen")
+    reloaded = RGNetForVideoGrounding.from_pretrained(tmp_path / "frozen")
+    assert reloaded.config.freeze_text_encoder
+    assert not any(weight.requires_grad for weight in reloaded.model.text_encoder.parameters())
+    assert all(grad is None for grad in text_encoder_gradients(reloaded))
+    trained = RGNetForVideoGrounding(tester.get_config(text_config=tiny_text_config(), freeze_text_encoder=False))
+    gradients = text_encoder_gradients(trained)
+    assert all(grad is not None for grad in gradients) and any(grad.abs().sum() > 0 for grad in gradients)
+    assert not trained.eval().model.text_encoder.training and not frozen.eval().model.text_encoder.training
+
+
+def test_left_padded_token_ids_are_an_error(tester):
+    """The start and end tokens are dropped by position: right padding only."""
+    model = RGNetForVideoGrounding(tester.get_config(text_config=tiny_text_config())).eval()
+    left = torch.tensor([[1, 5, 6, 7, 2], [0, 0, 1, 8, 2]])
+    with pytest.raises(ValueError, match="`attention_mask` must pad on the right"):
+        model.model.encode_text(left, (left != 0).long())
+
+
+def test_more_real_tokens_than_max_text_tokens_is_an_error(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).eval()
+    inputs = tester.prepare_inputs(2)
+    longer = {
+        **inputs,
+        "text_features": torch.cat([inputs["text_features"], inputs["text_features"][:, :2]], dim=1),
+        "text_mask": torch.ones(2, inputs["text_mask"].shape[1] + 2),
+    }
+    with pytest.raises(ValueError, match="`text_mask` marks more than config.max_text_tokens"):
+        model(**longer)
+
+
 # ---- bad inputs ----
 
 

@@ -204,6 +204,12 @@ def test_long_video_inference_sends_each_window_once_and_matches_repeated_window
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="`pairs_per_batch` must be a positive integer or None"):
             predict_long_videos(model, processor, validation, store, pairs_per_batch=bad, progress=False)
+    # An error inside leaves the model in the mode it came in.
+    model.train()
+    with pytest.raises(ValueError, match="max_predictions"):
+        predict_long_videos(model, processor, validation, store, progress=False, max_predictions=0)
+    assert model.training
+    model.eval()
     # Post-processing on a worker thread while the next chunk runs (the default on accelerators): the same results.
     overlapped = predict_long_videos(
         model, processor, validation, store, pairs_per_batch=5, progress=False, overlap_post_processing=True
