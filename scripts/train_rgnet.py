@@ -235,7 +235,20 @@ def main(argv: list[str] | None = None) -> dict:
                 script_args.eval_split,
             )
 
-    processor = RGNetProcessor.from_config(config)
+    # A model with a text encoder reads the `query` column through the tokenizer saved with it.
+    tokenizer = None
+    if script_args.init_from is not None:
+        tokenizer = RGNetProcessor.from_model_folder(script_args.init_from, config).tokenizer
+    if config.text_config is not None and tokenizer is None:
+        source = (
+            f"`--init_from` {script_args.init_from} holds none" if script_args.init_from else "`--text_config` alone"
+        )
+        raise ValueError(
+            "The model has a text encoder (`text_config`), which reads the `query` column through a tokenizer, but "
+            f"there is no tokenizer ({source}): start from a model folder saved with its processor "
+            "(`processor.save_pretrained(folder)`, as `scripts/quickstart.py` does) via `--init_from`."
+        )
+    processor = RGNetProcessor.from_config(config, tokenizer)
     set_seed(training_args.seed)  # before the model is built: its initial weights come from this seed
     if script_args.init_from is not None:
         model = RGNetForVideoGrounding.from_pretrained(script_args.init_from, config=config)

@@ -559,6 +559,58 @@ def test_train_script_takes_the_architecture_of_its_init_checkpoint(tiny_dataset
         train_rgnet.main([*flags, "--init_from", str(tmp_path / "other"), "--text_config", "{}"])
 
 
+def word_tokenizer(words):
+    """A word-level tokenizer with CLIP's start and end tokens around each query."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocabulary = {"<pad>": 0, "<sot>": 1, "<eot>": 2, "<unk>": 3, **{word: 4 + i for i, word in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<sot> $A <eot>", special_tokens=[("<sot>", 1), ("<eot>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<sot>", eos_token="<eot>", unk_token="<unk>"
+    )
+
+
+def test_train_script_trains_a_model_with_a_text_encoder_from_its_folder(tiny_dataset, tmp_path):
+    """The `query` column goes through the tokenizer saved with the model; the text encoder stays frozen."""
+    from transformers import CLIPTextConfig
+
+    queries, _ = load_rgnet_dataset(tiny_dataset)
+    words = sorted({word for split in queries.values() for query in split["query"] for word in query.split()})
+    tokenizer = word_tokenizer(words)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TINY_CONFIG["text_feature_dim"],
+        intermediate_size=32,
+        num_hidden_layers=0,
+        num_attention_heads=1,
+        max_position_embeddings=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    config = RGNetConfig(**TINY_CONFIG, text_config=text_config)
+    start = RGNetForVideoGrounding(config)
+    start.save_pretrained(tmp_path / "init")
+    flags = [*script_flags(tiny_dataset, tmp_path / "run", "--eval_split", "validation"), "--learning_rate", "1e-2"]
+    with pytest.raises(ValueError, match=r"there is no tokenizer \(`--init_from` .* holds none\)"):
+        train_rgnet.main([*flags, "--init_from", str(tmp_path / "init")])
+    RGNetProcessor.from_config(config, tokenizer).save_pretrained(tmp_path / "init")
+    metrics = train_rgnet.main([*flags, "--init_from", str(tmp_path / "init")])
+    assert "eval_R@1,IoU=0.3" in metrics  # evaluation tokenized the validation queries too
+    trained = RGNetForVideoGrounding.from_pretrained(tmp_path / "run")
+    assert not any(weight.requires_grad for weight in trained.model.text_encoder.parameters())
+    for name, tensor in start.state_dict().items():
+        if name.startswith("model.text_encoder."):
+            torch.testing.assert_close(trained.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    assert not torch.equal(trained.model.anchor_embeddings, start.model.anchor_embeddings)
+    assert RGNetProcessor.from_pretrained(tmp_path / "run").tokenizer is not None
+
+
 # ---- multi-process training ----
 
 
