@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ArgumentParser", "run_script", "script_parser"]
+__all__ = ["ArgumentParser", "check_device", "run_script", "script_parser"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -35,6 +35,23 @@ class ArgumentParser(argparse.ArgumentParser):
 def script_parser(doc: str | None, **kwargs) -> ArgumentParser:
     """The parser of a script whose module docstring is `doc`: its first paragraph is the description."""
     return ArgumentParser(description=(doc or "").split("\n\n")[0], **kwargs)
+
+
+def check_device(device: str) -> str | None:
+    """What is wrong with a `--device` value on this machine (`None` when it can be used)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        return "not a torch device (expected e.g. cpu, cuda or cuda:0)"
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available here (this PyTorch build or machine has no usable GPU); use --device cpu"
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None
 
 
 def run_script(main: Callable[[], object], errors: tuple[type[BaseException], ...] = (ValueError,)) -> None:

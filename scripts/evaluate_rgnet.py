@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
-from scripts.cli import run_script, script_parser  # noqa: E402
+from scripts.cli import check_device, run_script, script_parser  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     check_dataset_matches_config,
@@ -35,21 +35,6 @@ from training_rgnet import (  # noqa: E402
 )
 
 logger = logging.getLogger("evaluate_rgnet")
-
-
-def check_device(device: str) -> str | None:
-    """What is wrong with a `--device` value on this machine (`None` when it can be used)."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        return "not a torch device (expected e.g. cpu, cuda or cuda:0)"
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            return "CUDA is not available here (this PyTorch build or machine has no usable GPU); use --device cpu"
-        count = torch.cuda.device_count()
-        if parsed.index is not None and parsed.index >= count:
-            return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
-    return None
 
 
 def main(argv: list[str] | None = None) -> dict:

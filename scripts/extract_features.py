@@ -57,7 +57,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_rgnet import RGNetDatasetWriter, RGNetFeatureStore, read_manifest  # noqa: E402
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import check_device, run_script, script_parser  # noqa: E402
 
 logger = logging.getLogger("extract_features")
 
@@ -343,6 +343,13 @@ def build_frame_encoder(encoder: str, *, clip_output: str = "image_embeds", devi
 # ---- Extraction ----
 
 
+def _check_sampling(fps: Any, batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not fps > 0 or not math.isfinite(fps):
+        raise ValueError(f"`fps` must be a positive number, got {fps!r}.")
+
+
 def extract_video_features(
     path: str | os.PathLike,
     encoder: FrameEncoder,
@@ -366,10 +373,7 @@ def extract_video_features(
     Raises:
         ValueError: If the video cannot be read or decoded (naming the file), or on a bad `fps`/`batch_size`.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not fps > 0 or not math.isfinite(fps):
-        raise ValueError(f"`fps` must be a positive number, got {fps!r}.")
+    _check_sampling(fps, batch_size)
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"`video` {str(path)!r} is not a file.")
@@ -464,6 +468,7 @@ def extract_features(
         ValueError: On an unreadable video (unless `skip_unreadable`), when no video could be read, or when
             `output_dir` holds a dataset or parts made with other settings and `overwrite` is not set.
     """
+    _check_sampling(fps, batch_size)  # before anything is written: the settings file records the rate
     output_dir = Path(output_dir)
     parts_dir = output_dir.with_name(output_dir.name + PARTS_SUFFIX)
     videos = find_videos(video)
@@ -561,6 +566,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip_unreadable", action="store_true", help="skip videos that cannot be decoded")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
+    if not args.fps > 0 or not math.isfinite(args.fps):
+        parser.error(f"--fps must be a positive number, got {args.fps}")
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    device_problem = check_device(args.device)
+    if device_problem is not None:
+        parser.error(f"--device {args.device}: {device_problem}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     encoder = build_frame_encoder(args.encoder, clip_output=args.clip_output, device=args.device)
     summary = extract_features(
@@ -597,5 +609,5 @@ __all__ = [
     "quiet_transformers",
 ]
 
-if __name__ == "__main__":
-    sys.exit(1 if main()["failed"] else 0)
+if __name__ == "__main__":  # exit status 1 when a video failed (with --skip_unreadable)
+    run_script(lambda: sys.exit(1 if main()["failed"] else 0))

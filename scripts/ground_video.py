@@ -63,7 +63,7 @@ if str(REPO_ROOT) not in sys.path:
 from data_rgnet import RGNetFeatureStore  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor, normalize_query  # noqa: E402
-from scripts.cli import run_script, script_parser  # noqa: E402
+from scripts.cli import check_device, run_script, script_parser  # noqa: E402
 from scripts.extract_features import build_frame_encoder, extract_video_features, quiet_transformers  # noqa: E402
 from training_rgnet import forward_whole_queries  # noqa: E402
 from visualization_rgnet import plot_timelines  # noqa: E402
@@ -548,6 +548,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for flag in ("top_k", "batch_size"):  # usage errors, before the model loads
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    device_problem = check_device(args.device)
+    if device_problem is not None:
+        parser.error(f"--device {args.device}: {device_problem}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     model, processor = load_model_and_processor(args.model, device=args.device)

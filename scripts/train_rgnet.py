@@ -132,7 +132,7 @@ def _parse_config_overrides(remaining: list[str]) -> dict:
     while index < len(remaining):
         flag = remaining[index]
         flag, separator, raw = flag.partition("=") if flag.startswith("--") else (flag, "", "")
-        name = flag[2:] if flag.startswith("--") else None
+        name = flag[2:].replace("-", "_") if flag.startswith("--") else None  # either spelling, as every flag
         if name is None or name not in fields:
             raise ValueError(f"Unknown argument {flag!r}: not a training argument nor an RGNetConfig field.")
         if not separator:

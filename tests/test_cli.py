@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from scripts.cli import ArgumentParser, script_parser
+from scripts.cli import ArgumentParser, check_device, script_parser
 
 
 def test_each_long_option_takes_its_other_spelling():
@@ -65,3 +65,15 @@ def test_run_script_ends_on_bad_input_with_one_error_line(monkeypatch):
     assert str(exit_info.value.code).startswith("prepare_mad.py: error: [Errno 2]")
     with pytest.raises(OSError):  # not one of `errors`: raised as it is, with its traceback
         run_script(lambda: open("/no/such/file"))
+
+
+def test_device_values_are_checked_before_use():
+    assert check_device("cpu") is None
+    assert "not a torch device" in check_device("gpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "CUDA is not available here" in check_device("cuda")
+    else:
+        count = torch.cuda.device_count()
+        assert check_device("cuda") is None and f"{count} CUDA device(s)" in check_device(f"cuda:{count}")

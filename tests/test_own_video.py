@@ -279,6 +279,10 @@ def test_folder_extraction_resumes_and_only_encodes_new_videos(video_dir, clip_d
 
     with pytest.raises(ValueError, match="--overwrite"):
         extract_features(folder, output, clip, fps=2, progress=False)
+    # A bad rate is refused before anything is written, so a corrected run needs no --overwrite.
+    with pytest.raises(ValueError, match="`fps` must be a positive number"):
+        extract_features(folder, tmp_path / "bad_rate", clip, fps=0, progress=False)
+    assert not (tmp_path / "bad_rate.parts").exists() and not (tmp_path / "bad_rate").exists()
 
 
 def _read_all(path):

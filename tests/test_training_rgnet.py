@@ -491,6 +491,7 @@ def test_train_script_parses_config_values_by_the_field_type():
             *("--emulate_text_mask_head_ordering", "0", "--hidden_size", "64", "--dropout", "0.25"),
             *("--window_stride", "none", "--pair_mode", "paired_negative", "--query_normalization", '"ego4d"'),
             "--input_dropout=0",
+            *("--max-text-tokens", "12", "--window-stride=none"),  # either spelling, as every other flag
         ]
     )
     assert overrides == {
@@ -503,6 +504,7 @@ def test_train_script_parses_config_values_by_the_field_type():
         "pair_mode": "paired_negative",
         "query_normalization": "ego4d",
         "input_dropout": 0,
+        "max_text_tokens": 12,
     }
     for value in ("true", "TRUE", "yes", "1"):
         assert train_rgnet._parse_config_overrides(["--use_auxiliary_loss", value]) == {"use_auxiliary_loss": True}
