@@ -1138,6 +1138,19 @@ def build_rgnet_dataset(
             logger.warning("split %r: no query row is left after filtering; the split is not written", split)
     needed_videos = list(dict.fromkeys(row["video_id"] for rows in kept.values() for row in rows))
     summary: dict[str, Any] = {"dataset": dataset, "splits": stats.as_dict()}
+    if not needed_videos:  # say why, before the writer's generic "no video" error
+        dropped: Counter = Counter()
+        for entry in summary["splits"].values():
+            dropped.update(entry["dropped"])
+        hint = ""
+        if dropped.get("missing_video_features"):
+            hint = (
+                f" None of the annotations' videos is among the {len(video_id_set)} video(s) of the video features "
+                "(check the video features flag, and that its keys are the annotations' video ids)."
+            )
+        elif dropped.get("missing_text_features"):
+            hint = " No query has text features (check the text features flag and its keys)."
+        raise ValueError(f"No query row is left after filtering, so there is nothing to write: {dict(dropped)}.{hint}")
     with RGNetDatasetWriter(
         output_dir, max_shard_bytes=max_shard_bytes, metadata=metadata, overwrite=overwrite
     ) as writer:
@@ -1217,8 +1230,14 @@ def converter_options(args, parser) -> tuple[dict[str, Path], dict[str, Any]]:
         path = getattr(args, name, None)
         if path is not None and not Path(path).exists():
             parser.error(f"--{name.replace('_', '-')} {str(path)!r} does not exist.")
+    train_splits = args.train_splits.split(",") if args.train_splits else None
+    unknown = sorted(set(train_splits or ()) - set(annotations))
+    if unknown:  # a misspelt name would silently give the training split the evaluation rules
+        parser.error(
+            f"--train-splits names split(s) {unknown} that --annotations does not give ({sorted(annotations)})."
+        )
     options = {
-        "train_splits": args.train_splits.split(",") if args.train_splits else None,
+        "train_splits": train_splits,
         "strict": args.strict,
         "max_shard_bytes": max(1, int(args.max_shard_gb * 1024**3)),
         "overwrite": args.overwrite,
@@ -1254,6 +1273,18 @@ def parse_split_paths(values: list[str], flag: str) -> dict[str, Path]:
 
 
 # ---- Original implementation's layout (spec §9: JSON Lines + LMDB of compressed .npz) ----
+
+
+def read_json(path: str | os.PathLike, flag: str) -> Any:
+    """The JSON value in the file `path` given by `flag`.
+
+    Raises:
+        ValueError: If the file is not valid JSON (the message names the flag, the file and where parsing failed).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"`{flag}` file {str(path)!r} is not valid JSON: {error}.") from None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -1295,9 +1326,12 @@ class LmdbNpzReader:
         self.path = Path(path)
         if not self.path.exists():
             raise ValueError(f"LMDB environment {str(self.path)!r} does not exist.")
-        self._env = lmdb.open(
-            str(self.path), subdir=self.path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False
-        )
+        try:
+            self._env = lmdb.open(
+                str(self.path), subdir=self.path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False
+            )
+        except lmdb.Error as error:
+            raise ValueError(f"{str(self.path)!r} is not an LMDB environment: {error}") from None
 
     def keys(self) -> set[str]:
         """All keys, decoded as UTF-8."""

@@ -16,7 +16,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -30,6 +29,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from configuration_rgnet import RGNetConfig  # noqa: E402
+from data_rgnet import read_json  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
 from scripts.cli import run_script, script_parser  # noqa: E402
@@ -192,7 +192,15 @@ def config_from_original(options: dict, state_dict: dict[str, torch.Tensor]) -> 
         return len({match[1] for key in state_dict if (match := re.match(pattern, key))})
 
     dataset = str(options.get("dset_name", "")).lower()
-    preset = "mad" if "mad" in dataset or options.get("clip_length") == 0.2 else "ego4d-nlq-finetune"
+    if not dataset and options.get("clip_length") is None:
+        raise ValueError(
+            "The original options give neither `dset_name` nor `clip_length`: the MAD and Ego4D settings they leave "
+            "out (frame duration, position temperature, windows kept) cannot be told apart; add `dset_name`."
+        )
+    if "mad" in dataset or options.get("clip_length") == 0.2:
+        preset = "mad"
+    else:  # the NLQ finetuning recipe trains with paired negative windows, NaQ pretraining without
+        preset = "ego4d-naq-pretrain" if options.get("neg_loss") is False else "ego4d-nlq-finetune"
     hidden = state_dict["global_rep_token"].shape[0]
     fields = {
         "video_feature_dim": state_dict["input_vid_proj.0.LayerNorm.weight"].shape[0],
@@ -234,8 +242,8 @@ def config_from_original(options: dict, state_dict: dict[str, torch.Tensor]) -> 
         if field in fields:
             fields[field] = int(fields[field])
     fields["use_auxiliary_loss"] = bool(fields.get("use_auxiliary_loss", True))
-    if options.get("neg_loss"):
-        fields["pair_mode"] = "paired_negative"
+    if options.get("neg_loss") is not None:
+        fields["pair_mode"] = "paired_negative" if options["neg_loss"] else "cross_pairs"
     config = RGNetConfig.from_preset(preset, **fields)
     return config
 
@@ -251,13 +259,16 @@ def load_original_checkpoint(checkpoint: str | Path, original_options: str | Pat
         payload = load_file(str(checkpoint))
     else:
         # The original pickles its options as an argparse Namespace next to the weights.
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        try:
+            payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        except Exception as error:  # any unpickling or archive failure reads the same
+            raise ValueError(f"`--checkpoint` {checkpoint} is not a readable PyTorch checkpoint: {error}") from None
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
         state_dict, options = payload["model"], payload.get("opt")
     else:
         state_dict, options = payload, None
     if original_options is not None:
-        options = json.loads(Path(original_options).read_text())
+        options = read_json(original_options, "--original_options")
     if options is None:
         raise ValueError(
             f"{checkpoint} holds no training options (`opt`); pass them with `--original_options options.json`."

@@ -51,6 +51,7 @@ from data_rgnet import (  # noqa: E402
     build_rgnet_dataset,
     convert_original_layout,
     converter_options,
+    read_json,
 )
 from scripts.cli import run_script, script_parser  # noqa: E402
 
@@ -86,7 +87,7 @@ def ego4d_annotation_rows(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         ValueError: If a required key is missing, or a clip's rounded end is not after its rounded start.
     """
-    return _rows_from_annotation_data(json.loads(Path(path).read_text()), str(path))
+    return _rows_from_annotation_data(read_json(path, "--annotations"), str(path))
 
 
 def _rows_from_annotation_data(data: Any, path: str) -> list[dict[str, Any]]:
@@ -173,7 +174,7 @@ def convert_ego4d_release(
     rows_by_split = {}
     versions = {}
     for split, path in annotations.items():
-        data = json.loads(Path(path).read_text())
+        data = read_json(path, "--annotations")
         versions[split] = str(data["version"]) if isinstance(data, dict) and "version" in data else None
         rows_by_split[split] = _rows_from_annotation_data(data, str(path))
         del data

@@ -45,6 +45,7 @@ from data_rgnet import (  # noqa: E402
     build_rgnet_dataset,
     convert_original_layout,
     converter_options,
+    read_json,
 )
 from scripts.cli import run_script, script_parser  # noqa: E402
 
@@ -67,7 +68,7 @@ def mad_annotation_rows(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         ValueError: If the file is not a JSON object of objects or an entry misses a key.
     """
-    data = json.loads(Path(path).read_text())
+    data = read_json(path, "--annotations")
     if not isinstance(data, dict):
         raise ValueError(f"MAD annotation file {str(path)!r} must hold a JSON object query_id -> entry.")
     rows = []
@@ -120,10 +121,10 @@ def convert_mad_release(
         text_file = files.enter_context(_open_h5(text_features, "text_features")) if text_features else None
 
         def load_video(movie: str) -> np.ndarray:
-            return np.asarray(video_file[movie][()])
+            return _read_h5_array(video_file, movie, "video_features")
 
         def load_text(query_id: str) -> dict[str, np.ndarray]:
-            return {"text_features": np.asarray(text_file[query_id][()])}
+            return {"text_features": _read_h5_array(text_file, query_id, "text_features")}
 
         return build_rgnet_dataset(
             output_dir,
@@ -146,6 +147,16 @@ def convert_mad_release(
             overwrite=overwrite,
             progress=progress,
         )
+
+
+def _read_h5_array(file, key: str, name: str) -> np.ndarray:
+    """The array stored under `key`, or a ValueError naming the argument when the entry is not an array (a group)."""
+    import h5py
+
+    entry = file[key]
+    if not isinstance(entry, h5py.Dataset):
+        raise ValueError(f"`{name}` {file.filename!r}: entry {key!r} is a {type(entry).__name__}, not an array.")
+    return np.asarray(entry[()])
 
 
 def _open_h5(path: Path, name: str):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from data_rgnet import (
+    LmdbNpzReader,
     RGNetDatasetWriter,
     RGNetFeatureStore,
     clean_query_row,
@@ -420,6 +421,43 @@ def test_prepare_mad_strict_and_bad_features(tmp_path):
     assert not (tmp_path / "nan" / "rgnet_dataset.json").exists()
     with pytest.raises(SystemExit):
         prepare_mad.main(["--annotations", "train", "--video-features", "x.h5", "--output", str(tmp_path / "o")])
+
+
+def test_prepare_mad_explains_bad_annotations_and_unmatched_features(tmp_path, capsys):
+    h5py = pytest.importorskip("h5py")
+    _, _, paths = _write_mad_release(tmp_path)
+    prepare_mad = load_script("prepare_mad")
+    video = ["--video-features", str(tmp_path / "CLIP_B32_frames_features_5fps.h5"), "--no-progress"]
+    (tmp_path / "broken.json").write_text("{bad")
+    with pytest.raises(ValueError, match="`--annotations` file .*broken.json' is not valid JSON"):
+        prepare_mad.main(
+            ["--annotations", f"train={tmp_path / 'broken.json'}", *video, "--output", str(tmp_path / "a")]
+        )
+    # A misspelt split name would give the training split the evaluation filters.
+    with pytest.raises(SystemExit):
+        prepare_mad.main(
+            ["--annotations", f"train={paths['train']}", "--train-splits", "trian", *video, "--output", str(tmp_path)]
+        )
+    assert "--train-splits names split(s) ['trian'] that --annotations does not give (['train'])" in (
+        capsys.readouterr().err
+    )
+    with h5py.File(tmp_path / "other.h5", "w") as handle:  # features of other movies only
+        handle.create_dataset("another_movie", data=np.ones((4, 8), dtype=np.float32))
+        handle.create_group("a_group")
+    other = ["--video-features", str(tmp_path / "other.h5"), "--no-progress", "--output", str(tmp_path / "b")]
+    with pytest.raises(ValueError, match=r"No query row is left .*'missing_video_features': 5, .*None of the annot"):
+        prepare_mad.main(["--annotations", f"train={paths['train']}", *other])
+    assert not (tmp_path / "b").exists()
+    load = prepare_mad._read_h5_array
+    with h5py.File(tmp_path / "other.h5", "r") as handle, pytest.raises(ValueError, match="'a_group' is a Group"):
+        load(handle, "a_group", "video_features")
+
+
+def test_original_layout_reader_names_a_file_that_is_not_lmdb(tmp_path):
+    pytest.importorskip("lmdb")
+    (tmp_path / "features.h5").write_bytes(b"not an lmdb environment" * 100)
+    with pytest.raises(ValueError, match="features.h5' is not an LMDB environment"):
+        LmdbNpzReader(tmp_path / "features.h5")
 
 
 @pytest.mark.parametrize("flag", ["--video-features", "--text-features"])

@@ -329,6 +329,28 @@ def test_conversion_cli_with_separate_options_file(fixture, tmp_path):
     assert (tmp_path / "converted" / "model.safetensors").is_file()
 
 
+def test_conversion_reads_the_recipe_off_the_options(fixture, tmp_path):
+    """The NaQ pretraining options (no negative-window loss) give cross pairs, NLQ finetuning paired negatives;
+    options that name no dataset, a usage error; a file that is not a checkpoint or not JSON, one naming the flag."""
+    flags = dict(fixture.meta["official_flags"]["architecture"])
+    for neg_loss, pair_mode in ((False, "cross_pairs"), (True, "paired_negative")):
+        config = converter.config_from_original({**flags, "neg_loss": neg_loss}, fixture.official_state_dict)
+        assert config.pair_mode == pair_mode
+    unnamed = {key: value for key, value in flags.items() if key not in ("dset_name", "clip_length")}
+    with pytest.raises(ValueError, match="neither `dset_name` nor `clip_length`"):
+        converter.config_from_original(unnamed, fixture.official_state_dict)
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="`--checkpoint` .* is not a readable PyTorch checkpoint"):
+        converter.main(["--checkpoint", str(tmp_path / "junk.ckpt"), "--output_dir", str(tmp_path / "out")])
+    torch.save({"model": fixture.official_state_dict}, tmp_path / "x.ckpt")
+    (tmp_path / "options.json").write_text("{nheads: 4")
+    with pytest.raises(ValueError, match="`--original_options` file .* is not valid JSON"):
+        converter.main(
+            ["--checkpoint", str(tmp_path / "x.ckpt"), "--original_options", str(tmp_path / "options.json")]
+            + ["--output_dir", str(tmp_path / "out")]
+        )
+
+
 def test_conversion_rejects_unexpected_keys(fixture):
     state_dict = dict(fixture.official_state_dict)
     state_dict["transformer.mystery.weight"] = torch.zeros(1)
