@@ -175,8 +175,12 @@ def test_matcher_on_stacked_decoder_layers_matches_each_layer_alone():
 
 
 def test_matcher_rejects_all_zero_costs():
+    with pytest.raises(ValueError, match="are all 0"):  # the config itself refuses them
+        make_config(matcher_span_l1_cost=0, matcher_giou_cost=0, matcher_class_cost=0)
+    config = make_config(matcher_giou_cost=0, matcher_class_cost=0)
+    config.matcher_span_l1_cost = 0  # fields set one by one are not checked against each other
     with pytest.raises(ValueError, match="config"):
-        RGNetHungarianMatcher(make_config(matcher_span_l1_cost=0, matcher_giou_cost=0, matcher_class_cost=0))
+        RGNetHungarianMatcher(config)
 
 
 # ---- label validation ----
