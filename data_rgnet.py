@@ -1230,6 +1230,10 @@ def converter_options(args, parser) -> tuple[dict[str, Path], dict[str, Any]]:
         path = getattr(args, name, None)
         if path is not None and not Path(path).exists():
             parser.error(f"--{name.replace('_', '-')} {str(path)!r} does not exist.")
+    if args.no_progress:  # also the bars `datasets` shows while saving the query tables
+        import datasets
+
+        datasets.disable_progress_bars()
     train_splits = args.train_splits.split(",") if args.train_splits else None
     unknown = sorted(set(train_splits or ()) - set(annotations))
     if unknown:  # a misspelt name would silently give the training split the evaluation rules

@@ -679,6 +679,13 @@ def score_predictions(
     scored = [item for item in predictions if timestamps.get(item["query_id"]) is not None]
     if not scored:
         raise ValueError("No evaluated query has `timestamps`: nothing to score.")
+    if len(scored) < len(predictions):
+        logger.warning(
+            "%d of %d evaluated queries have no `timestamps` and are not scored (the metrics cover %d).",
+            len(predictions) - len(scored),
+            len(predictions),
+            len(scored),
+        )
     metric = evaluate.load(str(METRIC_PATH), metric_config)
     results = metric.compute(
         predictions=[item["predictions"] for item in scored],
@@ -796,6 +803,15 @@ class RGNetTrainer(Trainer):
     # -- training --
 
     def get_train_dataloader(self) -> DataLoader:
+        batch = self.args.per_device_train_batch_size * self.args.world_size
+        if self.args.dataloader_drop_last and self.train_dataset is not None and len(self.train_dataset) < batch:
+            # Every batch is whole (cross pairs need B queries): none would be left, and the Trainer's own error
+            # would speak of max_steps.
+            raise ValueError(
+                f"The training set has {len(self.train_dataset)} queries, fewer than one batch of "
+                f"per_device_train_batch_size ({self.args.per_device_train_batch_size}) x {self.args.world_size} "
+                "process(es); lower --per_device_train_batch_size."
+            )
         if not self.args.same_video_negatives:
             return super().get_train_dataloader()
         if not isinstance(self.train_dataset, RGNetTrainingDataset):

@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     check_dataset_matches_config(queries[script_args.train_split], store, config)
     eval_dataset = None
+    eval_strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+    if script_args.eval_split is None and eval_strategy != "no":
+        raise ValueError(f"`--eval_strategy {eval_strategy}` needs `--eval_split` (the split to evaluate).")
     if script_args.eval_split is not None:
         eval_dataset = queries[script_args.eval_split]
         check_query_table(eval_dataset, split=script_args.eval_split, require_timestamps=True, needs_text=text_column)

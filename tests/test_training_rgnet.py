@@ -517,6 +517,32 @@ def test_train_script_parses_config_values_by_the_field_type():
     assert config.use_auxiliary_loss is False
 
 
+def test_queries_without_timestamps_are_left_out_of_the_metrics_with_a_warning(caplog):
+    from datasets import Dataset
+
+    queries = Dataset.from_dict({"query_id": ["a", "b", "c"], "timestamps": [[1.0, 3.0], None, [0.0, 2.0]]})
+    predictions = [
+        {"query_id": query_id, "predictions": [[1.0, 3.0, 0.9], [0.0, 2.0, 0.5]], "window_ranking": [0, 1]}
+        for query_id in ("a", "b", "c")
+    ]
+    processor = RGNetProcessor(max_window_frames=16, seconds_per_frame=0.5)
+    with caplog.at_level("WARNING"):
+        results = training_rgnet.score_predictions(predictions, queries, processor, "ego4d")
+    assert results["num_queries"] == 2 and results["R@1,IoU=0.5"] == 0.5
+    assert "1 of 3 evaluated queries have no `timestamps` and are not scored" in caplog.text
+    with pytest.raises(ValueError, match="No evaluated query has `timestamps`"):
+        training_rgnet.score_predictions(predictions[1:2], queries, processor, "ego4d")
+
+
+def test_train_script_names_the_setting_behind_an_empty_or_unevaluated_run(tiny_dataset, tmp_path):
+    flags = script_flags(tiny_dataset, tmp_path / "run")
+    with pytest.raises(ValueError, match="`--eval_strategy epoch` needs `--eval_split`"):
+        train_rgnet.main([*flags, "--eval_strategy", "epoch"])
+    # 16 training queries: a batch of 32 leaves no whole batch (the Trainer's own error would speak of max_steps).
+    with pytest.raises(ValueError, match=r"16 queries, fewer than one batch .*\(32\) x 1 process"):
+        train_rgnet.main([*flags, "--per_device_train_batch_size", "32"])
+
+
 def test_train_script_command_line_prints_its_errors_without_a_traceback(tmp_path):
     script = str(REPO_ROOT / "scripts" / "train_rgnet.py")
     command = [sys.executable, script, "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "run")]
