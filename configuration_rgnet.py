@@ -68,7 +68,10 @@ class RGNetConfig(PreTrainedConfig):
     [`RGNetConfig.from_preset`] for the published recipes (`"mad"`, `"ego4d-naq-pretrain"`,
     `"ego4d-nlq-finetune"`).
 
-    Architecture (spec §3.1, §5):
+    Architecture (spec §3.1, §5). The spec's variant switches that every recipe and released checkpoint leaves on
+    (`fuse_global_into_selected`, `anchor_head_per_layer`, `keep_query_position_in_all_layers`, `modulate_width`)
+    are built in, not fields: the global token is fused into the selected frames, each decoder layer has its own
+    anchor-update head, the query position enters every cross-attention layer, and the anchor width modulates it.
         video_feature_dim (`int`, *optional*, defaults to 512):
             Width of the per-frame video features. MAD: 512 (CLIP ViT-B/32); Ego4D: 256 (EgoVLP).
         text_feature_dim (`int`, *optional*, defaults to 512):
