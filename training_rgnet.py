@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -804,7 +804,8 @@ class RGNetTrainer(Trainer):
 
     def get_train_dataloader(self) -> DataLoader:
         batch = self.args.per_device_train_batch_size * self.args.world_size
-        if self.args.dataloader_drop_last and self.train_dataset is not None and len(self.train_dataset) < batch:
+        sized = isinstance(self.train_dataset, Sized)  # an iterable dataset has no length to check
+        if self.args.dataloader_drop_last and sized and len(self.train_dataset) < batch:
             # Every batch is whole (cross pairs need B queries): none would be left, and the Trainer's own error
             # would speak of max_steps.
             raise ValueError(

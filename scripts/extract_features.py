@@ -566,10 +566,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip_unreadable", action="store_true", help="skip videos that cannot be decoded")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
-    if not args.fps > 0 or not math.isfinite(args.fps):
-        parser.error(f"--fps must be a positive number, got {args.fps}")
-    if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    _check_sampling(args.fps, args.batch_size)  # before the encoder loads
     device_problem = check_device(args.device)
     if device_problem is not None:
         parser.error(f"--device {args.device}: {device_problem}")
