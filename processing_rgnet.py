@@ -2202,7 +2202,7 @@ class RGNetProcessor(ProcessorMixin):
         def read_output(name: str, rows: int) -> torch.Tensor:
             if field(name) is None:
                 raise ValueError(f"`outputs` has no `{name}`.")
-            value = torch.as_tensor(field(name)).detach().cpu().float()
+            value = _cpu_tensor(field(name), f"outputs.{name}").float()
             if value.shape[0] != rows:
                 raise ValueError(f"`outputs.{name}` has {value.shape[0]} rows for {rows} pairs.")
             if not _all_finite(value):
