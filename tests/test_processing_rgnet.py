@@ -914,9 +914,17 @@ def test_nms_uses_intersection_over_hull_and_a_strict_threshold():
     np.testing.assert_array_equal(temporal_nms(spans, 0.5, 2), [0, 1])
 
 
+def _plain_top_k_sum(frames: torch.Tensor, k: int) -> torch.Tensor:
+    """The span's `min(k, #frames)` largest values added best first in float32, one at a time (0 when empty)."""
+    total = torch.zeros((), dtype=torch.float32)
+    for value in torch.sort(frames, descending=True).values[:k]:
+        total = total + value
+    return total
+
+
 def test_span_top_k_sum_reads_only_the_span_and_its_two_layouts_agree_bit_for_bit():
-    """The matching score's top-k sum gathers each span's own frames when spans are short and the window's frames when
-    one is long: both give a plain per-span reference's sums, and the same bits for the same spans."""
+    """The matching score's top-k sum gathers each span's own frames when spans are short and the window's blocks when
+    one is long: both give a plain per-span reference's bits, and so the same bits for the same spans."""
     generator = torch.Generator().manual_seed(3)
     num_frames, num_queries, num_windows, window = 400, 3, 4, 60
     cosine = torch.randn(num_frames, num_queries, generator=generator)
@@ -931,7 +939,7 @@ def test_span_top_k_sum_reads_only_the_span_and_its_two_layouts_agree_bit_for_bi
     for k in (1, 3, 20):
         short = processing_rgnet._span_top_k_sum(cosine, offsets, lengths, starts, ends, k)  # spans of < 30 frames
         long_ends = ends.clone()
-        long_ends[2, 3, 4] = window  # one long span: the window layout for every span
+        long_ends[2, 3, 4] = window  # one long span: the block layout for every span
         mixed = processing_rgnet._span_top_k_sum(cosine, offsets, lengths, starts, long_ends, k)
         untouched = torch.ones_like(ends, dtype=torch.bool)
         untouched[2, 3, 4] = False
@@ -939,9 +947,46 @@ def test_span_top_k_sum_reads_only_the_span_and_its_two_layouts_agree_bit_for_bi
         for query, window_index, slot in np.ndindex(*ends.shape):
             first = int(offsets[query, window_index] + starts[query, window_index, slot])
             last = int(offsets[query, window_index] + long_ends[query, window_index, slot])
-            frames = cosine[first:last, query]
-            expected = frames.topk(min(k, len(frames))).values.sum() if len(frames) else torch.tensor(0.0)
-            torch.testing.assert_close(mixed[query, window_index, slot], expected, rtol=1e-6, atol=1e-6)
+            assert torch.equal(mixed[query, window_index, slot], _plain_top_k_sum(cosine[first:last, query], k))
+
+
+@pytest.mark.parametrize("window, k", [(900, 3), (900, 1), (97, 5), (40, 3)])
+def test_span_top_k_sum_block_layout_matches_a_plain_reference_on_every_kind_of_span(window, k, monkeypatch):
+    """Long spans read each block wholly inside them through the block's k best and the rest frame by frame: spans
+    on block boundaries, inside one block, across one boundary, whole windows, empty ones, windows shorter than the
+    widest and a video shorter than the last window all give the plain reference's bits."""
+    rng = np.random.default_rng(window + k)
+    num_queries, num_windows, num_spans = 3, 5, 40
+    num_frames = 3 * window + 7
+    cosine = torch.from_numpy(rng.standard_normal((num_frames, num_queries)).astype(np.float32))
+    cosine[::5] = cosine[1::5][: len(cosine[::5])]  # repeated values: ties inside and across blocks
+    offsets = torch.from_numpy(rng.integers(0, num_frames - window // 2, (num_queries, num_windows)))
+    lengths = torch.minimum(torch.full_like(offsets, window), num_frames - offsets)  # windows cut by the video's end
+    lengths[1, 2] = max(1, window // 3)
+    block = max(k, math.ceil(math.sqrt(k * window / 2)))
+    near_boundaries = np.concatenate([np.arange(0, window + 1, block), np.arange(0, window + 1, block) + 1])
+    bounds = rng.choice(
+        np.concatenate([near_boundaries, rng.integers(0, window + 1, 20)]), (2, *offsets.shape, num_spans)
+    )
+    starts, ends = torch.from_numpy(bounds.min(axis=0)), torch.from_numpy(bounds.max(axis=0))
+    starts[..., 0], ends[..., 0] = 0, window  # whole windows
+    ends[..., 1] = starts[..., 1]  # empty spans
+    ends = torch.minimum(ends, lengths[..., None])
+    starts = torch.minimum(starts, ends)
+    block_calls = []
+    block_candidates = processing_rgnet._span_block_candidates
+    monkeypatch.setattr(
+        processing_rgnet,
+        "_span_block_candidates",
+        lambda *args: block_calls.append(args) or block_candidates(*args),
+    )
+    sums = processing_rgnet._span_top_k_sum(cosine, offsets, lengths, starts, ends, k)
+    assert len(block_calls) == 1 and sums.dtype == torch.float32
+    for query, window_index, slot in np.ndindex(*starts.shape):
+        first = int(offsets[query, window_index] + starts[query, window_index, slot])
+        last = int(offsets[query, window_index] + ends[query, window_index, slot])
+        expected = _plain_top_k_sum(cosine[first:last, query], k)
+        assert torch.equal(sums[query, window_index, slot], expected), (query, window_index, slot)
 
 
 def test_merge_identical_spans_keeps_the_first_position_and_the_last_values():
