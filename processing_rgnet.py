@@ -924,9 +924,7 @@ def _span_top_k_sum(
         span_width = max(count, int(lengths.max()))  # at least k candidates per row
         block = max(count, math.ceil(math.sqrt(count * window_width / 2)))  # minimises 2B + k·Lv/B
         if span_width <= 2 * block + math.ceil(window_width / block) * count:  # each span's own frames
-            local = np.arange(span_width)
-            span_frames = _window_frame_values(values, offsets, columns, starts + local)
-            candidates = np.where(local < lengths, span_frames, -np.inf)  # (n, K, Q, L)
+            candidates = _span_frame_values(values, offsets, columns, starts, starts + lengths, span_width)
         else:
             candidates = _span_block_candidates(values, offsets, columns, starts, lengths, window_width, block, count)
         best = np.sort(candidates, axis=-1)[..., -count:]  # the k best, last is largest
@@ -938,12 +936,14 @@ def _span_top_k_sum(
     return torch.from_numpy(sums)
 
 
-def _window_frame_values(
-    values: np.ndarray, offsets: np.ndarray, columns: np.ndarray, frames: np.ndarray
+def _span_frame_values(
+    values: np.ndarray, offsets: np.ndarray, columns: np.ndarray, first: np.ndarray, stop: np.ndarray, width: int
 ) -> np.ndarray:
-    """`values` `(T, Nq)` at window-relative `frames` of the windows starting at `offsets` `(n, K, 1, 1)`, in the
-    queries' `columns` `(n, 1, 1, 1)`: shape `(n, K, Q, L)`. Frames past the video read its last frame."""
-    return values[np.minimum(offsets + frames, len(values) - 1), columns]
+    """`values` `(T, Nq)` at the window-relative frames `first … first + width - 1` (`first`, `stop`: `(n, K, Q, 1)`)
+    of the windows starting at `offsets` `(n, K, 1, 1)`, in the queries' `columns` `(n, 1, 1, 1)`, `-inf` from `stop`
+    on: shape `(n, K, Q, width)`. Frames past the video read its last frame."""
+    frames = first + np.arange(width)
+    return np.where(frames < stop, values[np.minimum(offsets + frames, len(values) - 1), columns], -np.inf)
 
 
 def _span_block_candidates(
@@ -964,7 +964,7 @@ def _span_block_candidates(
 
     Args:
         values (`np.ndarray` of shape `(T, Nq)`): `cosine`. offsets, columns: the group's windows and queries (see
-            [`_window_frame_values`]).
+            [`_span_frame_values`]).
         starts, lengths (`np.ndarray` of shape `(n, K, Q, 1)`): window-relative spans inside their window's valid
             frames.
         window_width (`int`): `Lv`, the longest window. block (`int`): `B ≥ k`. count (`int`): `k`.
@@ -980,10 +980,9 @@ def _span_block_candidates(
     first_block, end_block = -(-starts // block), ends // block  # the whole blocks: [first, end)
     head_end = np.minimum(ends, first_block * block)
     tail_start = np.maximum(head_end, end_block * block)
-    in_block = np.arange(block)
     parts = [
-        np.where(first + in_block < stop, _window_frame_values(values, offsets, columns, first + in_block), -np.inf)
-        for first, stop in ((starts, head_end), (tail_start, ends))  # the partial blocks at either end, (n, K, Q, B)
+        _span_frame_values(values, offsets, columns, first, stop, block)  # (n, K, Q, B)
+        for first, stop in ((starts, head_end), (tail_start, ends))  # the partial blocks at either end
     ]
     block_ids = np.arange(num_blocks)[:, None]
     whole = (block_ids >= first_block[..., None]) & (block_ids < end_block[..., None])  # (n, K, Q, nB, 1)
