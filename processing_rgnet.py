@@ -1798,6 +1798,49 @@ class RGNetBatchFeature(BatchFeature):
         self.window_metadata = state.get("window_metadata")
 
 
+@contextmanager
+def _truncating_on_the_right(tokenizer):
+    """The tokenizer truncates on the right while inside (its own `truncation_side` is restored after)."""
+    side = getattr(tokenizer, "truncation_side", "right")
+    tokenizer.truncation_side = "right"
+    try:
+        yield
+    finally:
+        tokenizer.truncation_side = side
+
+
+def _tokenize_queries(tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """`input_ids`/`attention_mask` of `texts`: each query's first `max_tokens` tokens between one start and one end
+    token, padded on the right, whatever sides the tokenizer was set to pad and truncate on.
+
+    The text encoder finds a query's start and end tokens by position (the first and the last real token), as
+    precomputed token features keep a query's first tokens: a tokenizer that does not wrap each query in special
+    tokens would lose real words there, so it is an error.
+    """
+    with _truncating_on_the_right(tokenizer):
+        encoded = tokenizer(
+            texts,
+            padding="longest",
+            padding_side="right",
+            truncation=True,
+            max_length=max_tokens + tokenizer.num_special_tokens_to_add(),
+            return_special_tokens_mask=True,
+            return_tensors="pt",
+        )
+    special, real = encoded["special_tokens_mask"].bool(), encoded["attention_mask"].bool()
+    last = real.sum(dim=1) - 1  # each row's last real token
+    wrapped = (last > 0) & special[:, 0] & special.gather(1, last.clamp(min=0)[:, None])[:, 0]
+    if not bool(wrapped.all()):
+        row = int((~wrapped).nonzero()[0])
+        raise ValueError(
+            f"`tokenizer` ({type(tokenizer).__name__}) must wrap each query in a start and an end special token "
+            f"(as CLIP's tokenizer does): the text encoder drops a query's first and last token as those; query "
+            f"{texts[row]!r} became {encoded['input_ids'][row][real[row]].tolist()} with special-token mask "
+            f"{special[row][real[row]].int().tolist()}."
+        )
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
 class RGNetProcessor(ProcessorMixin):
     r"""
     Processor of RGNet: a tokenizer plus the windowing (spec §6.1, §7.1) and inference (spec §7) settings.
@@ -1809,8 +1852,9 @@ class RGNetProcessor(ProcessorMixin):
 
     Args:
         tokenizer ([`PreTrainedTokenizerBase`], *optional*):
-            Tokenizer of the text encoder (a `CLIPTokenizer` for the published models; any tokenizer works). Needed
-            for `text=` inputs and for saving; may be `None` when only precomputed `text_features` are used.
+            Tokenizer of the text encoder (a `CLIPTokenizer` for the published models; any tokenizer that wraps each
+            query in a start and an end special token). Needed for `text=` inputs and for saving; may be `None` when
+            only precomputed `text_features` are used. It is always used with right padding and truncation.
         max_window_frames (`int`, *optional*, defaults to 90): Window length `Lmax` in frames.
         window_stride (`int`, *optional*): Stride `s`; `None` means half a window.
         max_text_tokens (`int`, *optional*, defaults to 20): Query tokens kept (start/end tokens not counted).
@@ -2045,14 +2089,7 @@ class RGNetProcessor(ProcessorMixin):
             if self.tokenizer is None:
                 raise ValueError("`text` needs a tokenizer; this processor was built without one.")
             normalized = [normalize_query(item, self.query_normalization) for item in texts]
-            encoded = self.tokenizer(
-                normalized,
-                padding="longest",
-                truncation=True,
-                max_length=self.max_text_tokens + self.tokenizer.num_special_tokens_to_add(),
-                return_tensors="pt",
-            )
-            return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+            return _tokenize_queries(self.tokenizer, normalized, self.max_text_tokens)
         if isinstance(text_features, (list, tuple)):
             items = list(text_features)
         else:

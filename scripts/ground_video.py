@@ -351,7 +351,9 @@ class CLIPQueryEncoder:
                 start and end tokens.
         """
         check_query_lengths(self.tokenizer, texts, self.max_tokens)
-        encoded = self.tokenizer(list(texts), padding="longest", return_tensors="pt").to(self.device)
+        # Right padding: each row's states are read from position 1 to its length, and CLIP pools its end token.
+        encoded = self.tokenizer(list(texts), padding="longest", padding_side="right", return_tensors="pt")
+        encoded = encoded.to(self.device)
         outputs = self.model(**encoded)
         lengths = encoded["attention_mask"].sum(dim=1)
         token_features = []

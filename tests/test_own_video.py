@@ -418,10 +418,12 @@ def test_ground_video_rejects_non_positive_counts_as_usage_errors(ground_video, 
     assert exit_info.value.code == 2 and f"--{flag} must be >= 1, got 0" in capsys.readouterr().err
 
 
-def test_query_features_are_clip_token_states_between_start_and_end(clip_dir, ground_video):
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_query_features_are_clip_token_states_between_start_and_end(clip_dir, ground_video, padding_side):
     from transformers import CLIPTextModelWithProjection
 
     encoder = ground_video.CLIPQueryEncoder(clip_dir)
+    encoder.tokenizer.padding_side = padding_side  # as a checkpoint may save it: the encoder pads on the right
     tokens, embeddings = encoder.encode(["the man and the dog.", "hi."])
     tokenizer = build_tiny_clip_tokenizer()
     model = CLIPTextModelWithProjection.from_pretrained(clip_dir).eval()

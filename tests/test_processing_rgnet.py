@@ -636,6 +636,38 @@ def test_processor_tokenizes_normalised_text(tokenizer):
     np.testing.assert_array_equal(batch["input_ids"][0].numpy(), batch["input_ids"][2].numpy())
 
 
+def test_processor_pads_and_truncates_on_the_right_whatever_the_tokenizer_is_set_to(tokenizer):
+    processor = make_processor(tokenizer, query_normalization="ego4d", max_text_tokens=4)
+    queries, video = ["The cat?", "abcdefghij."], np.ones((25, 8), np.float32)
+    expected = processor(text=queries, video_features=video)
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    try:
+        batch = processor(text=queries, video_features=video)
+        assert (tokenizer.padding_side, tokenizer.truncation_side) == ("left", "left")  # left as the user set it
+    finally:
+        tokenizer.padding_side, tokenizer.truncation_side = "right", "right"
+    for name in ("input_ids", "attention_mask"):
+        torch.testing.assert_close(batch[name], expected[name], rtol=0, atol=0)
+    first = tokenizer("abcdefghij?", add_special_tokens=False).input_ids[:4]  # the query's first 4 of 11 tokens
+    assert expected["input_ids"][3, 1:5].tolist() == first and expected["attention_mask"][3].all()
+
+
+def test_processor_rejects_a_tokenizer_without_start_and_end_tokens():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[END]", "a", "red", "car."]
+    backend = Tokenizer(models.WordLevel({word: index for index, word in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    plain = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
+    with pytest.raises(ValueError, match=r"`tokenizer` .* must wrap each query in a start and an end special token"):
+        make_processor(plain)(text="a red car", video_features=np.ones((25, 8), np.float32))
+    backend.post_processor = processors.TemplateProcessing(single="$A [END]", special_tokens=[("[END]", 2)])
+    end_only = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
+    with pytest.raises(ValueError, match=r"query 'a red car.' became \[3, 4, 5, 2\] with special-token mask"):
+        make_processor(end_only)(text="a red car", video_features=np.ones((25, 8), np.float32))
+
+
 def test_processor_save_and_load_round_trip(tokenizer, tmp_path):
     processor = make_processor(tokenizer, query_normalization="ego4d", top_k_windows=20, seconds_per_frame=0.535)
     processor.save_pretrained(tmp_path)
