@@ -36,7 +36,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PredictionOutput
+from transformers.optimization import get_scheduler
+from transformers.trainer_utils import PredictionOutput, SchedulerType
 from transformers.utils import logging
 
 try:
@@ -145,7 +146,9 @@ class RGNetTrainingArguments(TrainingArguments):
 
     Args:
         lr_drop_epochs (`list[int]`, *optional*): epochs after which the learning rate is multiplied by
-            `lr_drop_factor` (a per-epoch step schedule without warm-up, as the recipes use).
+            `lr_drop_factor`. With `lr_scheduler_type="constant"` (the default here) and no warm-up, the recipes'
+            per-epoch step schedule; the drops multiply any other schedule of `lr_scheduler_type` (and
+            `warmup_steps`) too, whenever it is a `LambdaLR` (all of transformers' but `reduce_lr_on_plateau`).
         lr_drop_factor (`float`, *optional*, defaults to 0.1): the multiplier of each drop.
         same_video_negatives (`bool`, *optional*, defaults to `False`): build each batch from queries of one video,
             so the cross-pair negatives are windows of the same video (the paper's description; the released
@@ -161,6 +164,11 @@ class RGNetTrainingArguments(TrainingArguments):
         retain_freed_cpu_memory (`bool`, *optional*, defaults to `False`): make glibc keep freed host memory
             for reuse ([`retain_freed_host_memory`]): on CPU a MAD training step about 25% faster for about 1 GB more
             resident memory. It changes the allocator of the whole process, whatever the device.
+
+    Defaults that differ from `TrainingArguments`: `lr_scheduler_type="constant"` (the drops above), `weight_decay`,
+    `max_grad_norm`, `remove_unused_columns`, `dataloader_drop_last`, and with `load_best_model_at_end`,
+    `metric_for_best_model="R@1_mean"` (the recipes' model-selection score, spec §8) instead of the loss, which
+    long-video evaluation does not compute.
     """
 
     # The `help` texts are what `scripts/train_rgnet.py --help` shows; the docstring above has the details.
@@ -189,12 +197,21 @@ class RGNetTrainingArguments(TrainingArguments):
         default=False, metadata={"help": "glibc keeps freed memory for reuse: faster CPU steps, about 1 GB more RSS"}
     )
     # RGNet defaults (spec §3.4, §6.5) in place of the Trainer's.
+    lr_scheduler_type: SchedulerType | str = field(
+        default="constant",
+        metadata={
+            "help": "transformers' schedule (SchedulerType); the default, constant, with lr_drop_epochs and no "
+            "warm-up is the recipes' step schedule, and the drops multiply any other"
+        },
+    )
     weight_decay: float = 1e-4
     max_grad_norm: float = 0.1
     remove_unused_columns: bool = False
     dataloader_drop_last: bool = True
 
     def __post_init__(self):
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model = "R@1_mean"  # evaluation reports no loss (the Trainer's default)
         super().__post_init__()
         if self.eval_pairs_per_batch is not None and self.eval_pairs_per_batch < 1:
             raise ValueError(f"`eval_pairs_per_batch` must be positive, got {self.eval_pairs_per_batch}.")
@@ -234,6 +251,13 @@ def check_query_table(queries, *, split: str, require_timestamps: bool, needs_te
         raise ValueError(f"The {split!r} query table lacks the column(s) {missing}; it has {sorted(columns)}.{hint}")
     if len(queries) == 0:
         raise ValueError(f"The {split!r} query table is empty.")
+    # Results and ground truth are matched by `query_id` (read as text: integer ids work as their strings).
+    seen: set[str] = set()
+    for query_id in queries["query_id"]:
+        key = str(query_id)
+        if key in seen:
+            raise ValueError(f"The {split!r} query table has `query_id` {key!r} more than once; ids must be unique.")
+        seen.add(key)
     if require_timestamps and any(value is None for value in queries["timestamps"]):
         raise ValueError(f"The {split!r} query table has rows without `timestamps`; they cannot be trained on.")
 
@@ -301,13 +325,16 @@ class RGNetTrainingDataset(Dataset):
     """
 
     def __init__(self, queries, feature_store, processor: RGNetProcessor, *, pair_mode: str, seed: int = 0):
-        check_query_table(queries, split="train", require_timestamps=True)
+        needs_text = "query" if processor.tokenizer is not None else "text_features"  # what the collator reads
+        check_query_table(queries, split="train", require_timestamps=True, needs_text=needs_text)
         self.queries = queries.with_format("numpy", columns=None, output_all_columns=True)
         self.feature_store = feature_store
         self.processor = processor
         self.pair_mode = pair_mode
         self.seed = int(seed)
-        self.epoch = 0
+        # The epoch lives in shared memory: DataLoader workers hold copies of the dataset (kept across epochs with
+        # `persistent_workers`), and each reads the epoch set in the main process when it draws an item.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.indices = np.arange(len(queries))
         unknown_videos = sorted(set(queries["video_id"]) - set(feature_store.video_ids))
         if unknown_videos:
@@ -334,8 +361,12 @@ class RGNetTrainingDataset(Dataset):
             )
         return np.flatnonzero(has_negative)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch.fill_(int(epoch))
 
     def video_of(self, item: int) -> str:
         return self.queries[int(self.indices[item])]["video_id"]
@@ -704,6 +735,17 @@ def score_predictions(
 # ---- Trainer ----
 
 
+def _with_lr_drops(schedule, steps_per_epoch: int, drop_epochs: Sequence[int], factor: float):
+    """`schedule`'s multiplier of step `step` times `factor` for each of `drop_epochs` the step's epoch has reached."""
+    drops = sorted(drop_epochs)
+
+    def multiplier(step: int) -> float:
+        epoch = step // steps_per_epoch
+        return schedule(step) * factor ** sum(epoch >= drop for drop in drops)
+
+    return multiplier
+
+
 class _EpochCallback(TrainerCallback):
     """Passes the epoch to the training dataset (and batch sampler) so every epoch draws new windows."""
 
@@ -762,7 +804,9 @@ class RGNetTrainer(Trainer):
     ):
         if not isinstance(processing_class, RGNetProcessor):
             raise ValueError("`processing_class` must be the model's RGNetProcessor.")
-        if args is not None and not isinstance(args, RGNetTrainingArguments):
+        if args is None:  # the Trainer would build plain `TrainingArguments`, without RGNet's defaults and settings
+            args = RGNetTrainingArguments()
+        if not isinstance(args, RGNetTrainingArguments):
             raise ValueError(
                 "`args` must be RGNetTrainingArguments (it carries the LR drops and evaluation settings)."
             )
@@ -775,7 +819,7 @@ class RGNetTrainer(Trainer):
             )
         if data_collator is None:
             data_collator = RGNetDataCollator(processing_class, pair_mode=model.config.pair_mode)
-        if args is not None and args.ddp_find_unused_parameters is None:
+        if args.ddp_find_unused_parameters is None:
             # The retrieval head learns nothing when its loss weight is 0 (Ego4D finetuning).
             args.ddp_find_unused_parameters = float(model.config.retrieval_loss_weight) == 0.0
         self.feature_store = feature_store
@@ -861,17 +905,39 @@ class RGNetTrainer(Trainer):
         return [name for name, _ in model.named_parameters()]
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """`lr_scheduler_type`'s schedule with `warmup_steps` (`"constant"` with warm-up is `"constant_with_warmup"`,
+        where transformers would ignore the warm-up), times `lr_drop_factor` from each of `lr_drop_epochs` on."""
         if self.lr_scheduler is None:
             optimizer = self.optimizer if optimizer is None else optimizer
-            steps_per_epoch = max(1, len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps)
-            drops = sorted(self.args.lr_drop_epochs)
-            factor = self.args.lr_drop_factor
-
-            def multiplier(step: int) -> float:
-                epoch = step // steps_per_epoch
-                return factor ** sum(epoch >= drop for drop in drops)
-
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+            kind = SchedulerType(self.args.lr_scheduler_type)
+            warmup_steps = self.args.get_warmup_steps(num_training_steps)
+            if kind == SchedulerType.CONSTANT and warmup_steps > 0:
+                kind = SchedulerType.CONSTANT_WITH_WARMUP
+            scheduler = get_scheduler(
+                kind,
+                optimizer=optimizer,
+                num_warmup_steps=warmup_steps,
+                num_training_steps=num_training_steps,
+                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+            )
+            if self.args.lr_drop_epochs:
+                if type(scheduler) is not torch.optim.lr_scheduler.LambdaLR:
+                    raise ValueError(
+                        f"`lr_drop_epochs` {self.args.lr_drop_epochs} multiply a step-wise schedule, which "
+                        f"`lr_scheduler_type={kind.value!r}` is not: drop one of the two."
+                    )
+                # Optimizer steps per epoch, counted as the Trainer counts them (a last partial accumulation is one).
+                steps_per_epoch = max(
+                    1, math.ceil(len(self.get_train_dataloader()) / self.args.gradient_accumulation_steps)
+                )
+                scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer,
+                    [
+                        _with_lr_drops(schedule, steps_per_epoch, self.args.lr_drop_epochs, self.args.lr_drop_factor)
+                        for schedule in scheduler.lr_lambdas
+                    ],
+                )
+            self.lr_scheduler = scheduler
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -934,7 +1000,9 @@ class RGNetTrainer(Trainer):
             from accelerate.utils import gather_object
 
             predictions = gather_object(predictions)
-        order = {qid: index for index, qid in enumerate(queries["query_id"])}
+        order = {
+            str(qid): index for index, qid in enumerate(queries["query_id"])
+        }  # as `predict_long_videos` writes them
         predictions = sorted(predictions, key=lambda item: order[item["query_id"]])
         metrics = {}
         if has_timestamps:

@@ -92,6 +92,50 @@ def test_trainer_trains_logs_loss_terms_drops_lr_and_evaluates(tiny_dataset, tmp
     assert eval_logs[-1]["eval_num_queries"] == 16
 
 
+def test_lr_drops_come_after_the_epochs_the_trainer_counts_with_gradient_accumulation(tiny_dataset, tmp_path):
+    # 4 batches per epoch in steps of 3: 2 optimizer steps per epoch, the second accumulating one batch.
+    trainer = make_trainer(tiny_dataset, tmp_path, lr_drop_epochs=[1], gradient_accumulation_steps=3)
+    trainer.train()
+    train_logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert [log["epoch"] for log in train_logs] == [0.75, 1.0, 1.75, 2.0]
+    assert [log["learning_rate"] for log in train_logs] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+
+
+def test_scheduler_type_and_warmup_are_honoured_and_the_drops_multiply_them(tiny_dataset, tmp_path):
+    from transformers import get_cosine_schedule_with_warmup
+
+    assert RGNetTrainingArguments(output_dir=str(tmp_path)).lr_scheduler_type == "constant"  # the recipes' steps
+    steps = range(8)  # 2 epochs of 4 optimizer steps
+    trainer = make_trainer(
+        tiny_dataset, tmp_path, lr_scheduler_type="cosine", warmup_steps=2, lr_drop_epochs=[1], lr_drop_factor=0.5
+    )
+    trainer.create_optimizer_and_scheduler(num_training_steps=8)
+    cosine = get_cosine_schedule_with_warmup(torch.optim.SGD([torch.zeros(1)], lr=1.0), 2, 8).lr_lambdas[0]
+    expected = [cosine(step) * (0.5 if step >= 4 else 1.0) for step in steps]
+    assert [trainer.lr_scheduler.lr_lambdas[0](step) for step in steps] == pytest.approx(expected)
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.0  # the first step's: warm-up starts at 0
+    # "constant" with warm-up warms up (transformers' "constant" would ignore `warmup_steps`).
+    trainer = make_trainer(tiny_dataset, tmp_path, warmup_steps=4, lr_drop_epochs=[1])
+    trainer.create_optimizer_and_scheduler(num_training_steps=8)
+    expected = [0.0, 0.25, 0.5, 0.75, 0.1, 0.1, 0.1, 0.1]
+    assert [trainer.lr_scheduler.lr_lambdas[0](step) for step in steps] == pytest.approx(expected)
+    trainer = make_trainer(
+        tiny_dataset, tmp_path, lr_scheduler_type="reduce_lr_on_plateau", lr_drop_epochs=[1], eval_strategy="epoch"
+    )
+    with pytest.raises(ValueError, match=r"`lr_drop_epochs` \[1\] multiply a step-wise schedule, which "):
+        trainer.create_optimizer_and_scheduler(num_training_steps=8)
+
+
+def test_trainer_without_arguments_and_best_model_selection_take_rgnets_defaults(tiny_dataset, tmp_path):
+    processor = RGNetProcessor.from_config(RGNetConfig(**TINY_CONFIG))
+    trainer = RGNetTrainer(model=RGNetForVideoGrounding(RGNetConfig(**TINY_CONFIG)), processing_class=processor)
+    assert isinstance(trainer.args, RGNetTrainingArguments) and trainer.args.max_grad_norm == 0.1
+    args = RGNetTrainingArguments(
+        output_dir=str(tmp_path), load_best_model_at_end=True, eval_strategy="epoch", save_strategy="epoch"
+    )
+    assert (args.metric_for_best_model, args.greater_is_better) == ("R@1_mean", True)  # evaluation has no loss
+
+
 def test_weight_decay_covers_every_parameter(tiny_dataset, tmp_path):
     trainer = make_trainer(tiny_dataset, tmp_path)
     trainer.create_optimizer()
@@ -277,6 +321,26 @@ def test_training_samples_are_reproducible_and_change_per_epoch(tiny_dataset):
     assert len(draws) == 6
 
 
+def _noise_seeds_and_offsets(samples):
+    return [(sample["noise_seed"], sample["window_offset"]) for sample in samples]
+
+
+def test_persistent_dataloader_workers_draw_each_epochs_windows(tiny_dataset):
+    queries, store = load_rgnet_dataset(tiny_dataset)
+    processor = RGNetProcessor.from_config(RGNetConfig(**TINY_CONFIG))
+    dataset = RGNetTrainingDataset(queries["train"], store, processor, pair_mode="cross_pairs", seed=3)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=8, num_workers=2, persistent_workers=True, collate_fn=_noise_seeds_and_offsets
+    )
+    for epoch in range(3):
+        dataset.set_epoch(epoch)  # in the main process: the workers' copies read it
+        drawn = [draw for batch in loader for draw in batch]
+        assert drawn == [(dataset[item]["noise_seed"], dataset[item]["window_offset"]) for item in range(16)], epoch
+        if epoch == 0:
+            first = drawn
+    assert drawn != first
+
+
 def test_same_video_batches_group_queries_of_one_video():
     videos = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
     sampler = SameVideoBatchSampler(videos, batch_size=4, seed=0)
@@ -305,6 +369,11 @@ def test_query_table_without_needed_columns_is_rejected(tiny_dataset):
     processor = RGNetProcessor.from_config(RGNetConfig(**TINY_CONFIG))
     with pytest.raises(ValueError, match="video_id"):
         RGNetTrainingDataset(queries["train"].remove_columns("video_id"), store, processor, pair_mode="cross_pairs")
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['text_features'\]"):  # no tokenizer to read text
+        RGNetTrainingDataset(without_tokens, store, processor, pair_mode="cross_pairs")
+    twice = queries["train"].select([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=f"has `query_id` {twice[0]['query_id']!r} more than once; ids must be"):
+        check_query_table(twice, split="train", require_timestamps=True)
 
 
 def test_predict_runs_the_long_video_inference_of_evaluate(tiny_dataset, tmp_path):
@@ -334,6 +403,15 @@ def test_predict_runs_the_long_video_inference_of_evaluate(tiny_dataset, tmp_pat
         np.testing.assert_array_equal(moments, expected)
     with pytest.raises(ValueError, match="No query of `eval_dataset` has `timestamps`"):
         trainer.evaluate(unlabelled)
+    # Integer ids: read as their strings, the same results.
+    numbered = table.remove_columns("query_id").add_column("query_id", list(range(len(table))))
+    output_numbered = trainer.predict(numbered)
+    assert [item["query_id"] for item in trainer.last_predictions] == [str(index) for index in range(len(table))]
+    for moments, expected in zip(output_numbered.predictions, output.predictions, strict=True):
+        np.testing.assert_array_equal(moments, expected)
+    assert {key: value for key, value in output_numbered.metrics.items() if key != "test_runtime"} == {
+        key: value for key, value in output.metrics.items() if key != "test_runtime"
+    }
 
 
 def test_evaluate_and_predict_reject_the_training_dataset_of_windows(tiny_dataset, tmp_path):
