@@ -1966,12 +1966,17 @@ class RGNetProcessor(ProcessorMixin):
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Save the settings (`processor_config.json`) and the tokenizer, if any; see `ProcessorMixin.save_pretrained`.
 
-        A feature-only processor (no tokenizer) saves its settings alone and loads back the same way.
+        A feature-only processor (no tokenizer) saves its settings alone and loads back the same way; with
+        `push_to_hub`, they are then uploaded by `push_to_hub` to `repo_id` (by default the folder's name), which takes
+        the other keywords (`commit_message`, `private`, `token`, `revision`, `create_pr`, ...).
         """
         if self.tokenizer is not None:
             return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         if push_to_hub:
-            raise ValueError("Push a feature-only RGNetProcessor with the model's `push_to_hub` folder upload.")
+            repo_id = kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            paths = self.save_pretrained(save_directory)
+            self.push_to_hub(repo_id, **kwargs)
+            return paths
         from transformers.dynamic_module_utils import custom_object_save
 
         os.makedirs(save_directory, exist_ok=True)

@@ -201,6 +201,18 @@ def test_push_to_hub_of_model_processor_config_and_card_gives_a_loadable_reposit
     assert_reloaded_matches(reloaded, model, processor, outputs, moments)
 
 
+def test_feature_only_processor_saves_and_pushes_in_one_call(fake_hub, tmp_path):
+    processor = RGNetProcessor.from_config(tiny_rgnet_config(preset="ego4d-nlq-finetune"))
+    repo_id = "rgnet-test/features"
+    paths = processor.save_pretrained(tmp_path / "features", push_to_hub=True, repo_id=repo_id, commit_message="up")
+    assert [Path(path).name for path in paths] == ["processor_config.json"]
+    assert fake_hub.repos == [repo_id] and fake_hub.commits[0][:2] == (repo_id, "up")
+    for folder in (tmp_path / "features", fake_hub.repo_dir(repo_id)):
+        loaded = RGNetProcessor.from_pretrained(folder)
+        assert loaded.tokenizer is None
+        assert all(getattr(loaded, name) == getattr(processor, name) for name in RGNetProcessor.SETTINGS)
+
+
 def training_samples(num_samples=4, seed=0):
     """Positive-window samples shaped like `read_training_example`'s output (12 frames, 16-d; 24-d tokens)."""
     rng = np.random.default_rng(seed)
