@@ -58,10 +58,13 @@ implementation's JSON Lines + LMDB layout of spec §9) go through `build_rgnet_d
 filters via `clean_query_row` and counts every dropped or repaired row by reason (`ConversionStats`). Decisions
 beyond spec §9.1, all counted in the summary:
 
-* empty or whitespace-only query text: dropped in every split of both datasets (`empty_query`);
-* reversed timestamps (`start > end`): swapped before the filters (`swapped_timestamps`);
+* query text with nothing left after the query normalisation (empty, or only `.`, `?` and spaces, which the
+  processor rejects): dropped in every split of both datasets (`empty_query`);
+* reversed timestamps (`start > end`): the spec filters read the pair as given (its first value as the start, as
+  the original pipeline does), then a kept pair is swapped (`swapped_timestamps`);
 * training splits: after the spec filters, a start below 0 or an end beyond `duration` is clipped
-  (`clipped_start_to_zero`, `clipped_end_to_duration`); a training query without timestamps is dropped
+  (`clipped_start_to_zero`, `clipped_end_to_duration`), and a moment that ends at or before 0 (Ego4D's filters
+  keep it) is dropped (`before_video_start`); a training query without timestamps is dropped
   (`missing_timestamps`);
 * evaluation splits: timestamps outside `[0, duration]` are kept unchanged, since they are the evaluation ground
   truth (`out_of_range_kept`);
@@ -105,6 +108,12 @@ FEATURES_DIRNAME = "features"
 INDEX_FILENAME = "index.json"
 # Present while a writer is working (and after an aborted run): such a directory may be overwritten.
 INCOMPLETE_MARKER_FILENAME = ".rgnet-incomplete"
+_QUERIES_TEMPORARY_DIRNAME = ".tmp-queries"
+# What a writer puts in its folder (the JSON files' temporary names included): what `overwrite` deletes.
+_DATASET_ENTRIES = frozenset(
+    {QUERIES_DIRNAME, FEATURES_DIRNAME, INCOMPLETE_MARKER_FILENAME, _QUERIES_TEMPORARY_DIRNAME}
+    | {name + suffix for name in (MANIFEST_FILENAME, SUMMARY_FILENAME) for suffix in ("", ".tmp")}
+)
 DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
 # Every shard starts with a fixed-size NumPy header (format version 1.0), written as a placeholder when the shard
 # is opened and rewritten with the final row count when it is closed; 128 bytes keep the data 64-byte aligned.
@@ -220,6 +229,20 @@ def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
 # ---- Query filters (spec §9.1) ----
 
 
+def _empty_after_normalization(text: str, dataset: str) -> bool:
+    """Whether `text` has nothing left after the dataset's query normalisation (only `.`, `?` and spaces), which
+    the processor rejects: such a query could be trained on only from precomputed token features."""
+    try:
+        from .processing_rgnet import normalize_query
+    except ImportError:
+        from processing_rgnet import normalize_query
+    try:
+        normalize_query(text, dataset)
+    except ValueError:
+        return True
+    return False
+
+
 class FilterResult(NamedTuple):
     """Outcome of `clean_query_row`.
 
@@ -237,11 +260,12 @@ class FilterResult(NamedTuple):
 def clean_query_row(row: Mapping[str, Any], *, dataset: str, is_train: bool) -> FilterResult:
     """Apply the spec §9.1 filters (and this package's counted decisions) to one query row.
 
-    Order: empty text; missing timestamps (training only); reversed timestamps are swapped; Ego4D (all splits):
-    start equals end after rounding both to 0.1 s (Python `round(x, 1)`); training only, MAD: start < 0,
+    Order: empty text (nothing left after the query normalisation); missing timestamps (training only); Ego4D (all
+    splits): start equals end after rounding both to 0.1 s (Python `round(x, 1)`); training only, MAD: start < 0,
     start >= duration, start == end; training only, Ego4D: start >= duration * 479.895 / 480, start == end,
-    start < 120 s and end > duration - 60 s (no negative window). Kept training rows are then clipped to
-    `[0, duration]`; evaluation rows keep out-of-range timestamps (counted as `out_of_range_kept`).
+    start < 120 s and end > duration - 60 s (no negative window). These read `[start, end]` as given; a kept
+    reversed pair is then swapped. Kept training rows are clipped to `[0, duration]` (one that ends at or before 0
+    is dropped as `before_video_start`); evaluation rows keep out-of-range timestamps (`out_of_range_kept`).
 
     Args:
         row (`Mapping`): A query row with at least `query_id`, `query`, `duration` and `timestamps`.
@@ -257,7 +281,7 @@ def clean_query_row(row: Mapping[str, Any], *, dataset: str, is_train: bool) -> 
     _check_dataset_kind(dataset)
     query_id = str(row.get("query_id"))
     text = row.get("query")
-    if text is None or not str(text).strip():
+    if text is None or _empty_after_normalization(str(text), dataset):
         return FilterResult(None, "empty_query", ())
     duration = row.get("duration")
     if isinstance(duration, bool) or not isinstance(duration, (int, float, np.integer, np.floating)):
@@ -274,28 +298,32 @@ def clean_query_row(row: Mapping[str, Any], *, dataset: str, is_train: bool) -> 
         cleaned["timestamps"] = None
         return FilterResult(cleaned, None, ())
 
-    repairs = []
+    # The spec's filters read the pair as given, its first value as the start, as the original pipeline's do.
     start, end = span
-    if start > end:
-        start, end = end, start
-        repairs.append("swapped_timestamps")
     if dataset == "ego4d" and round(start, 1) == round(end, 1):
-        return FilterResult(None, "zero_length_at_0.1s", tuple(repairs))
+        return FilterResult(None, "zero_length_at_0.1s", ())
     if is_train:
         if dataset == "mad":
             if start < 0:
-                return FilterResult(None, "negative_start", tuple(repairs))
+                return FilterResult(None, "negative_start", ())
             if start >= duration:
-                return FilterResult(None, "start_after_video_end", tuple(repairs))
+                return FilterResult(None, "start_after_video_end", ())
             if start == end:
-                return FilterResult(None, "zero_length", tuple(repairs))
+                return FilterResult(None, "zero_length", ())
         else:
             if start >= duration * EGO4D_START_LIMIT_FRACTION:
-                return FilterResult(None, "start_after_video_end", tuple(repairs))
+                return FilterResult(None, "start_after_video_end", ())
             if start == end:
-                return FilterResult(None, "zero_length", tuple(repairs))
+                return FilterResult(None, "zero_length", ())
             if start < EGO4D_NEGATIVE_WINDOW_HEAD_SECONDS and end > duration - EGO4D_NEGATIVE_WINDOW_TAIL_SECONDS:
-                return FilterResult(None, "no_negative_window", tuple(repairs))
+                return FilterResult(None, "no_negative_window", ())
+    repairs = []
+    if start > end:  # kept reversed pairs are swapped (training samples would swap them anyway, spec §6.1)
+        start, end = end, start
+        repairs.append("swapped_timestamps")
+    if is_train:
+        if end <= 0:  # Ego4D's filters keep moments before the clip's start; clipped, nothing would be left
+            return FilterResult(None, "before_video_start", ())
         if start < 0:
             start = 0.0
             repairs.append("clipped_start_to_zero")
@@ -324,6 +352,10 @@ class ConversionStats:
         self._dropped: dict[str, Counter] = {}
         self._repaired: dict[str, Counter] = {}
         self._examples: dict[str, dict[str, list[str]]] = {}
+
+    def add_split(self, split: str) -> None:
+        """List `split` in the summary even if it has no rows."""
+        self._touch(split)
 
     def _touch(self, split: str) -> None:
         self._dropped.setdefault(split, Counter())
@@ -448,7 +480,7 @@ class RGNetDatasetWriter:
         self._prepare_output_dir(overwrite)
         self._features_dir = self.output_dir / FEATURES_DIRNAME
         self._features_dir.mkdir(parents=True)
-        self._temporary_dir = self.output_dir / ".tmp-queries"
+        self._temporary_dir = self.output_dir / _QUERIES_TEMPORARY_DIRNAME
         self._temporary_dir.mkdir()
 
         self.feature_dim: int | None = None
@@ -481,7 +513,16 @@ class RGNetDatasetWriter:
                         f"`output_dir` {str(self.output_dir)!r} is not empty and holds no RGNet dataset "
                         f"({MANIFEST_FILENAME}) or unfinished one; refusing to delete it."
                     )
-                shutil.rmtree(self.output_dir)
+                # Only the dataset is replaced: anything else in the folder (raw inputs kept beside it) stays, and
+                # is named before anything is deleted.
+                others = sorted(path.name for path in self.output_dir.iterdir() if path.name not in _DATASET_ENTRIES)
+                if others:
+                    raise ValueError(
+                        f"`output_dir` {str(self.output_dir)!r} holds an RGNet dataset and other files {others[:5]}; "
+                        "overwriting would delete them with the dataset: move them, or write the dataset elsewhere."
+                    )
+                for path in self.output_dir.iterdir():
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / INCOMPLETE_MARKER_FILENAME).write_text("written by RGNetDatasetWriter; not finalized\n")
 
@@ -1107,6 +1148,7 @@ def build_rgnet_dataset(
         is_train = split in train_splits if train_splits is not None else default_is_train_split(split)
         seen: set[str] = set()
         kept_rows = kept.setdefault(split, [])
+        stats.add_split(split)  # an empty split is reported too, with its zero counts
         for row in tqdm(rows, desc=f"filter ({split})", unit="query", disable=not progress):
             stats.add_input(split)
             query_id = row["query_id"]

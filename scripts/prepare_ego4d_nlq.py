@@ -73,6 +73,13 @@ def _require(mapping: dict, key: str, where: str) -> Any:
     return mapping[key]
 
 
+def _require_seconds(mapping: dict, key: str, where: str) -> float:
+    value = _require(mapping, key, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: `{key}` must be a finite number of seconds, got {value!r}.")
+    return float(value)
+
+
 def ego4d_annotation_rows(path: str | Path) -> list[dict[str, Any]]:
     """Query rows of one Ego4D-NLQ (v1/v2) or NaQ annotation JSON, before filtering.
 
@@ -100,8 +107,8 @@ def _rows_from_annotation_data(data: Any, path: str) -> list[dict[str, Any]]:
         for clip in video.get("clips") or []:
             clip_uid = str(_require(clip, "clip_uid", f"{path}: a clip of video {video_uid!r}"))
             where = f"{path}: clip {clip_uid!r}"
-            video_start = round_half_up(float(_require(clip, "video_start_sec", where)))
-            video_end = round_half_up(float(_require(clip, "video_end_sec", where)))
+            video_start = round_half_up(_require_seconds(clip, "video_start_sec", where))
+            video_end = round_half_up(_require_seconds(clip, "video_end_sec", where))
             if video_end <= video_start:
                 raise ValueError(
                     f"{where}: rounded video_end_sec ({video_end}) must be after rounded video_start_sec "

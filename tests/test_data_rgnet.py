@@ -240,10 +240,25 @@ def test_writer_refuses_to_overwrite_unless_asked(tmp_path):
         RGNetDatasetWriter(tmp_path / "other", overwrite=True)
     with RGNetDatasetWriter(tmp_path / "dataset") as writer:
         writer.add_video("v", random_features(0, 3, 2))
+        writer.add_query("train", query_row("q", "v"))
+    (tmp_path / "dataset" / "conversion_summary.json").write_text("{}")  # as the converters write one
     with pytest.raises(ValueError, match="pass overwrite=True"):
         RGNetDatasetWriter(tmp_path / "dataset")
     with RGNetDatasetWriter(tmp_path / "dataset", overwrite=True) as writer:
         writer.add_video("w", random_features(1, 4, 2))
+    queries, store = load_rgnet_dataset(tmp_path / "dataset")
+    assert store.video_ids == ("w",) and len(queries) == 0  # the old query tables and summary are gone
+    assert sorted(path.name for path in (tmp_path / "dataset").iterdir()) == [
+        "features",
+        "queries",
+        "rgnet_dataset.json",
+    ]
+    # Files that are not the dataset's are never deleted with it: overwriting is refused, naming them.
+    (tmp_path / "dataset" / "raw").mkdir()
+    (tmp_path / "dataset" / "raw" / "annotations.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"holds an RGNet dataset and other files \['raw'\]; overwriting would"):
+        RGNetDatasetWriter(tmp_path / "dataset", overwrite=True)
+    assert (tmp_path / "dataset" / "raw" / "annotations.json").is_file()
     assert load_rgnet_dataset(tmp_path / "dataset")[1].video_ids == ("w",)
     # The remains of a failed write can be overwritten too.
     with pytest.raises(ValueError, match="contain NaN"):
@@ -286,12 +301,24 @@ def test_writer_accepts_declared_extra_columns(tmp_path):
         ("mad", False, (2.0, 2.0), "a", None, [2.0, 2.0], ()),
         ("mad", False, None, "a", None, None, ()),
         ("ego4d", False, (2.01, 2.04), "a", "zero_length_at_0.1s", None, ()),
-        ("ego4d", True, (50.04, 50.01), "a", "zero_length_at_0.1s", None, ("swapped_timestamps",)),
+        ("ego4d", True, (50.04, 50.01), "a", "zero_length_at_0.1s", None, ()),
         ("ego4d", True, (99.99, 100.5), "a", "start_after_video_end", None, ()),
         ("ego4d", True, (10.0, 50.0), "a", "no_negative_window", None, ()),
         ("ego4d", False, (10.0, 50.0), "a", None, [10.0, 50.0], ()),
         ("ego4d", True, (10.0, 39.0), "a", None, [10.0, 39.0], ()),
         ("ego4d", True, (-1.0, 5.0), "a", None, [0.0, 5.0], ("clipped_start_to_zero",)),
+        # The filters read a reversed pair as given (its first value is the start), then a kept pair is swapped.
+        ("mad", True, (105.0, 2.0), "a", "start_after_video_end", None, ()),
+        ("mad", True, (5.0, -1.0), "a", None, [0.0, 5.0], ("swapped_timestamps", "clipped_start_to_zero")),
+        ("ego4d", True, (99.99, 30.0), "a", "start_after_video_end", None, ()),
+        ("ego4d", True, (50.0, 10.0), "a", None, [10.0, 50.0], ("swapped_timestamps",)),
+        ("mad", False, (5.0, -1.0), "a", None, [-1.0, 5.0], ("swapped_timestamps", "out_of_range_kept")),
+        # A training moment wholly before the video's start is dropped, not clipped to nothing.
+        ("ego4d", True, (-5.0, -1.0), "a", "before_video_start", None, ()),
+        ("ego4d", True, (-3.0, 0.0), "a", "before_video_start", None, ()),
+        # Text that the processor's query normalisation leaves empty.
+        ("mad", True, (1.0, 2.0), ". ?", "empty_query", None, ()),
+        ("ego4d", False, (1.0, 2.0), "?", "empty_query", None, ()),
     ],
 )
 def test_clean_query_row_applies_spec_filters(dataset, is_train, timestamps, query, drop, kept_span, repairs):
@@ -362,12 +389,14 @@ def _write_mad_release(directory, *, nan_movie=False):
 
 def test_prepare_mad_release_round_trip_and_filter_counts(tmp_path):
     movies, tokens, paths = _write_mad_release(tmp_path)
+    (tmp_path / "test.json").write_text("{}")  # a split without rows is still summarised
     prepare_mad = load_script("prepare_mad")
     output = tmp_path / "mad"
     summary = prepare_mad.main(
         [
             "--annotations", f"train={paths['train']}",
             "--annotations", f"val={paths['val']}",
+            "--annotations", f"test={tmp_path / 'test.json'}",
             "--video-features", str(tmp_path / "CLIP_B32_frames_features_5fps.h5"),
             "--text-features", str(tmp_path / "CLIP_B32_language_tokens_features.h5"),
             "--output", str(output),
@@ -387,6 +416,7 @@ def test_prepare_mad_release_round_trip_and_filter_counts(tmp_path):
     }
     assert train["repaired"] == {"clipped_end_to_duration": 1, "swapped_timestamps": 1}
     assert summary["splits"]["val"]["repaired"] == {"out_of_range_kept": 2}
+    assert (summary["splits"]["test"]["input"], summary["splits"]["test"]["kept"]) == (0, 0)
     assert summary["videos"] == {"available": 3, "written": 2, "unused": 1, "frames_written": 65}
     assert json.loads((output / "conversion_summary.json").read_text()) == summary
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
@@ -658,6 +688,10 @@ def test_prepare_ego4d_rejects_bad_feature_files(tmp_path):
     annotations.write_text(json.dumps(_nlq_json("v2", [_clip("clip_a", 5.0, 5.2, [])])))
     with pytest.raises(ValueError, match="clip 'clip_a'"):
         prepare.main([*arguments, "--output", str(tmp_path / "short")])
+    for bad in (None, float("nan"), float("inf"), "12"):
+        annotations.write_text(json.dumps(_nlq_json("v2", [_clip("clip_a", 0.0, bad, [])])))
+        with pytest.raises(ValueError, match="clip 'clip_a': `video_end_sec` must be a finite number of seconds"):
+            prepare.main([*arguments, "--output", str(tmp_path / "bounds")])
 
 
 # ---------------------------------------------------------------------------------------------------------------
