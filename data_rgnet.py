@@ -440,7 +440,9 @@ class RGNetDatasetWriter:
             JSON-serialisable dataset metadata stored in the manifest (e.g. `{"dataset": "mad",
             "seconds_per_frame": 0.2}`).
         overwrite (`bool`, *optional*, defaults to `False`):
-            Replace an existing RGNet dataset at `output_dir`.
+            Replace an existing RGNet dataset (or the remains of an aborted write) at `output_dir`: its entries are
+            deleted when the writer opens, so a failed conversion leaves none of the old dataset. Refused when the
+            folder holds anything else.
         extra_query_features (`datasets.Features`, *optional*):
             Types of additional query columns beyond `QUERY_COLUMN_TYPES` (e.g. for a synthetic generator).
 
