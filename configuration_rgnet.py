@@ -419,4 +419,12 @@ class RGNetConfig(PreTrainedConfig):
 
 _BOOL_FIELDS = frozenset(name for name, field_ in RGNetConfig.__dataclass_fields__.items() if field_.type is bool)
 
+# Registered here, not with the models: a config saved by a process that imported only this file (e.g. the presets of
+# scripts/make_preset_configs.py) carries this file and `auto_map`, as one saved with the model does, and `AutoConfig`
+# resolves "rgnet" without the models. Loaded from a saved folder as remote code, the module leaves `AutoConfig` alone
+# (see the registration of the models at the end of modeling_rgnet.py).
+if not __name__.startswith("transformers_modules"):
+    AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
+RGNetConfig.register_for_auto_class()
+
 __all__ = ["RGNetConfig", "RGNET_PRESETS", "PAIR_MODES", "QUERY_NORMALIZATIONS", "SELECTOR_ATTENTION_MODES"]

@@ -234,14 +234,21 @@ class RGNetHungarianMatcher:
         return torch.tensor(matched_slots, dtype=torch.long).reshape(cost.shape[:-2]).to(logits.device)
 
 
+def _at_least_float32(value: torch.Tensor) -> torch.Tensor:
+    return value.to(torch.promote_types(value.dtype, torch.float32))
+
+
 def _float32_outputs(outputs: Mapping) -> dict:
-    """The outputs the loss reads, in float32: under bf16 autocast the InfoNCE at temperature 0.07, the saliency
-    sums and the matching costs would otherwise lose precision (the gradient still flows back to bf16)."""
+    """The outputs the loss reads, in float32 or wider: under bf16 autocast the InfoNCE at temperature 0.07, the
+    saliency sums and the matching costs would otherwise lose precision (the gradient still flows back to bf16);
+    a float64 model keeps float64."""
     keys = ("logits", "pred_spans", "window_logits", "saliency_scores")
-    converted = {key: outputs[key].float() for key in keys}
+    converted = {key: _at_least_float32(outputs[key]) for key in keys}
     auxiliary_outputs = outputs.get("auxiliary_outputs")
     if isinstance(auxiliary_outputs, Sequence):
-        auxiliary_outputs = [{key: value.float() for key, value in layer.items()} for layer in auxiliary_outputs]
+        auxiliary_outputs = [
+            {key: _at_least_float32(value) for key, value in layer.items()} for layer in auxiliary_outputs
+        ]
     converted["auxiliary_outputs"] = auxiliary_outputs
     converted["grounding_pair_index"] = outputs.get("grounding_pair_index")
     return converted

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
@@ -191,20 +191,37 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """`dtype` if it is float32 or wider (float64 stays float64), else float32 (bfloat16 and float16 go up)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def run_head_in_float32(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Run a small prediction head in float32, outside autocast and with its weights upcast if they are narrower.
+    """Run a small prediction head in float32 or wider, outside autocast and with its weights upcast if narrower.
 
     Moments are read to a fraction of a frame and scores to 4 decimals: a bfloat16 output (8-bit mantissa) would
     quantise a span centre to about two frames of a 900-frame window and tie close window scores. The heads see
     `(..., Q, D)` or `(N, D)` inputs, so float32 costs nothing measurable next to the trunk, whether the trunk runs
-    under bf16 autocast or has bfloat16 weights itself (gradients reach those weights through the cast).
+    under bf16 autocast or has bfloat16 weights itself (gradients reach those weights through the cast). A float64
+    model keeps float64 (`gradcheck`, numerical checks): the head computes in the widest of float32, the input's
+    dtype and its weights' dtypes.
+
+    Args:
+        head (`nn.Module`): the head, e.g. an [`RGNetMLP`].
+        hidden (`torch.Tensor` of shape `(..., D)`): its input.
+
+    Returns:
+        `torch.Tensor` of shape `(..., D_out)`, in float32 or the wider dtype.
     """
     with torch.autocast(hidden.device.type, enabled=False):
         parameters = dict(head.named_parameters())
-        if all(parameter.dtype == torch.float32 for parameter in parameters.values()):
-            return head(hidden.float())
-        upcast = {name: parameter.float() for name, parameter in parameters.items()}
-        return torch.func.functional_call(head, upcast, (hidden.float(),))
+        dtype = at_least_float32(hidden.dtype)
+        for parameter in parameters.values():
+            dtype = torch.promote_types(dtype, parameter.dtype)
+        if all(parameter.dtype == dtype for parameter in parameters.values()):
+            return head(hidden.to(dtype))
+        upcast = {name: parameter.to(dtype) for name, parameter in parameters.items()}
+        return torch.func.functional_call(head, upcast, (hidden.to(dtype),))
 
 
 def computes_plain_linear(linear: nn.Module) -> bool:
@@ -738,7 +755,7 @@ def multi_head_attention(
         and not torch.compiler.is_compiling()  # compiled code takes PyTorch's kernel
         and num_heads * query.shape[2] * key.shape[2] >= _CPUDropoutAttention.min_map_elements
     ):
-        # Computed in float32; returned in the inputs' dtype (a model with bfloat16 weights reads it next).
+        # Computed in float32 or wider; returned in the inputs' dtype (a model with bfloat16 weights reads it next).
         attended = _CPUDropoutAttention.apply(query, key, value, attention_bias, dropout, scale).to(value.dtype)
     else:
         attended = F.scaled_dot_product_attention(
@@ -796,7 +813,7 @@ class _CPUDropoutAttention(torch.autograd.Function):
     The backward recomputes the block's `P` (the same kernels on the same inputs give the same values) and keeps
     only `M`, packed 8 per byte (52 MB for a MAD encoder layer at 64 pairs, where PyTorch's math path keeps several
     float maps of 1.7 GB each). It uses `rowsum(dP ⊙ P) = rowsum(dout ⊙ out)`. Reduced-precision inputs are
-    computed in float32.
+    computed in float32, float64 inputs in float64.
     """
 
     # Used for maps of at least this many elements per pair: faster than PyTorch's kernel from the global-token row
@@ -852,9 +869,10 @@ class _CPUDropoutAttention(torch.autograd.Function):
         num_pairs, num_heads, query_length, _ = query.shape
         key_length = key.shape[2]
         scale = query.shape[-1] ** -0.5 if scale is None else scale
-        query, key, value = query.float(), key.float(), value.float()
+        dtype = at_least_float32(query.dtype)  # float64 stays float64
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
         if attention_bias is not None:
-            attention_bias = attention_bias.float().expand(num_pairs, num_heads, query_length, key_length)
+            attention_bias = attention_bias.to(dtype).expand(num_pairs, num_heads, query_length, key_length)
         # Written as (N, Lq, H, Dv) and returned as its (N, H, Lq, Dv) view: merging the heads is then free.
         output = value.new_empty(num_pairs, query_length, num_heads, value.shape[-1]).transpose(1, 2)
         map_elements = query_length * key_length
@@ -882,7 +900,7 @@ class _CPUDropoutAttention(torch.autograd.Function):
     def backward(ctx, grad_output):
         query, key, value, output, packed_keep, attention_bias = ctx.saved_tensors
         keep_scale, scale = 1.0 / (1.0 - ctx.dropout), ctx.scale
-        grad_output = grad_output.float()
+        grad_output = grad_output.to(query.dtype)
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
         probs_buffer, grad_buffer = value.new_empty(ctx.block_elements), value.new_empty(ctx.block_elements)
         packed = packed_keep.numpy()
@@ -1634,6 +1652,25 @@ class RGNetPreTrainedModel(PreTrainedModel):
             )
         return super().resize_token_embeddings(*args, **kwargs)
 
+    def enable_input_require_grads(self):
+        """transformers' hook on `get_input_embeddings()`, plus the same hook on the outputs of the video and text
+        input projections: they require gradients even when every weight before them is frozen.
+
+        With `config.text_config`, `get_input_embeddings()` is the text encoder's token embeddings, and a frozen
+        encoder runs without gradients: its output never requires them. With reentrant activation checkpointing
+        (which gives gradients only to the layers whose inputs require them) an adapter inside RGNet's own layers
+        would then get none. The video projection's output feeds every checkpointed layer; the text projection's
+        is the text-to-video attention's keys. [`~PreTrainedModel.disable_input_require_grads`] removes all hooks.
+        """
+        super().enable_input_require_grads()
+        base_model = getattr(self, self.base_model_prefix, self)
+        hooks = list(getattr(self, "_require_grads_hooks", []))
+        for projection in (base_model.video_projection, base_model.text_projection):
+            if projection is not base_model.get_input_embeddings():  # not hooked by transformers already
+                hooks.append(projection.register_forward_hook(_make_output_require_grad))
+        self._require_grads_hooks = hooks
+        self._require_grads_hook = hooks[0]  # transformers keeps the first one there (backward compatibility)
+
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         loaded = super().from_pretrained(*args, **kwargs)
@@ -1672,6 +1709,11 @@ class RGNetPreTrainedModel(PreTrainedModel):
             init.normal_(module.global_token)
             init.normal_(module.global_position)
             init.normal_(module.anchor_embeddings)
+
+
+def _make_output_require_grad(module: nn.Module, inputs, output: torch.Tensor) -> None:
+    """Forward hook of `enable_input_require_grads`: the module's output requires gradients."""
+    output.requires_grad_(True)
 
 
 def _default_linear_bias(linear: nn.Linear) -> None:
@@ -2097,8 +2139,10 @@ class RGNetModel(RGNetPreTrainedModel):
         )  # (G, Lv, D)
 
         # Anchor decoder over the fused frames (§5.7); the gate is not a mask here.
-        # Anchors are computed in float32 whatever the weights' dtype (bfloat16 centres would be off by frames).
-        anchors = self.anchor_embeddings.float().sigmoid().expand(frame_hidden.shape[0], -1, -1)  # (G, Q, 2)
+        # Anchors are computed in float32 (or float64 for a float64 model) whatever the weights' dtype: bfloat16
+        # centres would be off by frames.
+        anchor_embeddings = self.anchor_embeddings.to(at_least_float32(self.anchor_embeddings.dtype))
+        anchors = anchor_embeddings.sigmoid().expand(frame_hidden.shape[0], -1, -1)  # (G, Q, 2)
         decoder_hidden_states, reference_anchors = self.decoder(
             anchors, frame_hidden, video_position, padding_bias(video_mask, compute_dtype)
         )
@@ -2378,10 +2422,12 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         )
         grounding_pair_index = model_outputs.grounding_pair_index
         decoder_hidden_states = model_outputs.decoder_hidden_states  # (L, G, Q, D)
-        # The prediction heads and the span arithmetic run in float32 (see `run_head_in_float32`).
+        # The prediction heads and the span arithmetic run in float32, or float64 (see `run_head_in_float32`).
         all_logits = run_head_in_float32(self.class_head, decoder_hidden_states)  # (L, G, Q, 2)
         span_offsets = run_head_in_float32(self.span_head, decoder_hidden_states)
-        all_spans = (span_offsets + inverse_sigmoid(model_outputs.reference_anchors.float())).sigmoid()
+        reference_anchors = model_outputs.reference_anchors
+        reference_anchors = reference_anchors.to(torch.promote_types(span_offsets.dtype, reference_anchors.dtype))
+        all_spans = (span_offsets + inverse_sigmoid(reference_anchors)).sigmoid()
         global_hidden = model_outputs.global_hidden_state
         frame_hidden = model_outputs.encoder_last_hidden_state
         window_logits = run_head_in_float32(self.retrieval_head, global_hidden)  # (N, 1)
@@ -2440,15 +2486,14 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         return choose
 
 
-# Used from a checkout or an installed package, the Auto classes resolve "rgnet" here. `AutoModel` gets both classes:
-# transformers then picks the one a saved folder's `config.architectures` names, as the folder's `auto_map` does, and
-# the grounding model for a config without one (`from_config`, a preset). Loaded from a saved folder as remote code,
-# the module leaves the Auto mappings alone: transformers prefers a registered class to a folder's `auto_map`, so
-# registering there would make the next `AutoModel.from_pretrained` of another folder return that folder's class.
+# Used from a checkout or an installed package, `AutoModel` resolves "rgnet" here (configuration_rgnet.py registers
+# the config for `AutoConfig`). `AutoModel` gets both classes: transformers then picks the one a saved folder's
+# `config.architectures` names, as the folder's `auto_map` does, and the grounding model for a config without one
+# (`from_config`, a preset). Loaded from a saved folder as remote code, the module leaves the Auto mappings alone:
+# transformers prefers a registered class to a folder's `auto_map`, so registering there would make the next
+# `AutoModel.from_pretrained` of another folder return that folder's class.
 if not __name__.startswith("transformers_modules"):
-    AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
     AutoModel.register(RGNetConfig, (RGNetForVideoGrounding, RGNetModel), exist_ok=True)
-RGNetConfig.register_for_auto_class()
 RGNetModel.register_for_auto_class("AutoModel")
 RGNetForVideoGrounding.register_for_auto_class("AutoModel")
 
@@ -2461,6 +2506,7 @@ __all__ = [
     "RGNetSelectorMask",
     "RGNetVideoGroundingOutput",
     "anchor_sine_embedding",
+    "at_least_float32",
     "build_selector_attention_bias",
     "computes_plain_linear",
     "cpu_inference_linear",

@@ -1,6 +1,10 @@
 """RGNetConfig: presets, validation, serialisation."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
@@ -18,6 +22,12 @@ def test_model_card_config_json_matches_the_preset(preset):
     path = REPO_ROOT / "model_cards" / PRESET_FOLDERS[preset] / "config.json"
     stored = json.loads(path.read_text())
     expected = RGNetConfig.from_preset(preset).to_diff_dict()
+    # The card folders are uploaded with the code files: the `auto_map` a saved `RGNetForVideoGrounding` writes
+    # (test_hub_integration.py), for `AutoModel.from_pretrained(repo, trust_remote_code=True)`.
+    expected["auto_map"] = {
+        "AutoConfig": "configuration_rgnet.RGNetConfig",
+        "AutoModel": "modeling_rgnet.RGNetForVideoGrounding",
+    }
     for volatile in ("transformers_version",):
         stored.pop(volatile, None)
         expected.pop(volatile, None)
@@ -162,8 +172,6 @@ def test_window_stride_defaults_to_half_a_window():
 
 
 def test_round_trip_through_save_pretrained_and_auto_config(tmp_path):
-    import modeling_rgnet  # noqa: F401  (registers the "rgnet" model type)
-
     text_config = CLIPTextConfig(hidden_size=512, num_hidden_layers=1, intermediate_size=64, num_attention_heads=4)
     config = RGNetConfig.from_preset("ego4d-nlq-finetune", text_config=text_config)
     config.save_pretrained(tmp_path)
@@ -171,3 +179,43 @@ def test_round_trip_through_save_pretrained_and_auto_config(tmp_path):
     assert isinstance(reloaded, RGNetConfig)
     assert {**reloaded.to_dict(), "_name_or_path": ""} == {**config.to_dict(), "_name_or_path": ""}
     assert isinstance(reloaded.text_config, CLIPTextConfig) and reloaded.text_config.num_hidden_layers == 1
+
+
+def test_config_module_alone_registers_the_config_and_saves_it_as_remote_code(tmp_path):
+    # A process that imports only configuration_rgnet (no models): `AutoConfig` knows "rgnet", and a saved config
+    # carries its code file and `auto_map`, as one saved with the model does. Importing the models next registers
+    # them without a second registration of the config failing.
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = str(tmp_path / "config")
+    script = textwrap.dedent(
+        f"""
+        import json, os, sys
+        from transformers import AutoConfig, AutoModel
+        from configuration_rgnet import RGNetConfig
+        assert "modeling_rgnet" not in sys.modules
+        assert type(AutoConfig.for_model("rgnet", hidden_size=64, num_attention_heads=4)) is RGNetConfig
+        RGNetConfig.from_preset("mad").save_pretrained({folder!r})
+        assert sorted(os.listdir({folder!r})) == ["config.json", "configuration_rgnet.py"], os.listdir({folder!r})
+        auto_map = json.load(open(os.path.join({folder!r}, "config.json")))["auto_map"]
+        assert auto_map == {{"AutoConfig": "configuration_rgnet.RGNetConfig"}}, auto_map
+        import modeling_rgnet
+        config = RGNetConfig(hidden_size=32, num_attention_heads=4, ffn_dim=64)
+        assert type(AutoModel.from_config(config)) is modeling_rgnet.RGNetForVideoGrounding
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = checkout + os.pathsep + env.get("PYTHONPATH", "")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=env, timeout=300)
+    # A clean interpreter outside the checkout loads it from the saved folder's code.
+    script = textwrap.dedent(
+        f"""
+        from transformers import AutoConfig
+        config = AutoConfig.from_pretrained({folder!r}, trust_remote_code=True)
+        assert type(config).__name__ == "RGNetConfig", type(config)
+        assert type(config).__module__.startswith("transformers_modules"), type(config).__module__
+        assert config.max_window_frames == 900
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update({"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"})
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=env, timeout=300)

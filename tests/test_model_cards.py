@@ -1,6 +1,7 @@
 """The model cards under `model_cards/`: Hub metadata, the paper's published results, the documented features
 and commands, and a usage example that runs as written against a tiny random model (no download)."""
 
+import json
 import os
 import re
 import subprocess
@@ -145,10 +146,16 @@ def test_usage_example_runs_as_written_on_a_tiny_model(card_name, tmp_path):
     assert all(re.fullmatch(r"\s*-?\d+\.\d s - \s*-?\d+\.\d s   score -?\d+\.\d{3}", line) for line in lines), lines
 
 
-def test_card_folders_hold_the_preset_configs():
+def test_card_folders_hold_the_preset_configs(tmp_path):
     for name in ("rgnet-mad", "rgnet-ego4d"):
         assert (CARDS / name / "config.json").is_file()
     assert "rgnet-ego4d-naq-pretrain" in (CARDS / "rgnet-ego4d" / "README.md").read_text()
+    # Uploaded with the code files, each folder loads with `trust_remote_code=True` (the cards' usage): its config
+    # carries the `auto_map` a saved model writes.
+    write_tiny_rgnet(tmp_path, preset="mad", tokenizer=None)
+    saved = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    for config_file in CARDS.glob("*/config.json"):
+        assert json.loads(config_file.read_text())["auto_map"] == saved, config_file
 
 
 def test_examples_in_cards_are_valid_python(card_name):

@@ -384,6 +384,54 @@ def test_heads_run_in_float32_with_bfloat16_weights():
         assert modeling_rgnet.run_head_in_float32(head, hidden).dtype == torch.float32
 
 
+def test_float64_model_keeps_float64_and_passes_gradcheck(tester, monkeypatch):
+    # The heads, the anchors and the span arithmetic run in float32 *or wider*: bfloat16 goes up to float32 (above),
+    # float64 stays float64. Rounded to float32, the outputs would fail `gradcheck`.
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tester.get_config(dropout=0.0, input_dropout=0.0)).to(torch.float64).eval()
+    inputs = {key: value.double() for key, value in tester.prepare_inputs(2).items()}
+    outputs = model(**inputs)
+    for name in ("logits", "pred_spans", "window_logits", "saliency_scores", "reference_anchors"):
+        assert outputs[name].dtype == torch.float64, name
+    torch.testing.assert_close(outputs.logits, model.class_head(outputs.decoder_hidden_states[-1]), atol=0, rtol=0)
+    # The window score through the trunk (video features, a text-to-video weight); the moments through their heads
+    # (upstream of the decoder the gradient leaves out the detached anchors of DAB-DETR: not a derivative there).
+    names = ["model.text_to_video.layers.0.attn.q_proj.weight", "span_head.layers.0.weight", "class_head.weight"]
+    parameters = dict(model.named_parameters())
+    values = [parameters[name].detach().clone().requires_grad_(True) for name in names]
+
+    def grounding(video_features, *weights):
+        kwargs = {**inputs, "video_features": video_features}
+        out = torch.func.functional_call(model, dict(zip(names, weights, strict=True)), args=(), kwargs=kwargs)
+        return out.window_logits, out.logits, out.pred_spans
+
+    def window_score(video_features, weight):
+        return grounding(video_features, weight, *values[1:])[0]
+
+    def moments(*head_weights):
+        return grounding(inputs["video_features"], values[0].detach(), *head_weights)[1:]
+
+    video = inputs["video_features"].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(window_score, (video, values[0]), fast_mode=True)
+    assert torch.autograd.gradcheck(moments, tuple(values[1:]), fast_mode=True)
+
+    # Training with dropout: the CPU attention kernel computes float64 inputs in float64 too.
+    q, k, v = torch.randn(3, 2, 4, 7, 8, dtype=torch.float64)
+    attended = modeling_rgnet._CPUDropoutAttention.apply(q, k, v, None, 0.0)
+    torch.testing.assert_close(attended, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-12, rtol=0)
+    monkeypatch.setattr(modeling_rgnet._CPUDropoutAttention, "min_map_elements", 1)
+    model = RGNetForVideoGrounding(tester.get_config()).to(torch.float64).train()
+    batch = {key: value.double() for key, value in tester.cross_pairs_batch(2).items()}
+    outputs = model(**batch, labels=tester.prepare_labels("cross_pairs", batch))
+    assert outputs.pred_spans.dtype == outputs.window_logits.dtype == outputs.loss.dtype == torch.float64
+    assert all(term.dtype == torch.float64 for term in outputs.loss_dict.values())
+    assert torch.isfinite(outputs.loss)
+    outputs.loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.dtype == torch.float64, name
+        assert torch.isfinite(parameter.grad).all(), name
+
+
 def test_frame_selector_noise_and_gate_stay_float32_under_bfloat16():
     """The logistic noise and the gate's threshold are computed in float32 whatever the logits' dtype: bfloat16
     would round a sample u = 1 − 1e-4 to 1 (noise −log(1e-8) = 18.4 instead of 9.2)."""
@@ -745,3 +793,43 @@ def test_input_embeddings_and_attention_implementation(tester):
     assert with_text.get_input_embeddings() is with_text.model.text_encoder.get_input_embeddings()
     with_text.resize_token_embeddings(120)
     assert with_text.get_input_embeddings().num_embeddings == 120 == with_text.config.text_config.vocab_size
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_enable_input_require_grads_reaches_adapters_behind_a_frozen_text_encoder(tester, use_reentrant):
+    # With a text encoder, `get_input_embeddings()` is its token embeddings, and the frozen encoder runs without
+    # gradients: the hooks on the projections' outputs make the inputs of the checkpointed layers require them, so
+    # an adapter inside those layers gets its gradient under reentrant checkpointing too.
+    config = tester.get_config(dropout=0.0, input_dropout=0.0, text_config=tiny_text_config())
+    batch = tester.cross_pairs_batch(2)
+    input_ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]])[torch.tensor([0, 0, 1, 1])]  # query i of pair i·B+j
+    inputs = {
+        "video_features": batch["video_features"],
+        "video_mask": batch["video_mask"],
+        "input_ids": input_ids,
+        "attention_mask": (input_ids != 0).long(),
+        "labels": tester.prepare_labels("cross_pairs", batch),
+        "selector_noise": torch.rand(4, tester.num_frames + 1, generator=torch.Generator().manual_seed(3)),
+    }
+    torch.manual_seed(0)
+    reference = RGNetForVideoGrounding(config).train()
+    gradients = []
+    for checkpointed in (False, True):
+        model = RGNetForVideoGrounding(config).train()
+        model.load_state_dict(reference.state_dict())
+        model.requires_grad_(False)  # a frozen base, as PEFT leaves it
+        adapter = model.model.text_to_video.layers[0].attn.q_proj  # stands for an adapter weight inside a layer
+        adapter.requires_grad_(True)
+        model.class_head.requires_grad_(True)
+        if checkpointed:
+            model.activation_checkpointing_enable({"use_reentrant": use_reentrant})
+        model.enable_input_require_grads()
+        model(**inputs).loss.backward()
+        assert adapter.weight.grad is not None and torch.isfinite(adapter.weight.grad).all()
+        gradients.append(adapter.weight.grad)
+    torch.testing.assert_close(gradients[1], gradients[0], atol=1e-6, rtol=1e-5)
+    # `disable_input_require_grads` removes every hook (the token embeddings' and the projections').
+    hooked = (model.get_input_embeddings(), model.model.video_projection, model.model.text_projection)
+    assert all(module._forward_hooks for module in hooked)
+    model.disable_input_require_grads()
+    assert not any(module._forward_hooks for module in hooked)
