@@ -2307,6 +2307,11 @@ class RGNetProcessor(ProcessorMixin):
             return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
 
         def read_output(name: str, rows: int) -> torch.Tensor:
+            if isinstance(outputs, tuple):
+                raise ValueError(
+                    "`outputs` is a tuple (`return_dict=False`); pass the model's output object (`return_dict=True`, "
+                    "the default), whose fields post-processing reads by name."
+                )
             if field(name) is None:
                 raise ValueError(f"`outputs` has no `{name}`.")
             value = _cpu_tensor(field(name), f"outputs.{name}").float()

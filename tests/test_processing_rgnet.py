@@ -1542,6 +1542,7 @@ def test_postprocess_rejects_bad_inputs():
         (outputs, batch, good, "window_metadata"),
         (outputs, metadata, {**good, "top_k_windows": 0}, "top_k_windows"),
         (outputs, metadata, {**good, "nms_threshold": -0.1}, "nms_threshold"),
+        (tuple(outputs.values()), metadata, good, r"`outputs` is a tuple \(`return_dict=False`\); pass the model's"),
     ]
     for model_outputs, window_metadata, kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
