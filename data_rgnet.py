@@ -421,6 +421,62 @@ class VideoLocation(NamedTuple):
     num_frames: int
 
 
+_EXTRA_FILE_PREFIX = "extra file: "
+
+
+def _extra_files(dataset_dir: Path) -> set[str]:
+    """Files a writer added beside the dataset (`add_extra_file`): listed in the manifest, or in the incomplete
+    marker of an unfinished write."""
+    if (dataset_dir / MANIFEST_FILENAME).is_file():
+        try:
+            return set(json.loads((dataset_dir / MANIFEST_FILENAME).read_text()).get("extra_files", []))
+        except (ValueError, AttributeError):  # not a manifest this package wrote: nothing is known to be ours
+            return set()
+    marker = dataset_dir / INCOMPLETE_MARKER_FILENAME
+    if marker.is_file():
+        lines = marker.read_text().splitlines()
+        return {line.removeprefix(_EXTRA_FILE_PREFIX) for line in lines if line.startswith(_EXTRA_FILE_PREFIX)}
+    return set()
+
+
+def check_dataset_output_dir(output_dir: str | os.PathLike, *, overwrite: bool) -> bool:
+    """Whether a dataset writer may write to `output_dir`, checked before anything is read or written: a new or
+    empty folder, or with `overwrite` one that holds an RGNet dataset (or the remains of an aborted write) and
+    nothing else (only the dataset is replaced: raw inputs kept beside it are never deleted).
+
+    Returns:
+        `bool`: whether there is a dataset to replace (its entries are what overwriting deletes).
+
+    Raises:
+        ValueError: naming `output_dir` and what is in the way.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.exists():
+        return False
+    if not output_dir.is_dir():
+        raise ValueError(f"`output_dir` {str(output_dir)!r} exists and is not a directory.")
+    names = sorted(path.name for path in output_dir.iterdir())
+    if not names:
+        return False
+    if not overwrite:
+        raise ValueError(
+            f"`output_dir` {str(output_dir)!r} is not empty; pass overwrite=True (`--overwrite` in the scripts) to "
+            "replace an existing RGNet dataset."
+        )
+    if MANIFEST_FILENAME not in names and INCOMPLETE_MARKER_FILENAME not in names:
+        raise ValueError(
+            f"`output_dir` {str(output_dir)!r} is not empty and holds no RGNet dataset ({MANIFEST_FILENAME}) or "
+            "unfinished one; refusing to delete it."
+        )
+    others = [name for name in names if name not in _DATASET_ENTRIES and name not in _extra_files(output_dir)]
+    if others:
+        raise ValueError(
+            f"`output_dir` {str(output_dir)!r} holds an RGNet dataset and other files {others[:5]}; overwriting "
+            "would delete them with the dataset: move them, or write the dataset elsewhere."
+        )
+    return True
+
+
 class RGNetDatasetWriter:
     """Write an RGNet dataset directory: frame features into `.npy` shards, query rows into split tables.
 
@@ -495,36 +551,13 @@ class RGNetDatasetWriter:
         self._split_features: dict[str, Features] = {}
         self._split_query_ids: dict[str, set[str]] = {}
         self._split_videos: dict[str, set[str]] = {}
+        self._extra_files: list[str] = []
         self._finalized = False
 
     def _prepare_output_dir(self, overwrite: bool) -> None:
-        if self.output_dir.exists():
-            if not self.output_dir.is_dir():
-                raise ValueError(f"`output_dir` {str(self.output_dir)!r} exists and is not a directory.")
-            if any(self.output_dir.iterdir()):
-                if not overwrite:
-                    raise ValueError(
-                        f"`output_dir` {str(self.output_dir)!r} is not empty; pass overwrite=True (`--overwrite` in "
-                        "the scripts) to replace an existing RGNet dataset."
-                    )
-                ours = (self.output_dir / MANIFEST_FILENAME).is_file() or (
-                    self.output_dir / INCOMPLETE_MARKER_FILENAME
-                ).is_file()
-                if not ours:
-                    raise ValueError(
-                        f"`output_dir` {str(self.output_dir)!r} is not empty and holds no RGNet dataset "
-                        f"({MANIFEST_FILENAME}) or unfinished one; refusing to delete it."
-                    )
-                # Only the dataset is replaced: anything else in the folder (raw inputs kept beside it) stays, and
-                # is named before anything is deleted.
-                others = sorted(path.name for path in self.output_dir.iterdir() if path.name not in _DATASET_ENTRIES)
-                if others:
-                    raise ValueError(
-                        f"`output_dir` {str(self.output_dir)!r} holds an RGNet dataset and other files {others[:5]}; "
-                        "overwriting would delete them with the dataset: move them, or write the dataset elsewhere."
-                    )
-                for path in self.output_dir.iterdir():
-                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if check_dataset_output_dir(self.output_dir, overwrite=overwrite):
+            for path in self.output_dir.iterdir():
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / INCOMPLETE_MARKER_FILENAME).write_text("written by RGNetDatasetWriter; not finalized\n")
 
@@ -715,6 +748,30 @@ class RGNetDatasetWriter:
             count += 1
         return count
 
+    def add_extra_file(self, name: str, text: str) -> Path:
+        """Write a text file of the dataset's own beside the standard layout (e.g. a generator's ground truth).
+
+        The dataset's manifest lists it, so overwriting the dataset replaces it with the rest (files nobody declared
+        stop an overwrite instead).
+
+        Args:
+            name (`str`): A plain file name, not one of the layout's own.
+            text (`str`): Its content.
+
+        Returns:
+            `Path`: The written file.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not name or Path(name).name != name or name in _DATASET_ENTRIES:
+            raise ValueError(f"`name` must be a plain file name other than the layout's own entries, got {name!r}.")
+        with (self.output_dir / INCOMPLETE_MARKER_FILENAME).open("a") as marker:  # known as ours even if aborted
+            marker.write(f"{_EXTRA_FILE_PREFIX}{name}\n")
+        path = self.output_dir / name
+        path.write_text(text)
+        if name not in self._extra_files:
+            self._extra_files.append(name)
+        return path
+
     # -- finalisation --
 
     def _check_open(self) -> None:
@@ -779,6 +836,8 @@ class RGNetDatasetWriter:
             "splits": splits,
             "metadata": self.metadata,
         }
+        if self._extra_files:
+            manifest["extra_files"] = list(self._extra_files)
         _write_json(self.output_dir / MANIFEST_FILENAME, manifest)
         (self.output_dir / INCOMPLETE_MARKER_FILENAME).unlink()
         self._finalized = True
@@ -1556,6 +1615,7 @@ __all__ = [
     "RGNetFeatureStore",
     "VideoLocation",
     "build_rgnet_dataset",
+    "check_dataset_output_dir",
     "clean_query_row",
     "convert_original_layout",
     "default_is_train_split",

@@ -690,8 +690,9 @@ def make_synthetic_dataset(
                 "num_frames": int(video.features.shape[0]),
                 "events": [dataclasses.asdict(event) for event in video.events],
             }
-        # Written before the manifest, so a build that fails anywhere leaves no loadable dataset.
-        (output_dir / EVENTS_FILENAME).write_text(json.dumps(events_by_video, indent=1) + "\n")
+        # Written before the manifest, so a build that fails anywhere leaves no loadable dataset; the manifest lists
+        # it, so that overwriting the dataset replaces it too.
+        writer.add_extra_file(EVENTS_FILENAME, json.dumps(events_by_video, indent=1) + "\n")
     logger.info(
         "synthetic dataset %s: %d videos, %d frames, %d queries in %.1f s",
         output_dir,

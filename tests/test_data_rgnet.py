@@ -23,6 +23,7 @@ from data_rgnet import (
     RGNetFeatureStore,
     clean_query_row,
     load_rgnet_dataset,
+    read_manifest,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -267,6 +268,24 @@ def test_writer_refuses_to_overwrite_unless_asked(tmp_path):
     with RGNetDatasetWriter(tmp_path / "failed", overwrite=True) as writer:
         writer.add_video("v", random_features(2, 2, 2))
     assert not (tmp_path / "failed" / ".rgnet-incomplete").exists()
+
+
+def test_files_a_writer_adds_beside_the_dataset_are_replaced_with_it(tmp_path):
+    with RGNetDatasetWriter(tmp_path / "dataset") as writer:
+        writer.add_video("v", random_features(0, 3, 2))
+        writer.add_extra_file("events.json", "{}")
+        for bad in ("", "sub/events.json", "rgnet_dataset.json", "features"):
+            with pytest.raises(ValueError, match="`name` must be a plain file name"):
+                writer.add_extra_file(bad, "{}")
+    assert read_manifest(tmp_path / "dataset")["extra_files"] == ["events.json"]
+    with pytest.raises(ValueError, match="contain NaN"):  # an aborted write with its extra file: still ours
+        with RGNetDatasetWriter(tmp_path / "dataset", overwrite=True) as writer:
+            writer.add_extra_file("ground_truth.json", "{}")
+            writer.add_video("v", np.full((2, 2), np.nan))
+    with RGNetDatasetWriter(tmp_path / "dataset", overwrite=True) as writer:
+        writer.add_video("w", random_features(1, 4, 2))
+    assert not (tmp_path / "dataset" / "ground_truth.json").exists()
+    assert "extra_files" not in read_manifest(tmp_path / "dataset")
 
 
 def test_writer_accepts_declared_extra_columns(tmp_path):
