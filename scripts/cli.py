@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ArgumentParser", "check_device", "run_script", "script_parser"]
+__all__ = ["ArgumentParser", "check_device", "prepare_output_dir", "run_script", "script_parser"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -52,6 +52,23 @@ def check_device(device: str) -> str | None:
         if parsed.index is not None and parsed.index >= count:
             return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
     return None
+
+
+def prepare_output_dir(path: str | Path, flag: str = "--output_dir") -> Path:
+    """Create a script's output folder `path` (with its parents) before the long work (loading models, inference),
+    so that an unusable one ends the run at once instead of after it.
+
+    Raises:
+        ValueError: naming `flag`, when `path` exists and is not a folder or cannot be created.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"`{flag}` {str(path)!r} exists and is not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a parent that is a file, no permission, ...
+        raise ValueError(f"`{flag}` {str(path)!r} cannot be created: {error}") from None
+    return path
 
 
 def run_script(main: Callable[[], object], errors: tuple[type[BaseException], ...] = (ValueError,)) -> None:

@@ -155,6 +155,86 @@ def convert_original_state_dict(
     return converted, dropped
 
 
+def _original_key(key: str) -> str:
+    """The original name of one of this package's keys (the inverse of the map above): error messages name the
+    keys of the checkpoint the user has. A packed q/k/v projection gives its `in_proj_*` key."""
+    match = re.fullmatch(r"model\.(text|video)_projection\.blocks\.(\d+)\.(norm|dense)\.(weight|bias)", key)
+    if match:
+        modality = "txt" if match[1] == "text" else "vid"
+        part = "LayerNorm" if match[3] == "norm" else "net.1"
+        return f"input_{modality}_proj.{match[2]}.{part}.{match[4]}"
+    match = re.fullmatch(r"model\.(text_to_video|encoder)\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
+    if match:
+        stack = "t2v_encoder" if match[1] == "text_to_video" else "encoder"
+        if match[3] in ("attn.q_proj", "attn.k_proj", "attn.v_proj"):
+            return f"transformer.{stack}.layers.{match[2]}.self_attn.in_proj_{match[4]}"
+        inverse = {ours: theirs for theirs, ours in _ENCODER_LAYER_MAP.items()}
+        if match[3] in inverse:
+            return f"transformer.{stack}.layers.{match[2]}.{inverse[match[3]]}.{match[4]}"
+    match = re.fullmatch(r"model\.decoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
+    if match:
+        inverse = {ours: theirs for theirs, ours in _DECODER_LAYER_MAP.items()}
+        if match[2] in inverse:
+            return f"transformer.decoder.layers.{match[1]}.{inverse[match[2]]}.{match[3]}"
+    match = re.fullmatch(r"model\.decoder\.anchor_update_heads\.(\d+)\.(.+)", key)
+    if match:
+        return f"transformer.decoder.bbox_embed.{match[1]}.{match[2]}"
+    for prefix, target in _DIRECT_MAP.items():
+        if key == target:
+            return prefix
+        if key.startswith(target + "."):
+            return prefix + key[len(target) :]
+    return key
+
+
+def check_original_keys(
+    state_dict: dict[str, torch.Tensor], model: RGNetForVideoGrounding, dropped: list[str]
+) -> None:
+    """Check an original state dict against the model its options describe, in the original's key names.
+
+    Args:
+        state_dict (`dict[str, torch.Tensor]`): the original `model` state dict (a `module.` prefix is removed).
+        model ([`RGNetForVideoGrounding`]): the model built from [`config_from_original`].
+        dropped (`list[str]`): the known-unused keys [`convert_original_state_dict`] dropped (not checked).
+
+    Raises:
+        `ValueError` naming every original key the model needs that the checkpoint lacks (a missing layer names
+        all its keys), every key the model has no place for (a layer deeper than the options say), and every
+        tensor of another shape (with both shapes).
+    """
+    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    expected: dict[str, tuple[int, ...]] = {}
+    for name, tensor in model.state_dict().items():
+        shape = tuple(tensor.shape)
+        if re.search(r"\.attn\.[qkv]_proj\.(weight|bias)$", name):
+            shape = (3 * shape[0], *shape[1:])  # q, k and v stacked in one `in_proj_*` tensor
+        expected[_original_key(name)] = shape
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected and key not in dropped]
+    problems = []
+    if missing:
+        problems.append(f"it lacks {len(missing)} key(s) the model needs: {missing}")
+    if unexpected:
+        problems.append(
+            f"it has {len(unexpected)} key(s) the model has no place for (layers beyond the options' depths?): "
+            f"{unexpected}"
+        )
+    wrong = [
+        f"{key}: expected {expected[key]}, got {tuple(state_dict[key].shape)}"
+        for key in expected
+        if key in state_dict and tuple(state_dict[key].shape) != expected[key]
+    ]
+    if wrong:
+        problems.append(f"{len(wrong)} tensor(s) have another shape: {wrong}")
+    if problems:
+        config = model.config
+        raise ValueError(
+            f"The original checkpoint does not match the model its options describe ({config.hidden_size} wide, "
+            f"{config.num_text_to_video_layers} text-to-video, {config.num_encoder_layers} encoder and "
+            f"{config.num_decoder_layers} decoder layers): " + "; ".join(problems) + "."
+        )
+
+
 def _options_to_dict(options) -> dict:
     if isinstance(options, Namespace):
         return vars(options)
@@ -166,8 +246,15 @@ def _options_to_dict(options) -> dict:
 def config_from_original(options: dict, state_dict: dict[str, torch.Tensor]) -> RGNetConfig:
     """Build the `RGNetConfig` of an original model from its training options and state dict.
 
-    Widths and depths are read off the weights (they cannot disagree with them); attention heads, temperatures,
-    loss weights and windowing come from the options. The inference defaults follow the dataset's preset.
+    Widths and depths come from the options that built the original model (`hidden_dim`, `dim_feedforward`,
+    `num_queries`, `v_motion_feat_dim`, `t_feat_dim`, `enc_layers` for both the text-to-video and the encoder stack,
+    `dec_layers`); where an option is not recorded they are read off the weights. Weights that disagree with the
+    options are reported by [`check_original_keys`]. Attention heads, temperatures, loss weights and windowing
+    come from the options. The inference defaults follow the dataset's preset.
+
+    Raises:
+        `ValueError` on an unsupported variant, missing `nheads` or dataset, or a size that neither the options
+        nor the weights give (naming the missing original key).
     """
     state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
     unsupported = {
@@ -185,11 +272,39 @@ def config_from_original(options: dict, state_dict: dict[str, torch.Tensor]) -> 
                 f"Original option `{name}={options[name]!r}` is a variant this package does not implement "
                 f"(supported: {allowed})."
             )
-    if "nheads" not in options:
+    if options.get("nheads") is None:
         raise ValueError("The original options must give `nheads` (attention heads); it cannot be read off weights.")
 
-    def count(pattern: str) -> int:
-        return len({match[1] for key in state_dict if (match := re.match(pattern, key))})
+    def option_int(option: str) -> int | None:
+        value = options.get(option)
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"Original option `{option}` must be an integer, got {value!r}.") from None
+
+    def size(option: str, key: str, what: str) -> int:
+        if (value := option_int(option)) is not None:
+            return value
+        if key in state_dict:
+            return int(state_dict[key].shape[0])
+        raise ValueError(
+            f"Cannot tell the {what}: the original options give no `{option}` and the checkpoint lacks the original "
+            f"key `{key}`."
+        )
+
+    def depth(option: str, prefix: str, what: str) -> int:
+        if (value := option_int(option)) is not None:
+            return value
+        # The highest index, not the count: a missing middle layer is then reported as missing keys.
+        indices = {int(match[1]) for key in state_dict if (match := re.match(re.escape(prefix) + r"(\d+)\.", key))}
+        if not indices:
+            raise ValueError(
+                f"Cannot tell the number of {what} layers: the original options give no `{option}` and the "
+                f"checkpoint has no `{prefix}<i>.*` keys."
+            )
+        return max(indices) + 1
 
     dataset = str(options.get("dset_name", "")).lower()
     if not dataset and options.get("clip_length") is None:
@@ -201,17 +316,19 @@ def config_from_original(options: dict, state_dict: dict[str, torch.Tensor]) -> 
         preset = "mad"
     else:  # the NLQ finetuning recipe trains with paired negative windows, NaQ pretraining without
         preset = "ego4d-naq-pretrain" if options.get("neg_loss") is False else "ego4d-nlq-finetune"
-    hidden = state_dict["global_rep_token"].shape[0]
     fields = {
-        "video_feature_dim": state_dict["input_vid_proj.0.LayerNorm.weight"].shape[0],
-        "text_feature_dim": state_dict["input_txt_proj.0.LayerNorm.weight"].shape[0],
-        "hidden_size": hidden,
-        "num_attention_heads": int(options["nheads"]),
-        "num_text_to_video_layers": count(r"transformer\.t2v_encoder\.layers\.(\d+)\."),
-        "num_encoder_layers": count(r"transformer\.encoder\.layers\.(\d+)\."),
-        "num_decoder_layers": count(r"transformer\.decoder\.layers\.(\d+)\."),
-        "ffn_dim": state_dict["transformer.encoder.layers.0.linear1.weight"].shape[0],
-        "num_moment_queries": state_dict["query_embed.weight"].shape[0],
+        # The original's video projection is built from `v_motion_feat_dim` (its appearance features feed only
+        # the unused adapter).
+        "video_feature_dim": size("v_motion_feat_dim", "input_vid_proj.0.LayerNorm.weight", "video feature width"),
+        "text_feature_dim": size("t_feat_dim", "input_txt_proj.0.LayerNorm.weight", "text feature width"),
+        "hidden_size": size("hidden_dim", "global_rep_token", "hidden size"),
+        "num_attention_heads": option_int("nheads"),
+        # `enc_layers` sets both stacks in the original (`build_transformer`).
+        "num_text_to_video_layers": depth("enc_layers", "transformer.t2v_encoder.layers.", "text-to-video"),
+        "num_encoder_layers": depth("enc_layers", "transformer.encoder.layers.", "encoder"),
+        "num_decoder_layers": depth("dec_layers", "transformer.decoder.layers.", "decoder"),
+        "ffn_dim": size("dim_feedforward", "transformer.encoder.layers.0.linear1.weight", "feed-forward width"),
+        "num_moment_queries": size("num_queries", "query_embed.weight", "number of moment queries"),
     }
     fields["pooled_text_dim"] = fields["video_feature_dim"]
     option_fields = {
@@ -273,6 +390,11 @@ def load_original_checkpoint(checkpoint: str | Path, original_options: str | Pat
         raise ValueError(
             f"{checkpoint} holds no training options (`opt`); pass them with `--original_options options.json`."
         )
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise ValueError(f"`--checkpoint` {checkpoint} holds no state dict (a dict of tensors, or one under `model`).")
+    not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(f"`--checkpoint` {checkpoint}: the state dict's entries {not_tensors[:10]} are not tensors.")
     return state_dict, _options_to_dict(options)
 
 
@@ -283,8 +405,9 @@ def convert(checkpoint, output_dir, original_options=None, safe_serialization=Tr
     config = config_from_original(options, state_dict)
     converted, dropped = convert_original_state_dict(state_dict, config.num_decoder_layers)
     model = RGNetForVideoGrounding(config)
+    check_original_keys(state_dict, model, dropped)
     missing, unexpected = model.load_state_dict(converted, strict=False)
-    if missing or unexpected:
+    if missing or unexpected:  # `check_original_keys` reports these in the original's names first
         raise ValueError(f"Conversion mismatch: missing keys {missing}, unexpected keys {unexpected}.")
     if dropped:
         logger.info("Dropped %d unused original keys: %s", len(dropped), ", ".join(dropped))

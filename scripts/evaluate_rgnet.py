@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
-from scripts.cli import check_device, run_script, script_parser  # noqa: E402
+from scripts.cli import check_device, prepare_output_dir, run_script, script_parser  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     check_dataset_matches_config,
@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     if not Path(args.model, "config.json").is_file():
         parser.error(f"--model {args.model} is not a saved model folder (no config.json there)")
+    # Before the model loads and the videos are evaluated: an unusable folder must not cost a long run.
+    output_dir = prepare_output_dir(args.output_dir)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     model = RGNetForVideoGrounding.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
     if args.torch_compile:
@@ -140,8 +142,6 @@ def main(argv: list[str] | None = None) -> dict:
     predictions = predict_long_videos(
         model, processor, table, store, pairs_per_batch=args.pairs_per_batch, max_predictions=args.max_predictions
     )
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "predictions.jsonl").open("w") as handle:
         for item in predictions:
             row = {

@@ -56,7 +56,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_rgnet import RGNetDatasetWriter, RGNetFeatureStore, read_manifest  # noqa: E402
+from data_rgnet import (  # noqa: E402
+    MANIFEST_FILENAME,
+    RGNetDatasetWriter,
+    RGNetFeatureStore,
+    check_dataset_output_dir,
+    read_manifest,
+)
 from scripts.cli import check_device, run_script, script_parser  # noqa: E402
 
 logger = logging.getLogger("extract_features")
@@ -436,6 +442,17 @@ def _save_part(parts_dir: Path, video_id: str, features: np.ndarray) -> None:
     os.replace(temporary, target)  # atomic: a part is either complete or absent
 
 
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """Refuse an `output_dir` that the last step of [`extract_features`] (`RGNetDatasetWriter` with `overwrite=True`)
+    would refuse, before any video is decoded or anything is written: a file, a non-empty folder that holds no RGNet
+    dataset, or a dataset with other files beside it (replacing the dataset would delete them).
+
+    Raises:
+        ValueError: naming `output_dir` and what is in the way.
+    """
+    check_dataset_output_dir(output_dir, overwrite=True)
+
+
 def extract_features(
     video: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -465,8 +482,9 @@ def extract_features(
         `dict`: `{"output_dir", "extracted": [ids], "reused": [ids], "failed": {id: message}}`.
 
     Raises:
-        ValueError: On an unreadable video (unless `skip_unreadable`), when no video could be read, or when
-            `output_dir` holds a dataset or parts made with other settings and `overwrite` is not set.
+        ValueError: On an unreadable video (unless `skip_unreadable`), when no video could be read, when
+            `output_dir` holds a dataset or parts made with other settings and `overwrite` is not set, or when it is
+            a file or a folder [`check_output_dir`] refuses (these are checked before any video is decoded).
     """
     _check_sampling(fps, batch_size)  # before anything is written: the settings file records the rate
     output_dir = Path(output_dir)
@@ -474,22 +492,11 @@ def extract_features(
     videos = find_videos(video)
     settings = {"encoder": encoder.describe(), "fps": float(fps)}
 
-    if overwrite and parts_dir.exists():
-        shutil.rmtree(parts_dir)
-    if parts_dir.exists():
-        previous = json.loads((parts_dir / _SETTINGS_FILENAME).read_text())
-        if previous != settings:
-            raise ValueError(
-                f"Unfinished features in {str(parts_dir)!r} were made with {previous}, not {settings}; pass "
-                "`--overwrite` to discard them."
-            )
-    else:
-        parts_dir.mkdir(parents=True)
-        (parts_dir / _SETTINGS_FILENAME).write_text(json.dumps(settings, indent=2) + "\n")
-
-    reused: list[str] = []
-    sources = {video_id: str(path) for video_id, path in videos.items()}
-    if (output_dir / "rgnet_dataset.json").is_file() and not overwrite:
+    # Every check comes before the parts folder is made: a rejected run must leave nothing behind that a corrected
+    # run would then trip on (settings of the rejected run, an empty parts folder).
+    check_output_dir(output_dir)
+    extend = (output_dir / MANIFEST_FILENAME).is_file() and not overwrite
+    if extend:
         # An existing dataset with the same settings: keep all its videos, extract only the new ones.
         metadata = read_manifest(output_dir).get("metadata", {})
         if metadata.get("extraction") != settings:
@@ -497,6 +504,28 @@ def extract_features(
                 f"`output_dir` {str(output_dir)!r} holds features made with {metadata.get('extraction')}, not "
                 f"{settings}; pass `--overwrite` to replace them."
             )
+    if parts_dir.exists() and not parts_dir.is_dir():
+        raise ValueError(f"{str(parts_dir)!r}, where unfinished features are kept, exists and is not a folder.")
+    if overwrite and parts_dir.exists():
+        shutil.rmtree(parts_dir)
+    if parts_dir.exists():
+        settings_file = parts_dir / _SETTINGS_FILENAME
+        previous = json.loads(settings_file.read_text()) if settings_file.is_file() else "unknown settings"
+        if previous != settings:
+            raise ValueError(
+                f"Unfinished features in {str(parts_dir)!r} were made with {previous}, not {settings}; pass "
+                "`--overwrite` to discard them."
+            )
+    else:
+        try:
+            parts_dir.mkdir(parents=True)
+        except OSError as error:  # a parent that is a file, no permission, ...
+            raise ValueError(f"`output_dir` {str(output_dir)!r}: cannot create {str(parts_dir)!r}: {error}") from None
+        (parts_dir / _SETTINGS_FILENAME).write_text(json.dumps(settings, indent=2) + "\n")
+
+    reused: list[str] = []
+    sources = {video_id: str(path) for video_id, path in videos.items()}
+    if extend:
         store = RGNetFeatureStore(output_dir)
         for video_id in store.video_ids:
             if not _part_path(parts_dir, video_id).is_file():
@@ -567,6 +596,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     _check_sampling(args.fps, args.batch_size)  # before the encoder loads
+    check_output_dir(args.output_dir)
     device_problem = check_device(args.device)
     if device_problem is not None:
         parser.error(f"--device {args.device}: {device_problem}")
@@ -597,6 +627,7 @@ __all__ = [
     "EfficientNetLiteFrameEncoder",
     "FrameEncoder",
     "build_frame_encoder",
+    "check_output_dir",
     "estimate_num_samples",
     "extract_features",
     "extract_video_features",

@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import string
 import sys
 from collections.abc import Sequence
@@ -60,10 +61,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_rgnet import RGNetFeatureStore  # noqa: E402
+from configuration_rgnet import RGNetConfig  # noqa: E402
+from data_rgnet import RGNetFeatureStore, read_json  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor, normalize_query  # noqa: E402
-from scripts.cli import check_device, run_script, script_parser  # noqa: E402
+from scripts.cli import check_device, prepare_output_dir, run_script, script_parser  # noqa: E402
 from scripts.extract_features import build_frame_encoder, extract_video_features, quiet_transformers  # noqa: E402
 from training_rgnet import forward_whole_queries  # noqa: E402
 from visualization_rgnet import plot_timelines  # noqa: E402
@@ -93,35 +95,64 @@ def load_model_and_processor(model_dir: str | os.PathLike, device: str = "cpu"):
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"`model` {str(model_dir)!r} is not a saved RGNet model folder (no config.json).")
+    # Another model's folder (a CLIP checkpoint given by mistake) would fail later on a confusing size mismatch.
+    config = read_json(model_dir / "config.json", "model")
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != RGNetConfig.model_type:
+        found = f"a {model_type!r} model" if model_type else "a config.json without model_type"
+        raise ValueError(
+            f"`model` {str(model_dir)!r} holds {found}, not an RGNet model (model_type {RGNetConfig.model_type!r}): "
+            "pass the folder of a trained or converted RGNet model."
+        )
     model = RGNetForVideoGrounding.from_pretrained(model_dir).to(device).eval()
     return model, RGNetProcessor.from_model_folder(model_dir, model.config)
 
 
-def _load_feature_file(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
+def _read_feature_file(path: Path, suffix: str) -> Any:
+    """The raw content of a feature file: an array, a `{name: array}` dict, or what a `.pt` file holds."""
+    if suffix == ".npy":
         return np.load(path)
-    if path.suffix == ".npz":
+    if suffix == ".npz":
         with np.load(path) as archive:
-            if "features" in archive.files:
-                return archive["features"]
-            if len(archive.files) == 1:
-                return archive[archive.files[0]]
-            raise ValueError(f"`video` {str(path)!r} holds arrays {archive.files}; expected one named 'features'.")
-    if path.suffix == ".pt":
-        value = torch.load(path, map_location="cpu", weights_only=True)
+            if "features" in archive.files or len(archive.files) == 1:
+                name = "features" if "features" in archive.files else archive.files[0]
+                return {name: archive[name]}
+            return dict.fromkeys(archive.files)  # names only: which one to read is ambiguous
+    if suffix == ".pt":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def _load_feature_file(path: Path) -> np.ndarray:
+    suffix = path.suffix.lower()  # `FEAT.NPY` is read as the `.npy` file it is
+    try:
+        value = _read_feature_file(path, suffix)
+    except pickle.UnpicklingError:
+        # torch's own message suggests `weights_only=False`, which would run code from the file: not offered here.
+        raise ValueError(
+            f"`video` {str(path)!r} is not a readable {suffix} feature file: it is corrupt or holds objects other "
+            "than tensors (a pickled numpy array? save a torch tensor, or the array as .npy)."
+        ) from None
+    except Exception as error:  # a corrupt archive, a bad header, a truncated file: all read alike
+        raise ValueError(
+            f"`video` {str(path)!r} is not a readable {suffix} feature file: {type(error).__name__}: {error}"
+        ) from None
+    if suffix == ".pt":
         if isinstance(value, dict):
             value = value.get("features")
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"`video` {str(path)!r} must hold a tensor (or a dict with 'features').")
         return value.float().numpy()
-    from safetensors.numpy import load_file
-
-    tensors = load_file(str(path))
-    if "features" in tensors:
-        return tensors["features"]
-    if len(tensors) == 1:
-        return next(iter(tensors.values()))
-    raise ValueError(f"`video` {str(path)!r} holds tensors {sorted(tensors)}; expected one named 'features'.")
+    if isinstance(value, dict):  # .npz arrays or .safetensors tensors by name
+        if "features" in value:
+            return value["features"]
+        if len(value) == 1:
+            return next(iter(value.values()))
+        kind = "arrays" if suffix == ".npz" else "tensors"
+        raise ValueError(f"`video` {str(path)!r} holds {kind} {sorted(value)}; expected one named 'features'.")
+    return value
 
 
 def load_video_features(
@@ -555,6 +586,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--device {args.device}: {device_problem}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    output_dir = prepare_output_dir(args.output_dir)  # before the models load and the video is encoded
     model, processor = load_model_and_processor(args.model, device=args.device)
     query_encoder = CLIPQueryEncoder(args.text_encoder, device=args.device) if args.text_encoder else None
     features, video_info = load_video_features(
@@ -581,8 +613,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["unknown_words"] = unknown
     print_top_moments(results, args.top_k)
 
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     name = video_info["name"]
     report = {
         "model": str(args.model),

@@ -40,7 +40,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import prepare_output_dir, run_script, script_parser  # noqa: E402
 
 logger = logging.getLogger("quickstart")
 
@@ -232,13 +232,23 @@ def main(argv: list[str] | None = None) -> dict:
     if args.demo_query_id is not None:
         return run_demo(args.model_dir, dataset_dir, args.demo_query_id, output_dir)
 
+    from scripts.make_synthetic_dataset import SyntheticDatasetSettings, _parse_overrides
+
+    # The arguments are checked before anything is created. The dataset's seed is `--seed` (it seeds the model and
+    # training too): not a `--dataset_setting`.
+    settings = _parse_overrides(args.dataset_setting, own_flags={"seed": "--seed"}, option="--dataset_setting")
+    try:
+        SyntheticDatasetSettings(seed=args.seed, **settings)  # values out of range
+    except ValueError as error:
+        raise ValueError(f"Invalid synthetic dataset setting (`--seed`, `--dataset_setting`): {error}") from None
+
     from transformers import set_seed
 
     from configuration_rgnet import RGNetConfig
     from data_rgnet import load_rgnet_dataset
     from modeling_rgnet import RGNetForVideoGrounding
     from processing_rgnet import RGNetProcessor
-    from scripts.make_synthetic_dataset import _parse_overrides, load_synthetic_vocabulary, make_synthetic_dataset
+    from scripts.make_synthetic_dataset import load_synthetic_vocabulary, make_synthetic_dataset
     from training_rgnet import (
         RGNetTrainer,
         RGNetTrainingArguments,
@@ -248,9 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     started = time.time()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # The dataset's seed is `--seed` (it seeds the model and training too): not a `--dataset_setting`.
-    settings = _parse_overrides(args.dataset_setting, own_flags={"seed": "--seed"}, option="--dataset_setting")
+    prepare_output_dir(output_dir)
     make_synthetic_dataset(dataset_dir, seed=args.seed, reuse=True, **settings)
     queries, store = load_rgnet_dataset(dataset_dir)
     vocabulary = load_synthetic_vocabulary(dataset_dir)
@@ -335,4 +343,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, errors=(ValueError, OSError))

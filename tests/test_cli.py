@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from scripts.cli import ArgumentParser, check_device, script_parser
+from scripts.cli import ArgumentParser, check_device, prepare_output_dir, script_parser
 
 
 def test_each_long_option_takes_its_other_spelling():
@@ -77,3 +77,13 @@ def test_device_values_are_checked_before_use():
     else:
         count = torch.cuda.device_count()
         assert check_device("cuda") is None and f"{count} CUDA device(s)" in check_device(f"cuda:{count}")
+
+
+def test_output_folders_are_made_or_refused_with_the_flag_named(tmp_path):
+    assert prepare_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b" and (tmp_path / "a" / "b").is_dir()
+    assert prepare_output_dir(tmp_path / "a") == tmp_path / "a"  # an existing folder is fine
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="`--output_dir` '.*file' exists and is not a folder"):
+        prepare_output_dir(tmp_path / "file")
+    with pytest.raises(ValueError, match=r"`--save_to` '.*file/sub' cannot be created: \[Errno"):
+        prepare_output_dir(tmp_path / "file" / "sub", flag="--save_to")

@@ -348,6 +348,40 @@ def test_folder_extraction_stops_at_or_skips_unreadable_videos(video_dir, clip_d
     assert store.video_ids == ("good",) and "garbage" in store.metadata["failed_videos"]
 
 
+def test_a_rejected_extraction_leaves_nothing_for_the_next_run(video_dir, clip_dir, tmp_path):
+    """A run refused for another `fps` once wrote its settings into `<out>.parts/` first, so the next correct run
+    failed with "Unfinished features ... pass --overwrite"; an unusable `output_dir` was refused only after every
+    video was encoded. Both are now refused before anything is decoded or written."""
+    from scripts import extract_features as script
+
+    video = video_dir / "carphone_pristine.mp4"
+    output, parts = tmp_path / "features", tmp_path / "features.parts"
+    clip = CLIPFrameEncoder(clip_dir)
+    extract_features(video, output, clip, fps=5, progress=False)
+    with pytest.raises(ValueError, match=r"holds features made with .*'fps': 5\.0.*--overwrite"):
+        extract_features(video, output, clip, fps=2, progress=False)
+    assert not parts.exists()
+    assert extract_features(video, output, clip, fps=5, progress=False)["reused"] == ["carphone_pristine"]
+
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    (output / "notes.txt").write_text("mine too")
+    refusals = {
+        "a_file": "exists and is not a directory",
+        "other": "is not empty and holds no RGNet dataset",
+        "features": r"holds an RGNet dataset and other files \['notes.txt'\]",
+    }
+    for name, message in refusals.items():
+        counting = CountingEncoder(clip)
+        with pytest.raises(ValueError, match=rf"`output_dir` '.*{name}' {message}"):
+            extract_features(video, tmp_path / name, counting, fps=5, overwrite=True, progress=False)
+        assert counting.calls == 0 and not (tmp_path / f"{name}.parts").exists()
+    # The script checks it before its encoder loads (a missing encoder folder would be the error otherwise).
+    with pytest.raises(ValueError, match="`output_dir` .*a_file' exists and is not a directory"):
+        script.main(["--video", str(video), "--output_dir", str(tmp_path / "a_file"), "--encoder", str(tmp_path)])
+
+
 # ---- Grounding end to end ----
 
 
@@ -533,6 +567,66 @@ def test_other_input_errors_name_the_argument(video_dir, clip_dir, rgnet_dir, gr
     extract_features(video_dir / "bikes.mp4", tmp_path / "at2fps", CLIPFrameEncoder(clip_dir), fps=2, progress=False)
     with pytest.raises(ValueError, match=r"sampled every 0.5 s .* config.seconds_per_frame = 0.2 s.*--fps 5"):
         ground_video.main(cli("no_plot", video=tmp_path / "at2fps", **options))
+
+
+def test_unreadable_feature_files_are_named_errors(ground_video, tmp_path):
+    """A `.pt` file of a numpy array (refused by `weights_only`), a corrupt `.pt`, `.safetensors` or `.npz`: each
+    once ended in the loader's own exception and traceback."""
+    from safetensors.numpy import save_file
+
+    features = np.ones((30, TINY_CLIP_PROJECTION_DIM), np.float32)
+    torch.save(features, tmp_path / "array.pt")
+    save_file({"features": features}, tmp_path / "whole.safetensors")
+    np.savez(tmp_path / "whole.npz", features=features)
+    (tmp_path / "corrupt.pt").write_bytes(b"\x80\x02garbage" * 10)
+    (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "whole.safetensors").read_bytes()[:40])
+    (tmp_path / "truncated.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:100])
+    for name in ("array.pt", "corrupt.pt", "truncated.safetensors", "truncated.npz"):
+        suffix = Path(name).suffix
+        with pytest.raises(ValueError, match=rf"`video` '.*{name}' is not a readable \{suffix} feature file: .+"):
+            ground_video.load_video_features(tmp_path / name, seconds_per_frame=0.2)
+    with pytest.raises(ValueError, match="holds objects other than tensors"):
+        ground_video.load_video_features(tmp_path / "array.pt", seconds_per_frame=0.2)
+
+
+def test_feature_file_extensions_are_read_in_any_case(ground_video, tmp_path):
+    """`FEAT.NPY` passed the suffix check case-insensitively but was then read as a `.safetensors` file."""
+    from safetensors.numpy import save_file
+
+    features = np.random.default_rng(0).normal(size=(30, TINY_CLIP_PROJECTION_DIM)).astype(np.float32)
+    with open(tmp_path / "FEAT.NPY", "wb") as handle:  # a path would get numpy's lower-case suffix appended
+        np.save(handle, features)
+    with open(tmp_path / "X.NPZ", "wb") as handle:
+        np.savez(handle, features=features)
+    torch.save(torch.from_numpy(features), tmp_path / "Y.Pt")
+    save_file({"features": features}, tmp_path / "Z.SafeTensors")
+    for name in ("FEAT.NPY", "X.NPZ", "Y.Pt", "Z.SafeTensors"):
+        loaded, info = ground_video.load_video_features(tmp_path / name, seconds_per_frame=0.2)
+        np.testing.assert_array_equal(loaded, features)
+        assert info["source"] == "features"
+
+
+def test_ground_video_checks_its_output_dir_and_model_before_loading(clip_dir, ground_video, tmp_path, monkeypatch):
+    """An `--output_dir` that is a file was refused only after grounding, with a FileExistsError traceback; a CLIP
+    folder given as `--model` failed on a feature-width mismatch instead of being named."""
+    np.save(tmp_path / "video.npy", np.ones((30, TINY_CLIP_PROJECTION_DIM), np.float32))
+    (tmp_path / "a_file").write_text("x")
+    options = {"video": tmp_path / "video.npy", "text_encoder": clip_dir, "query": "a bike"}
+    with monkeypatch.context() as patch:
+
+        def load(*args, **kwargs):
+            raise AssertionError("the output folder must be checked before the model loads")
+
+        patch.setattr(ground_video, "load_model_and_processor", load)
+        with pytest.raises(ValueError, match="`--output_dir` '.*a_file' exists and is not a folder"):
+            ground_video.main(cli("no_plot", model=tmp_path, output_dir=tmp_path / "a_file", **options))
+        with pytest.raises(ValueError, match="`--output_dir` '.*a_file/out' cannot be created"):
+            ground_video.main(cli("no_plot", model=tmp_path, output_dir=tmp_path / "a_file" / "out", **options))
+        with pytest.raises(AssertionError, match="before the model loads"):  # a new folder: made, then on to loading
+            ground_video.main(cli("no_plot", model=tmp_path, output_dir=tmp_path / "new" / "out", **options))
+        assert (tmp_path / "new" / "out").is_dir()
+    with pytest.raises(ValueError, match=r"`model` '.*' holds a 'clip' model, not an RGNet model"):
+        ground_video.main(cli("no_plot", model=clip_dir, output_dir=tmp_path / "out", **options))
 
 
 # ---- Real pretrained weights ----

@@ -6,6 +6,7 @@ and gradient is compared at the tolerances the fixtures' README gives.
 """
 
 import json
+import re
 from argparse import Namespace
 
 import pytest
@@ -361,8 +362,88 @@ def test_conversion_rejects_unexpected_keys(fixture):
 def test_conversion_fails_on_missing_keys(fixture, tmp_path):
     state_dict = {k: v for k, v in fixture.official_state_dict.items() if not k.startswith("class_embed")}
     torch.save({"model": state_dict, "opt": fixture.meta["official_flags"]["architecture"]}, tmp_path / "x.ckpt")
-    with pytest.raises(ValueError, match="class_head"):
+    with pytest.raises(ValueError, match=re.escape("lacks 2 key(s) the model needs: ['class_embed.weight'")):
         converter.main(["--checkpoint", str(tmp_path / "x.ckpt"), "--output_dir", str(tmp_path / "out")])
+
+
+def convert_checkpoint(tmp_path, state_dict, flags):
+    """Save an original-style checkpoint (weights and options) and run the converter's command line on it."""
+    torch.save({"model": state_dict, "opt": Namespace(**flags)}, tmp_path / "original.ckpt")
+    converter.main(["--checkpoint", str(tmp_path / "original.ckpt"), "--output_dir", str(tmp_path / "converted")])
+
+
+SIZE_KEYS = {  # an original key the converter could read a size off, and the option that gives it
+    "global_rep_token": "hidden_dim",
+    "input_vid_proj.0.LayerNorm.weight": "v_motion_feat_dim",
+    "input_txt_proj.0.LayerNorm.weight": "t_feat_dim",
+    "transformer.encoder.layers.0.linear1.weight": "dim_feedforward",
+    "query_embed.weight": "num_queries",
+}
+
+
+@pytest.mark.parametrize("key", sorted(SIZE_KEYS))
+def test_conversion_names_a_missing_key_the_sizes_could_be_read_off(fixture, tmp_path, key):
+    """Such a checkpoint once failed with a bare `KeyError` before any key check: now the sizes come from the
+    options and the key is named like any other missing key, or, where the options lack the size too, named as the
+    key the size cannot be read off."""
+    flags = fixture.meta["official_flags"]["architecture"]
+    state_dict = {name: value for name, value in fixture.official_state_dict.items() if name != key}
+    with pytest.raises(ValueError, match=re.escape(f"lacks 1 key(s) the model needs: ['{key}']")):
+        convert_checkpoint(tmp_path, state_dict, flags)
+    assert not (tmp_path / "converted").exists()
+    without_size = {name: value for name, value in flags.items() if name != SIZE_KEYS[key]}
+    with pytest.raises(
+        ValueError, match=re.escape(f"no `{SIZE_KEYS[key]}` and the checkpoint lacks the original key `{key}`")
+    ):
+        config_from_original(without_size, state_dict)
+
+
+def test_conversion_takes_the_depths_from_the_options(fixture, tmp_path):
+    """A checkpoint without its last text-to-video layer once converted silently into a shallower model (depths were
+    counted off the weights): the options' `enc_layers` and `dec_layers` give the depths and each key of a missing
+    layer is named; weights deeper than the options name the extra layer's keys."""
+    flags = fixture.meta["official_flags"]["architecture"]
+    official = fixture.official_state_dict
+    without_layer = {
+        name: value for name, value in official.items() if not name.startswith("transformer.t2v_encoder.layers.1.")
+    }
+    with pytest.raises(ValueError, match=re.escape("lacks 12 key(s) the model needs")) as error:
+        convert_checkpoint(tmp_path, without_layer, flags)
+    layer_keys = sorted(name for name in official if name.startswith("transformer.t2v_encoder.layers.1."))
+    assert len(layer_keys) == 12 and all(f"'{name}'" in str(error.value) for name in layer_keys)
+    assert "2 text-to-video" in str(error.value)  # the depth the options give
+    with pytest.raises(ValueError, match=r"has 42 key\(s\) the model has no place for") as error:
+        convert_checkpoint(tmp_path, official, {**flags, "dec_layers": 5})  # the 6th layer and its anchor head
+    assert "'transformer.decoder.layers.5.sa_qcontent_proj.weight'" in str(error.value)
+    # Options that leave the depths out: they are read off the weights, by the highest layer index, so that a
+    # missing middle layer is named too.
+    no_depths = {name: value for name, value in flags.items() if name not in ("enc_layers", "dec_layers")}
+    config = config_from_original(no_depths, official)
+    assert (config.num_text_to_video_layers, config.num_encoder_layers, config.num_decoder_layers) == (2, 2, 6)
+    without_middle = {
+        name: value for name, value in official.items() if not name.startswith("transformer.decoder.layers.3.")
+    }
+    with pytest.raises(ValueError, match=re.escape("'transformer.decoder.layers.3.sa_qcontent_proj.weight'")):
+        convert_checkpoint(tmp_path, without_middle, no_depths)
+
+
+def test_conversion_names_a_wrongly_shaped_tensor_with_both_shapes(fixture, tmp_path):
+    """A tensor of another shape once ended in `load_state_dict`'s RuntimeError, in this package's key names."""
+    state_dict = dict(fixture.official_state_dict)
+    state_dict["class_embed.weight"] = torch.zeros(3, 32)
+    packed = "transformer.t2v_encoder.layers.0.self_attn.in_proj_weight"
+    state_dict[packed] = state_dict[packed][:-1]  # rows no longer split into q, k and v
+    with pytest.raises(ValueError, match=re.escape("2 tensor(s) have another shape")) as error:
+        convert_checkpoint(tmp_path, state_dict, fixture.meta["official_flags"]["architecture"])
+    assert "'class_embed.weight: expected (2, 32), got (3, 32)'" in str(error.value)
+    assert f"'{packed}: expected (96, 32), got (95, 32)'" in str(error.value)
+
+
+def test_error_messages_name_the_original_keys(fixture):
+    """The inverse key map of the error messages gives back every converted key's original name."""
+    converted, dropped = convert_original_state_dict(fixture.official_state_dict, 6)
+    originals = {converter._original_key(name) for name in converted}
+    assert originals == set(fixture.official_state_dict) - set(dropped)
 
 
 def test_tiny_parameter_count_matches_original(fixture):

@@ -1,6 +1,10 @@
 """The README's main job, shortened: synthetic data → training → evaluation → reload in a fresh process → plot."""
 
 import json
+import subprocess
+import sys
+
+import pytest
 
 from scripts import quickstart
 
@@ -75,3 +79,24 @@ def test_text_encoder_reproduces_the_dataset_word_vectors(tmp_path):
     expected = expected / expected.norm(dim=-1, keepdim=True)
     assert mask.tolist() == [[1.0] * 6]
     np.testing.assert_allclose(features[0].detach().numpy(), expected.numpy(), atol=1e-4)
+
+
+def test_quickstart_checks_its_arguments_before_creating_anything(tmp_path):
+    """A bad `--dataset_setting` once ended in a ValueError traceback, after `--output_dir` was already made: the
+    script now ends with one `quickstart.py: error:` line and creates nothing."""
+    output_dir = tmp_path / "quickstart"
+    result = subprocess.run(
+        [sys.executable, quickstart.__file__, "--output_dir", str(output_dir), "--dataset_setting", "foo=1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "quickstart.py: error: `--dataset_setting` expects NAME=VALUE with NAME a SyntheticDatasetSettings field, "
+        "got 'foo=1'."
+    )
+    # A value out of range is refused before anything is created too.
+    with pytest.raises(ValueError, match="`num_test_videos` must be non-negative, got -1"):
+        quickstart.main(["--output_dir", str(output_dir), "--dataset_setting", "num_test_videos=-1"])
+    assert list(tmp_path.iterdir()) == []

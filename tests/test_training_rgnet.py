@@ -1008,3 +1008,24 @@ def test_dataset_config_mismatches_name_the_setting_to_change(tiny_dataset):
         f"Pass --video_feature_dim {store.feature_dim} --text_feature_dim {width} --seconds_per_frame {recorded}."
     )
     assert str(error.value).endswith(expected) and str(error.value).count("; ") == 2
+
+
+def test_evaluate_script_checks_its_output_dir_before_loading(monkeypatch, tmp_path):
+    """An `--output_dir` that is a file was refused only after the whole evaluation, with a FileExistsError
+    traceback: it is now checked, and a new folder made, before the model loads."""
+
+    def load(*args, **kwargs):
+        raise AssertionError("the output folder must be checked before the model loads")
+
+    monkeypatch.setattr(evaluate_rgnet.RGNetForVideoGrounding, "from_pretrained", load)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "a_file").write_text("x")
+    flags = ["--model", str(tmp_path / "model"), "--dataset_dir", str(tmp_path), "--device", "cpu"]
+    with pytest.raises(ValueError, match="`--output_dir` '.*a_file' exists and is not a folder"):
+        evaluate_rgnet.main([*flags, "--output_dir", str(tmp_path / "a_file")])
+    with pytest.raises(ValueError, match="`--output_dir` '.*a_file/eval' cannot be created"):
+        evaluate_rgnet.main([*flags, "--output_dir", str(tmp_path / "a_file" / "eval")])
+    with pytest.raises(AssertionError, match="before the model loads"):
+        evaluate_rgnet.main([*flags, "--output_dir", str(tmp_path / "new" / "eval")])
+    assert (tmp_path / "new" / "eval").is_dir()
