@@ -666,6 +666,14 @@ def make_synthetic_dataset(
             "(`--overwrite`) to replace it."
         )
 
+    if overwrite and (output_dir / MANIFEST_FILENAME).is_file():
+        try:
+            events_file = read_manifest(output_dir).get("metadata", {}).get("events_file")
+        except ValueError:
+            events_file = None
+        if events_file == EVENTS_FILENAME:  # a build from before manifests listed the events file: it is replaced
+            (output_dir / EVENTS_FILENAME).unlink(missing_ok=True)
+
     began = time.perf_counter()
     vocabulary = build_vocabulary(settings)
     metadata = {

@@ -358,6 +358,13 @@ def test_cli_builds_reuses_and_overwrites(tmp_path, monkeypatch):
         synthetic.main(arguments)
     synthetic.main([*arguments, "--seed", "1", "--overwrite", "--reuse"])
     assert read_manifest(output)["metadata"]["generator"]["seed"] == 1
+    assert read_manifest(output)["extra_files"] == [synthetic.EVENTS_FILENAME]  # replaced with the dataset
+    # A build whose manifest predates `extra_files` is overwritten too (its metadata names the events file).
+    manifest = read_manifest(output)
+    del manifest["extra_files"]
+    (output / MANIFEST_FILENAME).write_text(json.dumps(manifest))
+    synthetic.main([*arguments, "--seed", "2", "--overwrite"])
+    assert read_manifest(output)["metadata"]["generator"]["seed"] == 2
     with pytest.raises(SystemExit):
         synthetic.main([*arguments, "--set", "no_such_setting=3"])
 
