@@ -429,7 +429,7 @@ def _extra_files(dataset_dir: Path) -> set[str]:
     marker of an unfinished write."""
     if (dataset_dir / MANIFEST_FILENAME).is_file():
         try:
-            return set(json.loads((dataset_dir / MANIFEST_FILENAME).read_text()).get("extra_files", []))
+            return set(read_manifest(dataset_dir).get("extra_files", []))
         except (ValueError, AttributeError):  # not a manifest this package wrote: nothing is known to be ours
             return set()
     marker = dataset_dir / INCOMPLETE_MARKER_FILENAME
@@ -468,7 +468,8 @@ def check_dataset_output_dir(output_dir: str | os.PathLike, *, overwrite: bool) 
             f"`output_dir` {str(output_dir)!r} is not empty and holds no RGNet dataset ({MANIFEST_FILENAME}) or "
             "unfinished one; refusing to delete it."
         )
-    others = [name for name in names if name not in _DATASET_ENTRIES and name not in _extra_files(output_dir)]
+    ours = _DATASET_ENTRIES | _extra_files(output_dir)  # the manifest read once, not once per entry
+    others = [name for name in names if name not in ours]
     if others:
         raise ValueError(
             f"`output_dir` {str(output_dir)!r} holds an RGNet dataset and other files {others[:5]}; overwriting "
