@@ -113,6 +113,11 @@ def _map_key(key: str, num_decoder_layers: int) -> str | None:
     raise KeyError(key)
 
 
+def _without_ddp_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with the `module.` prefix of a DDP-wrapped original model removed from its keys."""
+    return {key.removeprefix("module."): value for key, value in state_dict.items()}
+
+
 def convert_original_state_dict(
     state_dict: dict[str, torch.Tensor], num_decoder_layers: int
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -130,8 +135,7 @@ def convert_original_state_dict(
         `ValueError` naming every key that has no place in the model.
     """
     converted, dropped, unknown = {}, [], []
-    for key, tensor in state_dict.items():
-        key = key.removeprefix("module.")
+    for key, tensor in _without_ddp_prefix(state_dict).items():
         packed = re.fullmatch(
             r"transformer\.(t2v_encoder|encoder)\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)", key
         )
@@ -202,7 +206,7 @@ def check_original_keys(
         all its keys), every key the model has no place for (a layer deeper than the options say), and every
         tensor of another shape (with both shapes).
     """
-    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    state_dict = _without_ddp_prefix(state_dict)
     expected: dict[str, tuple[int, ...]] = {}
     for name, tensor in model.state_dict().items():
         shape = tuple(tensor.shape)
@@ -256,7 +260,7 @@ def config_from_original(options: dict, state_dict: dict[str, torch.Tensor]) -> 
         `ValueError` on an unsupported variant, missing `nheads` or dataset, or a size that neither the options
         nor the weights give (naming the missing original key).
     """
-    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    state_dict = _without_ddp_prefix(state_dict)
     unsupported = {
         "pre_norm": (False,),
         "n_input_proj": (2,),
