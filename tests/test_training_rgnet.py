@@ -126,7 +126,8 @@ def test_scheduler_type_and_warmup_are_honoured_and_the_drops_multiply_them(tiny
         trainer.create_optimizer_and_scheduler(num_training_steps=8)
 
 
-def test_trainer_without_arguments_and_best_model_selection_take_rgnets_defaults(tiny_dataset, tmp_path):
+def test_trainer_without_arguments_and_best_model_selection_take_rgnets_defaults(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output_dir is relative to the working directory
     processor = RGNetProcessor.from_config(RGNetConfig(**TINY_CONFIG))
     trainer = RGNetTrainer(model=RGNetForVideoGrounding(RGNetConfig(**TINY_CONFIG)), processing_class=processor)
     assert isinstance(trainer.args, RGNetTrainingArguments) and trainer.args.max_grad_norm == 0.1
