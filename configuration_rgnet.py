@@ -22,6 +22,8 @@ logger = logging.get_logger(__name__)
 
 SELECTOR_ATTENTION_MODES = ("additive_unit_bias", "hard_mask")
 PAIR_MODES = ("cross_pairs", "paired_negative")
+# The class head's two classes, in the order of its logits (spec §3.1: index 0 = foreground).
+CLASS_NAMES = ("foreground", "background")
 QUERY_NORMALIZATIONS = ("mad", "ego4d")
 
 # Overrides of the defaults for each published recipe (spec §3.1-3.3). Optimiser, schedule, epochs, batch
@@ -162,6 +164,10 @@ class RGNetConfig(PreTrainedConfig):
             `"cross_pairs"`: `B` queries × their `B` positive windows, all `B²` pairs in one forward.
             `"paired_negative"`: each query with its positive and one negative window of the same video.
 
+    The loss and matching fields are read when the loss is computed: changing them on `model.config` after loading
+    (e.g. `retrieval_loss_weight = 0` to finetune a pretrained model) takes effect at the next forward. The class
+    head is binary: `num_labels` must be 2, and `id2label` defaults to `{0: "foreground", 1: "background"}`.
+
     Windowing and inference (spec §3.3, §6.1, §7), read by `RGNetProcessor`:
         max_window_frames (`int`, *optional*, defaults to 90):
             Window length in frames. MAD: 900 (180 s); Ego4D: 90 (≈48 s).
@@ -268,6 +274,9 @@ class RGNetConfig(PreTrainedConfig):
                     )
                 self.window_stride = self.max_window_frames // 2
         super().__post_init__(**kwargs)
+        if self.id2label == {0: "LABEL_0", 1: "LABEL_1"}:  # transformers' default names for the two classes
+            self.id2label = dict(enumerate(CLASS_NAMES))
+            self.label2id = {name: index for index, name in self.id2label.items()}
         # Checked here so that a plain `ValueError` reaches the user at construction; `validate_fields` checks again
         # when the config is saved (fields set after construction are type-checked as they are set, not checked
         # against each other).
@@ -301,6 +310,11 @@ class RGNetConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if self.num_labels != len(CLASS_NAMES):
+            raise ValueError(
+                f"`num_labels` must be {len(CLASS_NAMES)} ({', '.join(CLASS_NAMES)}): RGNet's class head scores each "
+                f"moment as foreground or background; got {self.num_labels} (`id2label` = {self.id2label})."
+            )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
@@ -383,8 +397,12 @@ class RGNetConfig(PreTrainedConfig):
             for key, value in config_dict.items()
         }
         loaded = super().from_dict(config_dict, **kwargs)
-        # Keyword overrides are set after construction: check the fields against each other again.
-        (loaded[0] if isinstance(loaded, tuple) else loaded)._check_fields()
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        # Keyword overrides are set after construction: resolve a `window_stride=None` override as construction
+        # does, and check the fields against each other again.
+        if config.window_stride is None and isinstance(config.max_window_frames, int):
+            config.window_stride = config.max_window_frames // 2
+        config._check_fields()
         return loaded
 
     @property
@@ -427,4 +445,11 @@ if not __name__.startswith("transformers_modules"):
     AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
 RGNetConfig.register_for_auto_class()
 
-__all__ = ["RGNetConfig", "RGNET_PRESETS", "PAIR_MODES", "QUERY_NORMALIZATIONS", "SELECTOR_ATTENTION_MODES"]
+__all__ = [
+    "RGNetConfig",
+    "RGNET_PRESETS",
+    "CLASS_NAMES",
+    "PAIR_MODES",
+    "QUERY_NORMALIZATIONS",
+    "SELECTOR_ATTENTION_MODES",
+]

@@ -525,6 +525,24 @@ class RGNetLoss:
         config ([`RGNetConfig`]): the loss, matching and decoder-depth fields.
     """
 
+    # Every config field the loss and its matcher read.
+    config_fields = (
+        "matcher_span_l1_cost",
+        "matcher_giou_cost",
+        "matcher_class_cost",
+        "background_class_weight",
+        "saliency_margin",
+        "retrieval_margin",
+        "contrastive_temperature",
+        "use_auxiliary_loss",
+        "num_decoder_layers",
+        "span_l1_loss_weight",
+        "giou_loss_weight",
+        "label_loss_weight",
+        "saliency_loss_weight",
+        "retrieval_loss_weight",
+    )
+
     def __init__(self, config: RGNetConfig):
         self.matcher = RGNetHungarianMatcher(config)
         self.background_class_weight = float(config.background_class_weight)
@@ -546,6 +564,23 @@ class RGNetLoss:
             for layer in range(self.num_decoder_layers - 1):
                 for term in ("loss_span", "loss_giou", "loss_label"):
                     self.loss_weights[f"{term}_{layer}"] = final_layer_weights[term]
+
+    @staticmethod
+    def heads_without_gradient(config: RGNetConfig) -> tuple[str, ...]:
+        """The modules of [`RGNetForVideoGrounding`] (name prefixes of its parameters) that no loss term reaches with
+        `config`'s weights, since a term of weight 0 is not computed: e.g. `("retrieval_head",)` in Ego4D
+        finetuning. DDP must then look for unused parameters (`RGNetTrainer` sets `ddp_find_unused_parameters`)."""
+        unused = []
+        if config.label_loss_weight == 0:
+            unused.append("class_head")
+        if config.saliency_loss_weight == 0:
+            unused += ["saliency_frame_proj", "saliency_global_proj"]
+        if config.retrieval_loss_weight == 0:
+            unused.append("retrieval_head")
+        if config.span_l1_loss_weight == 0 and config.giou_loss_weight == 0:
+            # Only the span terms read the spans, and each layer's anchors reach the next layer detached.
+            unused += ["span_head", "model.decoder.anchor_update_heads"]
+        return tuple(unused)
 
     # ---- one method per term ----
 

@@ -1300,7 +1300,8 @@ class RGNetFrameSelector(nn.Module):
 
     def __init__(self, config: RGNetConfig):
         super().__init__()
-        self.temperature = config.selector_temperature
+        # Read at each call: a temperature set on `model.config` after loading is the one used (and saved).
+        self.config = config
         self.dense = RGNetXavierLinear(config.hidden_size, 1)
 
     def forward(self, sequence_hidden: torch.Tensor, uniform_noise: torch.Tensor | None = None):
@@ -1320,9 +1321,9 @@ class RGNetFrameSelector(nn.Module):
         noise_dtype = torch.promote_types(logits.dtype, torch.float32)
         if uniform_noise is None:
             uniform_noise = torch.rand(logits.shape, dtype=noise_dtype, device=logits.device)
-        uniform_noise = uniform_noise.to(noise_dtype)
+        uniform_noise = uniform_noise.to(device=logits.device, dtype=noise_dtype)
         noisy_logits = logits.to(noise_dtype) + torch.log(uniform_noise + 1e-8) - torch.log(1 - uniform_noise + 1e-8)
-        soft = torch.sigmoid(noisy_logits / self.temperature)
+        soft = torch.sigmoid(noisy_logits / self.config.selector_temperature)
         hard = (soft >= 0.5).to(soft.dtype)
         gate = hard - soft.detach() + soft
         return gate.to(logits.dtype), noisy_logits.to(logits.dtype), logits
@@ -1859,20 +1860,15 @@ class RGNetModel(RGNetPreTrainedModel):
         text_pair_index=None,
     ):
         config = self.config
-        for name, value in (("video_features", video_features), ("text_features", text_features)):
-            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-                got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-                raise TypeError(f"`{name}` must be a floating-point torch.Tensor; got {got}.")
+        _check_video_features(video_features, config)
+        if not isinstance(text_features, torch.Tensor) or not text_features.is_floating_point():
+            got = text_features.dtype if isinstance(text_features, torch.Tensor) else type(text_features).__name__
+            raise TypeError(f"`text_features` must be a floating-point torch.Tensor; got {got}.")
         for name, value in (("video_mask", video_mask), ("text_mask", text_mask)):
             if value is not None and not isinstance(value, torch.Tensor):
                 raise TypeError(
                     f"`{name}` must be a torch.Tensor of 1 (real) and 0 (padding); got {type(value).__name__}."
                 )
-        if video_features.dim() != 3 or video_features.shape[-1] != config.video_feature_dim:
-            raise ValueError(
-                f"`video_features` must have shape (num_pairs, num_frames, {config.video_feature_dim}) "
-                f"(config.video_feature_dim); got {tuple(video_features.shape)}."
-            )
         if video_mask is None or tuple(video_mask.shape) != tuple(video_features.shape[:2]):
             got = None if video_mask is None else tuple(video_mask.shape)
             raise ValueError(f"`video_mask` must have shape {tuple(video_features.shape[:2])}; got {got}.")
@@ -1991,6 +1987,8 @@ class RGNetModel(RGNetPreTrainedModel):
         video_pair_index: torch.Tensor | None = None,
         text_pair_index: torch.Tensor | None = None,
         choose_grounding_pairs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> RGNetModelOutput:
         r"""
         Args:
@@ -2031,12 +2029,16 @@ class RGNetModel(RGNetPreTrainedModel):
                 the global row alone), it returns the `grounding_pair_index`; those global states are the ones
                 returned. [`RGNetForVideoGrounding`] uses it to ground only each query's best windows
                 (`top_k_windows`).
+            output_attentions, output_hidden_states (`bool`, *optional*):
+                Accepted for the transformers interface; `True` (or `True` in the config) raises a `ValueError`:
+                attention maps are never kept (fused attention), and the per-layer states returned are
+                `decoder_hidden_states`.
             return_dict (`bool`, *optional*):
                 `False` returns `to_tuple()` of the output (its non-`None` fields in order); defaults to
-                `config.return_dict`. Attention maps are never kept (fused attention), so there is no
-                `output_attentions`.
+                `config.return_dict`.
         """
         config = self.config
+        _check_output_flags(config, output_attentions, output_hidden_states)
         if grounding_pair_index is not None and choose_grounding_pairs is not None:
             raise ValueError("Pass either `grounding_pair_index` or `choose_grounding_pairs`, not both.")
         if input_ids is not None:
@@ -2157,6 +2159,34 @@ class RGNetModel(RGNetPreTrainedModel):
             text_features=text_features,
             text_mask=text_mask,
             grounding_pair_index=grounding_pair_index,
+        )
+
+
+def _check_video_features(video_features, config: RGNetConfig):
+    """`video_features` must be a floating-point `(pairs or windows, frames, config.video_feature_dim)` tensor."""
+    if not isinstance(video_features, torch.Tensor) or not video_features.is_floating_point():
+        got = video_features.dtype if isinstance(video_features, torch.Tensor) else type(video_features).__name__
+        raise TypeError(f"`video_features` must be a floating-point torch.Tensor; got {got}.")
+    if video_features.dim() != 3 or video_features.shape[-1] != config.video_feature_dim:
+        raise ValueError(
+            f"`video_features` must have shape (num_pairs, num_frames, {config.video_feature_dim}) "
+            f"(config.video_feature_dim); got {tuple(video_features.shape)}."
+        )
+
+
+def _check_output_flags(config: RGNetConfig, output_attentions: bool | None, output_hidden_states: bool | None):
+    """RGNet returns neither attention maps nor per-layer encoder states: say so instead of silently ignoring the
+    request (given to `forward` or set on the config)."""
+    if output_attentions if output_attentions is not None else config.output_attentions:
+        raise ValueError(
+            "`output_attentions` is not supported: RGNet computes attention with fused kernels "
+            "(`scaled_dot_product_attention`) and keeps no attention maps."
+        )
+    if output_hidden_states if output_hidden_states is not None else config.output_hidden_states:
+        raise ValueError(
+            "`output_hidden_states` is not supported: RGNet keeps no per-layer encoder states. Its outputs already "
+            "hold `decoder_hidden_states` (every decoder layer), `encoder_last_hidden_state` and "
+            "`global_hidden_state`."
         )
 
 
@@ -2320,9 +2350,21 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         self.retrieval_head = nn.Linear(hidden, 1)
         self.saliency_frame_proj = nn.Linear(hidden, hidden)
         self.saliency_global_proj = nn.Linear(hidden, hidden)
-        # A plain object without parameters or buffers: the state dict is exactly the architecture.
-        self.criterion = RGNetLoss(config)
+        # The loss is a plain object without parameters or buffers (the state dict is exactly the architecture),
+        # built from the config's loss fields when first used and again whenever they change (see `criterion`).
+        self._criterion = None
+        self._criterion_settings = None
         self.post_init()
+
+    @property
+    def criterion(self) -> RGNetLoss:
+        """The [`RGNetLoss`] of the current `config`: a loss or matching field set on `model.config` after the model
+        is built (e.g. `retrieval_loss_weight = 0` to finetune a pretrained model) is the one trained with, as the
+        saved config will say."""
+        settings = {name: getattr(self.config, name) for name in RGNetLoss.config_fields}
+        if settings != self._criterion_settings:
+            self._criterion, self._criterion_settings = RGNetLoss(self.config), settings
+        return self._criterion
 
     @can_return_tuple
     def forward(
@@ -2340,11 +2382,13 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         text_pair_index: torch.Tensor | None = None,
         top_k_windows: int | None = None,
         pair_query_index: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> RGNetVideoGroundingOutput:
         r"""
         Args:
             video_features, video_mask, text_features, text_mask, input_ids, attention_mask, selector_noise,
-            video_pair_index, text_pair_index:
+            video_pair_index, text_pair_index, output_attentions, output_hidden_states:
                 See [`RGNetModel.forward`].
             grounding_pair_index (`torch.LongTensor` of shape `(G,)`, *optional*):
                 Pairs that get moment predictions and saliency (see [`RGNetModel.forward`]); with `labels` it must
@@ -2386,6 +2430,11 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         (torch.Size([2, 5, 2]), torch.Size([2, 1]))
         ```
         """
+        # The arguments read before the base model checks its inputs are checked first.
+        _check_output_flags(self.config, output_attentions, output_hidden_states)
+        _check_video_features(video_features, self.config)
+        if video_pair_index is not None:
+            _check_row_index("video_pair_index", video_pair_index, video_features.shape[0], "`video_features` windows")
         num_pairs = video_features.shape[0] if video_pair_index is None else len(video_pair_index)
         if labels is not None:
             validate_labels(labels, num_pairs=num_pairs, num_frames=video_features.shape[1])

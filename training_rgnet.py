@@ -41,6 +41,7 @@ from transformers.trainer_utils import PredictionOutput, SchedulerType
 from transformers.utils import logging
 
 try:
+    from .loss_rgnet import RGNetLoss
     from .processing_rgnet import (
         RGNetDataCollator,
         RGNetProcessor,
@@ -55,6 +56,7 @@ try:
         select_pairs,
     )
 except ImportError:
+    from loss_rgnet import RGNetLoss
     from processing_rgnet import (
         RGNetDataCollator,
         RGNetProcessor,
@@ -820,8 +822,9 @@ class RGNetTrainer(Trainer):
         if data_collator is None:
             data_collator = RGNetDataCollator(processing_class, pair_mode=model.config.pair_mode)
         if args.ddp_find_unused_parameters is None:
-            # The retrieval head learns nothing when its loss weight is 0 (Ego4D finetuning).
-            args.ddp_find_unused_parameters = float(model.config.retrieval_loss_weight) == 0.0
+            # A head that no loss term reaches (e.g. the retrieval head in Ego4D finetuning, whose weight is 0) gets
+            # no gradient, which DDP must be told about. Decided from the config's weights as the trainer is built.
+            args.ddp_find_unused_parameters = bool(RGNetLoss.heads_without_gradient(model.config))
         self.feature_store = feature_store
         self.processor = processing_class
         self._batch_sampler = None

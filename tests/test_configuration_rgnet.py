@@ -21,7 +21,7 @@ def test_model_card_config_json_matches_the_preset(preset):
     """`model_cards/*/config.json` is generated from the presets (scripts/make_preset_configs.py)."""
     path = REPO_ROOT / "model_cards" / PRESET_FOLDERS[preset] / "config.json"
     stored = json.loads(path.read_text())
-    expected = RGNetConfig.from_preset(preset).to_diff_dict()
+    expected = json.loads(RGNetConfig.from_preset(preset).to_json_string(use_diff=True))  # JSON keys are strings
     # The card folders are uploaded with the code files: the `auto_map` a saved `RGNetForVideoGrounding` writes
     # (test_hub_integration.py), for `AutoModel.from_pretrained(repo, trust_remote_code=True)`.
     expected["auto_map"] = {
@@ -95,6 +95,8 @@ def test_preset_overrides_and_unknown_names():
         ({"span_l1_loss_weight": float("nan")}, "`span_l1_loss_weight` must be a finite number"),
         ({"retrieval_loss_weight": float("inf")}, "`retrieval_loss_weight` must be a finite number"),
         ({"seconds_per_frame": float("inf")}, "`seconds_per_frame` must be a finite number"),
+        ({"num_labels": 3}, "`num_labels` must be 2 \\(foreground, background\\)"),
+        ({"id2label": {0: "moment"}}, "`num_labels` must be 2"),
         (
             {"matcher_span_l1_cost": 0.0, "matcher_giou_cost": 0, "matcher_class_cost": 0.0},
             "`matcher_span_l1_cost`, `matcher_giou_cost` and `matcher_class_cost` are all 0",
@@ -159,6 +161,20 @@ def test_from_pretrained_overrides_are_checked_against_the_other_fields(tmp_path
         RGNetConfig.from_pretrained(tmp_path, window_stride=99)
     with pytest.raises(ValueError, match="`seconds_per_frame` must be a finite number"):
         RGNetConfig.from_pretrained(tmp_path, seconds_per_frame=float("inf"))
+    # `None` means half a window, as at construction (of the saved window: a loaded config keeps its length).
+    assert RGNetConfig.from_pretrained(tmp_path, window_stride=None).window_stride == 6
+
+
+def test_the_two_classes_are_named(tmp_path):
+    config = RGNetConfig()
+    assert (config.id2label, config.label2id) == (
+        {0: "foreground", 1: "background"},
+        {"foreground": 0, "background": 1},
+    )
+    config.save_pretrained(tmp_path)
+    assert RGNetConfig.from_pretrained(tmp_path).id2label == {0: "foreground", 1: "background"}
+    named = RGNetConfig(id2label={0: "moment", 1: "no moment"})  # a user's own names are kept
+    assert named.id2label == {0: "moment", 1: "no moment"}
 
 
 def test_from_preset_names_a_missing_preset_name():

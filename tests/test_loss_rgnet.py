@@ -22,8 +22,10 @@ from loss_rgnet import (
     validate_labels,
     weighted_loss_sum,
 )
+from modeling_rgnet import RGNetForVideoGrounding
 
 from .conftest import FIXTURE_TO_CONFIG_FIELD
+from .test_modeling_rgnet import RGNetModelTester
 
 FIXTURE_NAMES = ("rgnet_tiny_mad", "rgnet_tiny_ego4d")
 # ---- helpers ----
@@ -704,3 +706,47 @@ def test_ego4d_finetune_criterion_has_no_retrieval_term(original_fixtures_dir):
     _, criterion, outputs, labels, video_mask, _, _ = _load_case(original_fixtures_dir, "rgnet_tiny_ego4d", "paired")
     assert criterion.loss_weights["loss_retrieval"] == 0.0
     assert "loss_retrieval" not in criterion(outputs, labels, video_mask)[1]
+
+
+def test_config_fields_name_every_field_the_loss_reads():
+    """`RGNetForVideoGrounding.criterion` rebuilds the loss when one of `RGNetLoss.config_fields` changes on the
+    config: a field read but not listed would keep its value from when the model was built."""
+
+    class RecordingConfig:
+        def __init__(self, config):
+            self.config, self.read = config, set()
+
+        def __getattr__(self, name):
+            self.read.add(name)
+            return getattr(self.config, name)
+
+    recording = RecordingConfig(make_config())
+    RGNetLoss(recording)
+    assert recording.read == set(RGNetLoss.config_fields)
+
+
+@pytest.mark.parametrize("pair_mode", ["cross_pairs", "paired_negative"])
+@pytest.mark.parametrize(
+    "zero_weights",
+    [
+        {},
+        {"label_loss_weight": 0.0},
+        {"saliency_loss_weight": 0.0},
+        {"retrieval_loss_weight": 0.0},
+        {"span_l1_loss_weight": 0.0},
+        {"span_l1_loss_weight": 0.0, "giou_loss_weight": 0.0},
+        {"label_loss_weight": 0.0, "retrieval_loss_weight": 0.0},
+    ],
+)
+def test_heads_without_gradient_are_the_ones_a_training_step_leaves_without(pair_mode, zero_weights):
+    """What `RGNetTrainer` tells DDP (`ddp_find_unused_parameters`): a missed head fails a multi-GPU run."""
+    tester = RGNetModelTester()
+    config = tester.get_config(pair_mode=pair_mode, **zero_weights)
+    model = RGNetForVideoGrounding(config).train()
+    inputs = tester.cross_pairs_batch(2) if pair_mode == "cross_pairs" else tester.prepare_inputs(4)
+    model(**inputs, labels=tester.prepare_labels(pair_mode, inputs)).loss.backward()
+    without_gradient = {name for name, parameter in model.named_parameters() if parameter.grad is None}
+    predicted = RGNetLoss.heads_without_gradient(config)
+    assert without_gradient == {
+        name for name, _ in model.named_parameters() if any(name.startswith(f"{head}.") for head in predicted)
+    }

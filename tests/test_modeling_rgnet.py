@@ -275,6 +275,34 @@ def test_retrieval_head_gets_no_gradient_when_its_weight_is_zero(tester):
     assert model.retrieval_head.weight.grad is None
 
 
+def test_loss_and_selector_settings_follow_changes_to_the_config(tester):
+    # E.g. finetuning a pretrained model without the retrieval term: the config is changed after loading, and the
+    # saved config must describe the loss that was trained with.
+    model = RGNetForVideoGrounding(tester.get_config(dropout=0.0, input_dropout=0.0)).train()
+    inputs = tester.cross_pairs_batch(2)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    noise = torch.rand(4, tester.num_frames + 1, generator=torch.Generator().manual_seed(0))
+    before = model(**inputs, labels=labels, selector_noise=noise)
+    model.config.retrieval_loss_weight = 0.0
+    after = model(**inputs, labels=labels, selector_noise=noise)
+    assert "loss_retrieval" in before.loss_dict and "loss_retrieval" not in after.loss_dict
+    torch.testing.assert_close(after.loss, before.loss - before.loss_dict["loss_retrieval"])  # its weight was 1
+
+    def selector_gradient(model):
+        model.zero_grad()
+        model(**inputs, labels=labels, selector_noise=noise).loss.backward()
+        return model.model.frame_selector.dense.weight.grad.clone()
+
+    gradient_at_default = selector_gradient(model)
+    model.config.selector_temperature = 5.0
+    rebuilt = RGNetForVideoGrounding(tester.get_config(dropout=0.0, input_dropout=0.0, selector_temperature=5.0))
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.config.retrieval_loss_weight = 0.0
+    gradient = selector_gradient(model)
+    assert not torch.allclose(gradient, gradient_at_default)
+    torch.testing.assert_close(gradient, selector_gradient(rebuilt.train()), atol=0, rtol=0)
+
+
 def test_overfitting_one_small_batch_drives_the_loss_down(tester):
     torch.manual_seed(0)
     config = tester.get_config(dropout=0.0, input_dropout=0.0)
@@ -714,6 +742,30 @@ def test_bad_input_types_and_mask_values_raise_a_clear_error(tester):
     torch.testing.assert_close(boolean.logits, model(**inputs).logits, atol=0, rtol=0)
     with pytest.raises(ValueError, match="`video_pair_index` must be a 1-D int64 tensor"):
         model(**inputs, video_pair_index=[0, 1])
+
+
+def test_the_head_model_checks_the_inputs_it_reads_first(tester):
+    model = RGNetForVideoGrounding(tester.get_config()).train()
+    inputs = tester.cross_pairs_batch(2)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    with pytest.raises(TypeError, match="`video_features` must be a floating-point torch.Tensor; got NoneType"):
+        model(**{**inputs, "video_features": None}, labels=labels)
+    with pytest.raises(ValueError, match=r"`video_features` must have shape \(num_pairs, num_frames, 16\)"):
+        model(**{**inputs, "video_features": inputs["video_features"][0]}, labels=labels)
+    with pytest.raises(ValueError, match="`video_pair_index` must be a 1-D int64 tensor"):
+        model(**inputs, video_pair_index=torch.tensor(0), labels=labels)
+
+
+@pytest.mark.parametrize("flag", ["output_attentions", "output_hidden_states"])
+def test_attention_maps_and_hidden_states_requests_are_refused_clearly(tester, flag):
+    inputs = tester.prepare_inputs(2)
+    for model_class in (RGNetModel, RGNetForVideoGrounding):
+        model = model_class(tester.get_config()).eval()
+        model(**inputs, **{flag: False})
+        with pytest.raises(ValueError, match=f"`{flag}` is not supported"):
+            model(**inputs, **{flag: True})
+        with pytest.raises(ValueError, match=f"`{flag}` is not supported"):  # asked for by the config
+            model_class(tester.get_config(**{flag: True})).eval()(**inputs)
 
 
 def test_selector_noise_outside_the_unit_interval_raises_in_training(tester):

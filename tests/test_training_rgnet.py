@@ -137,6 +137,18 @@ def test_trainer_without_arguments_and_best_model_selection_take_rgnets_defaults
     assert (args.metric_for_best_model, args.greater_is_better) == ("R@1_mean", True)  # evaluation has no loss
 
 
+@pytest.mark.parametrize(
+    "zero_weight, find_unused",
+    [(None, False), ("retrieval_loss_weight", True), ("saliency_loss_weight", True), ("label_loss_weight", True)],
+)
+def test_ddp_looks_for_unused_parameters_when_a_head_gets_no_loss(tiny_dataset, tmp_path, zero_weight, find_unused):
+    overrides = {} if zero_weight is None else {zero_weight: 0.0}
+    trainer = make_trainer(tiny_dataset, tmp_path, config_overrides=overrides)
+    assert trainer.args.ddp_find_unused_parameters is find_unused
+    trainer = make_trainer(tiny_dataset, tmp_path, config_overrides=overrides, ddp_find_unused_parameters=False)
+    assert trainer.args.ddp_find_unused_parameters is False  # the user's choice stands
+
+
 def test_weight_decay_covers_every_parameter(tiny_dataset, tmp_path):
     trainer = make_trainer(tiny_dataset, tmp_path)
     trainer.create_optimizer()
