@@ -279,11 +279,28 @@ def test_length_mismatch_names_both_arguments():
         ([[[3.0, 1.0]]], [[0.0, 1.0]], r"predictions\[0\]\[0\] must satisfy start <= end"),
         ([[[0.0, 1.0]], [[0.0, 1.0]]], [[0.0, 1.0], [5.0, 2.0]], r"references\[1\] must satisfy start <= end"),
         ([[[0.0, 1.0]]], [[0.0, 1.0, 2.0]], r"references\[0\] must be a pair \[start, end\]"),
+        # Text or booleans are not numbers, even where Arrow would convert them (e.g. a column read as strings).
+        ([[["0", "1"]]], [[0.0, 1.0]], r"predictions\[0\]\[0\] must be a row \[start, end, \.\.\.\]"),
+        ([[[0.0, 1.0], [0.0, "x"]]], [[0.0, 1.0]], r"predictions\[0\]\[1\] must be a row"),
+        ([[[0.0, 1.0]]], [[False, True]], r"references\[0\] must be a pair \[start, end\] of numbers"),
+        ([[[0.0, 1.0]]], [["0", "1"]], r"references\[0\] must be a pair \[start, end\] of numbers"),
     ],
 )
 def test_malformed_inputs_raise_value_error_naming_the_argument(predictions, references, match):
     with pytest.raises(ValueError, match=match):
         load_metric("ego4d").compute(predictions=predictions, references=references)
+    with pytest.raises(ValueError, match=match):
+        compute_grounding_metrics(predictions, references, settings="ego4d")
+
+
+def test_a_single_query_added_is_checked_as_given():
+    metric = load_metric("ego4d")
+    with pytest.raises(ValueError, match=r"references\[0\] must be a pair \[start, end\] of numbers"):
+        metric.add(prediction=[[0.0, 1.0]], reference=["0", 1.0])
+    with pytest.raises(ValueError, match=r"prediction\[0\] must be a row"):
+        metric.add(prediction=[[False, True]], reference=[0.0, 1.0])
+    metric.add(prediction=[[0.0, 1.0]], reference=[0.0, 1.0])
+    assert metric.compute()["R@1,IoU=0.5"] == 1.0
 
 
 def test_bad_window_rankings_and_overrides_name_the_argument():
@@ -298,6 +315,16 @@ def test_bad_window_rankings_and_overrides_name_the_argument():
             metric.compute(**inputs, **override)
     with pytest.raises(ValueError, match=r"settings must be one of"):
         compute_grounding_metrics(**inputs, settings="charades")
+    # Each K and θ names one result: two that print alike would leave only one of their results.
+    for override, name in [
+        ({"top_k": [1, 5, 1]}, "top_k"),
+        ({"window_top_k": [2, 2]}, "window_top_k"),
+        ({"iou_thresholds": [0.3333333, 0.33333334]}, "iou_thresholds"),
+    ]:
+        with pytest.raises(ValueError, match=f"{name} must hold distinct values"):
+            metric.compute(**inputs, **override)
+    with pytest.raises(ValueError, match=r"window_rankings\[0\] must be a list of window indices; got \[1e\+30\]"):
+        compute_grounding_metrics(**inputs, window_rankings=[[1e30]])  # beyond int64: the cast would wrap
 
 
 def test_prediction_without_ground_truth_is_an_error():

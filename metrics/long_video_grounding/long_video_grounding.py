@@ -114,6 +114,7 @@ def _positive_ints(values, name: str) -> tuple[int, ...]:
     items = _as_tuple(values)
     if not items or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in items):
         raise ValueError(f"{name} must be a positive integer or a non-empty list of them; got {values!r}")
+    _check_distinct_keys([str(int(v)) for v in items], name, values)
     return tuple(int(v) for v in items)
 
 
@@ -121,7 +122,15 @@ def _unit_interval_floats(values, name: str) -> tuple[float, ...]:
     items = _as_tuple(values)
     if not items or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in items):
         raise ValueError(f"{name} must be a number in [0, 1] or a non-empty list of them; got {values!r}")
+    _check_distinct_keys([f"{float(v):g}" for v in items], name, values)
     return tuple(float(v) for v in items)
+
+
+def _check_distinct_keys(keys: list[str], name: str, values) -> None:
+    # Each value names its own result (`R@{K},IoU={θ:g}`): two values with one name would leave one result.
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"{name} must hold distinct values (as the result keys print them); got {values!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,16 +402,27 @@ def window_recall_at_k(
 # ---- Input checks ----
 
 
+def _numbers(values) -> np.ndarray | None:
+    """`values` (nested lists or an array) as float64, `None` entries as NaN; `None` when they are not all numbers:
+    text or booleans (e.g. a column read as strings, a mask passed by mistake), or ragged rows."""
+    try:
+        raw = np.asarray(values)
+    except (TypeError, ValueError):  # ragged rows
+        return None
+    if raw.dtype.kind in "iuf":
+        return raw.astype(np.float64, copy=False)
+    if raw.dtype.kind != "O" or not all(value is None or _is_number(value) for value in raw.ravel()):
+        return None
+    return raw.astype(np.float64)
+
+
 def _ranked_spans(rows, argument: str) -> np.ndarray:
     """Validates one query's ranked prediction rows and returns their `[start, end]` columns, `(P, 2)` float64."""
     if not _is_list_like(rows):
         raise ValueError(f"{argument} must be a list of [start, end, ...] rows; got {type(rows).__name__}")
     if len(rows) == 0:
         return np.zeros((0, 2), dtype=np.float64)
-    try:
-        table = np.asarray(rows, dtype=np.float64)
-    except (TypeError, ValueError):  # ragged rows ([s, e] beside [s, e, score]) or a non-numeric entry
-        table = None
+    table = _numbers(rows)  # `None` for ragged rows ([s, e] beside [s, e, score]) or a non-numeric entry
     if table is None or table.ndim != 2:
         table = np.stack([_row_span(row, f"{argument}[{index}]") for index, row in enumerate(rows)])
     elif table.shape[1] < 2:
@@ -413,10 +433,7 @@ def _ranked_spans(rows, argument: str) -> np.ndarray:
 
 
 def _row_span(row, argument: str) -> np.ndarray:
-    try:
-        values = np.asarray(row, dtype=np.float64)
-    except (TypeError, ValueError):
-        values = None
+    values = _numbers(row)
     if values is None or values.ndim != 1 or values.shape[0] < 2:
         raise ValueError(f"{argument} must be a row [start, end, ...] of at least 2 numbers; got {row!r}")
     return values[:2]
@@ -440,16 +457,10 @@ def _reference_spans(references) -> np.ndarray:
         raise ValueError(f"references must be a list of [start, end] pairs; got {type(references).__name__}")
     if len(references) == 0:
         return np.zeros((0, 2), dtype=np.float64)
-    try:
-        spans = np.asarray(references, dtype=np.float64)
-    except (TypeError, ValueError):
-        spans = None
+    spans = _numbers(references)
     if spans is None or spans.ndim != 2 or spans.shape[1] != 2:
         for index, reference in enumerate(references):
-            try:
-                pair = np.asarray(reference, dtype=np.float64)
-            except (TypeError, ValueError):
-                pair = None
+            pair = _numbers(reference)
             if pair is None or pair.shape != (2,):
                 raise ValueError(f"references[{index}] must be a pair [start, end] of numbers; got {reference!r}")
     _check_spans(spans, "references")
@@ -467,6 +478,8 @@ def _window_rankings(window_rankings, num_queries: int) -> list[np.ndarray]:
         valid = values is not None and values.ndim == 1
         if valid and values.size and values.dtype.kind not in "iu":
             valid = values.dtype.kind == "f" and bool(np.all(np.isfinite(values) & (values == np.round(values))))
+        if valid and values.size and values.dtype.kind in "uf":
+            valid = bool(values.max() <= np.iinfo(np.int64).max)  # beyond it the int64 cast wraps or saturates
         if not valid:
             raise ValueError(f"window_rankings[{index}] must be a list of window indices; got {ranking!r}")
         rankings.append(values.astype(np.int64))
@@ -738,6 +751,29 @@ class LongVideoGrounding(evaluate.Metric):
             codebase_urls=["https://github.com/Tanveer81/RGNet"],
             reference_urls=["https://arxiv.org/abs/2312.06729"],
         )
+
+    # Arrow would silently turn text ("0.5") or booleans into numbers as it stores the inputs: they are checked as
+    # given first (with the errors of `compute_grounding_metrics`, indices relative to the batch).
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of queries: `predictions` (ranked `[start, end, ...]` rows per query) and `references` (one
+        `[start, end]` per query), checked as given.
+        """
+        if _is_list_like(predictions):
+            for index, rows in enumerate(predictions):
+                _ranked_spans(rows, f"predictions[{index}]")
+        if _is_list_like(references):
+            _reference_spans(references)
+        super().add_batch(predictions=predictions, references=references, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one query: `prediction` (its ranked `[start, end, ...]` rows) and `reference` (`[start, end]`), checked
+        as given.
+        """
+        if prediction is not None:
+            _ranked_spans(prediction, "prediction")
+        if reference is not None:
+            _reference_spans([reference])
+        super().add(prediction=prediction, reference=reference, **kwargs)
 
     def _compute(
         self,
