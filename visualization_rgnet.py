@@ -91,7 +91,7 @@ def _draw_timeline(
     window_axis.grid(axis="y", alpha=0.3)
     window_axis.tick_params(labelbottom=False)
     if query:
-        window_axis.set_title(query, loc="left", fontsize=10)
+        window_axis.set_title(query, loc="left", fontsize=10, parse_math=False)  # a "$" in a query is text
 
     # Lower panel: ranked moments, best at the top, darker for a higher fused score; labels beside the bars,
     # on whichever side has room.

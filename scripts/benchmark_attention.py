@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from datetime import UTC, datetime
@@ -78,7 +79,7 @@ from modeling_rgnet import (  # noqa: E402
     selector_attention,
 )
 from scripts.benchmark_model import device_kind, environment_info  # noqa: E402
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import require_output_for_smoke_runs, script_parser  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -142,8 +143,7 @@ def _time(run, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    times.sort()
-    return {"median_ms": round(1e3 * times[len(times) // 2], 4), "min_ms": round(1e3 * times[0], 4)}
+    return {"median_ms": round(1e3 * statistics.median(times), 4), "min_ms": round(1e3 * min(times), 4)}
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,6 +250,9 @@ def _text_to_video_variants(args: argparse.Namespace, dtype, device: torch.devic
     return report, packed_kernel
 
 
+TINY_SIZES = {"pairs": 8, "frames": 30, "steps": 2, "warmup": 1, "windows_per_query": 4, "text_tokens": 6}
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = script_parser(__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -270,11 +273,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="Timed repetitions (default 10).")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="4 pairs of 31 tokens, 2 steps: a seconds-long check.")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="8 pairs of 30 frames (4 windows per query), 6 tokens, 2 steps after 1, for each of these options not "
+        "given: a seconds-long check (needs --output).",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON report path.")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.pairs, args.frames, args.steps, args.warmup, args.windows_per_query, args.text_tokens = 8, 30, 2, 1, 4, 6
+        for option, value in TINY_SIZES.items():
+            if getattr(args, option) == parser.get_default(option):  # an option given keeps its value
+                setattr(args, option, value)
+    require_output_for_smoke_runs(parser, args)
     if (
         min(args.pairs, args.frames, args.heads, args.head_dim, args.steps, args.windows_per_query, args.text_tokens)
         < 1

@@ -35,8 +35,8 @@ again (about a quarter of a MAD step on the 2-core VM). `--cpu-allocator retain`
 (`training_rgnet.retain_freed_host_memory`, the training option `retain_freed_cpu_memory`) at the price of a
 higher resident set; both are reported.
 
-Writes `benchmarks/results/model_<device-kind>.json` (`..._malloc-retain.json` with `--cpu-allocator retain`) unless
-`--output` is given.
+Writes `benchmarks/results/model_<device-kind>.json` unless `--output` is given: `model_<device-kind>_<workloads>.json`
+when only some workloads run, `..._malloc-retain.json` with `--cpu-allocator retain`. `--tiny` needs `--output`.
 
 Examples:
 
@@ -93,7 +93,7 @@ from processing_rgnet import (  # noqa: E402
     frame_query_similarities,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import require_output_for_smoke_runs, script_parser  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     PostProcessingWorker,
@@ -717,7 +717,7 @@ PIPELINES = {"processor": run_processor_pipeline, "shared_windows": run_shared_w
 def benchmark_inference(
     workload: Workload, config: RGNetConfig, device: torch.device, precisions: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    num_queries = workload.num_queries or args.inference_queries or (8 if device.type == "cuda" else 1)
+    num_queries = args.inference_queries or workload.num_queries or (8 if device.type == "cuda" else 1)
     processor = RGNetProcessor.from_config(config)
     if args.evaluation_chunks:  # as `predict_long_videos` by default: one group per forward of whole queries
         num_windows = compute_num_windows(workload.num_video_frames, processor.window_stride)
@@ -917,7 +917,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--inference-queries",
         type=int,
         default=0,
-        help="Queries per inference video (default: 8 on CUDA, 1 on CPU).",
+        help="Queries per inference video (default: 8 on CUDA, 1 on CPU, 2 with --tiny).",
     )
     parser.add_argument(
         "--queries-per-batch",
@@ -1041,9 +1041,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--queries-per-batch must be >= 1")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
+    for option in ("inference_queries", "inference_chunk_pairs", "threads"):
+        if getattr(args, option) < 0:
+            parser.error(f"--{option.replace('_', '-')} must be >= 0 (0: the default); got {getattr(args, option)}")
+    require_output_for_smoke_runs(parser, args)
     if args.compile_mode != "default" and not args.compile:
         parser.error(f"--compile-mode {args.compile_mode} needs --compile")
     return args
+
+
+def default_output_path(device: torch.device, workloads: list[str], allocator: str) -> Path:
+    """`benchmarks/results/model_<device-kind>[_<workloads>][_malloc-retain].json`: a run of some workloads gets
+    its own file, so that it cannot replace a full run's."""
+    suffix = "" if workloads == list(WORKLOADS) else "_" + "_".join(workloads)
+    suffix += "_malloc-retain" if allocator == "retain" else ""
+    return REPO_ROOT / "benchmarks" / "results" / f"model_{device_kind(device)}{suffix}.json"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -1092,8 +1104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets": TARGETS,
         "workloads": {},
     }
-    suffix = "_malloc-retain" if allocator == "retain" else ""
-    output = args.output or REPO_ROOT / "benchmarks" / "results" / f"model_{device_kind(device)}{suffix}.json"
+    output = args.output or default_output_path(device, args.workloads, allocator)
     output.parent.mkdir(parents=True, exist_ok=True)
     for name in args.workloads:
         with _attention_backends(args.sdpa_backends):

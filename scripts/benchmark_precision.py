@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model_dir", type=Path, required=True, help="A saved RGNetForVideoGrounding + processor.")
     parser.add_argument("--dataset_dir", type=Path, required=True, help="An RGNet dataset directory.")
     parser.add_argument("--split", default="test", help="Split(s) to run, comma-separated (e.g. `test,validation`).")
-    parser.add_argument("--metric_config", default="ego4d", help="`mad` or `ego4d` Recall@K conventions.")
+    parser.add_argument(
+        "--metric_config", choices=("mad", "ego4d"), default="ego4d", help="Recall@K conventions (default ego4d)."
+    )
     parser.add_argument("--device", default="auto", help="`cpu`, `cuda`, or `auto` (CUDA when available).")
     parser.add_argument("--pairs_per_batch", type=int, default=1024, help="(query, window) pairs per forward.")
     parser.add_argument("--output", type=Path, default=None, help="JSON report (default: print only).")

@@ -51,7 +51,7 @@ from scripts.benchmark_model import (  # noqa: E402
     environment_info,
     inference_inputs,
 )
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import require_output_for_smoke_runs, script_parser  # noqa: E402
 
 INFERENCE_WORKLOADS = [name for name, workload in WORKLOADS.items() if workload.kind == "inference"]
 PRECISIONS = ("fp32", "bf16", "bf16-weights")
@@ -217,6 +217,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.queries < 1:
         parser.error("--queries must be >= 1")
+    if args.top_modules < 0:
+        parser.error(f"--top-modules must be >= 0; got {args.top_modules}")
+    require_output_for_smoke_runs(parser, args)
     return args
 
 

@@ -54,6 +54,15 @@ def check_device(device: str) -> str | None:
     return None
 
 
+def require_output_for_smoke_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A benchmark's `--tiny` run measures nothing worth keeping: it must name its `--output`, so that it cannot
+    replace the measured results that the default paths under `benchmarks/results/` hold."""
+    if args.tiny and args.output is None:
+        parser.error(
+            "--tiny is a smoke run: pass --output (the default path under benchmarks/results/ holds measured results)"
+        )
+
+
 def prepare_output_dir(path: str | Path, flag: str = "--output_dir") -> Path:
     """Create a script's output folder `path` (with its parents) before the long work (loading models, inference),
     so that an unusable one ends the run at once instead of after it.

@@ -3,9 +3,11 @@ written-out bias is tested in `test_modeling_rgnet_fast_paths.py`)."""
 
 import json
 
+import pytest
 import torch
 
-from scripts.benchmark_attention import attention_inputs, main, text_attention_inputs
+import scripts.benchmark_attention as benchmark_attention
+from scripts.benchmark_attention import _parse_args, attention_inputs, main, text_attention_inputs
 
 
 def test_inputs_pad_each_querys_first_and_last_windows_and_select_about_half_the_frames():
@@ -37,3 +39,17 @@ def test_tiny_report(tmp_path):
     assert set(text) == {"text_bias", "packed_text"} and report["text_tokens"] == 6
     assert all(entry["median_ms"] > 0 for entry in text.values())
     assert text["packed_text"]["max_abs_error"] < 1e-6 and report["packed_text_kernel"] is False  # the CPU: the bias
+
+
+def test_tiny_sizes_only_replace_options_left_at_their_defaults():
+    args = _parse_args(["--tiny", "--steps", "5", "--pairs", "4", "--output", "o.json"])
+    assert (args.steps, args.pairs, args.frames, args.warmup) == (5, 4, 30, 1)
+    with pytest.raises(SystemExit):  # a smoke run names its output
+        _parse_args(["--tiny"])
+
+
+def test_the_median_of_an_even_number_of_times_is_the_mean_of_the_middle_two(monkeypatch):
+    clock = iter([0.0, 0.010, 1.0, 1.050, 2.0, 2.010, 3.0, 3.050])  # runs of 10, 50, 10 and 50 ms
+    monkeypatch.setattr(benchmark_attention.time, "perf_counter", lambda: next(clock))
+    timing = benchmark_attention._time(lambda: None, torch.device("cpu"), warmup=0, steps=4)
+    assert timing == {"median_ms": pytest.approx(30.0), "min_ms": pytest.approx(10.0)}

@@ -10,9 +10,11 @@ from configuration_rgnet import RGNetConfig
 from processing_rgnet import compute_num_windows
 from scripts.benchmark_model import (
     ORIGINAL_REFERENCE,
+    REPO_ROOT,
     WORKLOADS,
     _ratios,
     count_compiled_step_kernels,
+    default_output_path,
     main,
     time_video_upload,
     top1_agreement,
@@ -111,6 +113,31 @@ def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):
     # bfloat16 weights are an inference precision: training steps run fp32 and autocast only.
     training = report["workloads"]["ego4d-finetune-train"]
     assert "fp32" in training and "bf16" in training and "bf16-weights" not in training
+
+
+def test_runs_that_are_not_full_measurements_cannot_replace_the_committed_results(tmp_path):
+    with pytest.raises(SystemExit):  # a smoke run names its output
+        main(["--tiny", "--device", "cpu", "--workloads", "ego4d-inference"])
+    results = REPO_ROOT / "benchmarks" / "results"
+    cpu = torch.device("cpu")
+    assert default_output_path(cpu, list(WORKLOADS), "default") == results / "model_cpu.json"
+    assert default_output_path(cpu, ["mad-train"], "default") == results / "model_cpu_mad-train.json"
+    assert default_output_path(cpu, ["mad-train", "mad-inference"], "retain") == (
+        results / "model_cpu_mad-train_mad-inference_malloc-retain.json"
+    )
+
+
+@pytest.mark.parametrize("option", ["--inference-queries", "--inference-chunk-pairs", "--threads"])
+def test_negative_counts_are_refused_by_name(option, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--device", "cpu", option, "-3", "--output", str(tmp_path / "out.json")])
+    assert f"{option} must be >= 0" in capsys.readouterr().err
+
+
+def test_inference_queries_apply_to_the_tiny_workloads_too(tmp_path):
+    arguments = ["--tiny", "--device", "cpu", "--workloads", "ego4d-inference", "--pipelines", "shared_windows"]
+    arguments += ["--steps", "1", "--warmup", "0", "--inference-queries", "3", "--output", str(tmp_path / "o.json")]
+    assert main(arguments)["workloads"]["ego4d-inference"]["num_queries"] == 3
 
 
 def test_benchmark_rejects_unknown_precisions(tmp_path):

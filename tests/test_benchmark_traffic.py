@@ -41,9 +41,15 @@ def test_tiny_report(tmp_path, precision):
     assert any(name.startswith("model.decoder.layers.0") for name in report["top_modules"])
 
 
-def test_rejects_bad_arguments(tmp_path):
+def test_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--tiny", "--queries", "0", "--output", str(tmp_path / "out.json")])
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--top-modules", "-3", "--output", str(tmp_path / "out.json")])
+    assert "--top-modules must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a smoke run would replace a committed traffic_*.json
+        main(["--tiny"])
+    assert "--tiny is a smoke run: pass --output" in capsys.readouterr().err
 
 
 def test_gathers_and_row_copies_count_the_rows_they_move():

@@ -698,3 +698,7 @@ def test_timeline_plot_checks_its_inputs(rgnet_dir, tmp_path):
     other = processor(video_features=video[:30], text_features=rng.normal(size=(4, TINY_CLIP_TEXT_DIM)))
     with pytest.raises(ValueError, match="ranks 11 windows but `window_metadata` describes 6"):
         plot_timeline(prediction, other.window_metadata)
+    # A query is text: dollar signs are not maths (an unmatched one would fail the drawing).
+    query = "he pays a $x^$ fee"
+    figure = plot_timeline(prediction, inputs.window_metadata, query=query, output_path=tmp_path / "dollars.png")
+    assert figure.axes[0].get_title(loc="left") == query and (tmp_path / "dollars.png").is_file()
