@@ -408,6 +408,9 @@ class SameVideoBatchSampler(Sampler[list[int]]):
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
+        # Read by accelerate's sharding of batches across processes: without it, an epoch whose batches do not
+        # divide among the processes is padded with repeated batches (queries trained twice, an extra step).
+        self.drop_last = True
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -897,8 +900,20 @@ class RGNetTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._loss_term_count and "loss" in logs:
-            for name, total in self._loss_term_sums.items():
-                logs[name] = round(total / self._loss_term_count, 6)
+            # Averaged over every process's micro-batches since the last log, as `loss` is: each process holds its
+            # own. Every process logs the training loss at the same step (the Trainer gathers `loss` there too), and
+            # the config fixes the terms, so each process sends the same names.
+            names = sorted(self._loss_term_sums)
+            totals = torch.tensor(
+                [*(self._loss_term_sums[name] for name in names), self._loss_term_count],
+                dtype=torch.float64,
+                device=self.args.device,
+            )
+            if self.args.world_size > 1:
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            totals = totals.tolist()
+            for name, total in zip(names, totals[:-1], strict=True):
+                logs[name] = round(total / totals[-1], 6)
             self._loss_term_sums.clear()
             self._loss_term_count = 0
         super().log(logs, start_time)

@@ -365,6 +365,18 @@ def test_same_video_batches_group_queries_of_one_video():
     assert sorted(map(sorted, sampler)) == sorted(map(sorted, batches))
 
 
+def test_same_video_batches_are_split_among_processes_without_repeats():
+    """Several processes: accelerate shards the batches and, unless the sampler says it drops the last ones, pads an
+    epoch whose batches do not divide among the processes with repeated batches."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    videos = [video for video in "abcdef" for _ in range(3)]  # 18 queries: 9 batches of 2 for 2 processes
+    sampler = SameVideoBatchSampler(videos, batch_size=2, seed=0)
+    shards = [list(BatchSamplerShard(sampler, num_processes=2, process_index=rank)) for rank in (0, 1)]
+    drawn = [index for shard in shards for batch in shard for index in batch]
+    assert len(shards[0]) == len(shards[1]) == 4 and len(drawn) == len(set(drawn)) == 16
+
+
 def test_same_video_negatives_option_trains(tiny_dataset, tmp_path):
     trainer = make_trainer(tiny_dataset, tmp_path, same_video_negatives=True, num_train_epochs=1)
     trainer.train()
@@ -812,11 +824,14 @@ def test_two_process_training_matches_single_process_with_the_same_global_batch(
         [json.loads(line) for line in (tmp_path / "ddp" / f"process_{rank}_log.jsonl").read_text().splitlines()]
         for rank in (0, 1)
     ]
-    ddp_losses = [[log["loss"] for log in rank_logs if "loss" in log] for rank_logs in logs]
-    assert len(ddp_losses[0]) == 8 and ddp_losses[0] == ddp_losses[1]  # every rank logs the same global loss
     single_logs = [json.loads(line) for line in (tmp_path / "single" / "process_0_log.jsonl").read_text().splitlines()]
-    single_losses = [log["loss"] for log in single_logs if "loss" in log]
-    np.testing.assert_allclose(ddp_losses[0], single_losses, rtol=1e-4, atol=1e-5)
+    # Every rank logs the global loss and loss terms (the mean over both processes' micro-batches), which the single
+    # process logs as the mean over its two accumulated micro-batches.
+    for term in ("loss", "loss_span", "loss_saliency", "loss_retrieval", "class_error"):
+        ddp_terms = [[log[term] for log in rank_logs if "loss" in log] for rank_logs in logs]
+        assert len(ddp_terms[0]) == 8 and ddp_terms[0] == ddp_terms[1], term
+        single_terms = [log[term] for log in single_logs if "loss" in log]
+        np.testing.assert_allclose(ddp_terms[0], single_terms, rtol=1e-4, atol=1e-5, err_msg=term)
     ddp_weights = load_file(tmp_path / "ddp" / "model.safetensors")
     for name, value in load_file(tmp_path / "single" / "model.safetensors").items():
         torch.testing.assert_close(ddp_weights[name], value, atol=2e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
