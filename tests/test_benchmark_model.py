@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import scripts.benchmark_model as benchmark_model
 from configuration_rgnet import RGNetConfig
 from processing_rgnet import compute_num_windows
 from scripts.benchmark_model import (
@@ -115,9 +116,12 @@ def test_tiny_benchmark_reports_bf16_agreement_over_query_groups(tmp_path):
     assert "fp32" in training and "bf16" in training and "bf16-weights" not in training
 
 
-def test_runs_that_are_not_full_measurements_cannot_replace_the_committed_results(tmp_path):
+def test_runs_that_are_not_full_measurements_cannot_replace_the_committed_results(tmp_path, monkeypatch, capsys):
+    # Were the check to fail, the run would write here instead of into the checkout.
+    monkeypatch.setattr(benchmark_model, "default_output_path", lambda *args: tmp_path / "model.json")
     with pytest.raises(SystemExit):  # a smoke run names its output
         main(["--tiny", "--device", "cpu", "--workloads", "ego4d-inference"])
+    assert "--tiny is a smoke run: pass --output" in capsys.readouterr().err
     results = REPO_ROOT / "benchmarks" / "results"
     cpu = torch.device("cpu")
     assert default_output_path(cpu, list(WORKLOADS), "default") == results / "model_cpu.json"
