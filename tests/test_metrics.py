@@ -173,6 +173,23 @@ def test_rank_101_hit_is_never_counted_for_mad(reported, mad_inputs):
     assert ego4d["R@100,IoU=0.5"] == 0.0 and ego4d["R@101,IoU=0.5"] == 1.0
 
 
+def test_mad_reads_only_the_first_100_predictions_of_a_query():
+    """The same rule without the fixtures: 100 misses, then a hit at rank 101."""
+    rows = [[[50.0 + rank, 51.0 + rank] for rank in range(100)] + [[0.0, 10.0]]]
+    reference = [[0.0, 10.0]]
+    mad = compute_grounding_metrics(
+        rows, reference, settings=GROUNDING_METRIC_SETTINGS["mad"].with_overrides(top_k=[100, 101, 200])
+    )
+    ego4d = compute_grounding_metrics(
+        rows, reference, settings=GROUNDING_METRIC_SETTINGS["ego4d"].with_overrides(top_k=[100, 101])
+    )
+    assert mad["R@100,IoU=0.5"] == mad["R@101,IoU=0.5"] == mad["R@200,IoU=0.5"] == 0.0
+    assert ego4d["R@100,IoU=0.5"] == 0.0 and ego4d["R@101,IoU=0.5"] == 1.0
+    rows[0][99] = [0.0, 10.0]  # the same hit at rank 100 counts for both
+    mad = compute_grounding_metrics(rows, reference, settings="mad")
+    assert mad["R@100,IoU=0.5"] == 1.0 and mad["R@50,IoU=0.5"] == 0.0
+
+
 # ---- Loading ----
 
 
