@@ -2,6 +2,7 @@
 post-processing parity with the original implementation (fixtures part B, spec §7.5)."""
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -668,17 +669,51 @@ def test_processor_rejects_a_tokenizer_without_start_and_end_tokens():
         make_processor(end_only)(text="a red car", video_features=np.ones((25, 8), np.float32))
 
 
-def test_processor_save_and_load_round_trip(tokenizer, tmp_path):
-    processor = make_processor(tokenizer, query_normalization="ego4d", top_k_windows=20, seconds_per_frame=0.535)
+# Every processor setting away from its constructor default (the stride not half the window), so that a setting
+# lost on save, which reloads as its default, is caught.
+NON_DEFAULT_SETTINGS = {
+    "max_window_frames": 36,
+    "window_stride": 15,
+    "max_text_tokens": 7,
+    "seconds_per_frame": 0.535,
+    "query_normalization": "ego4d",
+    "top_k_windows": 20,
+    "nms_threshold": 0.3,
+    "max_candidates_before_nms": 50,
+    "max_predictions": 17,
+    "matching_top_k_frames": 2,
+    "scale_matching_by_window_score": True,
+}
+
+
+@pytest.mark.parametrize("with_tokenizer", [True, False])
+def test_processor_save_and_load_round_trip(tokenizer, tmp_path, with_tokenizer):
+    """Every setting is written to `processor_config.json` and loads back with its value and type, with a tokenizer
+    (`ProcessorMixin`'s saving) and without one (the feature-only saving)."""
+    assert tuple(NON_DEFAULT_SETTINGS) == PROCESSOR_SETTINGS
+    parameters = inspect.signature(RGNetProcessor.__init__).parameters
+    defaults = {name: parameters[name].default for name in PROCESSOR_SETTINGS}
+    defaults["window_stride"] = NON_DEFAULT_SETTINGS["max_window_frames"] // 2  # None: half a window
+    for name, value in NON_DEFAULT_SETTINGS.items():
+        assert value != defaults[name], name
+    processor = RGNetProcessor(tokenizer if with_tokenizer else None, **NON_DEFAULT_SETTINGS)
     processor.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "processor_config.json").read_text())
-    assert config["processor_class"] == "RGNetProcessor" and config["max_window_frames"] == 40
+    assert config["processor_class"] == "RGNetProcessor"
+    assert {name: config.get(name) for name in PROCESSOR_SETTINGS} == NON_DEFAULT_SETTINGS
     for loader in (RGNetProcessor, AutoProcessor):
         loaded = loader.from_pretrained(tmp_path)
         assert isinstance(loaded, RGNetProcessor)
-        for name in PROCESSOR_SETTINGS:
-            assert getattr(loaded, name) == getattr(processor, name), name
-        assert loaded.tokenizer("the cat").input_ids == tokenizer("the cat").input_ids
+        for name, value in NON_DEFAULT_SETTINGS.items():
+            assert getattr(loaded, name) == value and type(getattr(loaded, name)) is type(value), name
+        # The reloaded stride cuts the windows: a 50-frame video gives ceil(50/15) + 1 windows 15 frames apart.
+        np.testing.assert_array_equal(
+            loaded.cut_windows(np.ones((50, 4), np.float32)).window_offsets, [0, 0, 15, 30, 45]
+        )
+        if with_tokenizer:
+            assert loaded.tokenizer("the cat").input_ids == tokenizer("the cat").input_ids
+        else:
+            assert loaded.tokenizer is None
 
 
 def test_loading_with_a_tokenizer_rejects_a_misspelt_setting_and_takes_numpy_integers(tokenizer, tmp_path):
@@ -1241,34 +1276,35 @@ def test_frame_similarities_of_all_queries_give_the_same_rankings(postprocess_fi
             assert torch.equal(raw[name], shared[name])
 
 
-def test_prediction_sources_name_the_window_and_slot_of_each_moment(postprocess_fixture):
-    """Each prediction's `[window, slot]` recomputes its seconds and proposal score from the raw outputs."""
-    _, inputs, queries = postprocess_fixture
-    index = queries["annA_0"]["index"]
-    offsets, lengths = enumerate_windows(queries["annA_0"]["num_frames"], 40, 20)
-    logits, pred_spans, window_logits = (
-        torch.from_numpy(inputs[f"q{index}.{name}"]) for name in ("logits", "pred_spans", "window_logits")
-    )
-    video = torch.from_numpy(inputs[f"q{index}.video_features"])
-    sentence = torch.from_numpy(inputs[f"q{index}.sentence_embedding"])
+def test_prediction_sources_name_the_window_and_slot_of_each_moment():
+    """Each prediction's `[window, slot]` recomputes its seconds (the window offset included) and its proposal score
+    (foreground probability, class 0, times `σ(ρ)`) from the raw outputs; synthetic outputs, no fixture needed."""
+    rng = np.random.default_rng(31)
+    offsets, lengths = enumerate_windows(97, 20, 8)  # 14 windows, offsets up to 96, a 1-frame last window
+    logits = torch.from_numpy(rng.normal(size=(len(offsets), 5, 2)).astype(np.float32))
+    pred_spans = torch.from_numpy(rng.uniform(0.05, 0.95, size=(len(offsets), 5, 2)).astype(np.float32))
+    window_logits = torch.from_numpy(rng.normal(size=(len(offsets), 1)).astype(np.float32))
+    delta = np.float32(0.3)
     result = post_process_query(
         logits,
         pred_spans,
         window_logits,
         offsets,
         lengths,
-        video,
-        sentence,
+        torch.from_numpy(rng.normal(size=(97, 8)).astype(np.float32)),
+        torch.from_numpy(rng.normal(size=8).astype(np.float32)),
+        seconds_per_frame=0.3,
+        top_k_windows=10,
         nms_threshold=0.5,
         max_candidates_before_nms=200,
         max_predictions=100,
         matching_top_k_frames=3,
-        **FIXTURE_SETTINGS[sorted(FIXTURE_SETTINGS)[0]],
+        scale_matching_by_window_score=False,
     )
     sources = result["prediction_sources"]
     assert sources.dtype == torch.int64 and sources.shape == (len(result["predictions"]), 2)
+    assert len(sources) > 5 and (offsets[sources[:, 0].numpy()] > 0).sum() > 5  # offsets matter for most rows
     window_scores = torch.sigmoid(window_logits.reshape(-1).float())
-    delta = np.float32(FIXTURE_SETTINGS[sorted(FIXTURE_SETTINGS)[0]]["seconds_per_frame"])
     for (start, end, proposal, _, _), (window, slot) in zip(
         result["predictions"].numpy(), sources.tolist(), strict=True
     ):
@@ -1278,6 +1314,226 @@ def test_prediction_sources_name_the_window_and_slot_of_each_moment(postprocess_
         assert end == round(float(((center + width / 2) * n + w0) * delta), 4)
         expected = logits[window, slot].float().softmax(-1)[0] * window_scores[window]
         assert proposal == round(float(expected), 4)
+
+
+# ---- Post-processing recomputed by hand on synthetic outputs (spec §7, §7.4, §7.5; no fixture needed) ----
+
+
+def sigmoid(value):
+    return 1 / (1 + math.exp(-value))
+
+
+def hand_windows(num_frames, max_window_frames, window_stride):
+    """Spec §6.1 by hand: `ceil(T/s) + 1` windows, window `i` covering `[max((i−1)s, 0), min((i−1)s + Lmax, T))`."""
+    starts = [(i - 1) * window_stride for i in range(-(-num_frames // window_stride) + 1)]
+    offsets = [max(start, 0) for start in starts]
+    ends = [min(start + max_window_frames, num_frames) for start in starts]
+    return offsets, [end - offset for offset, end in zip(offsets, ends, strict=True)]
+
+
+def hand_candidates(logits, pred_spans, window_logits, video, sentence, settings):
+    """Spec §7 steps 3-6 and §7.4 with plain loops for one query: the pooled candidates in pool order (windows by
+    `σ(ρ)`, slots by proposal score) as `[window, start_s, end_s]` rounded, and the unrounded proposal and matching
+    scores (float64; the code computes them in float32, so its rounded values may differ by one unit of rounding).
+
+    Seconds follow §7.5 exactly: float32 `((c ∓ w/2)·n + w0)·δ`, then Python's `round(x, 4)`.
+    """
+    offsets, lengths = hand_windows(len(video), settings["max_window_frames"], settings["window_stride"])
+    scores = [sigmoid(float(logit)) for logit in window_logits]
+    ranking = sorted(range(len(scores)), key=lambda window: -scores[window])  # stable: ties by index
+    delta = np.float32(settings["seconds_per_frame"])
+    query = sentence.astype(np.float64) / np.linalg.norm(sentence.astype(np.float64))
+    positions, rows = [], []
+    for window in ranking[: settings["top_k_windows"]]:
+        n, w0 = lengths[window], offsets[window]
+        window_rows = []
+        for slot, ((foreground, background), (center, width)) in enumerate(
+            zip(logits[window], pred_spans[window], strict=True)
+        ):
+            foreground, background = float(foreground), float(background)
+            p_foreground = math.exp(foreground) / (math.exp(foreground) + math.exp(background))  # softmax[0]
+            start_frame = (center - width / np.float32(2)) * np.float32(n)  # float32, window-relative
+            end_frame = (center + width / np.float32(2)) * np.float32(n)
+            # §7.4: frames [max(⌊start⌋, 0), ⌈end⌉), clipped to the window's n valid frames; top-k cosines summed.
+            cosines = []
+            for frame in range(max(math.floor(start_frame), 0), min(math.ceil(end_frame), n)):
+                vector = video[w0 + frame].astype(np.float64)
+                cosines.append(float(vector @ query / np.linalg.norm(vector)))
+            match = sum(sorted(cosines, reverse=True)[: settings["matching_top_k_frames"]])
+            if settings["scale_matching_by_window_score"]:
+                match *= scores[window]
+            start_s = round(float((start_frame + np.float32(w0)) * delta), 4)
+            end_s = round(float((end_frame + np.float32(w0)) * delta), 4)
+            window_rows.append(([window, slot], [window, start_s, end_s, p_foreground * scores[window], match]))
+        window_rows.sort(key=lambda row: -row[1][3])  # slots by proposal score, stable
+        positions += [source for source, _ in window_rows]
+        rows += [row for _, row in window_rows]
+    return ranking, np.asarray(positions), np.asarray(rows)
+
+
+def assert_candidates_match_hand_values(candidates, expected, name):
+    """Windows and seconds exactly; scores within one rounding half-unit (4 decimals) of the float64 hand values."""
+    candidates = np.asarray(candidates, dtype=np.float64)
+    assert candidates.shape == expected.shape, f"{name}: shape {candidates.shape} != {expected.shape}"
+    np.testing.assert_array_equal(candidates[:, :3], expected[:, :3], err_msg=f"{name}: windows and seconds")
+    np.testing.assert_allclose(candidates[:, 3], expected[:, 3], rtol=0, atol=5e-5 + 1e-6, err_msg=f"{name}: proposal")
+    np.testing.assert_allclose(candidates[:, 4], expected[:, 4], rtol=0, atol=5e-5 + 1e-6, err_msg=f"{name}: matching")
+
+
+@pytest.mark.parametrize("scale_matching_by_window_score", [False, True])
+def test_postprocess_equals_a_hand_computation_on_synthetic_outputs(scale_matching_by_window_score):
+    """`post_process_video_grounding` of two queries against spec §7 recomputed with loops: window ranking, seconds
+    (window offset included), proposal score `p_fg·σ(ρ)`, matching score over the clipped frame range, pool order,
+    then fusion, merge and NMS (`reference_rankings`). Spans cross both window edges, the stride is not half a
+    window, and every count setting cuts something."""
+    settings = {
+        "max_window_frames": 10,
+        "window_stride": 4,
+        "seconds_per_frame": 0.3,
+        "top_k_windows": 5,
+        "nms_threshold": 0.4,
+        "max_candidates_before_nms": 12,
+        "max_predictions": 6,
+        "matching_top_k_frames": 2,
+        "scale_matching_by_window_score": scale_matching_by_window_score,
+    }
+    rng = np.random.default_rng(32)
+    num_frames, num_queries, num_slots = 31, 2, 4
+    video = rng.normal(size=(num_frames, 8)).astype(np.float32)
+    sentences = rng.normal(size=(num_queries, 8)).astype(np.float32)
+    processor = make_processor(**settings)
+    batch = processor(video_features=video, text_features=rng.normal(size=(num_queries, 3, 16)).astype(np.float32))
+    offsets, lengths = hand_windows(num_frames, 10, 4)
+    assert (offsets, lengths) == ([0, 0, 4, 8, 12, 16, 20, 24, 28], [6, 10, 10, 10, 10, 10, 10, 7, 3])
+    np.testing.assert_array_equal(batch.window_metadata.window_offsets, offsets)
+    np.testing.assert_array_equal(batch.window_metadata.window_lengths, lengths)
+    num_pairs = num_queries * len(offsets)  # query-major: pair q·W + w
+    centers = rng.uniform(0.0, 1.0, size=(num_pairs, num_slots))
+    widths = rng.uniform(0.05, 0.8, size=(num_pairs, num_slots))
+    outputs = types.SimpleNamespace(
+        logits=torch.from_numpy(rng.normal(scale=2.0, size=(num_pairs, num_slots, 2)).astype(np.float32)),
+        pred_spans=torch.from_numpy(np.stack([centers, widths], axis=-1).astype(np.float32)),
+        window_logits=torch.from_numpy(rng.normal(scale=2.0, size=(num_pairs, 1)).astype(np.float32)),
+    )
+    results = processor.post_process_video_grounding(
+        outputs,
+        batch.window_metadata,
+        video_features=video,
+        sentence_embeddings=sentences,
+        return_candidates=True,
+        return_single_score_rankings=True,
+    )
+    assert len(results) == num_queries
+    clipped = 0
+    for query, result in enumerate(results):
+        rows = slice(query * len(offsets), (query + 1) * len(offsets))
+        ranking, sources, expected = hand_candidates(
+            outputs.logits[rows].numpy(),
+            outputs.pred_spans[rows].numpy(),
+            outputs.window_logits[rows, 0].numpy(),
+            video,
+            sentences[query],
+            settings,
+        )
+        assert result["window_ranking"].tolist() == ranking
+        candidates = result["candidates"].numpy()
+        assert_candidates_match_hand_values(candidates, expected, f"query {query} candidates")
+        rankings = reference_rankings(candidates, 0.4, 12, 6)
+        assert_rows_equal(result["predictions"].numpy(), rankings["fusion"], f"query {query} fusion")
+        assert_rows_equal(result["proposal_only"].numpy(), rankings["proposal_only"], f"query {query} proposal")
+        assert_rows_equal(result["matching_only"].numpy(), rankings["matching_only"], f"query {query} matching")
+        assert len(result["predictions"]) == 6  # max_predictions cuts (9 moments survive NMS otherwise)
+        # The prediction's source is the candidate of the same (start, end) that the merge keeps (the last one).
+        for row, source in zip(result["predictions"].numpy(), result["prediction_sources"].tolist(), strict=True):
+            same_span = np.flatnonzero((candidates[:, 1] == row[0]) & (candidates[:, 2] == row[1]))
+            assert source == sources[same_span[-1]].tolist()
+        spans = outputs.pred_spans[rows].numpy()
+        kept = ranking[: settings["top_k_windows"]]
+        clipped += int(((spans[kept, :, 0] - spans[kept, :, 1] / 2) < 0).sum())
+        clipped += int(((spans[kept, :, 0] + spans[kept, :, 1] / 2) > 1).sum())
+    assert clipped >= 4  # the frame ranges were clipped at both window edges
+
+
+def test_postprocess_of_a_worked_example():
+    """A one-query example small enough to state every number: exact frame cosines (`frame_similarities`), two kept
+    windows with two slots each. Seconds, proposal and matching scores, fusion and the three rankings are written out
+    from spec §7 and §7.4."""
+    processor = make_processor(
+        max_window_frames=8,
+        window_stride=4,
+        seconds_per_frame=0.5,
+        top_k_windows=2,
+        matching_top_k_frames=2,
+        nms_threshold=0.5,
+    )
+    # T = 12: windows (w0, n) = (0, 4), (0, 8), (4, 8), (8, 4).
+    batch = processor(video_features=np.ones((12, 4), np.float32), text_features=np.ones((2, 16), np.float32))
+    np.testing.assert_array_equal(batch.window_metadata.window_offsets, [0, 0, 4, 8])
+    np.testing.assert_array_equal(batch.window_metadata.window_lengths, [4, 8, 8, 4])
+    # Cosine of each frame t = 0 … 11 with the query; dyadic or short decimals, so the sums are exact enough.
+    similarities = np.array([0.1, 0.2, 0.3, 0.4, 0.0, 0.9, 0.25, 0.5, 0.125, 0.75, -0.5, 0.0], np.float32)
+    window_logits = [-2.0, 1.0, 2.0, 0.0]  # ranking 2, 1, 3, 0: windows 2 and 1 are kept
+    logits = [
+        [[0.0, 0.0], [0.0, 0.0]],
+        [[-1.0, 1.0], [3.0, 0.0]],  # p_fg = σ(−2), σ(3)
+        [[0.0, 0.0], [2.0, 0.0]],  # p_fg = 1/2, σ(2)
+        [[0.0, 0.0], [0.0, 0.0]],
+    ]
+    pred_spans = [  # (c, w) of the window's n = 8 frames, chosen to be exact in binary
+        [[0.5, 0.5], [0.5, 0.5]],
+        [[0.34375, 0.1875], [0.3125, 0.125]],  # frames [2, 3.5) and [2, 3)
+        [[0.375, 0.375], [0.75, 0.25]],  # frames [1.5, 4.5) and [5, 7)
+        [[0.5, 0.5], [0.5, 0.5]],
+    ]
+    outputs = {
+        "logits": torch.tensor(logits),
+        "pred_spans": torch.tensor(pred_spans),
+        "window_logits": torch.tensor(window_logits)[:, None],
+    }
+    (result,) = processor.post_process_video_grounding(
+        outputs,
+        batch.window_metadata,
+        frame_similarities=similarities,
+        return_candidates=True,
+        return_single_score_rankings=True,
+    )
+    assert result["window_ranking"].tolist() == [2, 1, 3, 0]
+    # Pool order: window 2 then window 1, slots by proposal score. Matching score = the 2 best cosines of the frames
+    # [max(⌊start⌋, 0), ⌈end⌉) of the window (w0 + frame for the video frame).
+    a = [2, (5 + 4) * 0.5, (7 + 4) * 0.5, sigmoid(2) * sigmoid(2), 0.75 + -0.5]  # frames 9, 10
+    b = [2, (1.5 + 4) * 0.5, (4.5 + 4) * 0.5, 0.5 * sigmoid(2), 0.9 + 0.5]  # frames 5-8: 0.9, 0.25, 0.5, 0.125
+    c = [1, 2 * 0.5, 3 * 0.5, sigmoid(3) * sigmoid(1), 0.3]  # frame 2 only (fewer frames than k)
+    d = [1, 2 * 0.5, 3.5 * 0.5, sigmoid(-2) * sigmoid(1), 0.3 + 0.4]  # frames 2, 3
+    expected = np.array([a, b, c, d])
+    assert_candidates_match_hand_values(result["candidates"].numpy(), expected, "candidates")
+    assert result["candidates"][:, 3].tolist() == [0.7758, 0.4404, 0.6964, 0.0871]
+    assert result["candidates"][:, 4].tolist() == [0.25, 1.4, 0.3, 0.7]
+    # Fusion: min-max normalised rounded proposal (0.0871 … 0.7758) plus matching (0.25 … 1.4) scores.
+    fusion = {
+        "a": 1 + 0,
+        "b": (0.4404 - 0.0871) / (0.7758 - 0.0871) + 1,
+        "c": (0.6964 - 0.0871) / (0.7758 - 0.0871) + (0.3 - 0.25) / (1.4 - 0.25),
+        "d": 0 + (0.7 - 0.25) / (1.4 - 0.25),
+    }
+    rows = {name: [*row[1:3], round(row[3], 4), round(row[4], 4)] for name, row in zip("abcd", expected, strict=True)}
+    # Fusion order b, a, c, d; d ([1, 1.75] s) overlaps c ([1, 1.5] s) with IoU 0.5/0.75 > 0.5 and is suppressed.
+    np.testing.assert_allclose(
+        result["predictions"].numpy(), [[*rows[name], fusion[name]] for name in "bac"], rtol=0, atol=1e-9
+    )
+    assert result["prediction_sources"].tolist() == [[2, 0], [2, 1], [1, 1]]
+    # Proposal only: a, c, b, d -> d suppressed by c. Matching only: b, d, c, a -> c suppressed by d.
+    np.testing.assert_allclose(result["proposal_only"].numpy()[:, :4], [rows[name] for name in "acb"], atol=1e-9)
+    np.testing.assert_allclose(result["matching_only"].numpy()[:, :4], [rows[name] for name in "bda"], atol=1e-9)
+    # Scaled by σ(ρ) (Ego4D), the matching scores of window 2 and window 1 follow their window scores.
+    (scaled,) = processor.post_process_video_grounding(
+        outputs,
+        batch.window_metadata,
+        frame_similarities=similarities,
+        scale_matching_by_window_score=True,
+        return_candidates=True,
+    )
+    scaled_match = [0.25 * sigmoid(2), 1.4 * sigmoid(2), 0.3 * sigmoid(1), 0.7 * sigmoid(1)]
+    np.testing.assert_allclose(scaled["candidates"][:, 4].numpy(), scaled_match, rtol=0, atol=5e-5 + 1e-6)
 
 
 def test_frame_similarities_must_be_one_query_over_every_frame(postprocess_fixture):
