@@ -312,11 +312,8 @@ def test_enumerate_windows_matches_fixture_layout(postprocess_fixture):
 def test_enumerate_windows_follows_the_formula(stride):
     for num_frames in (1, 19, 20, 21, 40, 57, 123, 1000):
         offsets, lengths = enumerate_windows(num_frames, 40, stride)
-        assert len(offsets) == math.ceil(num_frames / stride) + 1
-        for window, (offset, length) in enumerate(zip(offsets, lengths, strict=True)):
-            assert offset == max((window - 1) * stride, 0)
-            assert offset + length == min((window - 1) * stride + 40, num_frames)
-            assert length >= 1
+        assert (offsets.tolist(), lengths.tolist()) == hand_windows(num_frames, 40, stride)
+        assert min(lengths) >= 1
 
 
 def test_video_shorter_than_one_window_gives_truncated_windows():
