@@ -176,6 +176,24 @@ def test_matcher_on_stacked_decoder_layers_matches_each_layer_alone():
     assert stacked.tolist() == [matcher(logits[i], pred_spans[i], target_spans).tolist() for i in range(3)]
 
 
+def test_matcher_equals_scipy_hungarian_assignment():
+    """The argmin over slots is the Hungarian solution of each window's one-target problem: scipy's solver, run
+    window by window on the same costs (ties and replaced NaN costs included), picks the same slots."""
+    from scipy.optimize import linear_sum_assignment
+
+    matcher = RGNetHungarianMatcher(make_config(num_moment_queries=5))
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 7, 5, 2, generator=generator)  # (L, B, Q, 2)
+    pred_spans = torch.rand(4, 7, 5, 2, generator=generator)
+    pred_spans[0, 1, 3:] = pred_spans[0, 1, 2]  # tied slots
+    logits[0, 1, 3:] = logits[0, 1, 2]
+    logits[1, 2, 0] = float("nan")
+    target_spans = torch.rand(7, 2, generator=generator)
+    cost = matcher.cost_matrix(logits, pred_spans, target_spans[:, None]).numpy()  # (L, B, Q, 1)
+    expected = [[int(linear_sum_assignment(window)[0][0]) for window in layer] for layer in cost]
+    assert matcher(logits, pred_spans, target_spans).tolist() == expected
+
+
 def test_matcher_rejects_all_zero_costs():
     with pytest.raises(ValueError, match="are all 0"):  # the config itself refuses them
         make_config(matcher_span_l1_cost=0, matcher_giou_cost=0, matcher_class_cost=0)
