@@ -228,9 +228,9 @@ def prepare_text_features(text_features: Sequence[Any], max_text_tokens: int) ->
         if item is None:
             raise ValueError(f"`text_features[{index}]` must be an array of shape (Lt, Dt), got None.")
         tensor = _as_float_tensor(item, f"text_features[{index}]", check_finite=False)  # checked below, at once
-        if tensor.ndim != 2 or tensor.shape[0] == 0:
+        if tensor.ndim != 2 or 0 in tensor.shape:
             raise ValueError(
-                f"`text_features[{index}]` must have shape (num_tokens >= 1, Dt), got {tuple(tensor.shape)}."
+                f"`text_features[{index}]` must have shape (num_tokens >= 1, Dt >= 1), got {tuple(tensor.shape)}."
             )
         tensors.append(tensor)
     widths = {tensor.shape[1] for tensor in tensors}
@@ -274,6 +274,18 @@ def _check_num_frames(num_frames: Any) -> np.ndarray:
     return frames.astype(np.int64)
 
 
+def _as_seconds_array(timestamps: Any, name: str = "timestamps") -> np.ndarray:
+    """`timestamps` as float64 seconds; a ValueError naming `name` unless they are real numbers (numeric strings and
+    booleans are refused, as for every other number here, rather than parsed)."""
+    try:
+        moment = np.asarray(timestamps)
+    except ValueError:  # ragged nesting
+        raise ValueError(f"`{name}` must be [start, end] pairs of seconds, got {timestamps!r}.") from None
+    if moment.dtype.kind not in "iuf":
+        raise ValueError(f"`{name}` must hold numbers of seconds, got {timestamps!r} ({moment.dtype}).")
+    return moment.astype(np.float64)
+
+
 def _check_finite_number(value: Any, name: str) -> float:
     """`value` as a float; a ValueError naming `name` unless it is a real, finite number (a bool or a numeric string
     is not one: comparing a string would only fail later with a bare TypeError)."""
@@ -311,6 +323,7 @@ def compute_num_windows(num_frames: int | np.ndarray, window_stride: int) -> int
         `int` or `np.ndarray` of shape `(B,)`.
     """
     frames = _check_num_frames(num_frames)
+    window_stride = _check_positive_int(window_stride, "window_stride")
     windows = -(-frames // window_stride) + 1  # integer ceil
     return int(windows) if windows.ndim == 0 else windows
 
@@ -331,9 +344,22 @@ def window_bounds(
 
     Returns:
         `tuple(np.ndarray, np.ndarray)`: offsets `w0` and valid lengths `n` (int64, shape of the broadcast).
+
+    Raises:
+        ValueError: on invalid window settings or frame counts, or a window id outside `[0, W)` of its video.
     """
-    ids = np.asarray(window_ids, dtype=np.int64)
-    frames = np.asarray(num_frames, dtype=np.int64)
+    _check_window_settings(max_window_frames, window_stride)
+    frames = _check_num_frames(num_frames)
+    ids = np.asarray(window_ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"`window_ids` must hold integers, got {window_ids!r}.")
+    ids = ids.astype(np.int64)
+    outside = (ids < 0) | (ids >= compute_num_windows(frames, window_stride))
+    if outside.any():
+        raise ValueError(
+            f"`window_ids` must lie in [0, W) with W = ceil(T / window_stride) + 1 windows; got {window_ids!r} for "
+            f"num_frames {num_frames!r}."
+        )
     nominal_start = (ids - 1) * window_stride
     offsets = np.maximum(nominal_start, 0)
     ends = np.minimum(nominal_start + max_window_frames, frames)
@@ -390,7 +416,7 @@ def moment_to_frames(timestamps: Any, seconds_per_frame: float, num_frames: int 
     Returns:
         [`MomentFrames`].
     """
-    moment = np.asarray(timestamps, dtype=np.float64)
+    moment = _as_seconds_array(timestamps)
     if moment.ndim == 0 or moment.shape[-1] != 2:
         raise ValueError(f"`timestamps` must have shape (..., 2) as [start, end] seconds, got {moment.shape}.")
     if not np.isfinite(moment).all():
@@ -634,7 +660,7 @@ def sample_training_windows(
         raise ValueError(f"`rng` must be a numpy.random.Generator, got {type(rng).__name__}.")
     _check_window_settings(max_window_frames, window_stride)
     num_saliency_pairs = _check_positive_int(num_saliency_pairs, "num_saliency_pairs")
-    moment = np.asarray(timestamps, dtype=np.float64)
+    moment = _as_seconds_array(timestamps)
     if moment.ndim == 1:
         moment = moment[None, :]
     if moment.ndim != 2 or moment.shape[1] != 2 or len(moment) == 0:
@@ -746,11 +772,21 @@ def read_training_example(
         raise ValueError(
             f"`query_row['timestamps']` is None for query {query_row.get('query_id')!r}; training needs a moment."
         )
+    timestamps = _as_seconds_array(query_row["timestamps"], "query_row['timestamps']")
+    if timestamps.shape != (2,):
+        raise ValueError(
+            f"`query_row['timestamps']` must be one [start, end] pair of seconds, got shape {timestamps.shape} for "
+            f"query {query_row.get('query_id')!r} (a query with several moments is one row per moment)."
+        )
     video_id = query_row["video_id"]
-    num_frames = int(feature_store.num_frames(video_id))
+    num_frames = feature_store.num_frames(video_id)
+    if not isinstance(num_frames, (int, np.integer)) or isinstance(num_frames, (bool, np.bool_)) or num_frames < 1:
+        raise ValueError(
+            f"`feature_store.num_frames({video_id!r})` must return a positive integer, got {num_frames!r}."
+        )
     sample = sample_training_windows(
-        query_row["timestamps"],
-        num_frames,
+        timestamps,
+        int(num_frames),
         rng,
         max_window_frames=max_window_frames,
         window_stride=window_stride,
@@ -1901,6 +1937,11 @@ class RGNetProcessor(ProcessorMixin):
         else:
             super().__init__(tokenizer, **kwargs)
         if window_stride is None:
+            if _check_positive_int(max_window_frames, "max_window_frames") < 2:
+                raise ValueError(
+                    f"`max_window_frames` must be at least 2 (the default `window_stride` is half a window), got "
+                    f"{max_window_frames!r}."
+                )
             window_stride = max_window_frames // 2
         _check_window_settings(max_window_frames, window_stride)
         # Python ints from here on (numpy integers are accepted, and would not serialise to JSON).
@@ -2038,7 +2079,14 @@ class RGNetProcessor(ProcessorMixin):
                         raise TypeError(
                             f"Unexpected keyword argument {key!r} for RGNetProcessor; did you mean {close[0]!r}?"
                         )
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            # Setting overrides are applied to the loaded processor, not passed down: the tokenizer would keep them
+            # as its own options (and write them to `tokenizer_config.json`).
+            overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in cls.SETTINGS}
+            processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            if not overrides:
+                return processor
+            settings = {name: getattr(processor, name) for name in cls.SETTINGS}
+            return cls(tokenizer=processor.tokenizer, **{**settings, **overrides})
         config_file = cached_file(pretrained_model_name_or_path, PROCESSOR_CONFIG_NAME, **lookup)
         with open(config_file, encoding="utf-8") as handle:
             settings = json.load(handle)
@@ -2123,8 +2171,10 @@ class RGNetProcessor(ProcessorMixin):
             [`RGNetVideoWindows`] on `device`, for `__call__(video_windows=...)`.
         """
         video = _as_float_tensor(video_features, "video_features", device=device)
-        if video.ndim != 2 or video.shape[0] == 0:
-            raise ValueError(f"`video_features` must have shape (T >= 1, Dv) for one video, got {tuple(video.shape)}.")
+        if video.ndim != 2 or 0 in video.shape:
+            raise ValueError(
+                f"`video_features` must have shape (T >= 1, Dv >= 1) for one video, got {tuple(video.shape)}."
+            )
         offsets, lengths = enumerate_windows(video.shape[0], self.max_window_frames, self.window_stride)
         windows, window_mask = gather_windows(video, offsets, lengths)  # (W, Lv, Dv), (W, Lv)
         return RGNetVideoWindows(windows, window_mask, offsets, lengths, int(video.shape[0]))
@@ -2545,13 +2595,28 @@ class RGNetDataCollator:
         video = torch.nn.utils.rnn.pad_sequence(windows, batch_first=True)  # (windows, Lv, Dv)
         video_mask = (torch.arange(video.shape[1])[None, :] < lengths[:, None]).float()
 
-        spans = torch.as_tensor(np.stack([np.asarray(sample["span"], dtype=np.float32) for sample in samples]))
-        positive = np.stack([np.asarray(sample["saliency_positive_frames"]) for sample in samples])
-        negative = np.stack([np.asarray(sample["saliency_negative_frames"]) for sample in samples])
-        if spans.shape != (batch_size, 2):
-            raise ValueError(f"Every sample's `span` must have shape (2,), got batch shape {tuple(spans.shape)}.")
-        if positive.ndim != 2 or positive.shape != negative.shape:
-            raise ValueError("`saliency_positive_frames` and `saliency_negative_frames` must have equal shapes (K,).")
+        spans, positive, negative = [], [], []
+        for index, sample in enumerate(samples):
+            span = np.asarray(sample["span"])
+            if span.shape != (2,) or span.dtype.kind not in "iuf" or not np.isfinite(span).all():
+                raise ValueError(
+                    f"Sample {index}'s `span` must be a finite (center, width) pair of shape (2,), got {sample['span']!r}."
+                )
+            spans.append(span.astype(np.float32))
+            for key, frames in (("saliency_positive_frames", positive), ("saliency_negative_frames", negative)):
+                indices = np.asarray(sample[key])
+                if indices.ndim != 1 or indices.dtype.kind not in "iu":
+                    raise ValueError(
+                        f"Sample {index}'s `{key}` must be a 1-D array of integer frame indices, got {sample[key]!r}."
+                    )
+                if indices.shape != np.shape(positive[0] if positive else indices):
+                    raise ValueError(
+                        f"Sample {index}'s `{key}` has shape {indices.shape}; every sample's saliency frames must have "
+                        f"the shape (K,) of sample 0's, {positive[0].shape}."
+                    )
+                frames.append(indices.astype(np.int64))
+        spans = torch.as_tensor(np.stack(spans))
+        positive, negative = np.stack(positive), np.stack(negative)
         positive_lengths = lengths[:batch_size, None].numpy()
         if (
             (positive < 0).any()
@@ -2580,6 +2645,14 @@ class RGNetDataCollator:
             # Only the positive pairs i·(B + 1) feed the grounding terms; the others need just their window logit.
             batch["grounding_pair_index"] = torch.arange(batch_size) * (batch_size + 1)
         if all(sample.get("noise_seed") is not None for sample in samples):
+            for index, sample in enumerate(samples):
+                seed = sample["noise_seed"]
+                if (
+                    isinstance(seed, (bool, np.bool_))
+                    or not isinstance(seed, (int, np.integer))
+                    or not 0 <= seed < 2**64
+                ):
+                    raise ValueError(f"Sample {index}'s `noise_seed` must be an integer in [0, 2**64), got {seed!r}.")
             seeds = np.array([int(sample["noise_seed"]) for sample in samples], dtype=np.uint64)
             sample_of_window = video_index.numpy() % batch_size  # negatives are rows B..2B-1 of the same samples
             roles = (video_index.numpy() >= batch_size).astype(np.uint64)

@@ -28,6 +28,7 @@ from processing_rgnet import (
     RGNetWindowMetadata,
     batched_merge_identical_spans,
     batched_temporal_nms,
+    compute_num_windows,
     draw_negative_windows,
     draw_saliency_frames,
     enumerate_windows,
@@ -337,6 +338,20 @@ def test_invalid_window_settings_raise(kwargs, match):
         enumerate_windows(**kwargs)
 
 
+def test_window_helpers_check_their_stride_and_window_ids():
+    """Both are exported: a zero or negative stride once gave 1 or negative window counts, and window ids outside the
+    video offsets and negative lengths."""
+    for stride in (0, -3, 2.0):
+        with pytest.raises(ValueError, match="`window_stride` must be a positive integer"):
+            compute_num_windows(10, stride)
+    assert window_bounds(np.array([0, 5]), 100, 40, 20)[1].tolist() == [20, 20]  # W = 6: ids 0 … 5
+    for ids in (np.array([5, -1]), np.array([6]), np.array([1.0])):
+        with pytest.raises(ValueError, match="`window_ids`"):
+            window_bounds(ids, 100, 40, 20)
+    with pytest.raises(ValueError, match="window_stride"):
+        window_bounds(np.array([0]), 100, 40, 40)
+
+
 # ---- positive / negative windows, targets, saliency (spec §6.1, §11 item 4) ----
 
 
@@ -499,6 +514,11 @@ def test_sample_training_windows_rejects_bad_arguments():
         sample_training_windows(np.zeros((0, 2)), 100, np.random.default_rng(0), **kwargs)
     with pytest.raises(ValueError, match=r"`num_frames` must be one count or one per query \(1\)"):
         sample_training_windows([1.0, 2.0], [100, 200], np.random.default_rng(0), **kwargs)
+    for timestamps in (["1", "2"], [True, False], [[1.0, 2.0], [3.0]]):  # parsed, or ragged, before
+        with pytest.raises(ValueError, match="`timestamps`"):
+            sample_training_windows(timestamps, 100, np.random.default_rng(0), **kwargs)
+        with pytest.raises(ValueError, match="`timestamps`"):
+            moment_to_frames(timestamps, 0.2, 100)
     # numpy integers count as integers, as every other count setting
     sample = sample_training_windows(
         [1.0, 2.0], 100, np.random.default_rng(0), num_saliency_pairs=np.int64(2), **kwargs
@@ -720,6 +740,13 @@ def test_loading_with_a_tokenizer_rejects_a_misspelt_setting_and_takes_numpy_int
             loader.from_pretrained(tmp_path, top_k_windos=3)
         loaded = loader.from_pretrained(tmp_path, top_k_windows=np.int64(4), use_fast=False)  # a tokenizer option
         assert loaded.top_k_windows == 4 and type(loaded.top_k_windows) is int
+        # Setting overrides are the processor's, not the tokenizer's options, and are checked as in the constructor.
+        assert "top_k_windows" not in loaded.tokenizer.init_kwargs
+        with pytest.raises(ValueError, match="seconds_per_frame"):
+            loader.from_pretrained(tmp_path, seconds_per_frame=0)
+    loaded.save_pretrained(tmp_path / "overridden")
+    assert "top_k_windows" not in json.loads((tmp_path / "overridden" / "tokenizer_config.json").read_text())
+    assert RGNetProcessor.from_pretrained(tmp_path / "overridden").top_k_windows == 4
     built = make_processor(
         tokenizer, max_window_frames=np.int64(40), window_stride=np.int32(20), max_predictions=np.int16(7)
     )
@@ -784,6 +811,8 @@ def test_feature_only_processor_rejects_text_and_round_trips_its_settings(tmp_pa
         ({"video_features": np.ones(10), "text_features": np.ones((2, 16))}, "video_features"),
         ({"video_features": np.ones((2, 10, 8)), "text_features": np.ones((2, 16))}, "video_features"),
         ({"video_features": np.ones((0, 8)), "text_features": np.ones((2, 16))}, "video_features"),
+        ({"video_features": np.ones((10, 0)), "text_features": np.ones((2, 16))}, r"\(T >= 1, Dv >= 1\)"),
+        ({"video_features": np.ones((10, 8)), "text_features": np.ones((2, 0))}, r"\(num_tokens >= 1, Dt >= 1\)"),
         ({"video_features": np.full((10, 8), np.nan), "text_features": np.ones((2, 16))}, "video_features"),
         ({"video_features": np.ones((10, 8)), "text_features": np.ones(16)}, "text_features"),
         ({"video_features": np.ones((10, 8)), "text_features": []}, "text_features"),
@@ -813,6 +842,14 @@ def test_processor_rejects_empty_text(tokenizer):
 def test_processor_rejects_bad_settings(overrides, match):
     with pytest.raises(ValueError, match=match):
         make_processor(**overrides)
+
+
+def test_processor_checks_the_window_length_before_deriving_its_stride():
+    with pytest.raises(ValueError, match="`max_window_frames` must be a positive integer, got '90'"):
+        RGNetProcessor(None, max_window_frames="90")
+    with pytest.raises(ValueError, match=r"`max_window_frames` must be at least 2 \(the default `window_stride`"):
+        RGNetProcessor(None, max_window_frames=1)
+    assert RGNetProcessor(None, max_window_frames=np.int64(3)).window_stride == 1
 
 
 def test_batch_feature_keeps_window_metadata_through_to_and_pickle():
@@ -908,6 +945,33 @@ def test_collator_rejects_incomplete_samples():
         RGNetDataCollator(processor)([])
 
 
+@pytest.mark.parametrize(
+    "index, key, value, match",
+    [
+        (1, "span", np.array([0.5, 0.2, 0.1]), r"Sample 1's `span` must be a finite \(center, width\) pair"),
+        (0, "span", np.array([np.nan, 0.2]), r"Sample 0's `span` must be a finite"),
+        (
+            1,
+            "saliency_positive_frames",
+            np.array([1.9]),
+            "Sample 1's `saliency_positive_frames` must be a 1-D array of integer",
+        ),
+        (1, "saliency_negative_frames", np.array([3, 4]), r"Sample 1's `saliency_negative_frames` has shape \(2,\)"),
+        (1, "noise_seed", -1, r"Sample 1's `noise_seed` must be an integer in \[0, 2\*\*64\), got -1"),
+        (0, "noise_seed", 1.7, r"Sample 0's `noise_seed` must be an integer"),
+    ],
+)
+def test_collator_names_the_sample_and_key_of_a_bad_target(index, key, value, match):
+    """Mismatched shapes once failed in `np.stack` naming neither, NaN spans and fractional frame indices or seeds
+    were taken (truncated), and a negative seed overflowed."""
+    samples = make_training_samples(2)
+    for number, sample in enumerate(samples):
+        sample["noise_seed"] = number
+    samples[index][key] = value
+    with pytest.raises(ValueError, match=match):
+        RGNetDataCollator(make_processor())(samples)
+
+
 def test_read_training_example_reads_only_the_sampled_windows():
     rng = np.random.default_rng(8)
     store = FakeFeatureStore({"videoA": rng.normal(size=(1000, 8)).astype(np.float32)})
@@ -953,6 +1017,25 @@ def test_read_training_example_rejects_rows_without_a_moment():
         make_processor().prepare_training_example(
             {"query_id": "q", "video_id": "v", "timestamps": None}, store, np.random.default_rng(0)
         )
+
+
+def test_read_training_example_takes_one_numeric_moment_and_a_whole_frame_count():
+    """Two moments in one row once trained on the first alone, numeric strings were parsed, and a fractional frame
+    count from the store was truncated."""
+    store = FakeFeatureStore({"v": np.zeros((100, 8), np.float32)})
+    row = {"query_id": "q", "query": "x", "video_id": "v"}
+    processor = make_processor()
+    with pytest.raises(ValueError, match=r"`query_row\['timestamps'\]` must be one \[start, end\] pair .* \(2, 2\)"):
+        processor.prepare_training_example({**row, "timestamps": [[1, 2], [15, 16]]}, store, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"`query_row\['timestamps'\]` must hold numbers"):
+        processor.prepare_training_example({**row, "timestamps": ["1", "2"]}, store, np.random.default_rng(0))
+    example = processor.prepare_training_example({**row, "timestamps": (1, 2)}, store, np.random.default_rng(0))
+    assert example["video_features"].shape[1] == 8  # integer seconds are numbers
+    store.num_frames = lambda video_id: 99.7
+    with pytest.raises(
+        ValueError, match=r"`feature_store.num_frames\('v'\)` must return a positive integer, got 99.7"
+    ):
+        processor.prepare_training_example({**row, "timestamps": [1, 2]}, store, np.random.default_rng(0))
 
 
 # ---- post-processing (spec §7) ----
@@ -1889,7 +1972,7 @@ def test_precut_video_windows_give_the_same_batch():
         processor(text_features=text)
     with pytest.raises(ValueError, match="must be an RGNetVideoWindows"):
         processor(video_windows=video, text_features=text)
-    with pytest.raises(ValueError, match=r"shape \(T >= 1, Dv\)"):
+    with pytest.raises(ValueError, match=r"shape \(T >= 1, Dv >= 1\)"):
         processor.cut_windows(video[0])
 
 
