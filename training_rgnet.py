@@ -264,20 +264,33 @@ def check_query_table(queries, *, split: str, require_timestamps: bool, needs_te
         raise ValueError(f"The {split!r} query table has rows without `timestamps`; they cannot be trained on.")
 
 
-def check_dataset_matches_config(queries, store, config, *, flags: bool = True) -> None:
+def check_dataset_matches_config(queries, store, config, *, flags: bool = True, init_from: str | None = None) -> None:
     """Fail early, naming the setting to change, when a dataset's features or frame rate do not fit a model config.
 
     Checks the frame feature width (`video_feature_dim`), the query token feature width of the first rows
-    (`text_feature_dim`, when the table has `text_features` and the model has no text encoder) and the seconds per
-    frame recorded in the dataset's manifest (`seconds_per_frame`; a wrong one silently misplaces every moment).
+    (`text_feature_dim`, when the table has `text_features` and the model has no text encoder), the width of the
+    first rows' `sentence_embedding` (it must live in the frame feature space: the matching score of inference
+    compares the two) and the seconds per frame recorded in the dataset's manifest (`seconds_per_frame`; a wrong
+    one silently misplaces every moment).
 
     Args:
         queries (`datasets.Dataset`): a query table of the dataset.
         store ([`RGNetFeatureStore`]): its frame-feature store (`metadata` holds the manifest's metadata).
         config ([`RGNetConfig`]): the model's config.
         flags (`bool`): name the fix as a command-line flag (`--video_feature_dim 512`) rather than a config field.
+        init_from (`str`, *optional*): the checkpoint the config's feature widths come from (`--init_from`): a
+            width mismatch then needs another checkpoint, not a flag.
     """
     problems, fixes = [], {}  # every mismatch at once: one run to find them all
+    if "sentence_embedding" in queries.column_names and len(queries):
+        rows = queries.select(range(min(len(queries), 32)))["sentence_embedding"]
+        width = next((len(embedding) for embedding in rows if embedding is not None), None)
+        if width is not None and width != store.feature_dim:
+            raise ValueError(
+                f"The dataset's `sentence_embedding` column is {width}-d but its frame features are "
+                f"{store.feature_dim}-d: the matching score compares the two, so the sentence embeddings must come "
+                "from the image encoder's text tower (the frame features' space); rebuild the column with it."
+            )
     if store.feature_dim != config.video_feature_dim:
         problems.append(
             f"its frame features are {store.feature_dim}-d but the config expects video_feature_dim="
@@ -301,7 +314,13 @@ def check_dataset_matches_config(queries, store, config, *, flags: bool = True) 
         )
         fixes["seconds_per_frame"] = recorded
     if problems:
-        if flags:  # a command line that builds the model: the flags fix it
+        inherited = sorted(set(fixes) & {"video_feature_dim", "text_feature_dim"})
+        if init_from is not None and inherited:  # the checkpoint's widths: a flag cannot change its weights
+            fix = (
+                f"`--init_from` {init_from} was made for other features ({', '.join(inherited)}): start from a "
+                "checkpoint made for these features, or train without `--init_from`"
+            )
+        elif flags:  # a command line that builds the model: the flags fix it
             fix = "Pass " + " ".join(f"--{name} {value}" for name, value in fixes.items())
         else:  # a built model: its config, or another model
             settings = ", ".join(f"`{name}={value!r}`" for name, value in fixes.items())

@@ -13,7 +13,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ArgumentParser", "check_device", "prepare_output_dir", "run_script", "script_parser"]
+__all__ = [
+    "ArgumentParser",
+    "check_device",
+    "load_rgnet_config",
+    "load_rgnet_model",
+    "prepare_output_dir",
+    "run_script",
+    "script_parser",
+]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -78,6 +86,47 @@ def prepare_output_dir(path: str | Path, flag: str = "--output_dir") -> Path:
     except OSError as error:  # a parent that is a file, no permission, ...
         raise ValueError(f"`{flag}` {str(path)!r} cannot be created: {error}") from None
     return path
+
+
+def load_rgnet_config(model_dir: str | Path, flag: str = "--model"):
+    """The [`RGNetConfig`] of a saved model folder, read before the weights (so inputs can be checked against it
+    first).
+
+    Raises:
+        ValueError: naming `flag`, when the folder has no config.json or holds another kind of model (a CLIP
+            checkpoint given by mistake would otherwise fail later on a confusing size mismatch).
+    """
+    from configuration_rgnet import RGNetConfig
+    from data_rgnet import read_json
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"`{flag}` {str(model_dir)!r} is not a saved RGNet model folder (no config.json).")
+    config = read_json(model_dir / "config.json", flag)
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != RGNetConfig.model_type:
+        found = f"a {model_type!r} model" if model_type else "a config.json without model_type"
+        raise ValueError(
+            f"`{flag}` {str(model_dir)!r} holds {found}, not an RGNet model (model_type {RGNetConfig.model_type!r}): "
+            "pass the folder of a trained or converted RGNet model."
+        )
+    return RGNetConfig.from_pretrained(model_dir)
+
+
+def load_rgnet_model(model_dir: str | Path, flag: str = "--model", **kwargs):
+    """`RGNetForVideoGrounding.from_pretrained(model_dir, **kwargs)` after [`load_rgnet_config`]'s checks.
+
+    Raises:
+        ValueError: naming `flag`, as [`load_rgnet_config`], or when the weights cannot be read (none saved, a
+            truncated file).
+    """
+    from modeling_rgnet import RGNetForVideoGrounding
+
+    load_rgnet_config(model_dir, flag)
+    try:
+        return RGNetForVideoGrounding.from_pretrained(model_dir, **kwargs)
+    except OSError as error:  # transformers' "no file named model.safetensors", unreadable files
+        raise ValueError(f"`{flag}` {str(model_dir)!r}: the model's weights cannot be loaded: {error}") from None
 
 
 def run_script(main: Callable[[], object], errors: tuple[type[BaseException], ...] = (ValueError,)) -> None:

@@ -23,9 +23,15 @@ if str(REPO_ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from data_rgnet import load_rgnet_dataset  # noqa: E402
-from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
-from scripts.cli import check_device, prepare_output_dir, run_script, script_parser  # noqa: E402
+from scripts.cli import (  # noqa: E402
+    check_device,
+    load_rgnet_config,
+    load_rgnet_model,
+    prepare_output_dir,
+    run_script,
+    script_parser,
+)
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     check_dataset_matches_config,
@@ -122,23 +128,23 @@ def main(argv: list[str] | None = None) -> dict:
     if args.retain_freed_cpu_memory and not retain_freed_host_memory():
         logger.warning("--retain_freed_cpu_memory: this C library cannot be tuned (glibc only); ignored.")
 
-    if not Path(args.model, "config.json").is_file():
-        parser.error(f"--model {args.model} is not a saved model folder (no config.json there)")
-    # Before the model loads and the videos are evaluated: an unusable folder must not cost a long run.
+    # The model folder and the data are checked against each other before the weights load and the videos are
+    # evaluated, and the output folder is made: an unusable one must not cost a long run.
+    config = load_rgnet_config(args.model)
+    queries, store = load_rgnet_dataset(args.dataset_dir)
+    if args.split not in queries:
+        parser.error(f"--split {args.split!r} is not in the dataset; it has {sorted(queries)}")
+    table = queries[args.split]
+    check_dataset_matches_config(table, store, config, flags=False)
     output_dir = prepare_output_dir(args.output_dir)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    model = RGNetForVideoGrounding.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
+    model = load_rgnet_model(args.model, dtype=dtype).to(args.device).eval()
     if args.torch_compile:
         # With CUDA graphs each forward's replay overwrites the outputs of the one before: `predict_long_videos`
         # copies them to the CPU first (`forward_whole_queries`).
         mode = None if args.torch_compile_mode == "default" else args.torch_compile_mode
         model = torch.compile(model, backend=args.torch_compile_backend, dynamic=True, mode=mode)
     processor = RGNetProcessor.from_model_folder(args.model, model.config)
-    queries, store = load_rgnet_dataset(args.dataset_dir)
-    if args.split not in queries:
-        parser.error(f"--split {args.split!r} is not in the dataset; it has {sorted(queries)}")
-    table = queries[args.split]
-    check_dataset_matches_config(table, store, model.config, flags=False)
     predictions = predict_long_videos(
         model, processor, table, store, pairs_per_batch=args.pairs_per_batch, max_predictions=args.max_predictions
     )

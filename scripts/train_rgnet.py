@@ -10,8 +10,10 @@ Usage:
 `RGNetTrainingArguments` flag overrides the recipe, and every `RGNetConfig` field can be overridden too, e.g.
 `--hidden_size 128 --max_window_frames 64 --use_auxiliary_loss false` (values parsed by the field's type).
 `--init_from` starts from a saved model with its architecture (layer counts and widths, feature widths, text encoder;
-a flag asking for another is an error), its selector attention mode, and the recipe's other settings. All errors
-about the data, the recipe or `--init_from` are raised before training starts. At the end the training metrics, and
+a flag asking for another is an error), its selector attention mode, and the recipe's other settings. An output
+directory holding an earlier run is refused unless it is resumed (`--resume_from_checkpoint last` or a checkpoint
+folder) or `--overwrite_output_dir true` is given. All errors about the data, the recipe, the output directory,
+`--init_from` or the resumed checkpoint are raised before training starts. At the end the training metrics, and
 with `--eval_split` the evaluation's (Recall@K at IoU, mIoU, window recall), are printed and written to
 `train_results.json` in the output directory (`--output_dir`, by default `runs/rgnet-<recipe>`) beside the model and
 its processor.
@@ -83,6 +85,13 @@ class RGNetScriptArguments:
             "help": "a save_pretrained folder (e.g. a pretraining checkpoint) to start from, with its architecture"
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "train into an --output_dir that holds an earlier run: its model files are replaced, its "
+            "checkpoint-* folders are deleted when training starts (otherwise such a folder is an error)"
+        },
+    )
 
 
 def _annotation_kinds(annotation) -> set[str]:
@@ -127,7 +136,10 @@ def _parse_config_value(flag: str, annotation, raw: str):
 def _parse_config_overrides(remaining: list[str]) -> dict:
     """`--field value` (or `--field=value`) pairs for `RGNetConfig` fields, parsed by the field's type (the last of
     a repeated flag wins, as for the other flags)."""
-    fields = {item.name: item for item in dataclasses.fields(RGNetConfig)}
+    # RGNetConfig's own fields: the generic `PreTrainedConfig` ones (`dtype`, `return_dict`, ...) are not the
+    # model's settings (a saved `dtype` does not make training run in it; `return_dict false` breaks the Trainer).
+    own_fields = set(RGNetConfig.__annotations__)
+    fields = {item.name: item for item in dataclasses.fields(RGNetConfig) if item.name in own_fields}
     overrides, index = {}, 0
     while index < len(remaining):
         flag = remaining[index]
@@ -206,11 +218,107 @@ def parse_arguments(argv: list[str]) -> tuple[RGNetScriptArguments, RGNetTrainin
     return parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
 
 
+def last_evaluation_of_final_weights(trainer: RGNetTrainer) -> dict | None:
+    """The metrics of an evaluation run during training on the weights training ended with (`--eval_strategy` at
+    the last step, and no other checkpoint loaded at the end), or `None`: a long-video evaluation is not repeated."""
+    state = trainer.state
+    evaluation = next(
+        (
+            entry
+            for entry in reversed(state.log_history)
+            if "eval_runtime" in entry and entry.get("step") == state.global_step
+        ),
+        None,
+    )
+    if evaluation is None:
+        return None
+    if trainer.args.load_best_model_at_end and state.best_model_checkpoint is not None:
+        if Path(state.best_model_checkpoint).name != f"checkpoint-{state.global_step}":
+            return None  # the best checkpoint's weights were loaded: they were evaluated at another step
+    return {key: value for key, value in evaluation.items() if key.startswith("eval_")}
+
+
+RESUME_LAST = ("true", "last")  # `--resume_from_checkpoint` values meaning the output folder's last checkpoint
+
+
+def resolve_output_dir(script_args: RGNetScriptArguments, training_args: RGNetTrainingArguments) -> str | None:
+    """Check `--output_dir` before anything loads, and give the checkpoint to resume from.
+
+    A folder that holds an earlier run (its `checkpoint-*` folders or a saved model) is refused unless the run is
+    resumed (`--resume_from_checkpoint PATH`, or `last`/`true` for its last checkpoint) or `--overwrite_output_dir`
+    is given; then its checkpoints are deleted (by the main process), so that they neither mix with the new run's
+    nor are rotated away by `--save_total_limit` as if they were its own.
+
+    Returns:
+        `str` or `None`: the checkpoint folder to resume from.
+    """
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(training_args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"`--output_dir` {output_dir} exists and is not a directory.")
+    resume = training_args.resume_from_checkpoint
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume is not None and str(resume).lower() in RESUME_LAST:
+        if last is None:
+            raise ValueError(
+                f"`--resume_from_checkpoint {resume}`: `--output_dir` {output_dir} holds no checkpoint-* folder."
+            )
+        return last
+    if resume is not None:
+        if not Path(resume).is_dir():
+            raise ValueError(f"`--resume_from_checkpoint` {resume} is not a checkpoint folder.")
+        return str(resume)
+    earlier = [
+        name for name in ("config.json", "model.safetensors", "train_results.json") if (output_dir / name).exists()
+    ]
+    checkpoints = sorted(path.name for path in output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
+    if not (earlier or checkpoints):
+        return None
+    if not script_args.overwrite_output_dir:
+        raise ValueError(
+            f"`--output_dir` {output_dir} holds an earlier run ({', '.join(checkpoints + earlier)}): pass "
+            "`--resume_from_checkpoint last` to continue it, `--overwrite_output_dir true` to train over it (its "
+            "checkpoints are deleted), or another `--output_dir`."
+        )
+    if training_args.process_index == 0 and checkpoints:
+        logger.warning(
+            "--overwrite_output_dir: deleting the earlier run's %s in %s", ", ".join(checkpoints), output_dir
+        )
+        for name in checkpoints:
+            shutil.rmtree(output_dir / name)
+    return None
+
+
+def check_resumed_config(checkpoint: str, config: RGNetConfig) -> None:
+    """A checkpoint whose architecture differs from the command line's fails in `load_state_dict` with a list of
+    size mismatches, inside training: say which flags differ, before anything trains."""
+    saved_file = Path(checkpoint, "config.json")
+    if not saved_file.is_file():
+        raise ValueError(f"`--resume_from_checkpoint` {checkpoint} holds no config.json (not a training checkpoint).")
+    saved = RGNetConfig.from_pretrained(checkpoint)
+    different = {
+        name: (getattr(saved, name), getattr(config, name))
+        for name in ARCHITECTURE_FIELDS
+        if getattr(saved, name) != getattr(config, name)
+    }
+    if different:
+        raise ValueError(
+            f"`--resume_from_checkpoint` {checkpoint} was trained with another architecture than the command line "
+            f"builds (checkpoint, command line): {different}; resume with the flags of that run."
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     script_args, training_args, remaining = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = build_config(script_args, _parse_config_overrides(remaining))
+    resume_from_checkpoint = resolve_output_dir(script_args, training_args)
+    if resume_from_checkpoint is not None:
+        check_resumed_config(resume_from_checkpoint, config)
 
     queries, store = load_rgnet_dataset(script_args.dataset_dir)
     for split in filter(None, (script_args.train_split, script_args.eval_split)):
@@ -223,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
         require_timestamps=True,
         needs_text=text_column,
     )
-    check_dataset_matches_config(queries[script_args.train_split], store, config)
+    check_dataset_matches_config(queries[script_args.train_split], store, config, init_from=script_args.init_from)
     eval_dataset = None
     eval_strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
     if script_args.eval_split is None and eval_strategy != "no":
@@ -231,6 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     if script_args.eval_split is not None:
         eval_dataset = queries[script_args.eval_split]
         check_query_table(eval_dataset, split=script_args.eval_split, require_timestamps=True, needs_text=text_column)
+        check_dataset_matches_config(eval_dataset, store, config, init_from=script_args.init_from)
         if "sentence_embedding" not in eval_dataset.column_names:  # said now, not after hours of training
             logger.warning(
                 "The %r split has no `sentence_embedding` column: evaluation ranks moments by their proposal scores "
@@ -268,12 +377,18 @@ def main(argv: list[str] | None = None) -> dict:
         feature_store=store,
         processing_class=processor,
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model()
     metrics = dict(result.metrics)
     trainer.log_metrics("train", result.metrics)  # printed by the main process, as the examples of transformers do
     if eval_dataset is not None:
-        eval_metrics = trainer.evaluate()
+        eval_metrics = last_evaluation_of_final_weights(trainer)
+        if eval_metrics is None:
+            eval_metrics = trainer.evaluate()
+        else:
+            logger.info(
+                "The final weights were evaluated at step %d; those metrics are reported.", trainer.state.global_step
+            )
         trainer.log_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     if trainer.is_world_process_zero():

@@ -870,10 +870,8 @@ def test_evaluate_script_tunes_the_allocator_only_when_asked(monkeypatch, tmp_pa
     flags = ["--model", str(tmp_path / "none"), "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]
     with pytest.raises(Tuned):
         evaluate_rgnet.main([*flags, "--retain_freed_cpu_memory"])
-    with pytest.raises(SystemExit):  # without the flag: straight to the (missing) model folder
+    with pytest.raises(ValueError, match=r"`--model` .* \(no config.json\)"):  # without the flag: to the model folder
         evaluate_rgnet.main(flags)
-    error = capsys.readouterr().err
-    assert "--model" in error and "no config.json" in error
     with pytest.raises(SystemExit):
         evaluate_rgnet.main([*flags, "--pairs_per_batch", "0"])
     assert "--pairs_per_batch must be >= 1" in capsys.readouterr().err
@@ -883,7 +881,7 @@ def test_evaluate_script_checks_its_flags_before_loading(monkeypatch, tmp_path, 
     def load(*args, **kwargs):
         raise AssertionError("flags must be checked before anything is loaded")
 
-    monkeypatch.setattr(evaluate_rgnet.RGNetForVideoGrounding, "from_pretrained", load)
+    monkeypatch.setattr(RGNetForVideoGrounding, "from_pretrained", load)
     monkeypatch.setattr(evaluate_rgnet, "retain_freed_host_memory", load)
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
@@ -909,7 +907,7 @@ def test_evaluate_script_checks_its_flags_before_loading(monkeypatch, tmp_path, 
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("default", None), ("reduce-overhead", "reduce-overhead")])
-def test_evaluate_script_passes_its_compile_mode(monkeypatch, tmp_path, capsys, mode, expected):
+def test_evaluate_script_passes_its_compile_mode(tiny_dataset, monkeypatch, tmp_path, capsys, mode, expected):
     """`--torch_compile_mode` is torch.compile's `mode` (`default`: none, as before), and needs `--torch_compile`.
     Loading and compiling are stubbed out: only the wiring is under test."""
 
@@ -920,17 +918,23 @@ def test_evaluate_script_passes_its_compile_mode(monkeypatch, tmp_path, capsys, 
 
     def compile_stub(module, **kwargs):
         calls.append(kwargs)
-        raise Compiled  # stop before reading the dataset
+        raise Compiled  # stop before the evaluation
 
     def load(*args, **kwargs):
         return torch.nn.Linear(1, 1)
 
-    monkeypatch.setattr(evaluate_rgnet.RGNetForVideoGrounding, "from_pretrained", load)
+    monkeypatch.setattr(RGNetForVideoGrounding, "from_pretrained", load)
     monkeypatch.setattr(torch, "compile", compile_stub)
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
-    flags = ["--model", str(tmp_path / "model"), "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "o")]
-    flags += ["--device", "cpu", "--torch_compile_mode", mode]
+    RGNetConfig(**TINY_CONFIG).save_pretrained(tmp_path / "model")  # a model folder's config, no weights needed
+    flags = [
+        "--model",
+        str(tmp_path / "model"),
+        "--dataset_dir",
+        str(tiny_dataset),
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
+    flags += ["--split", "validation", "--device", "cpu", "--torch_compile_mode", mode]
     with pytest.raises(Compiled):
         evaluate_rgnet.main([*flags, "--torch_compile"])
     assert calls == [{"backend": "inductor", "dynamic": True, "mode": expected}]
@@ -1038,18 +1042,18 @@ def test_dataset_config_mismatches_name_the_setting_to_change(tiny_dataset):
     assert str(error.value).endswith(expected) and str(error.value).count("; ") == 2
 
 
-def test_evaluate_script_checks_its_output_dir_before_loading(monkeypatch, tmp_path):
+def test_evaluate_script_checks_its_output_dir_before_loading(tiny_dataset, monkeypatch, tmp_path):
     """An `--output_dir` that is a file was refused only after the whole evaluation, with a FileExistsError
     traceback: it is now checked, and a new folder made, before the model loads."""
 
     def load(*args, **kwargs):
         raise AssertionError("the output folder must be checked before the model loads")
 
-    monkeypatch.setattr(evaluate_rgnet.RGNetForVideoGrounding, "from_pretrained", load)
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
+    monkeypatch.setattr(RGNetForVideoGrounding, "from_pretrained", load)
+    RGNetConfig(**TINY_CONFIG).save_pretrained(tmp_path / "model")
     (tmp_path / "a_file").write_text("x")
-    flags = ["--model", str(tmp_path / "model"), "--dataset_dir", str(tmp_path), "--device", "cpu"]
+    flags = ["--model", str(tmp_path / "model"), "--dataset_dir", str(tiny_dataset), "--split", "validation"]
+    flags += ["--device", "cpu"]
     with pytest.raises(ValueError, match="`--output_dir` '.*a_file' exists and is not a folder"):
         evaluate_rgnet.main([*flags, "--output_dir", str(tmp_path / "a_file")])
     with pytest.raises(ValueError, match="`--output_dir` '.*a_file/eval' cannot be created"):
@@ -1057,3 +1061,104 @@ def test_evaluate_script_checks_its_output_dir_before_loading(monkeypatch, tmp_p
     with pytest.raises(AssertionError, match="before the model loads"):
         evaluate_rgnet.main([*flags, "--output_dir", str(tmp_path / "new" / "eval")])
     assert (tmp_path / "new" / "eval").is_dir()
+
+
+# ---- the scripts' output folders, checkpoints and model folders ----
+
+
+def test_train_script_keeps_an_earlier_run_unless_resumed_or_overwritten(tiny_dataset, tmp_path, monkeypatch):
+    """A second run into the same `--output_dir` once replaced the model silently and mixed its checkpoints with the
+    earlier run's (which `--save_total_limit` then deleted as its own); `--resume_from_checkpoint true` looked for a
+    folder named "true"."""
+    run = tmp_path / "run"
+    flags = script_flags(tiny_dataset, run, "--recipe", "ego4d_naq_pretrain")
+    flags[flags.index("--save_strategy") + 1] = "steps"
+    flags += ["--save_steps", "2"]  # 16 queries in batches of 4: checkpoints 2 and 4
+    train_rgnet.main(flags)
+    assert sorted(path.name for path in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    with pytest.raises(ValueError, match=r"`--output_dir` .*run holds an earlier run \(checkpoint-2, checkpoint-4, "):
+        train_rgnet.main(flags)
+    resumed = []
+    original_train = RGNetTrainer.train
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        resumed.append(resume_from_checkpoint)
+        return original_train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(RGNetTrainer, "train", train)
+    train_rgnet.main([*flags, "--resume_from_checkpoint", "true"])
+    assert resumed == [str(run / "checkpoint-4")]  # the last checkpoint of the folder
+    with pytest.raises(ValueError, match=r"`--resume_from_checkpoint last`: `--output_dir` .* holds no checkpoint"):
+        train_rgnet.main([*script_flags(tiny_dataset, tmp_path / "new"), "--resume_from_checkpoint", "last"])
+    # Another architecture than the checkpoint's: named before anything trains.
+    with pytest.raises(ValueError, match=r"another architecture .*'hidden_size': \(32, 16\)"):
+        train_rgnet.main([*flags, "--resume_from_checkpoint", "last", "--hidden_size", "16"])
+    (run / "checkpoint-4" / "marker").write_text("earlier run")
+    train_rgnet.main([*flags, "--overwrite_output_dir", "true", "--save_steps", "3"])
+    assert sorted(path.name for path in run.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    assert not (run / "checkpoint-4" / "marker").exists()  # the earlier run's checkpoint was deleted, not reused
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="`--output_dir` .*a_file exists and is not a directory"):
+        train_rgnet.main(script_flags(tiny_dataset, tmp_path / "a_file"))
+
+
+def test_train_script_does_not_evaluate_the_final_weights_twice(tiny_dataset, tmp_path, monkeypatch):
+    evaluations = []
+    original_evaluate = RGNetTrainer.evaluate
+
+    def evaluate(self, *args, **kwargs):
+        evaluations.append(self.state.global_step)
+        return original_evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(RGNetTrainer, "evaluate", evaluate)
+    flags = script_flags(
+        tiny_dataset, tmp_path / "run", "--recipe", "ego4d_naq_pretrain", "--eval_split", "validation"
+    )
+    metrics = train_rgnet.main([*flags, "--eval_strategy", "epoch", "--num_train_epochs", "2"])
+    assert evaluations == [4, 8]  # once per epoch; the last one is the final weights'
+    assert (
+        metrics["eval_R@1,IoU=0.3"]
+        == json.loads((tmp_path / "run" / "train_results.json").read_text())["eval_R@1,IoU=0.3"]
+    )
+    evaluations.clear()
+    train_rgnet.main(script_flags(tiny_dataset, tmp_path / "other", "--eval_split", "validation"))
+    assert evaluations == [4]  # no evaluation during training: one at the end
+
+
+def test_train_script_takes_only_rgnet_config_fields_as_overrides():
+    """`--dtype bfloat16` was accepted and ignored (training ran in float32), `--return_dict false` broke the first
+    step: the generic `PreTrainedConfig` fields are not the model's settings."""
+    for flag in ("--dtype", "--return_dict", "--id2label"):
+        with pytest.raises(ValueError, match=f"Unknown argument '{flag}'"):
+            train_rgnet._parse_config_overrides([flag, "x"])
+
+
+def test_dataset_checks_name_the_sentence_embedding_width_and_a_checkpoints_feature_widths(tiny_dataset):
+    queries, store = load_rgnet_dataset(tiny_dataset)
+    table = queries["validation"]
+    narrow = table.remove_columns("sentence_embedding").add_column(
+        "sentence_embedding", [[0.5] * (store.feature_dim - 1)] * len(table)
+    )
+    with pytest.raises(ValueError, match=rf"`sentence_embedding` column is {store.feature_dim - 1}-d but its frame"):
+        check_dataset_matches_config(narrow, store, RGNetConfig(**TINY_CONFIG))
+    # With `--init_from`, the feature widths are the checkpoint's: passing the flag it once suggested is refused.
+    wide = RGNetConfig(
+        **{**TINY_CONFIG, "video_feature_dim": store.feature_dim + 1, "pooled_text_dim": store.feature_dim + 1}
+    )
+    with pytest.raises(ValueError, match=r"`--init_from` runs/x was made for other features \(video_feature_dim\)"):
+        check_dataset_matches_config(table, store, wide, init_from="runs/x")
+
+
+def test_evaluate_script_names_a_model_folder_it_cannot_use_before_loading_data(tiny_dataset, tmp_path):
+    flags = ["--dataset_dir", str(tiny_dataset), "--split", "validation", "--output_dir", str(tmp_path / "eval")]
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    with pytest.raises(ValueError, match=r"`--model` '.*clip' holds a 'clip' model, not an RGNet model"):
+        evaluate_rgnet.main(["--model", str(tmp_path / "clip"), *flags])
+    RGNetConfig(**{**TINY_CONFIG, "seconds_per_frame": 9.0}).save_pretrained(tmp_path / "other_rate")
+    with pytest.raises(ValueError, match="seconds_per_frame"):
+        evaluate_rgnet.main(["--model", str(tmp_path / "other_rate"), *flags])
+    assert not (tmp_path / "eval").exists()  # refused before the output folder is made
+    RGNetConfig(**TINY_CONFIG).save_pretrained(tmp_path / "no_weights")
+    with pytest.raises(ValueError, match=r"`--model` '.*no_weights': the model's weights cannot be loaded"):
+        evaluate_rgnet.main(["--model", str(tmp_path / "no_weights"), *flags])
