@@ -611,7 +611,7 @@ def predict_long_videos(
             [`default_pairs_per_batch`] of the processor's window length on the model's device.
         max_predictions (`int`, *optional*): moments kept per query (the processor's default otherwise).
         video_ids (`Sequence[str]`, *optional*): only these videos (e.g. one process's share).
-        progress (`bool`, *optional*, defaults to `True`): show a progress bar over videos.
+        progress (`bool`, *optional*, defaults to `True`): show a progress bar over queries (and the video at hand).
         ground_all_windows (`bool`, *optional*, defaults to `False`): run the decoder on every window, not only the
             kept ones (same predictions up to float32 rounding of the window scores; slower).
         overlap_post_processing (`bool`, *optional*): post-process each chunk on a worker thread while the model
@@ -658,8 +658,12 @@ def predict_long_videos(
                     "window_ranking": np.asarray(result["window_ranking"]).tolist(),
                 }
 
-    with _in_eval_mode(model), PostProcessingWorker(background=overlap_post_processing) as worker:
-        for video in tqdm(selected, desc="long-video inference", unit="video", disable=not progress):
+    # Counted in queries: a MAD movie holds hundreds, minutes of work per video on a CPU.
+    total_queries = sum(len(by_video[video]) for video in selected)
+    progress_bar = tqdm(total=total_queries, desc="long-video inference", unit="query", disable=not progress)
+    with _in_eval_mode(model), PostProcessingWorker(background=overlap_post_processing) as worker, progress_bar:
+        for video_number, video in enumerate(selected, start=1):
+            progress_bar.set_postfix_str(f"video {video_number}/{len(selected)}", refresh=False)
             frames = feature_store.read_frames(video)
             # The matching score's frame-query product runs where the model is, once per chunk for all its queries.
             # float32 on the device; its values are checked by `cut_windows` next.
@@ -702,6 +706,7 @@ def predict_long_videos(
                     max_predictions=max_predictions,
                 )
                 collect(finished)
+                progress_bar.update(len(chunk))
         collect(worker.finish())
     return [results[index] for index in sorted(results)]
 

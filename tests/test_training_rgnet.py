@@ -1162,3 +1162,15 @@ def test_evaluate_script_names_a_model_folder_it_cannot_use_before_loading_data(
     RGNetConfig(**TINY_CONFIG).save_pretrained(tmp_path / "no_weights")
     with pytest.raises(ValueError, match=r"`--model` '.*no_weights': the model's weights cannot be loaded"):
         evaluate_rgnet.main(["--model", str(tmp_path / "no_weights"), *flags])
+
+
+def test_long_video_inference_counts_its_progress_in_queries(tiny_dataset, capsys):
+    """The bar once advanced per video, which on MAD means minutes without a tick on a CPU."""
+    queries, store = load_rgnet_dataset(tiny_dataset)
+    validation = queries["validation"]
+    config = RGNetConfig(**{**TINY_CONFIG, "query_normalization": "ego4d"})
+    model, processor = RGNetForVideoGrounding(config).eval(), RGNetProcessor.from_config(config)
+    predict_long_videos(model, processor, validation, store, pairs_per_batch=17)
+    videos = len(set(validation["video_id"]))
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert re.search(rf"{len(validation)}/{len(validation)} .*query.*video {videos}/{videos}", bar), bar
