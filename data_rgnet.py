@@ -276,12 +276,15 @@ def clean_query_row(row: Mapping[str, Any], *, dataset: str, is_train: bool) -> 
         `FilterResult`: the cleaned row (a new dict) or None with the drop reason, and the repairs applied.
 
     Raises:
-        ValueError: If `dataset` is unknown, or the row's duration or timestamps are malformed or not finite.
+        ValueError: If `dataset` is unknown, the query text is not a string, or the row's duration or timestamps are
+            malformed or not finite.
     """
     _check_dataset_kind(dataset)
     query_id = str(row.get("query_id"))
     text = row.get("query")
-    if text is None or _empty_after_normalization(str(text), dataset):
+    if text is not None and not isinstance(text, str):  # said here, before the writer opens and features are written
+        raise ValueError(f"`query` of query {query_id!r} must be a string, got {text!r}.")
+    if text is None or _empty_after_normalization(text, dataset):
         return FilterResult(None, "empty_query", ())
     duration = row.get("duration")
     if isinstance(duration, bool) or not isinstance(duration, (int, float, np.integer, np.floating)):
@@ -439,10 +442,15 @@ def _extra_files(dataset_dir: Path) -> set[str]:
     return set()
 
 
-def check_dataset_output_dir(output_dir: str | os.PathLike, *, overwrite: bool) -> bool:
+def check_dataset_output_dir(
+    output_dir: str | os.PathLike, *, overwrite: bool, also_dataset_files: Collection[str] = ()
+) -> bool:
     """Whether a dataset writer may write to `output_dir`, checked before anything is read or written: a new or
     empty folder, or with `overwrite` one that holds an RGNet dataset (or the remains of an aborted write) and
     nothing else (only the dataset is replaced: raw inputs kept beside it are never deleted).
+
+    `also_dataset_files` names further files the caller knows to belong to the dataset (e.g. a generator's file that
+    an older manifest did not list), which the caller replaces itself.
 
     Returns:
         `bool`: whether there is a dataset to replace (its entries are what overwriting deletes).
@@ -468,7 +476,7 @@ def check_dataset_output_dir(output_dir: str | os.PathLike, *, overwrite: bool) 
             f"`output_dir` {str(output_dir)!r} is not empty and holds no RGNet dataset ({MANIFEST_FILENAME}) or "
             "unfinished one; refusing to delete it."
         )
-    ours = _DATASET_ENTRIES | _extra_files(output_dir)  # the manifest read once, not once per entry
+    ours = _DATASET_ENTRIES | _extra_files(output_dir) | set(also_dataset_files)  # the manifest read once
     others = [name for name in names if name not in ours]
     if others:
         raise ValueError(
@@ -874,7 +882,11 @@ class RGNetDatasetWriter:
         if exc_type is not None:
             self.abort()
         elif not self._finalized:
-            self.finalize()
+            try:
+                self.finalize()
+            except BaseException:  # e.g. queries on a video without features: the same clean-up as any failure
+                self.abort()
+                raise
 
 
 # ---- Reader ----
@@ -1324,8 +1336,12 @@ def converter_options(args, parser) -> tuple[dict[str, Path], dict[str, Any]]:
     """
     try:
         annotations = parse_split_paths(args.annotations, "--annotations")
-        if args.max_shard_gb <= 0:
-            raise ValueError(f"`--max-shard-gb` must be positive, got {args.max_shard_gb}.")
+        if not math.isfinite(args.max_shard_gb) or args.max_shard_gb <= 0:
+            raise ValueError(f"`--max-shard-gb` must be a positive number, got {args.max_shard_gb}.")
+        # Before the annotations are read and filtered (which takes minutes on MAD): an unusable folder ends the run.
+        check_dataset_output_dir(args.output, overwrite=args.overwrite)
+        if args.summary is not None and args.summary.is_dir():
+            raise ValueError(f"`--summary` {str(args.summary)!r} is a directory; give the path of a JSON file.")
     except ValueError as error:
         parser.error(str(error))
     if args.original_layout and args.video_lmdb is None:
@@ -1387,12 +1403,27 @@ def read_json(path: str | os.PathLike, flag: str) -> Any:
     """The JSON value in the file `path` given by `flag`.
 
     Raises:
-        ValueError: If the file is not valid JSON (the message names the flag, the file and where parsing failed).
+        ValueError: If the file is not valid JSON (the message names the flag, the file and where parsing failed),
+            or an object repeats a key (`json` would keep the last silently: a MAD annotation's repeated query id).
     """
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_object_with_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"`{flag}` file {str(path)!r} is not valid JSON: {error}.") from None
+    except _RepeatedKeyError as error:
+        raise ValueError(f"`{flag}` file {str(path)!r} repeats the key {error.args[0]!r} in one object.") from None
+
+
+class _RepeatedKeyError(Exception):
+    pass
+
+
+def _object_with_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        raise _RepeatedKeyError(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return result
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -1507,7 +1538,7 @@ def original_annotation_rows(path: str | os.PathLike, *, dataset: str) -> list[d
     """Query rows of one original-layout JSON Lines annotation file, in this layout's column convention.
 
     The feature key becomes `video_id` (the original `clip_id`, falling back to `video_id`); for Ego4D the
-    original `video_id` is kept as `video_uid`, with `clip_video_start_end` when present.
+    original `video_id` is kept as `video_uid`, with `clip_video_start_end` (null where a row lacks it).
 
     Args:
         path (`str` or `os.PathLike`): JSON Lines file (spec §9.1).
@@ -1535,8 +1566,8 @@ def original_annotation_rows(path: str | os.PathLike, *, dataset: str) -> list[d
         }
         if dataset == "ego4d":
             row["video_uid"] = str(raw.get("video_id", feature_key))
-            if "clip_video_start_end" in raw:
-                row["clip_video_start_end"] = raw["clip_video_start_end"]
+            # Every row has the column (null where the file lacks it): a split's columns are fixed by its first row.
+            row["clip_video_start_end"] = raw.get("clip_video_start_end")
         rows.append(row)
     return rows
 

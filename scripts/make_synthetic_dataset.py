@@ -111,6 +111,7 @@ from data_rgnet import (  # noqa: E402
     INCOMPLETE_MARKER_FILENAME,
     MANIFEST_FILENAME,
     RGNetDatasetWriter,
+    check_dataset_output_dir,
     read_manifest,
 )
 from scripts.cli import run_script, script_parser  # noqa: E402
@@ -657,6 +658,8 @@ def make_synthetic_dataset(
         **settings_overrides,
     )
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"`output_dir` {str(output_dir)!r} exists and is not a directory.")
     if reuse and _settings_match(output_dir, settings):
         logger.info("reusing the synthetic dataset at %s (same generator settings)", output_dir)
         return output_dir
@@ -668,10 +671,16 @@ def make_synthetic_dataset(
 
     if overwrite and (output_dir / MANIFEST_FILENAME).is_file():
         try:
-            events_file = read_manifest(output_dir).get("metadata", {}).get("events_file")
+            manifest = read_manifest(output_dir)
         except ValueError:
-            events_file = None
-        if events_file == EVENTS_FILENAME:  # a build from before manifests listed the events file: it is replaced
+            manifest = {}
+        # A build from before manifests listed their extra files holds the events file unlisted: it is replaced too,
+        # once the rest of the folder is known to be the dataset (a refused overwrite must leave it whole).
+        unlisted_events = manifest.get("metadata", {}).get(
+            "events_file"
+        ) == EVENTS_FILENAME and EVENTS_FILENAME not in manifest.get("extra_files", [])
+        if unlisted_events:
+            check_dataset_output_dir(output_dir, overwrite=True, also_dataset_files={EVENTS_FILENAME})
             (output_dir / EVENTS_FILENAME).unlink(missing_ok=True)
 
     began = time.perf_counter()

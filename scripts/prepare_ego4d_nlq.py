@@ -73,6 +73,21 @@ def _require(mapping: dict, key: str, where: str) -> Any:
     return mapping[key]
 
 
+def _require_id(mapping: dict, key: str, where: str) -> str:
+    """An id field as a string; `null` or an empty id would become the id "None" or "" of every such entry."""
+    value = _require(mapping, key, where)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
+        raise ValueError(f"{where}: `{key}` must be a non-empty string, got {value!r}.")
+    return str(value)
+
+
+def _optional_seconds(mapping: dict, key: str, where: str) -> float | None:
+    """A moment bound: absent or `null` (a query without a moment), else a finite number of seconds."""
+    if mapping.get(key) is None:
+        return None
+    return _require_seconds(mapping, key, where)
+
+
 def _require_seconds(mapping: dict, key: str, where: str) -> float:
     value = _require(mapping, key, where)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -103,9 +118,9 @@ def _rows_from_annotation_data(data: Any, path: str) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: `videos` must be a list.")
     rows = []
     for video in videos:
-        video_uid = str(_require(video, "video_uid", f"{path}: a video"))
+        video_uid = _require_id(video, "video_uid", f"{path}: a video")
         for clip in video.get("clips") or []:
-            clip_uid = str(_require(clip, "clip_uid", f"{path}: a clip of video {video_uid!r}"))
+            clip_uid = _require_id(clip, "clip_uid", f"{path}: a clip of video {video_uid!r}")
             where = f"{path}: clip {clip_uid!r}"
             video_start = round_half_up(_require_seconds(clip, "video_start_sec", where))
             video_end = round_half_up(_require_seconds(clip, "video_end_sec", where))
@@ -115,14 +130,23 @@ def _rows_from_annotation_data(data: Any, path: str) -> list[dict[str, Any]]:
                     f"({video_start})."
                 )
             for annotation in clip.get("annotations") or []:
-                annotation_uid = str(_require(annotation, "annotation_uid", f"{where}: an annotation"))
-                for index, language_query in enumerate(annotation.get("language_queries") or []):
-                    start = language_query.get("clip_start_sec")
-                    end = language_query.get("clip_end_sec")
+                annotation_uid = _require_id(annotation, "annotation_uid", f"{where}: an annotation")
+                language_queries = annotation.get("language_queries") or []
+                if not isinstance(language_queries, list):
+                    raise ValueError(
+                        f"{where}: annotation {annotation_uid!r}: `language_queries` must be a list, got "
+                        f"{type(language_queries).__name__}."
+                    )
+                for index, language_query in enumerate(language_queries):
+                    query_where = f"{where}: annotation {annotation_uid!r}: language query {index}"
+                    if not isinstance(language_query, dict):
+                        raise ValueError(f"{query_where} must be an object, got {language_query!r}.")
+                    start = _optional_seconds(language_query, "clip_start_sec", query_where)
+                    end = _optional_seconds(language_query, "clip_end_sec", query_where)
                     rows.append(
                         {
                             "query_id": f"{annotation_uid}_{index}",
-                            "query": language_query.get("query") or "",
+                            "query": "" if language_query.get("query") is None else language_query["query"],
                             "video_id": clip_uid,
                             "clip_id": clip_uid,
                             "video_uid": video_uid,

@@ -485,7 +485,15 @@ def test_prepare_mad_explains_bad_annotations_and_unmatched_features(tmp_path, c
     # A misspelt split name would give the training split the evaluation filters.
     with pytest.raises(SystemExit):
         prepare_mad.main(
-            ["--annotations", f"train={paths['train']}", "--train-splits", "trian", *video, "--output", str(tmp_path)]
+            [
+                "--annotations",
+                f"train={paths['train']}",
+                "--train-splits",
+                "trian",
+                *video,
+                "--output",
+                str(tmp_path / "c"),
+            ]
         )
     assert "--train-splits names split(s) ['trian'] that --annotations does not give (['train'])" in (
         capsys.readouterr().err
@@ -539,6 +547,64 @@ def test_converter_scripts_report_bad_input_in_one_line(tmp_path):
     assert (
         f"prepare_mad.py: error: `video_features` '{tmp_path / 'not.h5'}' is not a readable HDF5 file" in result.stderr
     )
+
+
+def test_converter_flags_and_output_folder_are_checked_before_the_annotations_are_read(tmp_path, capsys):
+    """`--max-shard-gb inf` once failed with an OverflowError traceback and `nan` naming no flag; a `--summary` that
+    is a folder, or an `--output` holding other files, failed only after the conversion."""
+    _, _, paths = _write_mad_release(tmp_path)
+    prepare_mad = load_script("prepare_mad")
+    arguments = ["--annotations", f"train={paths['train']}", "--no-progress"]
+    arguments += ["--video-features", str(tmp_path / "CLIP_B32_frames_features_5fps.h5")]
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "mine.txt").write_text("x")
+    (tmp_path / "summary_dir").mkdir()
+    cases = [
+        (["--max-shard-gb", "inf", "--output", str(tmp_path / "o")], "`--max-shard-gb` must be a positive number"),
+        (["--max-shard-gb", "nan", "--output", str(tmp_path / "o")], "`--max-shard-gb` must be a positive number"),
+        (["--output", str(tmp_path / "occupied")], "is not empty; pass overwrite=True (`--overwrite`"),
+        (["--output", str(tmp_path / "o"), "--summary", str(tmp_path / "summary_dir")], "`--summary` '"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            prepare_mad.main([*arguments, *extra])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_annotations_with_a_repeated_key_or_a_query_that_is_not_text_fail_before_writing(tmp_path):
+    """`json` keeps the last of two entries under one MAD query id, silently; a query that is not text passed the
+    filters and failed in the writer, after every video's features were written."""
+    _, _, paths = _write_mad_release(tmp_path)
+    prepare_mad = load_script("prepare_mad")
+    video = ["--video-features", str(tmp_path / "CLIP_B32_frames_features_5fps.h5"), "--no-progress"]
+    text = paths["train"].read_text()
+    repeated = tmp_path / "repeated.json"
+    repeated.write_text(
+        text[:-1]
+        + ', "1": '
+        + json.dumps({"sentence": "Again.", "movie": "movie_a", "movie_duration": 8.0, "timestamps": [1, 2]})
+        + "}"
+    )
+    with pytest.raises(ValueError, match=r"`--annotations` file .*repeated.json' repeats the key '1' in one object"):
+        prepare_mad.main(["--annotations", f"train={repeated}", *video, "--output", str(tmp_path / "a")])
+    annotations = json.loads(text)
+    annotations["1"]["sentence"] = 123
+    (tmp_path / "number.json").write_text(json.dumps(annotations))
+    with pytest.raises(ValueError, match="`query` of query '1' must be a string, got 123"):
+        prepare_mad.main(
+            ["--annotations", f"train={tmp_path / 'number.json'}", *video, "--output", str(tmp_path / "b")]
+        )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_writer_that_fails_to_finalize_cleans_up_as_after_any_failure(tmp_path):
+    with pytest.raises(ValueError, match="without features"):
+        with RGNetDatasetWriter(tmp_path / "out") as writer:
+            writer.add_video("a", random_features(0, 5, 4))
+            writer.add_query("train", query_row("q1", "missing"))
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [".rgnet-incomplete", "features"]
+    assert writer._shard_file is None  # closed
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -802,8 +868,7 @@ def test_original_layout_ego4d_round_trip_and_bad_values(tmp_path):
             "query": "where is the cup?",
             "video_id": "video_1",
             "clip_id": "clip_a",
-            "duration": 480.0,
-            "clip_video_start_end": [10.0, 490.0],
+            "duration": 480.0,  # no `clip_video_start_end`: once a column mismatch after the features were written
         },
     ]
     _write_jsonl(tmp_path / "val.jsonl", rows)
@@ -815,6 +880,7 @@ def test_original_layout_ego4d_round_trip_and_bad_values(tmp_path):
     first, second = queries["val"]
     assert (first["video_id"], first["video_uid"], first["clip_id"]) == ("clip_a", "video_1", "clip_a")
     assert first["clip_video_start_end"] == [10.0, 490.0] and second["timestamps"] is None
+    assert second["clip_video_start_end"] is None
 
     _write_lmdb(tmp_path / "broken_lmdb", {})
     lmdb = pytest.importorskip("lmdb")
@@ -824,6 +890,33 @@ def test_original_layout_ego4d_round_trip_and_bad_values(tmp_path):
     env.close()
     with pytest.raises(ValueError, match="'clip_a'.*not a readable .npz"):
         prepare.main([*arguments, "--video-lmdb", str(tmp_path / "broken_lmdb"), "--output", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda clip: clip["annotations"][0].update(language_queries="where is it"),
+            "`language_queries` must be a list",
+        ),
+        (
+            lambda clip: clip["annotations"][0].update(language_queries=["where is it"]),
+            "language query 0 must be an object",
+        ),
+        (
+            lambda clip: clip["annotations"][0]["language_queries"][0].update(clip_start_sec="1.0"),
+            "`clip_start_sec` must be a finite number",
+        ),
+        (lambda clip: clip.update(clip_uid=None), "`clip_uid` must be a non-empty string, got None"),
+    ],
+)
+def test_ego4d_annotations_name_a_malformed_entry(tmp_path, mutate, message):
+    """Each was an AttributeError traceback, a string parsed as seconds, or a clip named "None"."""
+    clip = _clip("clip_a", 0.0, 480.0, [{"annotation_uid": "ann", "language_queries": [_language_query(1.0, 5.0)]}])
+    mutate(clip)
+    (tmp_path / "nlq.json").write_text(json.dumps(_nlq_json("v2", [clip])))
+    with pytest.raises(ValueError, match=message):
+        load_script("prepare_ego4d_nlq").ego4d_annotation_rows(tmp_path / "nlq.json")
 
 
 # ---------------------------------------------------------------------------------------------------------------

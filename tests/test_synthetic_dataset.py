@@ -367,6 +367,20 @@ def test_cli_builds_reuses_and_overwrites(tmp_path, monkeypatch):
     assert read_manifest(output)["metadata"]["generator"]["seed"] == 2
     with pytest.raises(SystemExit):
         synthetic.main([*arguments, "--set", "no_such_setting=3"])
+    # A refused overwrite (a file of the user's beside the dataset) once deleted the events file first, leaving a
+    # dataset that `--reuse` no longer recognised; legacy or not, the folder stays whole.
+    (output / "notes.txt").write_text("mine")
+    for legacy in (False, True):
+        if legacy:
+            manifest = read_manifest(output)
+            del manifest["extra_files"]
+            (output / MANIFEST_FILENAME).write_text(json.dumps(manifest))
+        with pytest.raises(ValueError, match=r"other files \['notes.txt'\]"):
+            build(output, seed=3, overwrite=True)
+        assert (output / synthetic.EVENTS_FILENAME).is_file()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="`output_dir` .*a_file' exists and is not a directory"):
+        build(tmp_path / "a_file", reuse=True)
 
 
 @pytest.mark.parametrize(
