@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
@@ -241,19 +242,20 @@ def last_evaluation_of_final_weights(trainer: RGNetTrainer) -> dict | None:
 RESUME_LAST = ("true", "last")  # `--resume_from_checkpoint` values meaning the output folder's last checkpoint
 
 
-def resolve_output_dir(script_args: RGNetScriptArguments, training_args: RGNetTrainingArguments) -> str | None:
+def resolve_output_dir(
+    script_args: RGNetScriptArguments, training_args: RGNetTrainingArguments
+) -> tuple[str | None, list[Path]]:
     """Check `--output_dir` before anything loads, and give the checkpoint to resume from.
 
     A folder that holds an earlier run (its `checkpoint-*` folders or a saved model) is refused unless the run is
     resumed (`--resume_from_checkpoint PATH`, or `last`/`true` for its last checkpoint) or `--overwrite_output_dir`
-    is given; then its checkpoints are deleted (by the main process), so that they neither mix with the new run's
-    nor are rotated away by `--save_total_limit` as if they were its own.
+    is given; then its checkpoints are to be deleted once every other check has passed, so that they neither mix
+    with the new run's nor are rotated away by `--save_total_limit` as if they were its own.
 
     Returns:
-        `str` or `None`: the checkpoint folder to resume from.
+        `(checkpoint, earlier_checkpoints)`: the checkpoint folder to resume from (or `None`) and the earlier run's
+        checkpoint folders to delete.
     """
-    import shutil
-
     from transformers.trainer_utils import get_last_checkpoint
 
     output_dir = Path(training_args.output_dir)
@@ -266,30 +268,22 @@ def resolve_output_dir(script_args: RGNetScriptArguments, training_args: RGNetTr
             raise ValueError(
                 f"`--resume_from_checkpoint {resume}`: `--output_dir` {output_dir} holds no checkpoint-* folder."
             )
-        return last
+        return last, []
     if resume is not None:
         if not Path(resume).is_dir():
             raise ValueError(f"`--resume_from_checkpoint` {resume} is not a checkpoint folder.")
-        return str(resume)
+        return str(resume), []
     earlier = [
         name for name in ("config.json", "model.safetensors", "train_results.json") if (output_dir / name).exists()
     ]
     checkpoints = sorted(path.name for path in output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
-    if not (earlier or checkpoints):
-        return None
-    if not script_args.overwrite_output_dir:
+    if (earlier or checkpoints) and not script_args.overwrite_output_dir:
         raise ValueError(
             f"`--output_dir` {output_dir} holds an earlier run ({', '.join(checkpoints + earlier)}): pass "
             "`--resume_from_checkpoint last` to continue it, `--overwrite_output_dir true` to train over it (its "
             "checkpoints are deleted), or another `--output_dir`."
         )
-    if training_args.process_index == 0 and checkpoints:
-        logger.warning(
-            "--overwrite_output_dir: deleting the earlier run's %s in %s", ", ".join(checkpoints), output_dir
-        )
-        for name in checkpoints:
-            shutil.rmtree(output_dir / name)
-    return None
+    return None, [output_dir / name for name in checkpoints]
 
 
 def check_resumed_config(checkpoint: str, config: RGNetConfig) -> None:
@@ -316,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
     script_args, training_args, remaining = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = build_config(script_args, _parse_config_overrides(remaining))
-    resume_from_checkpoint = resolve_output_dir(script_args, training_args)
+    resume_from_checkpoint, earlier_checkpoints = resolve_output_dir(script_args, training_args)
     if resume_from_checkpoint is not None:
         check_resumed_config(resume_from_checkpoint, config)
 
@@ -369,6 +363,12 @@ def main(argv: list[str] | None = None) -> dict:
     train_dataset = RGNetTrainingDataset(
         queries[script_args.train_split], store, processor, pair_mode=config.pair_mode, seed=training_args.seed
     )
+    if earlier_checkpoints and training_args.process_index == 0:  # every check has passed: the run goes ahead
+        logger.warning(
+            "--overwrite_output_dir: deleting the earlier run's %s", ", ".join(map(str, earlier_checkpoints))
+        )
+        for checkpoint in earlier_checkpoints:
+            shutil.rmtree(checkpoint)
     trainer = RGNetTrainer(
         model=model,
         args=training_args,

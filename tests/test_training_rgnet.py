@@ -1094,6 +1094,9 @@ def test_train_script_keeps_an_earlier_run_unless_resumed_or_overwritten(tiny_da
     with pytest.raises(ValueError, match=r"another architecture .*'hidden_size': \(32, 16\)"):
         train_rgnet.main([*flags, "--resume_from_checkpoint", "last", "--hidden_size", "16"])
     (run / "checkpoint-4" / "marker").write_text("earlier run")
+    with pytest.raises(ValueError, match="no split 'nope'"):  # a run that does not start deletes nothing
+        train_rgnet.main([*flags, "--overwrite_output_dir", "true", "--train_split", "nope"])
+    assert (run / "checkpoint-4" / "marker").exists()
     train_rgnet.main([*flags, "--overwrite_output_dir", "true", "--save_steps", "3"])
     assert sorted(path.name for path in run.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
     assert not (run / "checkpoint-4" / "marker").exists()  # the earlier run's checkpoint was deleted, not reused
