@@ -21,9 +21,15 @@ Encoders (`--encoder`):
 The video features of Ego4D-NLQ (EgoVLP) come from a video transformer and cannot be produced here.
 
 Resuming: for a folder, each finished video is kept in `<output_dir>.parts/` (one `.npy` per video) until the
-dataset is written, so an interrupted run continues where it stopped. Re-running on a folder whose dataset already
+dataset is written, so an interrupted run continues where it stopped (a run that failed before finishing a video
+leaves nothing to resume, and its settings do not bind the next run). Re-running on a folder whose dataset already
 exists (same encoder and fps) extracts only the videos that are not in it yet; videos already in the dataset are
-kept. The exit status is 1 when `--skip_unreadable` skipped a video.
+kept. Each video's features are recorded with the file they come from (path, size, modification time, SHA-256 of
+the content; `metadata["videos"]` of the manifest), so a video id whose file is now another one (same file name, new
+content) stops the run with an error instead of keeping the old file's features; a copied or moved folder is
+recognised by content. `--overwrite` starts again: it extracts every video given and replaces the whole dataset, so
+the dataset's videos not in this run are dropped (a warning names them). The exit status is 1 when
+`--skip_unreadable` skipped a video.
 
 Usage:
     python scripts/extract_features.py --video movie.mp4 --encoder ./clip-vit-base-patch32 --fps 5 \\
@@ -37,6 +43,7 @@ without extension; for a folder, the path relative to it, with `/`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -44,7 +51,8 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +80,8 @@ EFFICIENTNET_LITE0 = "efficientnet-lite0"
 CLIP_OUTPUTS = ("image_embeds", "pooler_output")
 PARTS_SUFFIX = ".parts"
 _SETTINGS_FILENAME = "settings.json"
+_SOURCES_FILENAME = "sources.json"  # in the parts folder: the video file of each saved part
+_HASH_CHUNK_BYTES = 1 << 24
 
 
 # ---- Decoding and sampling by timestamp ----
@@ -433,6 +443,11 @@ def _part_path(parts_dir: Path, video_id: str) -> Path:
     return parts_dir / f"{video_id}.npy"
 
 
+def _saved_part_ids(parts_dir: Path) -> list[str]:
+    """Ids of the videos whose features are saved in the parts folder (a `.npy.tmp` being written is not saved)."""
+    return sorted(path.relative_to(parts_dir).as_posix()[: -len(".npy")] for path in parts_dir.rglob("*.npy"))
+
+
 def _save_part(parts_dir: Path, video_id: str, features: np.ndarray) -> None:
     target = _part_path(parts_dir, video_id)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -440,6 +455,133 @@ def _save_part(parts_dir: Path, video_id: str, features: np.ndarray) -> None:
     with open(temporary, "wb") as handle:
         np.save(handle, features)
     os.replace(temporary, target)  # atomic: a part is either complete or absent
+
+
+def _read_part_sources(parts_dir: Path) -> dict[str, dict[str, Any]]:
+    sources_file = parts_dir / _SOURCES_FILENAME
+    try:
+        sources = json.loads(sources_file.read_text()) if sources_file.is_file() else {}
+    except ValueError as error:
+        raise ValueError(
+            f"{str(sources_file)!r}, the record of unfinished features, is not readable JSON ({error}); delete "
+            f"{str(parts_dir)!r} to discard them."
+        ) from None
+    return sources if isinstance(sources, dict) else {}
+
+
+def _save_part_sources(parts_dir: Path, sources: dict[str, dict[str, Any]]) -> None:
+    # Written after the part it describes: a part without a record is one whose run stopped in between.
+    temporary = parts_dir / f"{_SOURCES_FILENAME}.tmp"
+    temporary.write_text(json.dumps(sources, indent=2) + "\n")
+    os.replace(temporary, parts_dir / _SOURCES_FILENAME)
+
+
+# ---- The video file behind each video's features ----
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK_BYTES):
+                digest.update(chunk)
+    except OSError as error:
+        raise ValueError(f"Cannot read video {str(path)!r}: {error}") from None
+    return digest.hexdigest()
+
+
+def describe_source(path: str | os.PathLike, *, sha256: str | None = None) -> dict[str, Any]:
+    """What identifies the video file a video's features are extracted from (recorded per video in the manifest).
+
+    Args:
+        path (`str` or `os.PathLike`): The video file.
+        sha256 (`str`, *optional*): Its content's SHA-256 when already known (the file is then not read).
+
+    Returns:
+        `dict`: `{"path": resolved path, "file_size": bytes, "file_mtime_ns": modification time in ns,
+        "file_sha256": hex digest of the content}`.
+
+    Raises:
+        ValueError: If the file cannot be read.
+    """
+    path = Path(path)
+    stat = path.stat()
+    return {
+        "path": str(path.resolve()),
+        "file_size": stat.st_size,
+        "file_mtime_ns": stat.st_mtime_ns,
+        "file_sha256": sha256 if sha256 is not None else _file_sha256(path),
+    }
+
+
+def match_source(recorded: Any, path: str | os.PathLike) -> dict[str, Any] | None:
+    """[`describe_source`] of `path` when it is the video file `recorded` describes; `None` when it is another file.
+
+    The path does not decide: a moved or copied folder holds the same videos. A file of another size is another
+    file; one of the recorded size and modification time is taken as unchanged without reading it (as `rsync`
+    does), so a re-run costs a `stat` per video; one of the recorded size but another time (copied, or edited in
+    place) is compared by content (SHA-256). A hash of the whole file, not of samples, because an edit may touch any
+    part of it; it is computed once per extracted video, beside a decoding that costs far more. A record written
+    before sources were recorded holds only the path given then: the file must be that one (a file replaced at that
+    same path cannot be noticed for it).
+    """
+    path = Path(path)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    if "file_sha256" in recorded:
+        stat = path.stat()
+        if recorded.get("file_size") != stat.st_size:
+            return None
+        if recorded.get("file_mtime_ns") == stat.st_mtime_ns:
+            return describe_source(path, sha256=recorded["file_sha256"])
+        current = describe_source(path)
+        return current if current["file_sha256"] == recorded["file_sha256"] else None
+    old_path = recorded.get("path")
+    try:
+        same = isinstance(old_path, str) and os.path.samefile(old_path, path)
+    except OSError:  # the recorded file is gone
+        same = False
+    return describe_source(path) if same else None
+
+
+def _describe_record(record: dict[str, Any]) -> str:
+    """A recorded source for an error message: its path, size and modification time (when recorded)."""
+    if "file_sha256" not in record:
+        path = record.get("path")
+        return f"{path!r} (recorded by an earlier version: path only)" if path else "a file that was not recorded"
+    modified = datetime.fromtimestamp(record["file_mtime_ns"] / 1e9).isoformat(sep=" ", timespec="seconds")
+    return f"{record['path']!r} ({record['file_size']:,} bytes, modified {modified})"
+
+
+def _conflict(video_id: str, recorded: dict[str, Any], path: Path, where: str) -> str:
+    stat = path.stat()
+    modified = datetime.fromtimestamp(stat.st_mtime).isoformat(sep=" ", timespec="seconds")
+    return (
+        f"video id {video_id!r}: the features {where} are of {_describe_record(recorded)}, but this run's "
+        f"{str(path.resolve())!r} ({stat.st_size:,} bytes, modified {modified}) is another file"
+    )
+
+
+def _match_sources(
+    recorded: dict[str, dict[str, Any]], videos: dict[str, Path], where: Callable[[str], str], progress: bool
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Match this run's videos that already have features (`recorded`: their source records by id) to their files.
+
+    Returns:
+        `(matched, conflicts)`: the current record of each video whose file is the recorded one, and a description
+        of each other one (`where(video_id)` says where its features are).
+    """
+    common = [video_id for video_id in videos if video_id in recorded]
+    matched: dict[str, dict[str, Any]] = {}
+    conflicts: list[str] = []
+    # Mostly a `stat` per video, but a file whose time changed is read whole (a copied folder of movies: minutes).
+    bar = tqdm(common, desc="checking video files", unit="video", leave=False, disable=not progress or len(common) < 2)
+    for video_id in bar:
+        current = match_source(recorded[video_id], videos[video_id])
+        if current is None:
+            conflicts.append(_conflict(video_id, recorded[video_id], videos[video_id], where(video_id)))
+        else:
+            matched[video_id] = current
+    return matched, conflicts
 
 
 def check_output_dir(output_dir: str | os.PathLike) -> None:
@@ -451,6 +593,26 @@ def check_output_dir(output_dir: str | os.PathLike) -> None:
         ValueError: naming `output_dir` and what is in the way.
     """
     check_dataset_output_dir(output_dir, overwrite=True)
+
+
+def _warn_about_replaced_dataset(output_dir: Path, videos: dict[str, Path]) -> None:
+    """`overwrite` replaces the whole dataset: name the videos it holds that this run does not extract again."""
+    try:
+        store = RGNetFeatureStore(output_dir)
+        video_ids = store.video_ids
+        store.close()
+    except (ValueError, OSError, KeyError) as error:  # an unreadable dataset is replaced all the same
+        logger.warning("overwrite: replacing the unreadable dataset in %s (%s).", output_dir, error)
+        return
+    dropped = [video_id for video_id in video_ids if video_id not in videos]
+    if dropped:
+        logger.warning(
+            "overwrite: the dataset in %s is replaced by this run's %d video(s); its %d other video(s) are dropped: %s",
+            output_dir,
+            len(videos),
+            len(dropped),
+            ", ".join(dropped),
+        )
 
 
 def extract_features(
@@ -466,14 +628,22 @@ def extract_features(
 ) -> dict[str, Any]:
     """Extract features of one video or a folder of videos into an RGNet dataset directory (resumable).
 
+    Each video's features are kept with a record of the file they come from ([`describe_source`]: path, size,
+    modification time, SHA-256). A video whose id already has features (in the dataset, or saved by an unfinished
+    run) is not extracted again when its file is the recorded one ([`match_source`]); when it is another file, the
+    run stops before decoding anything. Entries of a dataset written before sources were recorded hold only the path
+    given then: such a video is reused when its file is at that path (and its record is completed), and is another
+    file otherwise.
+
     Args:
         video (`str` or `os.PathLike`): A video file or a folder searched recursively for videos.
         output_dir (`str` or `os.PathLike`): Dataset directory to write (`RGNetDatasetWriter` layout, no queries).
         encoder ([`FrameEncoder`]): Image encoder.
         fps (`float`): Sampling rate; stored as `seconds_per_frame = 1 / fps` in the manifest metadata.
         batch_size (`int`, *optional*, defaults to 32): Frames per encoder call.
-        overwrite (`bool`, *optional*, defaults to `False`): Start from scratch, replacing an existing dataset and
-            unfinished parts made with other settings.
+        overwrite (`bool`, *optional*, defaults to `False`): Start again: extract every video of `video` anew and
+            replace the whole dataset in `output_dir` by them; its videos not in this run are dropped (a warning
+            names them), and unfinished features are discarded.
         skip_unreadable (`bool`, *optional*, defaults to `False`): Log and skip videos that cannot be decoded
             (listed under `failed_videos` in the metadata) instead of stopping at the first one.
         progress (`bool`, *optional*, defaults to `True`): Progress bars over videos and frames.
@@ -483,8 +653,10 @@ def extract_features(
 
     Raises:
         ValueError: On an unreadable video (unless `skip_unreadable`), when no video could be read, when
-            `output_dir` holds a dataset or parts made with other settings and `overwrite` is not set, or when it is
-            a file or a folder [`check_output_dir`] refuses (these are checked before any video is decoded).
+            `output_dir` holds a dataset or its parts folder unfinished features made with other settings and
+            `overwrite` is not set, when a video id's features come from another file than this run's, or when
+            `output_dir` is a file or a folder [`check_output_dir`] refuses (all checked before any video is
+            decoded).
     """
     _check_sampling(fps, batch_size)  # before anything is written: the settings file records the rate
     output_dir = Path(output_dir)
@@ -495,7 +667,10 @@ def extract_features(
     # Every check comes before the parts folder is made: a rejected run must leave nothing behind that a corrected
     # run would then trip on (settings of the rejected run, an empty parts folder).
     check_output_dir(output_dir)
-    extend = (output_dir / MANIFEST_FILENAME).is_file() and not overwrite
+    has_dataset = (output_dir / MANIFEST_FILENAME).is_file()
+    extend = has_dataset and not overwrite
+    kept: dict[str, dict[str, Any]] = {}  # when extending: each video of the dataset and its source record
+    matched: dict[str, dict[str, Any]] = {}  # this run's videos that already have features: their file's record
     if extend:
         # An existing dataset with the same settings: keep all its videos, extract only the new ones.
         metadata = read_manifest(output_dir).get("metadata", {})
@@ -504,17 +679,85 @@ def extract_features(
                 f"`output_dir` {str(output_dir)!r} holds features made with {metadata.get('extraction')}, not "
                 f"{settings}; pass `--overwrite` to replace them."
             )
+        store = RGNetFeatureStore(output_dir)
+        dataset_ids = store.video_ids
+        store.close()
+        entries = metadata.get("videos", {})
+        for video_id in dataset_ids:
+            entry = entries.get(video_id) if isinstance(entries.get(video_id), dict) else {}
+            kept[video_id] = {key: value for key, value in entry.items() if key not in ("num_frames", "duration")}
+        matched, conflicts = _match_sources(kept, videos, lambda _: f"in {str(output_dir)!r}", progress)
+        if conflicts:
+            raise ValueError(
+                f"{'; '.join(conflicts)}. Give the new video another id (rename or move its file), write to another "
+                "`--output_dir`, or pass `--overwrite` to extract every video again (which drops the dataset's "
+                "videos not in this run)."
+            )
+        recorded_by_path = [video_id for video_id in matched if "file_sha256" not in kept[video_id]]
+        if recorded_by_path:
+            logger.info(
+                "%d video(s) of %s were recorded by an earlier version with their path only; matched by path, their "
+                "size and SHA-256 are recorded now.",
+                len(recorded_by_path),
+                output_dir,
+            )
+    elif has_dataset:
+        _warn_about_replaced_dataset(output_dir, videos)
+
     if parts_dir.exists() and not parts_dir.is_dir():
         raise ValueError(f"{str(parts_dir)!r}, where unfinished features are kept, exists and is not a folder.")
-    if overwrite and parts_dir.exists():
+    saved = _saved_part_ids(parts_dir) if parts_dir.exists() else []
+    if parts_dir.exists() and (overwrite or not saved):
+        # With no saved part (a run that failed before finishing its first video), the folder holds only that run's
+        # settings: nothing to resume, so they need not match this run's.
+        if saved:
+            logger.warning(
+                "overwrite: discarding the unfinished features of %d video(s) in %s.", len(saved), parts_dir
+            )
         shutil.rmtree(parts_dir)
     if parts_dir.exists():
         settings_file = parts_dir / _SETTINGS_FILENAME
         previous = json.loads(settings_file.read_text()) if settings_file.is_file() else "unknown settings"
         if previous != settings:
             raise ValueError(
-                f"Unfinished features in {str(parts_dir)!r} were made with {previous}, not {settings}; pass "
-                "`--overwrite` to discard them."
+                f"Unfinished features of {len(saved)} video(s) in {str(parts_dir)!r} were made with {previous}, not "
+                f"{settings}; rerun with those settings to finish them, or delete {str(parts_dir)!r} to discard them "
+                "(the dataset in `--output_dir` is kept)."
+            )
+        part_sources = _read_part_sources(parts_dir)
+        # A part without a record (saved by an earlier version, or its run stopped before recording it) cannot be
+        # matched to a file: it is extracted again (or copied again from the dataset).
+        unrecorded = [video_id for video_id in saved if video_id not in part_sources]
+        if unrecorded:
+            logger.warning(
+                "%s: %d unfinished feature file(s) without a record of their video file are made again: %s",
+                parts_dir,
+                len(unrecorded),
+                ", ".join(unrecorded),
+            )
+            for video_id in unrecorded:
+                _part_path(parts_dir, video_id).unlink()
+        part_sources = {video_id: part_sources[video_id] for video_id in saved if video_id in part_sources}
+        matched_parts, conflicts = _match_sources(
+            part_sources,
+            videos,
+            lambda video_id: f"saved by an unfinished run in {str(_part_path(parts_dir, video_id))!r}",
+            progress,
+        )
+        if conflicts:
+            raise ValueError(
+                f"{'; '.join(conflicts)}. Give the new video another id (rename or move its file), or delete the "
+                "unfinished features named to extract them from this run's file."
+            )
+        part_sources.update(matched_parts)  # their current paths and times
+        strays = [video_id for video_id in part_sources if video_id not in videos and video_id not in kept]
+        if strays:
+            logger.warning(
+                "%s holds unfinished features of %d video(s) that are neither in this run nor in the dataset; they are "
+                "discarded: %s",
+                parts_dir,
+                len(strays),
+                ", ".join(strays),
             )
     else:
         try:
@@ -522,26 +765,30 @@ def extract_features(
         except OSError as error:  # a parent that is a file, no permission, ...
             raise ValueError(f"`output_dir` {str(output_dir)!r}: cannot create {str(parts_dir)!r}: {error}") from None
         (parts_dir / _SETTINGS_FILENAME).write_text(json.dumps(settings, indent=2) + "\n")
+        part_sources = {}
 
     reused: list[str] = []
-    sources = {video_id: str(path) for video_id, path in videos.items()}
     if extend:
         store = RGNetFeatureStore(output_dir)
-        for video_id in store.video_ids:
-            if not _part_path(parts_dir, video_id).is_file():
-                _save_part(parts_dir, video_id, store.read_video(video_id))
-            reused.append(video_id)
-            sources.setdefault(video_id, metadata.get("videos", {}).get(video_id, {}).get("path"))
-        store.close()
+        try:
+            for video_id in store.video_ids:
+                if video_id not in part_sources:
+                    _save_part(parts_dir, video_id, store.read_video(video_id))
+                    part_sources[video_id] = matched.get(video_id, kept[video_id])
+                reused.append(video_id)
+        finally:
+            store.close()
+    _save_part_sources(parts_dir, part_sources)  # with the records matched above (current paths and times)
 
     extracted: list[str] = []
     failed: dict[str, str] = {}
     for video_id, path in tqdm(videos.items(), desc="videos", unit="video", disable=not progress or len(videos) < 2):
-        if _part_path(parts_dir, video_id).is_file():  # finished by an earlier run, or kept from the dataset
+        if video_id in part_sources:  # finished by an earlier run, or kept from the dataset
             if video_id not in reused:
                 reused.append(video_id)
             continue
         try:
+            source = describe_source(path)  # before decoding: the file as it was when its features were made
             features = extract_video_features(path, encoder, fps=fps, batch_size=batch_size, progress=progress)
         except ValueError as error:
             if not skip_unreadable:
@@ -550,9 +797,12 @@ def extract_features(
             failed[video_id] = str(error)
             continue
         _save_part(parts_dir, video_id, features)
+        part_sources[video_id] = source
+        _save_part_sources(parts_dir, part_sources)
         extracted.append(video_id)
 
-    readable = [video_id for video_id in sources if video_id not in failed]
+    readable = [video_id for video_id in [*videos, *kept] if video_id not in failed]
+    readable = list(dict.fromkeys(readable))  # a video both in this run and in the dataset, once
     if not readable:
         raise ValueError(f"No video under {str(video)!r} could be read: {failed}")
     entries = {}
@@ -566,7 +816,7 @@ def extract_features(
     parts = {video_id: np.load(_part_path(parts_dir, video_id), mmap_mode="r") for video_id in readable}
     for video_id, features in parts.items():
         entries[video_id] = {
-            "path": sources[video_id],
+            **part_sources[video_id],
             "num_frames": int(features.shape[0]),
             "duration": features.shape[0] / float(fps),
         }
@@ -590,13 +840,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second (default 5, as MAD)")
     parser.add_argument("--batch_size", type=int, default=32, help="frames per encoder call")
     parser.add_argument("--clip_output", choices=CLIP_OUTPUTS, default="image_embeds", help="CLIP feature kind")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing features made differently")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default: cuda when available)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again: extract every video of --video anew and replace the whole dataset in --output_dir by "
+        "them (its videos not in this run are dropped, named in a warning); unfinished features are discarded",
+    )
     parser.add_argument("--skip_unreadable", action="store_true", help="skip videos that cannot be decoded")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
-    _check_sampling(args.fps, args.batch_size)  # before the encoder loads
+    # The inputs are checked before the encoder loads.
+    _check_sampling(args.fps, args.batch_size)
     check_output_dir(args.output_dir)
+    find_videos(args.video)
     device_problem = check_device(args.device)
     if device_problem is not None:
         parser.error(f"--device {args.device}: {device_problem}")
@@ -628,12 +889,14 @@ __all__ = [
     "FrameEncoder",
     "build_frame_encoder",
     "check_output_dir",
+    "describe_source",
     "estimate_num_samples",
     "extract_features",
     "extract_video_features",
     "find_videos",
     "iter_sampled_frames",
     "main",
+    "match_source",
     "quiet_transformers",
 ]
 

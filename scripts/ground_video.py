@@ -4,7 +4,9 @@
 `1 / config.seconds_per_frame`, as `scripts/extract_features.py` does) or precomputed features: an RGNet dataset
 directory written by `scripts/extract_features.py` (pick the video with `--video_id` when it holds several), or a
 `(T, Dv)` array in `.npy`, `.npz` (key `features`), `.pt` or `.safetensors` (key `features`). The feature width
-must be the model's `video_feature_dim` (MAD models: CLIP ViT-B/32 `image_embeds`, 512-d, 5 fps).
+must be the model's `video_feature_dim` (MAD models: CLIP ViT-B/32 `image_embeds`, 512-d, 5 fps). `--image_encoder`
+applies only to a video file and `--video_id` only to a dataset directory; either one with another kind of input is
+an error. A folder of videos is not an input: extract its features first with `scripts/extract_features.py`.
 
 Where the query features come from (spec §2). RGNet reads a query as **token features** `(Lt, Dt)` and, at
 inference, a **sentence embedding** `(Dc,)` in the video feature space for the matching score of spec §7.4:
@@ -32,7 +34,13 @@ only of such words is grounded, but its moments do not depend on its text.
 
 Output: the top `--top_k` moments of each query are printed; `<name>_grounding.json` (all ranked moments, up to
 `config.max_predictions`, and the window ranking) and `<name>_timeline.png` (window scores and top moments, see
-`visualization_rgnet.plot_timelines`) are written to `--output_dir`, `<name>` being the video's name.
+`visualization_rgnet.plot_timelines`) are written to `--output_dir`. `<name>` is the file name without extension
+for a video or feature file, and the whole video id for a dataset video, with `/` written `%2F` (and `%` as `%25`),
+so that `a/clip` and `b/clip` get files of their own. An earlier result of the same name is replaced (a log line
+names it), as `evaluate_rgnet.py` replaces its predictions.
+
+All (query, window) pairs of the video are grounded from one copy of each window and of each query (the processor's
+`share_windows` and `share_queries`), so memory does not grow with a copy of the video per query.
 
 Usage:
     python scripts/ground_video.py --model rgnet-mad --video movie.mp4 --image_encoder clip-vit-base-patch32 \\
@@ -61,12 +69,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from configuration_rgnet import RGNetConfig  # noqa: E402
-from data_rgnet import RGNetFeatureStore, read_json  # noqa: E402
+from data_rgnet import MANIFEST_FILENAME, RGNetFeatureStore  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor, normalize_query  # noqa: E402
-from scripts.cli import check_device, prepare_output_dir, run_script, script_parser  # noqa: E402
-from scripts.extract_features import build_frame_encoder, extract_video_features, quiet_transformers  # noqa: E402
+from scripts.cli import check_device, load_rgnet_model, prepare_output_dir, run_script, script_parser  # noqa: E402
+from scripts.extract_features import (  # noqa: E402
+    VIDEO_EXTENSIONS,
+    build_frame_encoder,
+    extract_video_features,
+    quiet_transformers,
+)
 from training_rgnet import forward_whole_queries  # noqa: E402
 from visualization_rgnet import plot_timelines  # noqa: E402
 
@@ -90,22 +102,62 @@ def load_model_and_processor(model_dir: str | os.PathLike, device: str = "cpu"):
         `(model, processor)`: the model in eval mode on `device` and an [`RGNetProcessor`].
 
     Raises:
-        ValueError: If `model_dir` holds no RGNet model.
+        ValueError: If `model_dir` holds no RGNet model (no config.json, another kind of model, or no readable
+            weights).
     """
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(f"`model` {str(model_dir)!r} is not a saved RGNet model folder (no config.json).")
-    # Another model's folder (a CLIP checkpoint given by mistake) would fail later on a confusing size mismatch.
-    config = read_json(model_dir / "config.json", "model")
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type != RGNetConfig.model_type:
-        found = f"a {model_type!r} model" if model_type else "a config.json without model_type"
-        raise ValueError(
-            f"`model` {str(model_dir)!r} holds {found}, not an RGNet model (model_type {RGNetConfig.model_type!r}): "
-            "pass the folder of a trained or converted RGNet model."
-        )
-    model = RGNetForVideoGrounding.from_pretrained(model_dir).to(device).eval()
+    # The config is checked first: another model's folder (a CLIP checkpoint given by mistake) would fail later on a
+    # confusing size mismatch, and missing weights would end in transformers' OSError.
+    model = load_rgnet_model(model_dir, flag="model").to(device).eval()
     return model, RGNetProcessor.from_model_folder(model_dir, model.config)
+
+
+def check_video_input(
+    video: str | os.PathLike, *, video_id: str | None = None, image_encoder: str | None = None
+) -> str:
+    """What kind of input `video` is, checked against the options that apply to that kind only (cheap: nothing is
+    decoded or loaded, so the command line is checked before the models load).
+
+    Returns:
+        `str`: `"dataset"` (an RGNet dataset directory), `"features"` (a feature file) or `"video"` (a video file).
+
+    Raises:
+        ValueError: If `video` does not exist, is a folder that holds no RGNet dataset (a folder of videos included),
+            or is given with `video_id` (other than for a dataset) or `image_encoder` (other than for a video file).
+    """
+    path = Path(video)
+    if path.is_dir():
+        if not (path / MANIFEST_FILENAME).is_file():
+            holds_videos = any(item.suffix.lower() in VIDEO_EXTENSIONS and item.is_file() for item in path.rglob("*"))
+            what = "holds video files but no RGNet dataset" if holds_videos else "holds no RGNet dataset"
+            raise ValueError(
+                f"`video` folder {str(path)!r} {what} ({MANIFEST_FILENAME}): give one video file, or extract the "
+                f"features of a folder of videos first with `scripts/extract_features.py --video {path} "
+                "--output_dir FEATURES` and pass that folder (with `video_id` to pick one of its videos)."
+            )
+        kind, description = "dataset", "an RGNet dataset folder"
+    elif path.is_file() and path.suffix.lower() in FEATURE_SUFFIXES:
+        kind, description = "features", "a feature file"
+    elif path.is_file():
+        kind, description = "video", "a video file"
+    else:
+        raise ValueError(f"`video` {str(path)!r} does not exist.")
+    if video_id is not None and kind != "dataset":
+        raise ValueError(
+            f"`video_id` {video_id!r} picks a video of an RGNet dataset folder, but `video` {str(path)!r} is "
+            f"{description}: leave `video_id` out."
+        )
+    if image_encoder is not None and kind != "video":
+        raise ValueError(
+            f"`image_encoder` {image_encoder!r} encodes the frames of a video file, but `video` {str(path)!r} is "
+            f"{description} (precomputed features): leave `image_encoder` out."
+        )
+    return kind
+
+
+def result_file_stem(name: str) -> str:
+    """The stem of a result file named after a video: `name` with `%`, `/` and `\\` percent-encoded, so that it is
+    one file name and different names (ids `a/clip` and `b/clip`, or `a%2Fclip`) get different files."""
+    return name.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
 
 
 def _read_feature_file(path: Path, suffix: str) -> Any:
@@ -184,12 +236,14 @@ def load_video_features(
         `(features, info)`: float32 `(T, Dv)` and a JSON-serialisable description of the source.
 
     Raises:
-        ValueError: On an unreadable or corrupt video, a missing `image_encoder` or `video_id`, a frame-rate
-            mismatch, or a feature width other than `expected_dim`.
+        ValueError: On an unreadable or corrupt video, a missing `image_encoder` or `video_id`, an option that does
+            not apply to this kind of input (see [`check_video_input`]), a frame-rate mismatch, or a feature width
+            other than `expected_dim`.
     """
     path = Path(video)
+    kind = check_video_input(path, video_id=video_id, image_encoder=image_encoder)
     info: dict[str, Any] = {"video": str(path), "name": path.stem if path.is_file() else path.name}
-    if path.is_dir():
+    if kind == "dataset":
         store = RGNetFeatureStore(path)
         if video_id is None:
             if len(store) != 1:
@@ -206,12 +260,13 @@ def load_video_features(
                 f"config.seconds_per_frame = {seconds_per_frame:g} s; re-extract them with "
                 f"`--fps {1 / seconds_per_frame:g}`."
             )
-        info.update(source="dataset", video_id=video_id, name=Path(video_id).name)
+        # The whole id names the results: ids `a/clip` and `b/clip` must not share files.
+        info.update(source="dataset", video_id=video_id, name=video_id)
         store.close()
-    elif path.is_file() and path.suffix.lower() in FEATURE_SUFFIXES:
+    elif kind == "features":
         features = _load_feature_file(path)
         info["source"] = "features"
-    elif path.is_file():
+    else:
         if image_encoder is None:
             raise ValueError(
                 f"`video` {str(path)!r} is a video file: pass `image_encoder` (a CLIP checkpoint folder or "
@@ -226,8 +281,6 @@ def load_video_features(
         fps = 1.0 / seconds_per_frame
         features = extract_video_features(path, encoder, fps=fps, batch_size=batch_size, progress=progress)
         info.update(source="video", image_encoder=encoder.describe(), fps=fps)
-    else:
-        raise ValueError(f"`video` {str(path)!r} does not exist.")
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[0] == 0:
         raise ValueError(f"`video` features must have shape (T >= 1, Dv), got {features.shape}.")
@@ -495,7 +548,9 @@ def ground(
         # A zero sentence embedding gives matching scores of 0, so the fusion reduces to the proposal score.
         sentence_embeddings = np.zeros((len(queries), video_dim), dtype=np.float32)
 
-    inputs = processor(video_features=video_features, **query_inputs)
+    # Each window and each query once, read by pair index: a copy of every window per query would cost about 150 MB
+    # per query on a 2-hour MAD movie.
+    inputs = processor(video_features=video_features, share_windows=True, share_queries=True, **query_inputs)
     metadata = inputs.window_metadata
     # Whole queries per forward pass: the model decodes only each query's windows that post-processing keeps.
     with torch.inference_mode():
@@ -561,20 +616,35 @@ def print_top_moments(results: Sequence[dict[str, Any]], top_k: int) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = script_parser(__doc__)
     parser.add_argument("--model", required=True, help="RGNet model folder (save_pretrained or converted)")
-    parser.add_argument("--video", required=True, help="video file, RGNet dataset folder, or .npy/.npz/.pt features")
+    parser.add_argument(
+        "--video", required=True, help="video file, RGNet dataset folder, or .npy/.npz/.pt/.safetensors features"
+    )
     parser.add_argument("--query", required=True, action="append", help="query text (repeat for several queries)")
-    parser.add_argument("--video_id", default=None, help="video of a dataset folder holding several")
-    parser.add_argument("--image_encoder", default=None, help="for a video file: CLIP folder or 'efficientnet-lite0'")
+    parser.add_argument(
+        "--video_id", default=None, help="only for a dataset folder: its video (when it holds several)"
+    )
+    parser.add_argument(
+        "--image_encoder", default=None, help="only for a video file: CLIP folder or 'efficientnet-lite0'"
+    )
     parser.add_argument("--text_encoder", default=None, help="CLIP checkpoint folder (token features, sentence emb.)")
     parser.add_argument("--top_k", type=int, default=5, help="moments printed and plotted per query")
-    parser.add_argument("--output_dir", default=".", help="where <name>_grounding.json and <name>_timeline.png go")
+    parser.add_argument(
+        "--output_dir",
+        default=".",
+        help="where <name>_grounding.json and <name>_timeline.png go (<name>: the file's stem or the dataset video id, "
+        "'/' as %%2F; an earlier result of that name is replaced)",
+    )
     parser.add_argument(
         "--batch_size",
         type=int,
         default=16,
         help="(query, window) pairs per forward pass (whole queries, at least one)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default: cuda when available)",
+    )
     parser.add_argument("--no_plot", action="store_true", help="skip the timeline PNG")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
@@ -586,7 +656,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--device {args.device}: {device_problem}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    output_dir = prepare_output_dir(args.output_dir)  # before the models load and the video is encoded
+    # The inputs and the output folder are checked before the models load and the video is encoded.
+    check_video_input(args.video, video_id=args.video_id, image_encoder=args.image_encoder)
+    output_dir = prepare_output_dir(args.output_dir)
     model, processor = load_model_and_processor(args.model, device=args.device)
     query_encoder = CLIPQueryEncoder(args.text_encoder, device=args.device) if args.text_encoder else None
     features, video_info = load_video_features(
@@ -613,7 +685,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["unknown_words"] = unknown
     print_top_moments(results, args.top_k)
 
-    name = video_info["name"]
+    name = result_file_stem(video_info["name"])
     report = {
         "model": str(args.model),
         **video_info,
@@ -627,10 +699,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "queries": results,
     }
     json_path = output_dir / f"{name}_grounding.json"
+    png_path = output_dir / f"{name}_timeline.png"
+    for path in [json_path] if args.no_plot else [json_path, png_path]:
+        if path.exists():  # a re-run for the same video: said, not silent
+            logger.info("replacing the earlier %s", path)
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     report["json_path"] = str(json_path)
     if not args.no_plot:
-        png_path = output_dir / f"{name}_timeline.png"
         plot_timelines(predictions, metadata, queries=args.query, top_k=args.top_k, output_path=png_path)
         report["png_path"] = str(png_path)
     logger.info("wrote %s", ", ".join(str(report[key]) for key in ("json_path", "png_path") if key in report))
@@ -640,12 +715,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 __all__ = [
     "CLIPQueryEncoder",
     "check_query_lengths",
+    "check_video_input",
     "format_predictions",
     "ground",
     "load_model_and_processor",
     "load_video_features",
     "main",
     "print_top_moments",
+    "result_file_stem",
     "unknown_query_words",
     "warn_about_unknown_words",
 ]

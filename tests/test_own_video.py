@@ -382,6 +382,148 @@ def test_a_rejected_extraction_leaves_nothing_for_the_next_run(video_dir, clip_d
         script.main(["--video", str(video), "--output_dir", str(tmp_path / "a_file"), "--encoder", str(tmp_path)])
 
 
+def _rewrite_manifest(path, edit):
+    """Apply `edit` to the manifest of the dataset at `path` (to make it look as an earlier version wrote it)."""
+    manifest_path = path / "rgnet_dataset.json"
+    manifest = json.loads(manifest_path.read_text())
+    edit(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_a_video_id_whose_file_changed_is_refused_not_reused(video_dir, clip_dir, tmp_path):
+    """Re-running into a dataset reused features by video id only: another `clip.mp4` was skipped as "reused" and
+    the manifest paired the new file's path with the old file's features."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    shutil.copy(video_dir / "carphone_distorted.mp4", first / "clip.mp4")
+    shutil.copy(video_dir / "carphone_pristine.mp4", second / "clip.mp4")  # same id, other video
+    output = tmp_path / "features"
+    clip = CLIPFrameEncoder(clip_dir)
+    extract_features(first, output, clip, fps=5, progress=False)
+    _, store = load_rgnet_dataset(output)
+    source = store.metadata["videos"]["clip"]
+    assert source["path"] == str((first / "clip.mp4").resolve()) and source["file_size"] == 7019
+    assert len(source["file_sha256"]) == 64 and store.read_video("clip").shape[0] == 21
+    before = store.read_video("clip").copy()
+
+    counting = CountingEncoder(clip)
+    pattern = (
+        r"video id 'clip': the features in '.*features' are of '.*first/clip.mp4' \(7,019 bytes, modified .*\), but "
+        r"this run's '.*second/clip.mp4' \(588,804 bytes, .*\) is another file\. Give the new video another id .*"
+        r"--overwrite"
+    )
+    with pytest.raises(ValueError, match=pattern):
+        extract_features(second, output, counting, fps=5, progress=False)
+    assert counting.calls == 0 and not (tmp_path / "features.parts").exists()
+    np.testing.assert_array_equal(_read_all(output)["clip"], before)
+    # The same size but another content (an edit in place; its time changed) is another file too.
+    edited = bytearray((first / "clip.mp4").read_bytes())
+    edited[3000] ^= 0xFF
+    (second / "clip.mp4").write_bytes(bytes(edited))
+    with pytest.raises(ValueError, match=r"video id 'clip': .* \(7,019 bytes, .*\) is another file"):
+        extract_features(second, output, counting, fps=5, progress=False)
+
+    # The same content elsewhere (a copied folder: new path and time) is the same video: reused, newly recorded.
+    shutil.copy(first / "clip.mp4", second / "clip.mp4")
+    assert extract_features(second, output, counting, fps=5, progress=False)["reused"] == ["clip"]
+    assert counting.calls == 0
+    _, store = load_rgnet_dataset(output)
+    assert store.metadata["videos"]["clip"]["path"] == str((second / "clip.mp4").resolve())
+
+    # A dataset written before sources were recorded holds only the path given then: the file must be that one.
+    def forget_sources(manifest):
+        manifest["metadata"]["videos"]["clip"] = {"path": str(first / "clip.mp4"), "num_frames": 21, "duration": 4.2}
+
+    _rewrite_manifest(output, forget_sources)
+    with pytest.raises(ValueError, match=r"the features .* are of '.*first/clip.mp4' \(recorded by an earlier versi"):
+        extract_features(second, output, counting, fps=5, progress=False)
+    assert extract_features(first, output, counting, fps=5, progress=False)["reused"] == ["clip"]
+    assert counting.calls == 0
+    _, store = load_rgnet_dataset(output)
+    assert store.metadata["videos"]["clip"]["file_sha256"] == source["file_sha256"]  # completed
+
+
+def test_unfinished_features_of_another_file_are_refused(video_dir, clip_dir, tmp_path):
+    """The same check for features an interrupted run left in `<output_dir>.parts/`."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        shutil.copy(video_dir / "carphone_pristine.mp4", folder / "b.mp4")  # encoded after a.mp4: the crash
+    shutil.copy(video_dir / "carphone_distorted.mp4", first / "a.mp4")
+    shutil.copy(video_dir / "carphone_pristine.mp4", second / "a.mp4")
+    output = tmp_path / "features"
+    clip = CLIPFrameEncoder(clip_dir)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        extract_features(first, output, CountingEncoder(clip, fail_on_call=2), fps=5, progress=False)
+    assert (tmp_path / "features.parts" / "a.npy").is_file()
+    counting = CountingEncoder(clip)
+    with pytest.raises(ValueError, match=r"video id 'a': the features saved by an unfinished run in '.*a.npy' are of"):
+        extract_features(second, output, counting, fps=5, progress=False)
+    assert counting.calls == 0
+    summary = extract_features(first, output, counting, fps=5, progress=False)  # its own files: resumed
+    assert summary["reused"] == ["a"] and summary["extracted"] == ["b"]
+
+
+def test_overwrite_names_the_videos_it_drops(video_dir, clip_dir, tmp_path, caplog, capsys):
+    """`--overwrite` said it replaces features made differently, but it replaces the whole dataset: the videos not
+    in this run were deleted without a word."""
+    from scripts import extract_features as script
+
+    folder = tmp_path / "videos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(video_dir / "carphone_distorted.mp4", folder / "kept.mp4")
+    shutil.copy(video_dir / "carphone_distorted.mp4", folder / "sub" / "gone.mp4")
+    output = tmp_path / "features"
+    clip = CLIPFrameEncoder(clip_dir)
+    extract_features(folder, output, clip, fps=5, progress=False)
+    with caplog.at_level("WARNING", logger="extract_features"):
+        extract_features(folder / "kept.mp4", output, clip, fps=2, overwrite=True, progress=False)
+    assert "the dataset in " in caplog.text and "its 1 other video(s) are dropped: sub/gone" in caplog.text
+    assert list(_read_all(output)) == ["kept"]
+    with pytest.raises(SystemExit):
+        script.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "replace the whole dataset in --output_dir" in help_text and "not in this run are dropped" in help_text
+
+
+def test_a_run_that_failed_before_its_first_video_does_not_block_the_next(video_dir, clip_dir, tmp_path):
+    """A run that failed on its first video left `<output_dir>.parts/` with only its settings; a corrected run with
+    other settings was then refused ("Unfinished features ... pass --overwrite")."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a_garbage.mp4").write_bytes(b"not a video")
+    shutil.copy(video_dir / "carphone_distorted.mp4", folder / "b.mp4")
+    output, parts = tmp_path / "features", tmp_path / "features.parts"
+    clip = CLIPFrameEncoder(clip_dir)
+    with pytest.raises(ValueError, match="a_garbage.mp4"):
+        extract_features(folder, output, clip, fps=2, progress=False)
+    assert (parts / "settings.json").is_file() and not list(parts.rglob("*.npy"))  # settings, no features
+    (folder / "a_garbage.mp4").unlink()
+    assert extract_features(folder, output, clip, fps=5, progress=False)["extracted"] == ["b"]
+
+    # Saved parts of other settings are refused, with a remedy other than `--overwrite` (which drops a dataset).
+    shutil.copy(video_dir / "carphone_distorted.mp4", folder / "c.mp4")
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError, match="simulated crash"):  # b is saved, c crashes
+        extract_features(folder, fresh, CountingEncoder(clip, fail_on_call=2), fps=2, progress=False)
+    pattern = (
+        r"Unfinished features of 1 video\(s\) in '.*fresh.parts' were made with .*rerun with those settings .* or"
+    )
+    with pytest.raises(ValueError, match=pattern + r" delete '.*fresh.parts' to discard them"):
+        extract_features(folder, fresh, clip, fps=5, progress=False)
+    summary = extract_features(folder, fresh, clip, fps=2, progress=False)
+    assert summary["reused"] == ["b"] and summary["extracted"] == ["c"]
+
+
+def test_extract_features_checks_its_video_before_loading_the_encoder(tmp_path):
+    from scripts import extract_features as script
+
+    argv = ["--video", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out"), "--encoder", "no-such-clip"]
+    with pytest.raises(ValueError, match=r"`video` '.*missing' is neither a video file nor a folder"):
+        script.main(argv)
+
+
 # ---- Grounding end to end ----
 
 
@@ -428,7 +570,9 @@ def test_ground_video_end_to_end_from_a_video_file(video_dir, clip_dir, rgnet_di
 def test_precomputed_features_give_the_same_moments_as_the_video(
     video_dir, clip_dir, rgnet_dir, ground_video, tmp_path
 ):
+    # On the CPU, where the dataset's features below are encoded (the scripts default to CUDA when available).
     common = {"model": rgnet_dir, "text_encoder": clip_dir, "query": "a bike", "output_dir": tmp_path / "out"}
+    common["device"] = "cpu"
     video = video_dir / "bikes.mp4"
     from_video = ground_video.main(cli("no_plot", "no_progress", video=video, image_encoder=clip_dir, **common))
     folder = tmp_path / "videos"
@@ -443,6 +587,50 @@ def test_precomputed_features_give_the_same_moments_as_the_video(
     assert from_video["queries"] == from_dataset["queries"] == from_array["queries"]
     with pytest.raises(ValueError, match="holds 2 videos; choose one with `video_id`"):
         ground_video.main(cli("no_plot", video=tmp_path / "features", **common))
+
+
+def test_grounding_holds_each_window_and_query_once(clip_dir, rgnet_dir, ground_video, monkeypatch):
+    """`ground` built its batch without `share_windows`: each window was copied once per query (a 2-hour MAD movie
+    and 8 queries: a (648, 900, 512) float32 tensor of 1.19 GB, about 150 MB more per query)."""
+    model, processor = ground_video.load_model_and_processor(rgnet_dir)
+    query_encoder = ground_video.CLIPQueryEncoder(clip_dir)
+    video = np.random.default_rng(0).normal(size=(240, TINY_CLIP_PROJECTION_DIM)).astype(np.float32)
+    queries = ["a bike", "the man runs away", "a car"]
+    batches = []
+    forward = ground_video.forward_whole_queries
+
+    def recording_forward(model, inputs, *args, **kwargs):
+        batches.append(inputs)
+        return forward(model, inputs, *args, **kwargs)
+
+    def run(batch_size):
+        return ground_video.ground(
+            model, processor, video, queries, query_encoder=query_encoder, batch_size=batch_size, progress=False
+        )
+
+    monkeypatch.setattr(ground_video, "forward_whole_queries", recording_forward)
+    num_windows = processor.cut_windows(video).num_windows  # 41, more than top_k_windows (30)
+    shared = [run(batch_size) for batch_size in (num_windows, 3 * num_windows)]  # a query per forward pass, or all
+    for inputs in batches:
+        assert inputs["video_features"].shape == (num_windows, 12, TINY_CLIP_PROJECTION_DIM)
+        assert inputs["video_pair_index"].tolist() == list(range(num_windows)) * len(queries)
+        assert inputs["text_features"].shape[0] == len(queries)
+
+    # The moments are those of the batch with one copy of each window and query per pair.
+    call = RGNetProcessor.__call__
+    monkeypatch.setattr(
+        RGNetProcessor,
+        "__call__",
+        lambda self, *args, share_windows, share_queries, **kwargs: call(self, *args, **kwargs),
+    )
+    batches.clear()
+    copied = [run(batch_size) for batch_size in (num_windows, 3 * num_windows)]
+    assert batches[0]["video_features"].shape[0] == len(queries) * num_windows  # the old form indeed
+    for (shared_predictions, *_), (copied_predictions, *_) in zip(shared, copied, strict=True):
+        for shared_query, copied_query in zip(shared_predictions, copied_predictions, strict=True):
+            assert shared_query["window_ranking"].tolist() == copied_query["window_ranking"].tolist()
+            torch.testing.assert_close(shared_query["window_scores"], copied_query["window_scores"])
+            torch.testing.assert_close(shared_query["predictions"], copied_query["predictions"])
 
 
 @pytest.mark.parametrize("flag", ["top_k", "batch_size"])
@@ -627,6 +815,65 @@ def test_ground_video_checks_its_output_dir_and_model_before_loading(clip_dir, g
         assert (tmp_path / "new" / "out").is_dir()
     with pytest.raises(ValueError, match=r"`model` '.*' holds a 'clip' model, not an RGNet model"):
         ground_video.main(cli("no_plot", model=clip_dir, output_dir=tmp_path / "out", **options))
+
+
+def test_dataset_videos_of_the_same_file_name_get_results_of_their_own(clip_dir, rgnet_dir, ground_video, tmp_path):
+    """Results were named after the last part of the video id: ids `a/clip` and `b/clip` wrote the same files."""
+    from data_rgnet import RGNetDatasetWriter
+
+    rng = np.random.default_rng(0)
+    with RGNetDatasetWriter(tmp_path / "features", metadata={"seconds_per_frame": 0.2}) as writer:
+        for video_id in ("a/clip", "b/clip", "a%2Fclip"):
+            writer.add_video(video_id, rng.normal(size=(30, TINY_CLIP_PROJECTION_DIM)).astype(np.float32))
+    output = tmp_path / "out"
+    options = {"model": rgnet_dir, "video": tmp_path / "features", "text_encoder": clip_dir, "output_dir": output}
+    for video_id in ("a/clip", "b/clip", "a%2Fclip"):
+        report = ground_video.main(cli("no_plot", "no_progress", video_id=video_id, query="a bike", **options))
+        assert report["video_id"] == video_id
+    names = ["a%252Fclip_grounding.json", "a%2Fclip_grounding.json", "b%2Fclip_grounding.json"]
+    assert sorted(path.name for path in output.iterdir()) == names
+    assert json.loads((output / "b%2Fclip_grounding.json").read_text())["video_id"] == "b/clip"
+
+
+def test_options_that_do_not_apply_to_the_input_are_errors(video_dir, ground_video, tmp_path, monkeypatch):
+    """`--video_id` and `--image_encoder` were ignored without a word for a feature file; a folder of videos was
+    sent to scripts/prepare_mad.py. All are refused before the model loads."""
+    from data_rgnet import RGNetDatasetWriter
+
+    np.save(tmp_path / "video.npy", np.ones((30, TINY_CLIP_PROJECTION_DIM), np.float32))
+    with RGNetDatasetWriter(tmp_path / "features") as writer:
+        writer.add_video("clip", np.ones((30, TINY_CLIP_PROJECTION_DIM), np.float32))
+    (tmp_path / "videos").mkdir()
+    shutil.copy(video_dir / "carphone_distorted.mp4", tmp_path / "videos" / "clip.mp4")
+
+    def load(*args, **kwargs):
+        raise AssertionError("the input must be checked before the model loads")
+
+    monkeypatch.setattr(ground_video, "load_model_and_processor", load)
+    cases = [
+        (
+            {"video": tmp_path / "video.npy", "video_id": "clip"},
+            r"`video_id` 'clip' picks a video of an RGNet dataset",
+        ),
+        ({"video": tmp_path / "video.npy", "image_encoder": "x"}, r"`video` '.*video.npy' is a feature file \(pre"),
+        ({"video": tmp_path / "features", "image_encoder": "x"}, r"is an RGNet dataset folder \(precomputed fe"),
+        ({"video": video_dir / "bikes.mp4", "video_id": "clip"}, r"is a video file: leave `video_id` out"),
+        ({"video": tmp_path / "videos"}, r"'.*videos' holds video files but no RGNet dataset .*extract_features.py"),
+        ({"video": tmp_path / "missing.npy"}, r"`video` '.*missing.npy' does not exist"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            ground_video.main(cli("no_plot", model=tmp_path, query="a bike", output_dir=tmp_path / "out", **options))
+
+
+def test_a_model_folder_without_weights_is_a_named_error(rgnet_dir, clip_dir, ground_video, tmp_path):
+    """A `--model` folder with config.json but no weights ended in transformers' OSError and a traceback."""
+    (tmp_path / "no_weights").mkdir()
+    shutil.copy(rgnet_dir / "config.json", tmp_path / "no_weights")
+    np.save(tmp_path / "video.npy", np.ones((30, TINY_CLIP_PROJECTION_DIM), np.float32))
+    options = {"video": tmp_path / "video.npy", "text_encoder": clip_dir, "query": "a bike", "output_dir": tmp_path}
+    with pytest.raises(ValueError, match=r"`model` '.*no_weights': the model's weights cannot be loaded: .*found"):
+        ground_video.main(cli("no_plot", model=tmp_path / "no_weights", **options))
 
 
 # ---- Real pretrained weights ----
