@@ -158,7 +158,8 @@ class RGNetTrainingArguments(TrainingArguments):
         eval_pairs_per_batch (`int`, *optional*): (query, window) pairs per forward pass during long-video
             evaluation, rounded down to whole queries (at least one); bounds memory on hour-long videos. Defaults to
             [`default_pairs_per_batch`]: 256 MAD windows of 900 frames on a CPU, 1,296 on a GPU with memory to
-            spare, or as many frames of shorter windows.
+            spare, or as many frames of shorter windows. It takes the place of `per_device_eval_batch_size`, which
+            evaluation does not read.
         eval_metric_config (`str`, *optional*, defaults to `"auto"`): `"mad"` or `"ego4d"` conventions of the
             metric module; `"auto"` follows the model's `query_normalization`.
         per_process_log (`bool`, *optional*, defaults to `False`): every process appends its logs to

@@ -13,7 +13,9 @@ Usage:
 a flag asking for another is an error), its selector attention mode, and the recipe's other settings. An output
 directory holding an earlier run is refused unless it is resumed (`--resume_from_checkpoint last` or a checkpoint
 folder) or `--overwrite_output_dir true` is given. All errors about the data, the recipe, the output directory,
-`--init_from` or the resumed checkpoint are raised before training starts. At the end the training metrics, and
+`--init_from` or the resumed checkpoint are raised before training starts, and so are `TrainingArguments` flags
+the script does not use (`--per_device_eval_batch_size`: use `--eval_pairs_per_batch`; `--do_predict`: use
+`evaluate_rgnet.py`; `--do_eval` without `--eval_split`). At the end the training metrics, and
 with `--eval_split` the evaluation's (Recall@K at IoU, mIoU, window recall), are printed and written to
 `train_results.json` in the output directory (`--output_dir`, by default `runs/rgnet-<recipe>`) beside the model and
 its processor.
@@ -219,6 +221,36 @@ def parse_arguments(argv: list[str]) -> tuple[RGNetScriptArguments, RGNetTrainin
     return parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
 
 
+def check_unused_training_arguments(script_args: RGNetScriptArguments, training_args: RGNetTrainingArguments) -> None:
+    """Refuse `TrainingArguments` flags that this script would otherwise accept and ignore.
+
+    Evaluation here is long-video inference over whole videos, sized in (query, window) pairs, not batches of
+    evaluation samples; it runs when `--eval_split` is given, and prediction on a test split is
+    `scripts/evaluate_rgnet.py`'s job. A flag asking for something else must not pass as if it had been honoured.
+    """
+    default_eval_batch = next(
+        item.default
+        for item in dataclasses.fields(RGNetTrainingArguments)
+        if item.name == "per_device_eval_batch_size"
+    )
+    if training_args.per_device_eval_batch_size != default_eval_batch:
+        raise ValueError(
+            f"`--per_device_eval_batch_size {training_args.per_device_eval_batch_size}` is not used: long-video "
+            "evaluation runs whole queries' windows per forward; size it with `--eval_pairs_per_batch` ((query, "
+            "window) pairs per forward)."
+        )
+    if training_args.do_predict:
+        raise ValueError(
+            "`--do_predict` is not used by this script: predict on a split with `scripts/evaluate_rgnet.py --model "
+            "OUTPUT_DIR --dataset_dir DATA --split SPLIT` after training."
+        )
+    if training_args.do_eval and script_args.eval_split is None:
+        raise ValueError(
+            "`--do_eval` needs `--eval_split` (the split to evaluate); the final weights are then "
+            "evaluated at the end of training."
+        )
+
+
 def last_evaluation_of_final_weights(trainer: RGNetTrainer) -> dict | None:
     """The metrics of an evaluation run during training on the weights training ended with (`--eval_strategy` at
     the last step, and no other checkpoint loaded at the end), or `None`: a long-video evaluation is not repeated."""
@@ -330,6 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
     eval_strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
     if script_args.eval_split is None and eval_strategy != "no":
         raise ValueError(f"`--eval_strategy {eval_strategy}` needs `--eval_split` (the split to evaluate).")
+    check_unused_training_arguments(script_args, training_args)
     if script_args.eval_split is not None:
         eval_dataset = queries[script_args.eval_split]
         check_query_table(eval_dataset, split=script_args.eval_split, require_timestamps=True, needs_text=text_column)

@@ -641,6 +641,14 @@ def test_train_script_names_the_setting_behind_an_empty_or_unevaluated_run(tiny_
     flags = script_flags(tiny_dataset, tmp_path / "run")
     with pytest.raises(ValueError, match="`--eval_strategy epoch` needs `--eval_split`"):
         train_rgnet.main([*flags, "--eval_strategy", "epoch"])
+    # Trainer flags this script does not use are refused, not ignored (before anything is loaded or trained).
+    with pytest.raises(ValueError, match=r"`--per_device_eval_batch_size 4` is not used: .*`--eval_pairs_per_batch`"):
+        train_rgnet.main([*flags, "--per_device_eval_batch_size", "4"])
+    with pytest.raises(ValueError, match=r"`--do_predict` is not used .*scripts/evaluate_rgnet.py"):
+        train_rgnet.main([*flags, "--do_predict", "true"])
+    with pytest.raises(ValueError, match="`--do_eval` needs `--eval_split`"):
+        train_rgnet.main([*flags, "--do_eval", "true"])
+    assert not (tmp_path / "run").exists()
     # 16 training queries: a batch of 32 leaves no whole batch (the Trainer's own error would speak of max_steps).
     with pytest.raises(ValueError, match=r"16 queries, fewer than one batch .*\(32\) x 1 process"):
         train_rgnet.main([*flags, "--per_device_train_batch_size", "32"])
