@@ -7,6 +7,7 @@ Usage:
 Writes `metrics.json` (Recall@K at temporal IoU, mIoU for the Ego4D conventions, window recall) and
 `predictions.jsonl` (one row per query: `query_id`, `video_id`, `predicted_times` as ranked
 `[start, end, proposal, match, fusion]` rows in seconds — the original MAD output format — and `window_ranking`).
+An earlier evaluation's files in `--output_dir` are replaced (a log line names them).
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     predictions = predict_long_videos(
         model, processor, table, store, pairs_per_batch=args.pairs_per_batch, max_predictions=args.max_predictions
     )
+    for name in ("predictions.jsonl", "metrics.json"):
+        if (output_dir / name).exists():  # a re-run into the same folder: said, not silent
+            logger.info("replacing the earlier %s", output_dir / name)
     with (output_dir / "predictions.jsonl").open("w") as handle:
         for item in predictions:
             row = {

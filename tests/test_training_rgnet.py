@@ -492,7 +492,7 @@ def script_flags(dataset_dir, output_dir, *extra):
     ]
 
 
-def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path, capsys):
+def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path, capsys, caplog):
     metrics = train_rgnet.main(
         script_flags(
             tiny_dataset,
@@ -540,6 +540,10 @@ def test_train_and_evaluate_scripts_end_to_end(tiny_dataset, tmp_path, capsys):
         shutil.copy(saved / name, bare / name)
     flags = ["--dataset_dir", str(tiny_dataset), "--split", "validation", "--output_dir", str(tmp_path / "eval-bare")]
     assert evaluate_rgnet.main(["--model", str(bare), *flags]) == results
+    # Again into the same folder: the earlier files are replaced, and the log says so.
+    with caplog.at_level("INFO", logger="evaluate_rgnet"):
+        assert evaluate_rgnet.main(["--model", str(bare), *flags]) == results
+    assert "replacing the earlier" in caplog.text and "predictions.jsonl" in caplog.text
 
 
 def test_train_script_with_torch_compile_trains_as_eager(tiny_dataset, tmp_path, fresh_compiler):
