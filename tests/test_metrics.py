@@ -12,6 +12,7 @@ from pathlib import Path
 import evaluate
 import numpy as np
 import pytest
+import torch
 
 from metrics.long_video_grounding.long_video_grounding import (
     GROUNDING_METRIC_SETTINGS,
@@ -22,7 +23,9 @@ from metrics.long_video_grounding.long_video_grounding import (
     load_mad_ground_truth,
     load_mad_predictions,
     positive_window_range,
+    recall_at_k,
     temporal_iou,
+    window_recall_at_k,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -342,6 +345,81 @@ def test_bad_window_rankings_and_overrides_name_the_argument():
             metric.compute(**inputs, **override)
     with pytest.raises(ValueError, match=r"window_rankings\[0\] must be a list of window indices; got \[1e\+30\]"):
         compute_grounding_metrics(**inputs, window_rankings=[[1e30]])  # beyond int64: the cast would wrap
+
+
+def test_settings_that_are_neither_a_name_nor_settings_name_the_argument():
+    inputs = {"predictions": [[[0.0, 1.0]]], "references": [[0.0, 1.0]]}
+    for settings in (None, {"iou_dtype": "float32"}):
+        with pytest.raises(
+            ValueError, match=r"settings must be one of \['ego4d', 'mad'\] or a GroundingMetricSettings; got "
+        ):
+            compute_grounding_metrics(**inputs, settings=settings)
+
+
+def test_a_missing_predictions_or_references_argument_raises_value_error():
+    metric = load_metric("ego4d")
+    with pytest.raises(ValueError, match=r"references must be a list of \[start, end\] pairs; got NoneType"):
+        metric.compute(predictions=[[[0.0, 1.0]]])
+    with pytest.raises(ValueError, match=r"predictions must be a list with one list of rows per query; got NoneType"):
+        metric.add_batch(references=[[0.0, 1.0]])
+    # One query added without its reference (or prediction) is refused at once, not stored for `compute` to fail on.
+    with pytest.raises(ValueError, match=r"references\[0\] must be a pair \[start, end\] of numbers; got None"):
+        metric.add(prediction=[[0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"prediction must be a list of \[start, end, \.\.\.\] rows; got NoneType"):
+        metric.add(reference=[0.0, 1.0])
+    metric.add(prediction=[[0.0, 1.0]], reference=[0.0, 1.0])
+    assert metric.compute(top_k=[1])["R@1,IoU=0.5"] == 1.0
+    # Tensors are still accepted (checked after Arrow has made them lists).
+    results = metric.compute(predictions=torch.tensor([[[0.0, 1.0]]]), references=torch.tensor([[0.0, 1.0]]), top_k=1)
+    assert results["R@1,IoU=0.5"] == 1.0
+    with pytest.raises(ValueError, match=r"predictions\[0\]\[0\] must satisfy start <= end"):
+        metric.compute(predictions=torch.tensor([[[1.0, 0.0]]]), references=torch.tensor([[0.0, 1.0]]))
+
+
+def test_recall_at_k_rejects_a_k_below_one_or_a_threshold_outside_the_unit_interval():
+    ious = [np.array([0.0, 0.9])]  # a hit at rank 2 only
+    assert recall_at_k(ious, [0.5], [1, 2]).tolist() == [[0.0, 1.0]]
+    # K = 0 would read the last column (a hit "among the first 0"); a NaN θ would never hit.
+    for top_k, thresholds, name in [([0], [0.5], "top_k"), ([-1], [0.5], "top_k"), ([1], [float("nan")], "iou")]:
+        with pytest.raises(ValueError, match=rf"{name}\w* must be"):
+            recall_at_k(ious, thresholds, top_k)
+    # Repeats are harmless in the bare matrix (no result keys to collide).
+    assert recall_at_k(ious, [0.5, 0.5], [2, 2]).tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"seconds_per_frame": 0.0}, r"seconds_per_frame must be a positive finite number; got 0.0"),
+        ({"seconds_per_frame": -0.2}, r"seconds_per_frame must be a positive finite number; got -0.2"),
+        ({"seconds_per_frame": float("nan")}, r"seconds_per_frame must be a positive finite number; got nan"),
+        ({"window_stride": -45}, r"window_stride must be a positive integer"),
+        ({"window_stride": 0}, r"window_stride must be a positive integer"),
+        ({"window_length": 0}, r"window_length must be a positive integer"),
+    ],
+)
+def test_window_functions_reject_a_bad_geometry(kwargs, match):
+    arguments = {"seconds_per_frame": 0.2, "window_stride": 45, "window_length": 90, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        positive_window_range([[1.0, 2.0]], **arguments)
+    with pytest.raises(ValueError, match=match):
+        window_recall_at_k([[0]], [[1.0, 2.0]], top_k=[1], **arguments)
+
+
+def test_window_recall_rejects_a_k_below_one():
+    arguments = {"seconds_per_frame": 0.2, "window_stride": 45}
+    assert window_recall_at_k([[0]], [[1.0, 2.0]], top_k=[1], **arguments).tolist() == [1.0]
+    with pytest.raises(ValueError, match=r"top_k must be a positive integer"):
+        window_recall_at_k([[0]], [[1.0, 2.0]], top_k=[0], **arguments)
+
+
+def test_inputs_description_gives_the_window_span_for_any_window_length():
+    description = load_metric("ego4d").inputs_description
+    assert "[(w - 1) * stride, (w - 1) * stride + window_length)" in description
+    # At the default stride of an odd length (91 frames, stride 45), window 0 covers frames [-45, 46) and so
+    # overlaps a moment starting at frame 45, where floor(45 / 45) = 1 would leave it out.
+    first, last = positive_window_range([[45.0, 50.0]], 1.0, 45, 91)
+    assert (first.tolist(), last.tolist()) == ([0], [2])
 
 
 def test_prediction_without_ground_truth_is_an_error():

@@ -161,3 +161,14 @@ def test_card_folders_hold_the_preset_configs(tmp_path):
 def test_examples_in_cards_are_valid_python(card_name):
     for block in code_blocks((CARDS / card_name / "README.md").read_text(), "python"):
         compile(textwrap.dedent(block), card_name, "exec")
+
+
+def test_ego4d_card_says_the_grounding_script_cannot_take_the_egovlp_sentence_embedding():
+    # `scripts/ground_video.py` reads only CLIP text embeddings (512-d, not the 256-d EgoVLP space): for an Ego4D
+    # model it always skips the matching score, unlike the card's Python usage.
+    source = (REPO_ROOT / "scripts" / "ground_video.py").read_text()
+    flags = re.findall(r'add_argument\(\s*"(--\w+)"', source)
+    assert "--query" in flags and not [flag for flag in flags if "sentence" in flag or "embedding" in flag]
+    text = " ".join((CARDS / "rgnet-ego4d" / "README.md").read_text().split())
+    assert "no input for the EgoVLP sentence embedding" in text
+    assert "ranks moments by proposal score alone" in text

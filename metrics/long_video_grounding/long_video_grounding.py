@@ -61,7 +61,8 @@ Args:
     references (`list` of `list` of `float`): one `[start, end]` per query, in seconds, `start <= end`.
     window_rankings (`list` of `list` of `int`, *optional*): one entry per query: distinct window indices
         (`>= 0`), best first. When given, window recall `WindowR@K` is added. Window `w` covers frames
-        `[(w - 1) * stride, (w + 1) * stride)`; the positive windows of a reference are
+        `[(w - 1) * stride, (w - 1) * stride + window_length)`; the positive windows of a reference are those
+        overlapping it, for the default `stride = window_length / 2` (even length)
         `floor(start / seconds_per_frame / stride) ... ceil(end / seconds_per_frame / stride)`, both included.
     iou_thresholds (`float` or `list` of `float`, *optional*): θ values in [0, 1]; a single number means a
         one-element list (`0.5` is `[0.5]`). Defaults: mad 0.1/0.3/0.5, ego4d 0.3/0.5.
@@ -110,20 +111,27 @@ def _as_tuple(values) -> tuple:
     return tuple(values) if _is_list_like(values) else (values,)
 
 
-def _positive_ints(values, name: str) -> tuple[int, ...]:
+def _positive_ints(values, name: str, distinct: bool = True) -> tuple[int, ...]:
     items = _as_tuple(values)
     if not items or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in items):
         raise ValueError(f"{name} must be a positive integer or a non-empty list of them; got {values!r}")
-    _check_distinct_keys([str(int(v)) for v in items], name, values)
+    if distinct:
+        _check_distinct_keys([str(int(v)) for v in items], name, values)
     return tuple(int(v) for v in items)
 
 
-def _unit_interval_floats(values, name: str) -> tuple[float, ...]:
+def _unit_interval_floats(values, name: str, distinct: bool = True) -> tuple[float, ...]:
     items = _as_tuple(values)
     if not items or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in items):
         raise ValueError(f"{name} must be a number in [0, 1] or a non-empty list of them; got {values!r}")
-    _check_distinct_keys([f"{float(v):g}" for v in items], name, values)
+    if distinct:
+        _check_distinct_keys([f"{float(v):g}" for v in items], name, values)
     return tuple(float(v) for v in items)
+
+
+def _check_seconds_per_frame(seconds_per_frame) -> None:
+    if not (_is_number(seconds_per_frame) and np.isfinite(seconds_per_frame) and seconds_per_frame > 0):
+        raise ValueError(f"seconds_per_frame must be a positive finite number; got {seconds_per_frame!r}")
 
 
 def _check_distinct_keys(keys: list[str], name: str, values) -> None:
@@ -183,9 +191,7 @@ class GroundingMetricSettings:
             raise ValueError(
                 f"window_length must be at least 2 when window_stride is not set; got {self.window_length}"
             )
-        spf = self.seconds_per_frame
-        if not (_is_number(spf) and np.isfinite(spf) and spf > 0):
-            raise ValueError(f"seconds_per_frame must be a positive finite number; got {spf!r}")
+        _check_seconds_per_frame(self.seconds_per_frame)
 
     @property
     def resolved_window_stride(self) -> int:
@@ -278,18 +284,22 @@ def recall_at_k(
     Args:
         ious (`list` of `np.ndarray` of shape `(P_q,)`): per query, the IoU of each prediction in rank order;
             `P_q` may differ between queries and may be 0 (a miss).
-        iou_thresholds (`list` of `float`): θ; a hit needs IoU strictly greater than θ, compared in `dtype`.
-        top_k (`list` of `int`): K values; a query with fewer than K predictions uses all of them.
+        iou_thresholds (`list` of `float`): θ in [0, 1]; a hit needs IoU strictly greater than θ, compared in
+            `dtype`.
+        top_k (`list` of `int`): K values, positive; a query with fewer than K predictions uses all of them.
         dtype (`str` or `np.dtype`, *optional*, defaults to `"float64"`): precision of the comparison and mean.
 
     Returns:
         `np.ndarray` of shape `(len(iou_thresholds), len(top_k))` in `dtype`: the fraction of queries hit.
 
     Raises:
-        ValueError: when `ious` is empty.
+        ValueError: when `ious` is empty, a K is not a positive integer or a θ is not in [0, 1].
     """
     if len(ious) == 0:
         raise ValueError("ious must hold at least one query")
+    # A K of 0 would index the last column (every prediction read), a NaN θ would never hit: both silently wrong.
+    top_k = _positive_ints(top_k, "top_k", distinct=False)
+    iou_thresholds = _unit_interval_floats(iou_thresholds, "iou_thresholds", distinct=False)
     dtype = np.dtype(dtype)
     num_queries = len(ious)
     max_length = max(len(query_ious) for query_ious in ious)
@@ -346,8 +356,15 @@ def positive_window_range(
 
     Returns:
         `tuple` of two `np.ndarray` of shape `(Q,)`, int64: first and last positive window index.
+
+    Raises:
+        ValueError: when `seconds_per_frame` is not a positive finite number, `window_stride` or `window_length` is
+            not a positive integer, or `window_length` is not larger than `window_stride`.
     """
+    _check_seconds_per_frame(seconds_per_frame)
+    _positive_ints([window_stride], "window_stride")
     window_length = 2 * window_stride if window_length is None else window_length
+    _positive_ints([window_length], "window_length")
     if window_length <= window_stride:
         raise ValueError(f"window_length ({window_length}) must be larger than window_stride ({window_stride})")
     frames = np.asarray(references, dtype=np.float64).reshape(-1, 2) / seconds_per_frame
@@ -377,8 +394,10 @@ def window_recall_at_k(
 
     Raises:
         ValueError: when `window_rankings` is malformed (a negative or repeated window index included) or its
-            length differs from `references`.
+            length differs from `references`, when a K is not a positive integer, or on a bad window geometry (see
+            `positive_window_range`).
     """
+    top_k = _positive_ints(top_k, "top_k", distinct=False)
     references = np.asarray(references, dtype=np.float64).reshape(-1, 2)
     rankings = _window_rankings(window_rankings, len(references))
     if len(rankings) == 0:
@@ -430,6 +449,15 @@ def _ranked_spans(rows, argument: str) -> np.ndarray:
     spans = table[:, :2]
     _check_spans(spans, argument)
     return spans
+
+
+def _ranked_span_lists(predictions) -> list[np.ndarray]:
+    """Validates the predictions of all queries and returns each query's `(P_q, 2)` `[start, end]` columns."""
+    if not _is_list_like(predictions):
+        raise ValueError(
+            f"predictions must be a list with one list of rows per query; got {type(predictions).__name__}"
+        )
+    return [_ranked_spans(rows, f"predictions[{index}]") for index, rows in enumerate(predictions)]
 
 
 def _row_span(row, argument: str) -> np.ndarray:
@@ -535,10 +563,12 @@ def compute_grounding_metrics(
     """
     if isinstance(settings, str):
         settings = get_metric_settings(settings, argument="settings")
-    if not _is_list_like(predictions):
+    elif not isinstance(settings, GroundingMetricSettings):
         raise ValueError(
-            f"predictions must be a list with one list of rows per query; got {type(predictions).__name__}"
+            f"settings must be one of {sorted(GROUNDING_METRIC_SETTINGS)} or a GroundingMetricSettings; "
+            f"got {type(settings).__name__}"
         )
+    spans = _ranked_span_lists(predictions)
     reference_spans = _reference_spans(references)
     if len(predictions) != len(reference_spans):
         raise ValueError(
@@ -555,7 +585,6 @@ def compute_grounding_metrics(
             settings.max_predictions,
         )
 
-    spans = [_ranked_spans(rows, f"predictions[{index}]") for index, rows in enumerate(predictions)]
     spans = [query_spans[: settings.max_predictions] for query_spans in spans]
     # One vectorised IoU over all queries' predictions, then split back per query.
     counts = np.array([len(query_spans) for query_spans in spans])
@@ -758,10 +787,11 @@ class LongVideoGrounding(evaluate.Metric):
         """Add a batch of queries: `predictions` (ranked `[start, end, ...]` rows per query) and `references` (one
         `[start, end]` per query), checked as given.
         """
-        if _is_list_like(predictions):
-            for index, rows in enumerate(predictions):
-                _ranked_spans(rows, f"predictions[{index}]")
-        if _is_list_like(references):
+        # Both are required (a missing one would end in a TypeError inside `evaluate`). Other array types (tensors,
+        # pandas) are checked after Arrow has turned them into lists, at `compute`.
+        if predictions is None or _is_list_like(predictions):
+            _ranked_span_lists(predictions)
+        if references is None or _is_list_like(references):
             _reference_spans(references)
         super().add_batch(predictions=predictions, references=references, **kwargs)
 
@@ -769,9 +799,10 @@ class LongVideoGrounding(evaluate.Metric):
         """Add one query: `prediction` (its ranked `[start, end, ...]` rows) and `reference` (`[start, end]`), checked
         as given.
         """
-        if prediction is not None:
+        # Both are required: a missing one would be stored as None and fail only at `compute`, at another index.
+        if prediction is None or _is_list_like(prediction):
             _ranked_spans(prediction, "prediction")
-        if reference is not None:
+        if reference is None or _is_list_like(reference):
             _reference_spans([reference])
         super().add(prediction=prediction, reference=reference, **kwargs)
 
