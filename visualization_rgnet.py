@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,6 +46,33 @@ def _as_numpy(value: Any, name: str) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
+def _check_finite(values: np.ndarray, name: str) -> None:
+    """A NaN or infinite score or second would be drawn as nothing, or (in the colour scale) spoil every bar."""
+    if not np.isfinite(values).all():
+        raise ValueError(f"`{name}` holds NaN or infinite values; a plot needs finite numbers.")
+
+
+def _check_prediction(prediction: Any, name: str) -> None:
+    if not isinstance(prediction, Mapping):  # e.g. the whole list of `post_process_video_grounding`
+        raise ValueError(
+            f"`{name}` must be one query's result (a dict of `post_process_video_grounding`'s list), got "
+            f"{type(prediction).__name__}."
+        )
+
+
+def _check_ground_truth(ground_truth: Any, name: str) -> tuple[float, float] | None:
+    """`ground_truth` as a `(start, end)` pair of floats (`None` stays `None`)."""
+    if ground_truth is None:
+        return None
+    try:
+        pair = tuple(float(value) for value in ground_truth)
+    except (TypeError, ValueError):  # a bare number, or a text that is no number
+        pair = ()
+    if len(pair) != 2 or not all(math.isfinite(value) for value in pair) or pair[0] > pair[1]:
+        raise ValueError(f"`{name}` must be finite (start, end) seconds with start <= end, got {ground_truth!r}.")
+    return pair
+
+
 def _window_curve(prediction: Mapping[str, Any], window_metadata: Any) -> tuple[np.ndarray, np.ndarray]:
     """Window centres in seconds and `σ(ρ)` in window order (the prediction holds them in rank order)."""
     ranking = _as_numpy(prediction.get("window_ranking"), "prediction['window_ranking']").astype(np.int64)
@@ -56,6 +84,12 @@ def _window_curve(prediction: Mapping[str, Any], window_metadata: Any) -> tuple[
             f"`prediction` ranks {ranking.size} windows but `window_metadata` describes {offsets.size}; pass the "
             "metadata of the batch the prediction came from."
         )
+    if not np.array_equal(np.sort(ranking), np.arange(ranking.size)):  # else some windows would get no score
+        raise ValueError(
+            f"`prediction['window_ranking']` must order the windows 0 to {ranking.size - 1}, each once; it repeats "
+            "or leaves out some."
+        )
+    _check_finite(ranked_scores, "prediction['window_scores']")
     scores = np.empty_like(ranked_scores)
     scores[ranking] = ranked_scores
     centers = (offsets + lengths / 2) * window_metadata.seconds_per_frame
@@ -69,20 +103,29 @@ def _draw_timeline(
     window_metadata: Any,
     *,
     query: str | None,
-    ground_truth: Sequence[float] | None,
+    ground_truth: tuple[float, float] | None,
     top_k: int,
 ) -> None:
-    """Draw one query into a (window panel, moment panel) pair of axes sharing the time axis."""
+    """Draw one query into a (window panel, moment panel) pair of axes sharing the time axis (`ground_truth` checked
+    by [`_check_ground_truth`])."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"`top_k` must be a positive integer, got {top_k!r}.")
-    spans = _as_numpy(prediction.get("spans"), "prediction['spans']").reshape(-1, 2)[:top_k]
-    scores = _as_numpy(prediction.get("scores"), "prediction['scores']").reshape(-1)[:top_k]
+    spans = _as_numpy(prediction.get("spans"), "prediction['spans']")
+    scores = _as_numpy(prediction.get("scores"), "prediction['scores']").reshape(-1)
+    if spans.size == 0:
+        spans = spans.reshape(0, 2)
+    if spans.ndim != 2 or spans.shape[1] != 2:
+        raise ValueError(f"`prediction['spans']` must have shape (K, 2), got {spans.shape}.")
+    if len(scores) != len(spans):
+        raise ValueError(
+            f"`prediction` holds {len(spans)} spans but {len(scores)} scores; `prediction['scores']` must hold one "
+            "score per span."
+        )
+    _check_finite(spans, "prediction['spans']")
+    _check_finite(scores, "prediction['scores']")
+    spans, scores = spans[:top_k], scores[:top_k]
     centers, window_scores = _window_curve(prediction, window_metadata)
     duration = window_metadata.num_frames * window_metadata.seconds_per_frame
-    if ground_truth is not None:
-        ground_truth = tuple(float(value) for value in ground_truth)
-        if len(ground_truth) != 2 or ground_truth[0] > ground_truth[1]:
-            raise ValueError(f"`ground_truth` must be (start, end) seconds with start <= end, got {ground_truth}.")
 
     # Upper panel: window relevance at each window's centre (windows overlap by half, so a line reads best).
     window_axis.plot(centers, window_scores, color=_WINDOW_COLOR, marker="o", markersize=3, linewidth=1.2)
@@ -155,15 +198,18 @@ def plot_timeline(
         top_k (`int`, *optional*, defaults to 5):
             Ranked moments drawn (fewer when the prediction holds fewer).
         output_path (`str` or `os.PathLike`, *optional*):
-            Also save the figure there as PNG (150 dpi).
+            Also save the figure there (150 dpi), in the format of its extension (PNG without one).
 
     Returns:
         `matplotlib.figure.Figure`: the figure (`figure.savefig(path)` saves it).
 
     Raises:
-        ValueError: If `top_k` is not a positive integer, the prediction and metadata disagree, or `ground_truth`
-            is not a `(start, end)` pair with `start <= end`.
+        ValueError: If `top_k` is not a positive integer, the prediction is malformed (spans not `(K, 2)`, not one
+            score per span, a window ranking that is not a permutation, NaN or infinite values) or disagrees with
+            the metadata, or `ground_truth` is not a finite `(start, end)` pair with `start <= end`.
     """
+    _check_prediction(prediction, "prediction")
+    ground_truth = _check_ground_truth(ground_truth, "ground_truth")
     return plot_timelines(
         [prediction],
         window_metadata,
@@ -191,16 +237,32 @@ def plot_timelines(
         queries (sequence of `str`, *optional*): Query texts (titles), one per prediction.
         ground_truths (sequence of `(start, end)` or `None`, *optional*): Annotated moments, one per prediction.
         top_k (`int`, *optional*, defaults to 5): Ranked moments drawn per query.
-        output_path (`str` or `os.PathLike`, *optional*): Also save the figure there as PNG (150 dpi).
+        output_path (`str` or `os.PathLike`, *optional*): Also save the figure there (150 dpi), in the format of its
+            extension (PNG without one).
 
     Returns:
         `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: As `plot_timeline`, and when `predictions` is empty or a single result, or `queries` or
+            `ground_truths` do not hold one entry per prediction.
     """
+    if isinstance(predictions, Mapping):
+        raise ValueError(
+            "`predictions` must be a list of results, one per query; for a single result use `plot_timeline`."
+        )
     if len(predictions) == 0:
         raise ValueError("`predictions` must hold at least one query's result.")
+    for index, prediction in enumerate(predictions):
+        _check_prediction(prediction, f"predictions[{index}]")
     for name, values in (("queries", queries), ("ground_truths", ground_truths)):
-        if values is not None and len(values) != len(predictions):
-            raise ValueError(f"`{name}` has {len(values)} entries for {len(predictions)} predictions.")
+        if isinstance(values, str) or (values is not None and len(values) != len(predictions)):
+            count = "a single string" if isinstance(values, str) else f"{len(values)} entries"
+            raise ValueError(f"`{name}` must hold one entry per prediction; got {count} for {len(predictions)}.")
+    if ground_truths is not None:
+        ground_truths = [
+            _check_ground_truth(value, f"ground_truths[{index}]") for index, value in enumerate(ground_truths)
+        ]
     heights = [sum(_panel_heights(prediction, top_k)) + 0.5 for prediction in predictions]
     # A bare `Figure` (no pyplot): no global state or display needed, and `savefig` renders with Agg.
     figure = Figure(figsize=(10, sum(heights)), layout="constrained")

@@ -79,7 +79,7 @@ from modeling_rgnet import (  # noqa: E402
     selector_attention,
 )
 from scripts.benchmark_model import device_kind, environment_info  # noqa: E402
-from scripts.cli import require_output_for_smoke_runs, script_parser  # noqa: E402
+from scripts.cli import check_device, prepare_report_path, require_output_for_smoke_runs, script_parser  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -250,28 +250,29 @@ def _text_to_video_variants(args: argparse.Namespace, dtype, device: torch.devic
     return report, packed_kernel
 
 
+# The sizes `--tiny` changes (each option given keeps its value), and their defaults otherwise.
 TINY_SIZES = {"pairs": 8, "frames": 30, "steps": 2, "warmup": 1, "windows_per_query": 4, "text_tokens": 6}
+DEFAULT_SIZES = {"pairs": 1296, "frames": 900, "steps": 10, "warmup": 2, "windows_per_query": 81, "text_tokens": 25}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = script_parser(__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--pairs", type=int, default=1296, help="(query, window) pairs (default 16 × 81 windows).")
-    parser.add_argument("--frames", type=int, default=900, help="Frames per window (default 900, MAD).")
+    parser.add_argument("--pairs", type=int, help="(query, window) pairs (default 1296: 16 × 81 windows).")
+    parser.add_argument("--frames", type=int, help="Frames per window (default 900, MAD).")
     parser.add_argument(
         "--windows-per-query",
         type=int,
-        default=81,
         help="Windows of each query's video (default 81, a 2-hour MAD movie); its first and last are half windows.",
     )
     parser.add_argument(
-        "--text-tokens", type=int, default=25, help="Most query tokens, text-to-video attention (default 25, MAD)."
+        "--text-tokens", type=int, help="Most query tokens, text-to-video attention (default 25, MAD)."
     )
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=10, help="Timed repetitions (default 10).")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, help="Timed repetitions (default 10).")
+    parser.add_argument("--warmup", type=int, help="Untimed repetitions first (default 2).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--tiny",
@@ -281,10 +282,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=None, help="JSON report path.")
     args = parser.parse_args(argv)
-    if args.tiny:
-        for option, value in TINY_SIZES.items():
-            if getattr(args, option) == parser.get_default(option):  # an option given keeps its value
-                setattr(args, option, value)
+    for option, value in (TINY_SIZES if args.tiny else DEFAULT_SIZES).items():
+        if getattr(args, option) is None:  # an option given keeps its value, even the default's
+            setattr(args, option, value)
     require_output_for_smoke_runs(parser, args)
     if (
         min(args.pairs, args.frames, args.heads, args.head_dim, args.steps, args.windows_per_query, args.text_tokens)
@@ -295,6 +295,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--pairs, --frames, --text-tokens, --heads, --head-dim, --steps and --windows-per-query must be >= 1, "
             "--warmup >= 0"
         )
+    device_problem = check_device(args.device)
+    if device_problem is not None:
+        parser.error(f"--device {args.device}: {device_problem}")
+    if args.output is not None:
+        try:
+            prepare_report_path(args.output)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 

@@ -41,7 +41,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_rgnet import RGNetDatasetWriter, RGNetFeatureStore  # noqa: E402
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import prepare_report_path, script_parser  # noqa: E402
 
 TARGET_MS = 5.0
 
@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=18_000, help="Frames per video (18,000 = 1 h at 5 fps).")
     parser.add_argument("--dim", type=int, default=512, help="Feature width.")
     parser.add_argument("--window", type=int, default=900, help="Frames per read (MAD window).")
-    parser.add_argument("--reads", type=int, default=300, help="Timed reads per mode.")
+    parser.add_argument(
+        "--reads", type=int, default=300, help="Timed reads per mode (at most 50 for --compare-per-video-rows)."
+    )
     parser.add_argument("--warmup", type=int, default=20, help="Untimed reads before the warm measurement.")
     parser.add_argument("--no-cold", action="store_true", help="Skip the cold (page cache dropped) measurement.")
     parser.add_argument(
@@ -212,6 +214,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--warmup must not be negative.")
     if args.window > args.frames:
         parser.error("--window must not exceed --frames.")
+    if args.work_dir is not None and not args.work_dir.is_dir():
+        parser.error(f"--work-dir {str(args.work_dir)!r} is not an existing folder.")
+    if args.output is not None:
+        try:
+            prepare_report_path(args.output)
+        except ValueError as error:
+            parser.error(str(error))
     output = args.output or REPO_ROOT / "benchmarks" / "results" / f"data_read_{socket.gethostname()}.json"
 
     with tempfile.TemporaryDirectory(prefix="rgnet_benchmark_", dir=args.work_dir) as work_dir:

@@ -93,7 +93,7 @@ from processing_rgnet import (  # noqa: E402
     frame_query_similarities,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
-from scripts.cli import require_output_for_smoke_runs, script_parser  # noqa: E402
+from scripts.cli import check_device, prepare_report_path, require_output_for_smoke_runs, script_parser  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     PostProcessingWorker,
@@ -1022,8 +1022,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
     unknown = sorted(set(args.workloads) - set(WORKLOADS))
-    if unknown:
-        parser.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    if unknown or not args.workloads:
+        found = f"unknown workload(s) {unknown}" if unknown else "--workloads names no workload"
+        parser.error(f"{found}; choose from {list(WORKLOADS)}")
     args.sdpa_backends = [name.strip() for name in args.sdpa_backends.split(",") if name.strip()]
     if set(args.sdpa_backends) - set(SDPA_BACKENDS):
         parser.error(f"--sdpa-backends must name some of {list(SDPA_BACKENDS)}")
@@ -1047,6 +1048,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     require_output_for_smoke_runs(parser, args)
     if args.compile_mode != "default" and not args.compile:
         parser.error(f"--compile-mode {args.compile_mode} needs --compile")
+    device_problem = None if args.device == "auto" else check_device(args.device)
+    if device_problem is not None:
+        parser.error(f"--device {args.device}: {device_problem}")
+    for flag, path in (("--output", args.output), ("--profile", args.profile)):  # before minutes of measurements
+        if path is not None:
+            try:
+                prepare_report_path(path, flag)
+            except ValueError as error:
+                parser.error(str(error))
     return args
 
 
@@ -1062,10 +1072,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse_args(argv)
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
+    else:  # checked by `_parse_args`
         device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise SystemExit("--device cuda was requested but CUDA is not available.")
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator = args.cpu_allocator

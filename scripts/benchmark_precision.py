@@ -33,10 +33,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_rgnet import load_rgnet_dataset  # noqa: E402
-from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
 from scripts.benchmark_model import PRECISIONS, environment_info, top1, top1_agreement  # noqa: E402
-from scripts.cli import script_parser  # noqa: E402
+from scripts.cli import check_device, load_rgnet_model, prepare_report_path, run_script, script_parser  # noqa: E402
 from training_rgnet import predict_long_videos, score_predictions  # noqa: E402
 
 
@@ -52,11 +51,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pairs_per_batch", type=int, default=1024, help="(query, window) pairs per forward.")
     parser.add_argument("--output", type=Path, default=None, help="JSON report (default: print only).")
     args = parser.parse_args(argv)
+    if args.pairs_per_batch < 1:
+        parser.error(f"--pairs_per_batch must be >= 1, got {args.pairs_per_batch}")
+    device_problem = None if args.device == "auto" else check_device(args.device)
+    if device_problem is not None:
+        parser.error(f"--device {args.device}: {device_problem}")
+    if args.output is not None:
+        try:
+            prepare_report_path(args.output)
+        except ValueError as error:
+            parser.error(str(error))
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was requested but CUDA is not available.")
 
-    model = RGNetForVideoGrounding.from_pretrained(args.model_dir).to(device).eval()
+    model = load_rgnet_model(args.model_dir, "--model_dir").to(device).eval()
     processor = RGNetProcessor.from_pretrained(args.model_dir)
     queries, store = load_rgnet_dataset(args.dataset_dir)
     splits = [name.strip() for name in args.split.split(",") if name.strip()]
@@ -103,4 +110,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, errors=(ValueError, OSError))

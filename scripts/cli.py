@@ -19,6 +19,7 @@ __all__ = [
     "load_rgnet_config",
     "load_rgnet_model",
     "prepare_output_dir",
+    "prepare_report_path",
     "run_script",
     "script_parser",
 ]
@@ -85,6 +86,23 @@ def prepare_output_dir(path: str | Path, flag: str = "--output_dir") -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # a parent that is a file, no permission, ...
         raise ValueError(f"`{flag}` {str(path)!r} cannot be created: {error}") from None
+    return path
+
+
+def prepare_report_path(path: str | Path, flag: str = "--output") -> Path:
+    """Check a benchmark's report path `path` and create its folder before the measurements (minutes of them), so
+    that a path that is a folder, or one under a file, ends the run at once instead of when the report is written.
+
+    Raises:
+        ValueError: naming `flag`, when `path` is a folder or its folder cannot be created.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"`{flag}` {str(path)!r} is a folder; pass the path of the report file.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a parent that is a file, no permission, ...
+        raise ValueError(f"`{flag}` {str(path)!r}: its folder cannot be created: {error}") from None
     return path
 
 

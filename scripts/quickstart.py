@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "outputs" / "quickstart")
     parser.add_argument("--dataset_dir", type=Path, default=None, help="default: <output_dir>/../synthetic-<seed>")
     parser.add_argument("--num_train_epochs", type=float, default=QUICKSTART_TRAINING["num_train_epochs"])
-    parser.add_argument("--max_train_steps", type=int, default=-1, help="stop early (shortened runs)")
+    parser.add_argument(
+        "--max_train_steps", type=int, default=None, help="stop after this many steps (shortened runs; default: none)"
+    )
     parser.add_argument(
         "--dataset_setting",
         action="append",
@@ -226,6 +229,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--demo_query_id", default=None, help=argparse.SUPPRESS)  # the fresh-process step
     parser.add_argument("--model_dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.num_train_epochs) and args.num_train_epochs > 0):
+        parser.error(f"--num_train_epochs must be a positive number, got {args.num_train_epochs}")
+    if args.max_train_steps is not None and args.max_train_steps < 1:  # the Trainer reads 0 as none, -1 as all
+        parser.error(f"--max_train_steps must be >= 1 (or left out to train every epoch), got {args.max_train_steps}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     output_dir = args.output_dir
     dataset_dir = args.dataset_dir or output_dir.parent / f"synthetic-{args.seed}"
@@ -238,9 +245,16 @@ def main(argv: list[str] | None = None) -> dict:
     # training too): not a `--dataset_setting`.
     settings = _parse_overrides(args.dataset_setting, own_flags={"seed": "--seed"}, option="--dataset_setting")
     try:
-        SyntheticDatasetSettings(seed=args.seed, **settings)  # values out of range
+        dataset_settings = SyntheticDatasetSettings(seed=args.seed, **settings)  # values out of range
     except ValueError as error:
         raise ValueError(f"Invalid synthetic dataset setting (`--seed`, `--dataset_setting`): {error}") from None
+    for split in ("train", "test"):  # trained on the first, evaluated and demonstrated on the second
+        if getattr(dataset_settings, f"num_{split}_videos") < 1:
+            raise ValueError(
+                f"The quickstart needs {split} videos: `--dataset_setting num_{split}_videos` must be >= 1."
+            )
+    if dataset_dir.exists() and not dataset_dir.is_dir():
+        raise ValueError(f"`--dataset_dir` {str(dataset_dir)!r} exists and is not a folder.")
 
     from transformers import set_seed
 
@@ -261,6 +275,12 @@ def main(argv: list[str] | None = None) -> dict:
     prepare_output_dir(output_dir)
     make_synthetic_dataset(dataset_dir, seed=args.seed, reuse=True, **settings)
     queries, store = load_rgnet_dataset(dataset_dir)
+    batch_size = QUICKSTART_TRAINING["per_device_train_batch_size"]
+    if len(queries["train"]) < batch_size:  # training takes whole batches only
+        raise ValueError(
+            f"The {len(queries['train'])} training queries are fewer than one batch of {batch_size}: raise "
+            "`--dataset_setting num_train_videos`."
+        )
     vocabulary = load_synthetic_vocabulary(dataset_dir)
     tokenizer, text_config, embeddings = build_text_encoder(vocabulary)
 
@@ -275,8 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     training_args = RGNetTrainingArguments(
         output_dir=str(output_dir / "trainer"),
         num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_train_steps,
-        per_device_train_batch_size=QUICKSTART_TRAINING["per_device_train_batch_size"],
+        max_steps=-1 if args.max_train_steps is None else args.max_train_steps,
+        per_device_train_batch_size=batch_size,
         learning_rate=QUICKSTART_TRAINING["learning_rate"],
         lr_drop_epochs=[epoch for epoch in QUICKSTART_TRAINING["lr_drop_epochs"] if epoch < args.num_train_epochs],
         seed=args.seed,

@@ -53,3 +53,24 @@ def test_the_median_of_an_even_number_of_times_is_the_mean_of_the_middle_two(mon
     monkeypatch.setattr(benchmark_attention.time, "perf_counter", lambda: next(clock))
     timing = benchmark_attention._time(lambda: None, torch.device("cpu"), warmup=0, steps=4)
     assert timing == {"median_ms": pytest.approx(30.0), "min_ms": pytest.approx(10.0)}
+
+
+def test_tiny_keeps_an_option_given_at_its_full_size_default():
+    """`--tiny --steps 10` once ran 2 steps: an option given with the full-size default's value was taken as not
+    given and replaced by the tiny size."""
+    args = _parse_args(["--tiny", "--steps", "10", "--frames", "900", "--output", "o.json"])
+    assert (args.steps, args.frames, args.pairs) == (10, 900, 8)
+    full = _parse_args(["--device", "cpu"])
+    sizes = {"pairs": 1296, "frames": 900, "steps": 10, "warmup": 2, "windows_per_query": 81, "text_tokens": 25}
+    assert {option: getattr(full, option) for option in sizes} == sizes
+
+
+def test_device_and_output_are_checked_before_the_measurement(tmp_path, capsys):
+    """`--device gpu` once ended in torch's RuntimeError traceback, an `--output` folder in IsADirectoryError after the
+    whole benchmark."""
+    with pytest.raises(SystemExit):
+        _parse_args(["--tiny", "--device", "gpu", "--output", str(tmp_path / "o.json")])
+    assert "--device gpu: not a torch device" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse_args(["--tiny", "--device", "cpu", "--output", str(tmp_path)])
+    assert f"`--output` {str(tmp_path)!r} is a folder" in capsys.readouterr().err

@@ -307,3 +307,34 @@ def test_reduce_overhead_compiles_on_the_cpu(tmp_path, fresh_compiler):
     assert all(math.isfinite(loss) for loss in training["fp32"]["losses"])
     assert training["fp32"]["cudagraph_skips"] > 0 and inference["cudagraph_skips"] > 0
     assert inference["shared_windows_fp32"]["queries_per_s"] > 0
+
+
+def test_workloads_must_name_at_least_one(tmp_path, capsys):
+    """`--workloads ,` once ran nothing and wrote an empty report (by default to `model_<device>_.json`)."""
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--device", "cpu", "--workloads", ",", "--output", str(tmp_path / "o.json")])
+    assert "--workloads names no workload; choose from" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_an_unusable_device_is_refused_by_name(tmp_path, capsys):
+    """`--device gpu` once ended in torch's RuntimeError traceback."""
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--device", "gpu", "--output", str(tmp_path / "o.json")])
+    assert "--device gpu: not a torch device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--output", "--profile"])
+def test_report_paths_are_checked_before_the_measurements(tmp_path, capsys, flag):
+    """An `--output` or `--profile` that is a folder (or under a file) once failed only when written: after the
+    first workload's measurements."""
+    arguments = ["--tiny", "--device", "cpu", "--workloads", "ego4d-finetune-train", "--steps", "1", "--warmup", "0"]
+    other = "--profile" if flag == "--output" else "--output"
+    with pytest.raises(SystemExit):
+        main([*arguments, other, str(tmp_path / "other.txt"), flag, str(tmp_path)])
+    assert f"`{flag}` {str(tmp_path)!r} is a folder; pass the path of the report file" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit):
+        main([*arguments, other, str(tmp_path / "other.txt"), flag, str(tmp_path / "file" / "x")])
+    assert f"`{flag}` {str(tmp_path / 'file' / 'x')!r}: its folder cannot be created" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]

@@ -72,3 +72,10 @@ def test_attention_bias_broadcast_over_heads_counts_once_per_head_in_the_upper_b
         torch.nn.functional.scaled_dot_product_attention(query, query, query, attn_mask=bias)
         torch.nn.functional.scaled_dot_product_attention(query, query, query)
     assert counter.bias_rereads == 3 * bias.numel() * 4
+
+
+def test_an_output_folder_is_refused_before_counting(tmp_path, capsys):
+    """It once failed with IsADirectoryError when the report was written, after the counted forward pass."""
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--output", str(tmp_path)])
+    assert f"`--output` {str(tmp_path)!r} is a folder; pass the path of the report file" in capsys.readouterr().err

@@ -103,3 +103,47 @@ def test_quickstart_checks_its_arguments_before_creating_anything(tmp_path):
     with pytest.raises(ValueError, match="`num_test_videos` must be non-negative, got -1"):
         quickstart.main(["--output_dir", str(output_dir), "--dataset_setting", "num_test_videos=-1"])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--max_train_steps", "0"], "--max_train_steps must be >= 1 (or left out to train every epoch), got 0"),
+        (["--max_train_steps", "-5"], "--max_train_steps must be >= 1"),
+        (["--num_train_epochs", "0"], "--num_train_epochs must be a positive number, got 0.0"),
+        (["--num_train_epochs", "nan"], "--num_train_epochs must be a positive number, got nan"),
+    ],
+)
+def test_training_lengths_that_the_trainer_would_misread_are_refused(tmp_path, capsys, arguments, message):
+    """The Trainer reads `max_steps=0` as no step and any other negative value as every epoch: `--max_train_steps 0`
+    once trained nothing and `-5` the full 50 epochs, both silently."""
+    with pytest.raises(SystemExit):
+        quickstart.main(["--output_dir", str(tmp_path / "quickstart"), *arguments])
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_dataset_without_training_or_test_videos_is_refused_before_anything_is_created(tmp_path, split):
+    """Without test videos the run once trained, then failed on an IndexError picking the demo query."""
+    with pytest.raises(ValueError, match=f"`--dataset_setting num_{split}_videos` must be >= 1"):
+        quickstart.main(["--output_dir", str(tmp_path / "quickstart"), "--dataset_setting", f"num_{split}_videos=0"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataset_dir_that_is_a_file_is_named_before_the_output_dir_is_made(tmp_path):
+    (tmp_path / "data").write_text("")
+    with pytest.raises(ValueError, match="`--dataset_dir` .* exists and is not a folder"):
+        quickstart.main(["--output_dir", str(tmp_path / "quickstart"), "--dataset_dir", str(tmp_path / "data")])
+    assert [path.name for path in tmp_path.iterdir()] == ["data"]
+
+
+def test_too_few_training_queries_for_one_batch_name_the_dataset_setting(tmp_path):
+    """The Trainer's own error asked for a lower `--per_device_train_batch_size`, a flag the quickstart lacks."""
+    settings = ["num_train_videos=1", "num_validation_videos=0", "num_test_videos=1", "max_targets_per_video=3"]
+    arguments = ["--output_dir", str(tmp_path / "quickstart")]
+    arguments += [item for setting in settings for item in ("--dataset_setting", setting)]
+    with pytest.raises(
+        ValueError, match="The 3 training queries are fewer than one batch of 8: raise `--dataset_setting"
+    ):
+        quickstart.main(arguments)
