@@ -79,7 +79,7 @@ from modeling_rgnet import (  # noqa: E402
     selector_attention,
 )
 from scripts.benchmark_model import device_kind, environment_info  # noqa: E402
-from scripts.cli import check_device, prepare_report_path, require_output_for_smoke_runs, script_parser  # noqa: E402
+from scripts.cli import check_device_argument, check_report_paths, require_output_for_smoke_runs, script_parser  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -295,14 +295,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--pairs, --frames, --text-tokens, --heads, --head-dim, --steps and --windows-per-query must be >= 1, "
             "--warmup >= 0"
         )
-    device_problem = check_device(args.device)
-    if device_problem is not None:
-        parser.error(f"--device {args.device}: {device_problem}")
-    if args.output is not None:
-        try:
-            prepare_report_path(args.output)
-        except ValueError as error:
-            parser.error(str(error))
+    check_device_argument(parser, args.device)
+    check_report_paths(parser, {"--output": args.output})
     return args
 
 

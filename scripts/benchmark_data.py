@@ -41,7 +41,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_rgnet import RGNetDatasetWriter, RGNetFeatureStore  # noqa: E402
-from scripts.cli import prepare_report_path, script_parser  # noqa: E402
+from scripts.cli import check_report_paths, script_parser  # noqa: E402
 
 TARGET_MS = 5.0
 
@@ -216,11 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--window must not exceed --frames.")
     if args.work_dir is not None and not args.work_dir.is_dir():
         parser.error(f"--work-dir {str(args.work_dir)!r} is not an existing folder.")
-    if args.output is not None:
-        try:
-            prepare_report_path(args.output)
-        except ValueError as error:
-            parser.error(str(error))
+    check_report_paths(parser, {"--output": args.output})
     output = args.output or REPO_ROOT / "benchmarks" / "results" / f"data_read_{socket.gethostname()}.json"
 
     with tempfile.TemporaryDirectory(prefix="rgnet_benchmark_", dir=args.work_dir) as work_dir:

@@ -93,7 +93,7 @@ from processing_rgnet import (  # noqa: E402
     frame_query_similarities,
 )
 from scripts.benchmark_data import cpu_model  # noqa: E402
-from scripts.cli import check_device, prepare_report_path, require_output_for_smoke_runs, script_parser  # noqa: E402
+from scripts.cli import check_device_argument, check_report_paths, require_output_for_smoke_runs, script_parser  # noqa: E402
 from training_rgnet import (  # noqa: E402
     COMPILE_MODES,
     PostProcessingWorker,
@@ -1048,15 +1048,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     require_output_for_smoke_runs(parser, args)
     if args.compile_mode != "default" and not args.compile:
         parser.error(f"--compile-mode {args.compile_mode} needs --compile")
-    device_problem = None if args.device == "auto" else check_device(args.device)
-    if device_problem is not None:
-        parser.error(f"--device {args.device}: {device_problem}")
-    for flag, path in (("--output", args.output), ("--profile", args.profile)):  # before minutes of measurements
-        if path is not None:
-            try:
-                prepare_report_path(path, flag)
-            except ValueError as error:
-                parser.error(str(error))
+    check_device_argument(parser, args.device, allow_auto=True)
+    check_report_paths(parser, {"--output": args.output, "--profile": args.profile})  # before the measurements
     return args
 
 

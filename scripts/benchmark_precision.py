@@ -35,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
 from scripts.benchmark_model import PRECISIONS, environment_info, top1, top1_agreement  # noqa: E402
-from scripts.cli import check_device, load_rgnet_model, prepare_report_path, run_script, script_parser  # noqa: E402
+from scripts.cli import check_device_argument, check_report_paths, load_rgnet_model, run_script, script_parser  # noqa: E402
 from training_rgnet import predict_long_videos, score_predictions  # noqa: E402
 
 
@@ -53,14 +53,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.pairs_per_batch < 1:
         parser.error(f"--pairs_per_batch must be >= 1, got {args.pairs_per_batch}")
-    device_problem = None if args.device == "auto" else check_device(args.device)
-    if device_problem is not None:
-        parser.error(f"--device {args.device}: {device_problem}")
-    if args.output is not None:
-        try:
-            prepare_report_path(args.output)
-        except ValueError as error:
-            parser.error(str(error))
+    check_device_argument(parser, args.device, allow_auto=True)
+    check_report_paths(parser, {"--output": args.output})
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
 
     model = load_rgnet_model(args.model_dir, "--model_dir").to(device).eval()

@@ -51,7 +51,7 @@ from scripts.benchmark_model import (  # noqa: E402
     environment_info,
     inference_inputs,
 )
-from scripts.cli import prepare_report_path, require_output_for_smoke_runs, script_parser  # noqa: E402
+from scripts.cli import check_report_paths, require_output_for_smoke_runs, script_parser  # noqa: E402
 
 INFERENCE_WORKLOADS = [name for name, workload in WORKLOADS.items() if workload.kind == "inference"]
 PRECISIONS = ("fp32", "bf16", "bf16-weights")
@@ -220,11 +220,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.top_modules < 0:
         parser.error(f"--top-modules must be >= 0; got {args.top_modules}")
     require_output_for_smoke_runs(parser, args)
-    if args.output is not None:
-        try:
-            prepare_report_path(args.output)
-        except ValueError as error:
-            parser.error(str(error))
+    check_report_paths(parser, {"--output": args.output})
     return args
 
 

@@ -15,7 +15,10 @@ from pathlib import Path
 
 __all__ = [
     "ArgumentParser",
+    "add_device_argument",
     "check_device",
+    "check_device_argument",
+    "check_report_paths",
     "load_rgnet_config",
     "load_rgnet_model",
     "prepare_output_dir",
@@ -63,6 +66,25 @@ def check_device(device: str) -> str | None:
     return None
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """`--device` of a script that runs a model: cpu, cuda or cuda:N, by default CUDA when it is available (checked
+    by [`check_device_argument`])."""
+    import torch
+
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default: cuda when available)",
+    )
+
+
+def check_device_argument(parser: argparse.ArgumentParser, device: str, allow_auto: bool = False) -> None:
+    """[`check_device`] as a usage error of `parser` (`"auto"` passes when `allow_auto`)."""
+    problem = None if allow_auto and device == "auto" else check_device(device)
+    if problem is not None:
+        parser.error(f"--device {device}: {problem}")
+
+
 def require_output_for_smoke_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A benchmark's `--tiny` run measures nothing worth keeping: it must name its `--output`, so that it cannot
     replace the measured results that the default paths under `benchmarks/results/` hold."""
@@ -104,6 +126,16 @@ def prepare_report_path(path: str | Path, flag: str = "--output") -> Path:
     except OSError as error:  # a parent that is a file, no permission, ...
         raise ValueError(f"`{flag}` {str(path)!r}: its folder cannot be created: {error}") from None
     return path
+
+
+def check_report_paths(parser: argparse.ArgumentParser, paths: dict[str, str | Path | None]) -> None:
+    """[`prepare_report_path`] for each `flag: path` given (`None`: not given), as a usage error of `parser`."""
+    for flag, path in paths.items():
+        if path is not None:
+            try:
+                prepare_report_path(path, flag)
+            except ValueError as error:
+                parser.error(str(error))
 
 
 def load_rgnet_config(model_dir: str | Path, flag: str = "--model"):

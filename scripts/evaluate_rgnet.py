@@ -26,7 +26,8 @@ import torch  # noqa: E402
 from data_rgnet import load_rgnet_dataset  # noqa: E402
 from processing_rgnet import RGNetProcessor  # noqa: E402
 from scripts.cli import (  # noqa: E402
-    check_device,
+    add_device_argument,
+    check_device_argument,
     load_rgnet_config,
     load_rgnet_model,
     prepare_output_dir,
@@ -71,11 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--max_predictions", type=int, default=None, help="moments kept per query (default: the processor's setting)"
     )
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu, cuda or cuda:N (default: cuda when available)",
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16"),
@@ -122,9 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(
             f"--max_predictions must be >= 1 (or left out for the model's default), got {args.max_predictions}"
         )
-    device_problem = check_device(args.device)
-    if device_problem is not None:
-        parser.error(f"--device {args.device}: {device_problem}")
+    check_device_argument(parser, args.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.retain_freed_cpu_memory and not retain_freed_host_memory():
         logger.warning("--retain_freed_cpu_memory: this C library cannot be tuned (glibc only); ignored.")

@@ -71,7 +71,7 @@ from data_rgnet import (  # noqa: E402
     check_dataset_output_dir,
     read_manifest,
 )
-from scripts.cli import check_device, run_script, script_parser  # noqa: E402
+from scripts.cli import add_device_argument, check_device_argument, run_script, script_parser  # noqa: E402
 
 logger = logging.getLogger("extract_features")
 
@@ -840,11 +840,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second (default 5, as MAD)")
     parser.add_argument("--batch_size", type=int, default=32, help="frames per encoder call")
     parser.add_argument("--clip_output", choices=CLIP_OUTPUTS, default="image_embeds", help="CLIP feature kind")
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu, cuda or cuda:N (default: cuda when available)",
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -858,9 +854,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _check_sampling(args.fps, args.batch_size)
     check_output_dir(args.output_dir)
     find_videos(args.video)
-    device_problem = check_device(args.device)
-    if device_problem is not None:
-        parser.error(f"--device {args.device}: {device_problem}")
+    check_device_argument(parser, args.device)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     encoder = build_frame_encoder(args.encoder, clip_output=args.clip_output, device=args.device)
     summary = extract_features(

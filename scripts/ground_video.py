@@ -72,7 +72,14 @@ if str(REPO_ROOT) not in sys.path:
 from data_rgnet import MANIFEST_FILENAME, RGNetFeatureStore  # noqa: E402
 from modeling_rgnet import RGNetForVideoGrounding  # noqa: E402
 from processing_rgnet import RGNetProcessor, normalize_query  # noqa: E402
-from scripts.cli import check_device, load_rgnet_model, prepare_output_dir, run_script, script_parser  # noqa: E402
+from scripts.cli import (  # noqa: E402
+    add_device_argument,
+    check_device_argument,
+    load_rgnet_model,
+    prepare_output_dir,
+    run_script,
+    script_parser,
+)
 from scripts.extract_features import (  # noqa: E402
     VIDEO_EXTENSIONS,
     build_frame_encoder,
@@ -640,20 +647,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=16,
         help="(query, window) pairs per forward pass (whole queries, at least one)",
     )
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu, cuda or cuda:N (default: cuda when available)",
-    )
+    add_device_argument(parser)
     parser.add_argument("--no_plot", action="store_true", help="skip the timeline PNG")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     for flag in ("top_k", "batch_size"):  # usage errors, before the model loads
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    device_problem = check_device(args.device)
-    if device_problem is not None:
-        parser.error(f"--device {args.device}: {device_problem}")
+    check_device_argument(parser, args.device)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     # The inputs and the output folder are checked before the models load and the video is encoded.

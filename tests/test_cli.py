@@ -4,7 +4,15 @@ import argparse
 
 import pytest
 
-from scripts.cli import ArgumentParser, check_device, prepare_output_dir, script_parser
+from scripts.cli import (
+    ArgumentParser,
+    add_device_argument,
+    check_device,
+    check_device_argument,
+    check_report_paths,
+    prepare_output_dir,
+    script_parser,
+)
 
 
 def test_each_long_option_takes_its_other_spelling():
@@ -77,6 +85,29 @@ def test_device_values_are_checked_before_use():
     else:
         count = torch.cuda.device_count()
         assert check_device("cuda") is None and f"{count} CUDA device(s)" in check_device(f"cuda:{count}")
+
+
+def test_device_flag_defaults_to_cuda_when_available_and_is_checked_as_a_usage_error(capsys):
+    import torch
+
+    parser = script_parser("A script.")
+    add_device_argument(parser)
+    args = parser.parse_args([])
+    assert args.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device_argument(parser, "cpu")
+    check_device_argument(parser, "auto", allow_auto=True)
+    with pytest.raises(SystemExit) as exit_info:
+        check_device_argument(parser, "auto")  # only where the script resolves it
+    assert exit_info.value.code == 2 and "--device auto: not a torch device" in capsys.readouterr().err
+
+
+def test_report_paths_are_checked_as_usage_errors_naming_the_flag(tmp_path, capsys):
+    parser = script_parser("A benchmark.")
+    check_report_paths(parser, {"--output": tmp_path / "new" / "report.json", "--profile": None})
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "report.json").exists()
+    with pytest.raises(SystemExit):
+        check_report_paths(parser, {"--output": None, "--profile": tmp_path})
+    assert f"`--profile` {str(tmp_path)!r} is a folder" in capsys.readouterr().err
 
 
 def test_output_folders_are_made_or_refused_with_the_flag_named(tmp_path):
