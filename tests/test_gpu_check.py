@@ -188,11 +188,11 @@ def test_every_command_passes_its_scripts_argument_checks(
     class Parsed(Exception):
         pass
 
-    def loaded(model_dir):
+    def loaded(model_dir, flag):
         raise Parsed(model_dir)
 
     (precision_arguments,) = commands["scripts/benchmark_precision.py"]
-    monkeypatch.setattr(benchmark_precision.RGNetForVideoGrounding, "from_pretrained", loaded)
+    monkeypatch.setattr(benchmark_precision, "load_rgnet_model", loaded)
     with pytest.raises(Parsed):  # parsed, the device accepted: the model is loaded next
         benchmark_precision.main(precision_arguments)
     precision_options = _options(precision_arguments)
