@@ -382,7 +382,14 @@ class RGNetConfig(PreTrainedConfig):
                 "`matcher_span_l1_cost`, `matcher_giou_cost` and `matcher_class_cost` are all 0; at least one must be "
                 "positive for the Hungarian matching of moments to targets."
             )
-        if self.text_config is not None and self.text_config.hidden_size != self.text_feature_dim:
+        text_width = getattr(self.text_config, "hidden_size", None)
+        if self.text_config is not None and not isinstance(text_width, int):
+            # E.g. a whole `CLIPConfig` (text and vision towers): its model would not take `input_ids` alone.
+            raise ValueError(
+                f"`text_config` must configure a text encoder with a `hidden_size`, e.g. a `CLIPTextConfig`; got a "
+                f"{type(self.text_config).__name__} without one (pass a dual-encoder config's `.text_config`)."
+            )
+        if self.text_config is not None and text_width != self.text_feature_dim:
             raise ValueError(
                 f"`text_config.hidden_size` ({self.text_config.hidden_size}) must equal `text_feature_dim` "
                 f"({self.text_feature_dim}): the text encoder's token states are the query features."

@@ -804,10 +804,11 @@ class RGNetLoss:
                 f"`outputs['saliency_scores']` must have shape ({num_grounded}, Lv), "
                 f"got {tuple(saliency_scores.shape)}."
             )
-        if video_mask.shape != (num_pairs, saliency_scores.shape[1]):
+        if not isinstance(video_mask, torch.Tensor) or video_mask.shape != (num_pairs, saliency_scores.shape[1]):
+            shape = tuple(video_mask.shape) if isinstance(video_mask, torch.Tensor) else type(video_mask).__name__
             raise ValueError(
                 f"`video_mask` must have shape {(num_pairs, saliency_scores.shape[1])} (pairs, frames of "
-                f"`outputs['saliency_scores']`), got {tuple(video_mask.shape)}."
+                f"`outputs['saliency_scores']`), got {shape}."
             )
 
     # ---- entry points ----

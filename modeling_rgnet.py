@@ -1644,6 +1644,14 @@ class RGNetPreTrainedModel(PreTrainedModel):
     # Every attention runs through `scaled_dot_product_attention` (no other implementation exists to choose).
     _supports_sdpa = True
 
+    def __init__(self, config: RGNetConfig, *inputs, **kwargs):
+        # A field set on the config after its construction is type-checked but not checked against the others (e.g.
+        # `hidden_size` against `num_attention_heads`): checked here, before layers are built from it, instead of
+        # failing inside one of them at the first forward.
+        if isinstance(config, RGNetConfig):
+            config.validate_fields()
+        super().__init__(config, *inputs, **kwargs)
+
     def resize_token_embeddings(self, *args, **kwargs):
         base_model = getattr(self, self.base_model_prefix, self)
         if base_model.text_encoder is None:
@@ -1858,7 +1866,9 @@ class RGNetModel(RGNetPreTrainedModel):
         grounding_pair_index,
         video_pair_index,
         text_pair_index=None,
+        text_name="text_features",
     ):
+        """`text_name`: the argument the text came from (`input_ids`, encoded into `text_features`), for messages."""
         config = self.config
         _check_video_features(video_features, config)
         if not isinstance(text_features, torch.Tensor) or not text_features.is_floating_point():
@@ -1897,7 +1907,7 @@ class RGNetModel(RGNetPreTrainedModel):
             )
         elif text_features.shape[0] != num_pairs:
             raise ValueError(
-                f"`text_features` has {text_features.shape[0]} pairs but {source} has {num_pairs} (pass "
+                f"`{text_name}` has {text_features.shape[0]} pairs but {source} has {num_pairs} (pass "
                 "`text_pair_index` when the text holds each query once)."
             )
         if text_mask is None or tuple(text_mask.shape) != tuple(text_features.shape[:2]):
@@ -2044,9 +2054,17 @@ class RGNetModel(RGNetPreTrainedModel):
         if input_ids is not None:
             if text_features is not None:
                 raise ValueError("Pass either `text_features` or `input_ids`, not both.")
+            if text_mask is not None:  # it would be replaced by the mask made from `attention_mask`, unread
+                raise ValueError(
+                    "`text_mask` goes with `text_features`; with `input_ids` pass the token mask as `attention_mask`."
+                )
             text_features, text_mask = self.encode_text(input_ids, attention_mask)
         elif text_features is None:
             raise ValueError("One of `text_features` (with `text_mask`) or `input_ids` is required.")
+        elif attention_mask is not None:  # it would be ignored: the mask of `text_features` is `text_mask`
+            raise ValueError(
+                "`attention_mask` goes with `input_ids`; with `text_features` pass the token mask as `text_mask`."
+            )
         self._check_inputs(
             video_features,
             video_mask,
@@ -2056,6 +2074,7 @@ class RGNetModel(RGNetPreTrainedModel):
             grounding_pair_index,
             video_pair_index,
             text_pair_index,
+            text_name="input_ids" if input_ids is not None else "text_features",
         )
         if grounding_pair_index is not None:  # `index_copy` needs it beside the states; indexing would not
             grounding_pair_index = grounding_pair_index.to(video_features.device)
@@ -2363,6 +2382,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         saved config will say."""
         settings = {name: getattr(self.config, name) for name in RGNetLoss.config_fields}
         if settings != self._criterion_settings:
+            # Fields set after construction are only type-checked as they are set: a NaN weight or a zero temperature
+            # would make the loss NaN or infinite without an error. Checked as at construction.
+            self.config.validate_fields()
             self._criterion, self._criterion_settings = RGNetLoss(self.config), settings
         return self._criterion
 

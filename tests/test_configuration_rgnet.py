@@ -90,6 +90,8 @@ def test_preset_overrides_and_unknown_names():
         ({"retrieval_loss_weight": -1.0}, "retrieval_loss_weight"),
         ({"nms_threshold": 1.5}, "nms_threshold"),
         ({"text_config": {"model_type": "clip_text_model", "hidden_size": 64}}, "text_feature_dim"),
+        # A whole CLIP config (text and vision towers, no `hidden_size`) instead of its `.text_config`.
+        ({"text_config": {"model_type": "clip"}}, "`text_config` must configure a text encoder with a `hidden_size`"),
         ({"max_window_frames": 1}, "`max_window_frames` must be at least 2"),
         ({"layer_norm_eps": 0.0}, "`layer_norm_eps` must be positive"),
         ({"span_l1_loss_weight": float("nan")}, "`span_l1_loss_weight` must be a finite number"),

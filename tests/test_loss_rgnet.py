@@ -520,6 +520,9 @@ def test_missing_auxiliary_outputs_and_bad_video_mask_raise():
         criterion(outputs, labels, video_mask)
     with pytest.raises(ValueError, match="video_mask"):
         RGNetLoss(make_config(use_auxiliary_loss=False))(outputs, labels, video_mask[:, :3])
+    for not_a_tensor in (None, video_mask.tolist()):
+        with pytest.raises(ValueError, match=r"`video_mask` must have shape \(4, \d+\) .*got (NoneType|list)"):
+            RGNetLoss(make_config(use_auxiliary_loss=False))(outputs, labels, not_a_tensor)
 
 
 def test_loss_gradients_reach_every_output_it_reads():

@@ -304,6 +304,26 @@ def test_loss_and_selector_settings_follow_changes_to_the_config(tester):
     torch.testing.assert_close(gradient, selector_gradient(rebuilt.train()), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("contrastive_temperature", 0.0, "`contrastive_temperature` must be positive"),
+        ("retrieval_loss_weight", float("nan"), "`retrieval_loss_weight` must be a finite number"),
+        ("saliency_margin", -0.2, "`saliency_margin` must be non-negative"),
+    ],
+)
+def test_loss_settings_changed_on_the_config_are_checked_at_the_next_loss(tester, field, value, message):
+    # Setting them on `model.config` is the documented way to change the loss after loading; a bad value would
+    # otherwise give a NaN or infinite loss without an error.
+    model = RGNetForVideoGrounding(tester.get_config()).train()
+    inputs = tester.cross_pairs_batch(2)
+    labels = tester.prepare_labels("cross_pairs", inputs)
+    model(**inputs, labels=labels)
+    setattr(model.config, field, value)
+    with pytest.raises(ValueError, match=message):
+        model(**inputs, labels=labels)
+
+
 def test_overfitting_one_small_batch_drives_the_loss_down(tester):
     torch.manual_seed(0)
     config = tester.get_config(dropout=0.0, input_dropout=0.0)
@@ -823,6 +843,33 @@ def test_bad_input_ids_raise_a_clear_error(tester):
             model(**video, input_ids=bad)
     with pytest.raises(ValueError, match="`attention_mask` must have the shape of `input_ids`, \\(2, 4\\)"):
         model(**video, input_ids=ids, attention_mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="`input_ids` has 1 pairs but `video_features` has 2"):
+        model(**video, input_ids=ids[:1], attention_mask=(ids[:1] != 0).long())
+
+
+def test_a_text_mask_under_the_other_text_input_name_raises(tester):
+    # The mask of `input_ids` is `attention_mask`, that of `text_features` is `text_mask`: one given under the other
+    # name would be ignored (padding tokens read as real ones, or a mask not applied).
+    model = RGNetForVideoGrounding(tester.get_config(text_config=tiny_text_config())).eval()
+    inputs = tester.prepare_inputs(2)
+    video = {"video_features": inputs["video_features"], "video_mask": inputs["video_mask"]}
+    ids = torch.tensor([[1, 5, 6, 2, 0], [1, 8, 2, 0, 0]])
+    with pytest.raises(ValueError, match="with `input_ids` pass the token mask as `attention_mask`"):
+        model(**video, input_ids=ids, text_mask=(ids != 0).long())
+    with pytest.raises(ValueError, match="with `text_features` pass the token mask as `text_mask`"):
+        model(**inputs, attention_mask=inputs["text_mask"])
+    model(**video, input_ids=ids, attention_mask=(ids != 0).long())  # each mask under its own name
+
+
+def test_a_config_changed_after_construction_is_checked_when_a_model_is_built(tester):
+    # Assignments are only type-checked: an inconsistent width would otherwise fail inside the first attention.
+    for model_class in (RGNetModel, RGNetForVideoGrounding):
+        config = tester.get_config()
+        config.num_attention_heads = 3  # hidden size 32
+        with pytest.raises(
+            ValueError, match="`hidden_size` \\(32\\) must be divisible by `num_attention_heads` \\(3\\)"
+        ):
+            model_class(config)
 
 
 # ---- Hugging Face conventions ----
