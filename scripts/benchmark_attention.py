@@ -79,7 +79,13 @@ from modeling_rgnet import (  # noqa: E402
     selector_attention,
 )
 from scripts.benchmark_model import device_kind, environment_info  # noqa: E402
-from scripts.cli import check_device_argument, check_report_paths, require_output_for_smoke_runs, script_parser  # noqa: E402
+from scripts.cli import (  # noqa: E402
+    add_device_argument,
+    check_device_argument,
+    check_report_paths,
+    require_output_for_smoke_runs,
+    script_parser,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -257,7 +263,7 @@ DEFAULT_SIZES = {"pairs": 1296, "frames": 900, "steps": 10, "warmup": 2, "window
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = script_parser(__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.add_argument("--precision", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--pairs", type=int, help="(query, window) pairs (default 1296: 16 × 81 windows).")
     parser.add_argument("--frames", type=int, help="Frames per window (default 900, MAD).")

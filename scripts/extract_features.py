@@ -801,8 +801,8 @@ def extract_features(
         _save_part_sources(parts_dir, part_sources)
         extracted.append(video_id)
 
-    readable = [video_id for video_id in [*videos, *kept] if video_id not in failed]
-    readable = list(dict.fromkeys(readable))  # a video both in this run and in the dataset, once
+    # A video both in this run and in the dataset counts once.
+    readable = [video_id for video_id in dict.fromkeys([*videos, *kept]) if video_id not in failed]
     if not readable:
         raise ValueError(f"No video under {str(video)!r} could be read: {failed}")
     entries = {}
